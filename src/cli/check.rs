@@ -1,0 +1,49 @@
+//! `portico check`: everything `serve` would check, without serving or writing anything.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config::{Config, Report};
+use crate::runtime::{self, Mode, Shared};
+
+/// Checks the file and its certificates; the full report, and the runtime if it would serve.
+pub fn check(path: &Path) -> (Option<runtime::Runtime>, Report) {
+    let (config, mut report) = Config::load(path);
+    let Some(config) = config else {
+        return (None, report);
+    };
+    let shared = match Shared::new() {
+        Ok(s) => s,
+        Err(e) => {
+            report.error("", format!("cannot set up TLS session tickets: {e}"), None);
+            return (None, report);
+        }
+    };
+    let (rt, more) = runtime::build(config, Mode::Check, &shared);
+    report.extend(more);
+    (rt, report)
+}
+
+pub(super) fn run(path: &Path) -> ExitCode {
+    let (rt, report) = check(path);
+    print!("{report}");
+    let errors = report.errors().count();
+    let warnings = report.warnings().count();
+    match rt {
+        Some(rt) if errors == 0 => {
+            println!(
+                "{}: ok — {} listeners, {} sites, {} pool certificates, {} warnings",
+                path.display(),
+                rt.listeners.len(),
+                rt.sites.len(),
+                rt.pool.certs().len(),
+                warnings
+            );
+            ExitCode::SUCCESS
+        }
+        _ => {
+            println!("{}: {errors} errors, {warnings} warnings", path.display());
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,887 @@
+//! Configuration: the TOML file read into raw serde structs, then checked into typed values.
+//!
+//! This module checks everything that can be known from the file alone (syntax, unknown keys,
+//! addresses, host names, binding conflicts, actions). Checks that need the certificate files
+//! run when the runtime is built (`runtime::build`), which reports into the same [`Report`].
+//! Nothing downstream re-checks what is typed here.
+
+mod diag;
+mod raw;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use diag::{Diagnostic, Report, Severity};
+use raw::{RawConfig, RawListener, RawSite, RawTls, Unknown};
+
+use crate::names::HostName;
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    pub state_dir: PathBuf,
+    pub listeners: Vec<Listener>,
+    pub certificates: Vec<CertFiles>,
+    pub sites: Vec<Site>,
+    pub limits: Limits,
+}
+
+/// Where a listener accepts: one IP or every address (`*`), and a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenAddr {
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+}
+
+impl ListenAddr {
+    pub fn parse(s: &str) -> Result<ListenAddr, String> {
+        if let Some(port) = s.strip_prefix("*:") {
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| format!("{port:?} is not a port number"))?;
+            return Ok(ListenAddr { ip: None, port });
+        }
+        let addr: SocketAddr = s
+            .parse()
+            .map_err(|_| format!("{s:?} is not \"IP:port\", \"[v6]:port\" or \"*:port\""))?;
+        Ok(ListenAddr {
+            ip: Some(addr.ip().to_canonical()),
+            port: addr.port(),
+        })
+    }
+
+    /// Whether a connection that arrived at `local` belongs to this address.
+    pub fn matches(&self, local: SocketAddr) -> bool {
+        local.port() == self.port && self.ip.is_none_or(|ip| ip == local.ip().to_canonical())
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ip {
+            None => write!(f, "*:{}", self.port),
+            Some(IpAddr::V4(ip)) => write!(f, "{ip}:{}", self.port),
+            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    Https,
+    Http,
+}
+
+/// What a client without SNI gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoSni {
+    Reject,
+    Host(HostName),
+}
+
+/// What a client naming a host that is not bound on the listener gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownSni {
+    Reject,
+    NoSni,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub address: ListenAddr,
+    pub kind: ListenerKind,
+    pub no_sni: NoSni,
+    pub unknown_sni: UnknownSni,
+    pub alpn: Vec<Vec<u8>>,
+    pub max_connections: usize,
+}
+
+/// A certificate chain file and its key file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Where a site's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// The pool's best certificate for each host.
+    Pool,
+    /// Issued by Portico's local CA.
+    Internal,
+    /// This certificate, whatever the pool holds.
+    Pinned(CertFiles),
+}
+
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Position in the file, for diagnostics (`site[N]`).
+    pub index: usize,
+    pub name: String,
+    pub hosts: Vec<HostName>,
+    /// Indexes into `Config::listeners`.
+    pub listeners: Vec<usize>,
+    pub tls: TlsMode,
+    pub action: Action,
+}
+
+/// What a site does with a request.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Root(PathBuf),
+    Redirect {
+        to: String,
+        status: u16,
+    },
+    Respond {
+        status: u16,
+        body: String,
+        content_type: String,
+    },
+}
+
+/// Time and size limits that protect the server from slow or greedy clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// From accept to the end of the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// For a request's headers to arrive (slowloris).
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// On shutdown, requests in flight get this long to finish.
+    pub drain_timeout: Duration,
+    /// Larger request headers get 431.
+    pub max_header_bytes: usize,
+    /// Per listener, unless the listener says otherwise.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
+            max_header_bytes: 32 * 1024,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks the file. Errors and warnings go into the report; the configuration
+    /// is returned only when there is no error.
+    pub fn load(file: &Path) -> (Option<Config>, Report) {
+        let mut report = Report::default();
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) => {
+                report.error(
+                    "",
+                    format!("cannot read {}: {e}", file.display()),
+                    Some("pass the configuration file with -c FILE".to_string()),
+                );
+                return (None, report);
+            }
+        };
+        let config = Config::from_str(&text, file, &mut report);
+        (config.filter(|_| !report.has_errors()), report)
+    }
+
+    /// Checks `text` as if read from `file` (relative paths resolve against its directory).
+    pub fn from_str(text: &str, file: &Path, report: &mut Report) -> Option<Config> {
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                report.error(
+                    "",
+                    format!(
+                        "{} is not valid: {}",
+                        file.display(),
+                        e.to_string().trim_end()
+                    ),
+                    None,
+                );
+                return None;
+            }
+        };
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        Some(Checker { base, report }.check(raw, file))
+    }
+}
+
+struct Checker<'r> {
+    base: PathBuf,
+    report: &'r mut Report,
+}
+
+fn unknown_keys(report: &mut Report, path: &str, unknown: &Unknown, known: &[&str]) {
+    for key in unknown.keys() {
+        let at = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        report.error(
+            at,
+            format!("unknown key {key:?}"),
+            Some(format!("known keys here: {}", known.join(", "))),
+        );
+    }
+}
+
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        _ => None,
+    }
+}
+
+impl Checker<'_> {
+    fn path(&self, p: &str) -> PathBuf {
+        self.base.join(p)
+    }
+
+    fn check(mut self, raw: RawConfig, file: &Path) -> Config {
+        unknown_keys(
+            self.report,
+            "",
+            &raw.unknown,
+            &["state_dir", "listener", "certificate", "site", "limits"],
+        );
+        let state_dir = self.path(raw.state_dir.as_deref().unwrap_or("state"));
+        let limits = self.limits(raw.limits);
+        let listeners = self.listeners(raw.listener, &limits);
+        let certificates = raw
+            .certificate
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, c)| self.cert_files(&format!("certificate[{i}]"), c))
+            .collect();
+        let sites = self.sites(raw.site, &listeners);
+        let config = Config {
+            file: file.to_path_buf(),
+            state_dir,
+            listeners,
+            certificates,
+            sites,
+            limits,
+        };
+        self.bindings(&config);
+        config
+    }
+
+    fn limits(&mut self, raw: Option<raw::RawLimits>) -> Limits {
+        let mut limits = Limits::default();
+        let Some(raw) = raw else { return limits };
+        unknown_keys(
+            self.report,
+            "limits",
+            &raw.unknown,
+            &[
+                "handshake_timeout",
+                "header_timeout",
+                "idle_timeout",
+                "drain_timeout",
+                "max_header_bytes",
+                "max_connections",
+            ],
+        );
+        for (key, value, slot) in [
+            (
+                "handshake_timeout",
+                raw.handshake_timeout,
+                &mut limits.handshake_timeout,
+            ),
+            (
+                "header_timeout",
+                raw.header_timeout,
+                &mut limits.header_timeout,
+            ),
+            ("idle_timeout", raw.idle_timeout, &mut limits.idle_timeout),
+            (
+                "drain_timeout",
+                raw.drain_timeout,
+                &mut limits.drain_timeout,
+            ),
+        ] {
+            let Some(value) = value else { continue };
+            match parse_duration(&value) {
+                Some(d) if !d.is_zero() => *slot = d,
+                _ => self.report.error(
+                    format!("limits.{key}"),
+                    format!("{value:?} is not a duration"),
+                    Some(
+                        "write a positive number with a unit: \"500ms\", \"10s\", \"2m\" or \"1h\""
+                            .to_string(),
+                    ),
+                ),
+            }
+        }
+        if let Some(n) = raw.max_header_bytes {
+            match usize::try_from(n) {
+                Ok(n) if (1024..=1024 * 1024).contains(&n) => limits.max_header_bytes = n,
+                _ => self.report.error(
+                    "limits.max_header_bytes",
+                    format!("{n} is out of range"),
+                    Some("use a size between 1024 and 1048576 bytes".to_string()),
+                ),
+            }
+        }
+        if let Some(n) = raw.max_connections {
+            match usize::try_from(n) {
+                Ok(n) if n > 0 => limits.max_connections = n,
+                _ => self.report.error(
+                    "limits.max_connections",
+                    format!("{n} is not a positive number"),
+                    None,
+                ),
+            }
+        }
+        limits
+    }
+
+    fn listeners(&mut self, raw: Vec<RawListener>, limits: &Limits) -> Vec<Listener> {
+        let mut out = Vec::new();
+        let mut by_addr: HashMap<ListenAddr, usize> = HashMap::new();
+        let mut by_name: HashMap<String, usize> = HashMap::new();
+        if raw.is_empty() {
+            self.report.error(
+                "listener",
+                "no listener is configured",
+                Some("add a [[listener]] with address = \"*:443\"".to_string()),
+            );
+        }
+        for (i, l) in raw.into_iter().enumerate() {
+            let at = format!("listener[{i}]");
+            unknown_keys(
+                self.report,
+                &at,
+                &l.unknown,
+                &[
+                    "name",
+                    "address",
+                    "kind",
+                    "no_sni",
+                    "unknown_sni",
+                    "alpn",
+                    "max_connections",
+                ],
+            );
+            let address = match l.address.as_deref().map(ListenAddr::parse) {
+                Some(Ok(a)) => Some(a),
+                Some(Err(e)) => {
+                    self.report.error(
+                        format!("{at}.address"),
+                        e,
+                        Some("write \"127.0.0.1:8443\", \"[::1]:8443\" or \"*:8443\"".to_string()),
+                    );
+                    None
+                }
+                None => {
+                    self.report.error(
+                        &at,
+                        "the listener has no address",
+                        Some("add address = \"*:443\"".to_string()),
+                    );
+                    None
+                }
+            };
+            if let Some(a) = address {
+                if let Some(j) = by_addr.insert(a, i) {
+                    self.report.error(format!("{at}.address"), format!("address {a} is already used by listener[{j}]"), Some("give each listener its own address; put several sites on one listener instead".to_string()));
+                }
+            }
+            let kind = match l.kind.as_deref() {
+                None | Some("https") => ListenerKind::Https,
+                Some("http") => ListenerKind::Http,
+                Some(other) => {
+                    self.report.error(
+                        format!("{at}.kind"),
+                        format!("unknown kind {other:?}"),
+                        Some("use \"https\" or \"http\"".to_string()),
+                    );
+                    ListenerKind::Https
+                }
+            };
+            let name = l
+                .name
+                .clone()
+                .unwrap_or_else(|| address.map(|a| a.to_string()).unwrap_or_else(|| at.clone()));
+            if let Some(j) = by_name.insert(name.clone(), i) {
+                self.report.error(
+                    format!("{at}.name"),
+                    format!("name {name:?} is already used by listener[{j}]"),
+                    Some("give each listener a unique name".to_string()),
+                );
+            }
+            let no_sni = match l.no_sni.as_deref() {
+                None | Some("reject") => NoSni::Reject,
+                Some(host) => match HostName::parse(host) {
+                    Ok(h) if !h.is_wildcard() => NoSni::Host(h),
+                    Ok(_) => {
+                        self.report.error(
+                            format!("{at}.no_sni"),
+                            format!("{host:?} is a wildcard"),
+                            Some("name one host, or \"reject\"".to_string()),
+                        );
+                        NoSni::Reject
+                    }
+                    Err(e) => {
+                        self.report.error(
+                            format!("{at}.no_sni"),
+                            format!("{host:?}: {e}"),
+                            Some("name one host bound on this listener, or \"reject\"".to_string()),
+                        );
+                        NoSni::Reject
+                    }
+                },
+            };
+            let unknown_sni = match l.unknown_sni.as_deref() {
+                None | Some("reject") => UnknownSni::Reject,
+                Some("no_sni") => UnknownSni::NoSni,
+                Some(other) => {
+                    self.report.error(
+                        format!("{at}.unknown_sni"),
+                        format!("unknown value {other:?}"),
+                        Some("use \"reject\" or \"no_sni\"".to_string()),
+                    );
+                    UnknownSni::Reject
+                }
+            };
+            if unknown_sni == UnknownSni::NoSni && no_sni == NoSni::Reject {
+                self.report.error(
+                    format!("{at}.unknown_sni"),
+                    "unknown_sni = \"no_sni\" needs a no_sni host on this listener",
+                    Some("set no_sni = \"HOST\" or unknown_sni = \"reject\"".to_string()),
+                );
+            }
+            if kind == ListenerKind::Http
+                && (l.no_sni.is_some() || l.unknown_sni.is_some() || l.alpn.is_some())
+            {
+                self.report.warning(
+                    &at,
+                    "no_sni, unknown_sni and alpn mean nothing on an http listener",
+                    Some("remove them".to_string()),
+                );
+            }
+            let alpn = match l.alpn {
+                None => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+                Some(list) => {
+                    for (j, p) in list.iter().enumerate() {
+                        if p != "h2" && p != "http/1.1" {
+                            self.report.error(
+                                format!("{at}.alpn[{j}]"),
+                                format!("unsupported protocol {p:?}"),
+                                Some("use \"h2\" and/or \"http/1.1\"".to_string()),
+                            );
+                        }
+                    }
+                    if list.is_empty() {
+                        self.report.error(
+                            format!("{at}.alpn"),
+                            "the list is empty",
+                            Some("use [\"h2\", \"http/1.1\"]".to_string()),
+                        );
+                    }
+                    list.into_iter().map(String::into_bytes).collect()
+                }
+            };
+            let max_connections = match l.max_connections {
+                None => limits.max_connections,
+                Some(n) => match usize::try_from(n) {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        self.report.error(
+                            format!("{at}.max_connections"),
+                            format!("{n} is not a positive number"),
+                            None,
+                        );
+                        limits.max_connections
+                    }
+                },
+            };
+            // Keep the index aligned with the file even when the address is bad, so later
+            // paths stay right; a config with errors never serves anyway.
+            out.push(Listener {
+                name,
+                address: address.unwrap_or(ListenAddr { ip: None, port: 0 }),
+                kind,
+                no_sni,
+                unknown_sni,
+                alpn,
+                max_connections,
+            });
+        }
+        out
+    }
+
+    fn cert_files(&mut self, at: &str, raw: raw::RawCertificate) -> Option<CertFiles> {
+        unknown_keys(self.report, at, &raw.unknown, &["cert", "key"]);
+        match (raw.cert, raw.key) {
+            (Some(cert), Some(key)) => Some(CertFiles {
+                cert: self.path(&cert),
+                key: self.path(&key),
+            }),
+            (cert, key) => {
+                let missing = if cert.is_none() { "cert" } else { "key" };
+                let _ = key;
+                self.report.error(
+                    at,
+                    format!("{missing} is missing"),
+                    Some("give both cert = \"chain.pem\" and key = \"key.pem\"".to_string()),
+                );
+                None
+            }
+        }
+    }
+
+    fn sites(&mut self, raw: Vec<RawSite>, listeners: &[Listener]) -> Vec<Site> {
+        let mut out = Vec::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
+        for (i, mut s) in raw.into_iter().enumerate() {
+            let at = format!("site[{i}]");
+            unknown_keys(
+                self.report,
+                &at,
+                &s.unknown,
+                &[
+                    "name",
+                    "hosts",
+                    "listeners",
+                    "tls",
+                    "root",
+                    "proxy",
+                    "passthrough",
+                    "redirect",
+                    "respond",
+                ],
+            );
+            let mut hosts = Vec::new();
+            for (j, h) in s.hosts.iter().enumerate() {
+                match HostName::parse(h) {
+                    Ok(name) if hosts.contains(&name) => self.report.warning(
+                        format!("{at}.hosts[{j}]"),
+                        format!("{name} is listed twice"),
+                        Some("remove the duplicate".to_string()),
+                    ),
+                    Ok(name) => hosts.push(name),
+                    Err(e) => self.report.error(
+                        format!("{at}.hosts[{j}]"),
+                        format!("{h:?}: {e}"),
+                        Some(
+                            "write a DNS name such as \"www.example.com\" or \"*.example.com\""
+                                .to_string(),
+                        ),
+                    ),
+                }
+            }
+            if s.hosts.is_empty() {
+                self.report.error(
+                    format!("{at}.hosts"),
+                    "the site has no hosts",
+                    Some("add hosts = [\"www.example.com\"]".to_string()),
+                );
+            }
+            let name = s.name.clone().unwrap_or_else(|| {
+                hosts
+                    .first()
+                    .map(|h| h.to_string())
+                    .unwrap_or_else(|| at.clone())
+            });
+            if let Some(j) = names.insert(name.clone(), i) {
+                self.report.error(
+                    format!("{at}.name"),
+                    format!("name {name:?} is already used by site[{j}]"),
+                    Some("give each site a unique name".to_string()),
+                );
+            }
+            let site_listeners = match &s.listeners {
+                None => (0..listeners.len()).collect(),
+                Some(list) => {
+                    let mut idx = Vec::new();
+                    for (j, l) in list.iter().enumerate() {
+                        let found = listeners.iter().position(|x| &x.name == l).or_else(|| {
+                            let addr = ListenAddr::parse(l).ok()?;
+                            listeners.iter().position(|x| x.address == addr)
+                        });
+                        match found {
+                            Some(k) if !idx.contains(&k) => idx.push(k),
+                            Some(_) => {}
+                            None => self.report.error(
+                                format!("{at}.listeners[{j}]"),
+                                format!("no listener is named {l:?}"),
+                                Some(format!(
+                                    "use a listener's name or address: {}",
+                                    listeners
+                                        .iter()
+                                        .map(|l| format!("{:?}", l.name))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )),
+                            ),
+                        }
+                    }
+                    if list.is_empty() {
+                        self.report.warning(format!("{at}.listeners"), format!("site {name:?} is bound to no listener and will never be served"), Some("list at least one listener, or remove `listeners` to bind it to all".to_string()));
+                    }
+                    idx
+                }
+            };
+            let tls = match s.tls.take() {
+                None => TlsMode::Pool,
+                Some(RawTls::Mode(m)) if m == "pool" => TlsMode::Pool,
+                Some(RawTls::Mode(m)) if m == "internal" => TlsMode::Internal,
+                Some(RawTls::Mode(m)) => {
+                    self.report.error(
+                        format!("{at}.tls"),
+                        format!("unknown value {m:?}"),
+                        Some(
+                            "use \"pool\", \"internal\" or { cert = \"...\", key = \"...\" }"
+                                .to_string(),
+                        ),
+                    );
+                    TlsMode::Pool
+                }
+                Some(RawTls::Files(files)) => self
+                    .cert_files(&format!("{at}.tls"), files)
+                    .map(TlsMode::Pinned)
+                    .unwrap_or(TlsMode::Pool),
+            };
+            let action = self.action(&at, &name, &s);
+            if let Some(action) = action {
+                out.push(Site {
+                    index: i,
+                    name,
+                    hosts,
+                    listeners: site_listeners,
+                    tls,
+                    action,
+                });
+            }
+        }
+        out
+    }
+
+    fn action(&mut self, at: &str, name: &str, s: &RawSite) -> Option<Action> {
+        let given: Vec<&str> = [
+            ("root", s.root.is_some()),
+            ("proxy", s.proxy.is_some()),
+            ("passthrough", s.passthrough.is_some()),
+            ("redirect", s.redirect.is_some()),
+            ("respond", s.respond.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect();
+        match given.as_slice() {
+            [] => {
+                self.report.error(
+                    at,
+                    format!("site {name:?} has no action"),
+                    Some(
+                        "give exactly one of root, proxy, passthrough, redirect or respond"
+                            .to_string(),
+                    ),
+                );
+                return None;
+            }
+            [_] => {}
+            many => {
+                self.report.error(
+                    at,
+                    format!(
+                        "site {name:?} has {} actions: {}",
+                        many.len(),
+                        many.join(", ")
+                    ),
+                    Some("keep exactly one of them".to_string()),
+                );
+                return None;
+            }
+        }
+        if let Some(root) = &s.root {
+            return Some(Action::Root(self.path(root)));
+        }
+        if s.proxy.is_some() || s.passthrough.is_some() {
+            self.report.error(
+                format!("{at}.{}", given[0]),
+                format!(
+                    "the {} action is not available in this version of Portico yet",
+                    given[0]
+                ),
+                Some("use root, redirect or respond for now".to_string()),
+            );
+            return None;
+        }
+        if let Some(r) = &s.redirect {
+            unknown_keys(
+                self.report,
+                &format!("{at}.redirect"),
+                &r.unknown,
+                &["to", "status"],
+            );
+            let to = match &r.to {
+                Some(to)
+                    if (to.starts_with("https://") || to.starts_with("http://"))
+                        && to.parse::<http::Uri>().is_ok() =>
+                {
+                    to.trim_end_matches('/').to_string()
+                }
+                Some(to) => {
+                    self.report.error(
+                        format!("{at}.redirect.to"),
+                        format!("{to:?} is not an absolute http(s) URL"),
+                        Some("write to = \"https://www.example.com\"".to_string()),
+                    );
+                    return None;
+                }
+                None => {
+                    self.report.error(
+                        format!("{at}.redirect"),
+                        "redirect has no `to`",
+                        Some("add to = \"https://www.example.com\"".to_string()),
+                    );
+                    return None;
+                }
+            };
+            let status = r.status.unwrap_or(308);
+            if ![301, 302, 303, 307, 308].contains(&status) {
+                self.report.error(
+                    format!("{at}.redirect.status"),
+                    format!("{status} is not a redirect status"),
+                    Some("use 301, 302, 303, 307 or 308".to_string()),
+                );
+                return None;
+            }
+            return Some(Action::Redirect {
+                to,
+                status: status as u16,
+            });
+        }
+        if let Some(r) = &s.respond {
+            unknown_keys(
+                self.report,
+                &format!("{at}.respond"),
+                &r.unknown,
+                &["status", "body", "content_type"],
+            );
+            let status = r.status.unwrap_or(200);
+            if !(200..=599).contains(&status) {
+                self.report.error(
+                    format!("{at}.respond.status"),
+                    format!("{status} is not a final HTTP status"),
+                    Some("use a status between 200 and 599".to_string()),
+                );
+                return None;
+            }
+            let content_type = r
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "text/plain; charset=utf-8".to_string());
+            if http::HeaderValue::from_str(&content_type).is_err() {
+                self.report.error(
+                    format!("{at}.respond.content_type"),
+                    format!("{content_type:?} is not a valid header value"),
+                    None,
+                );
+                return None;
+            }
+            return Some(Action::Respond {
+                status: status as u16,
+                body: r.body.clone().unwrap_or_default(),
+                content_type,
+            });
+        }
+        None
+    }
+
+    /// Checks that need every site and listener: a host claimed twice on one listener,
+    /// `no_sni` naming an unbound host, and hosts a specific-IP listener hides.
+    fn bindings(&mut self, config: &Config) {
+        // (listener, host) -> (site index, host index)
+        let mut bound: BTreeMap<(usize, &HostName), (usize, usize)> = BTreeMap::new();
+        for (si, site) in config.sites.iter().enumerate() {
+            for &li in &site.listeners {
+                for (hi, host) in site.hosts.iter().enumerate() {
+                    if let Some(&(other, _)) = bound.get(&(li, host)) {
+                        if other != si {
+                            let l = &config.listeners[li];
+                            self.report.error(
+                                format!("site[{}].hosts[{hi}]", site.index),
+                                format!("host {host} is claimed by site {:?} and site {:?} on listener {:?} ({})", config.sites[other].name, site.name, l.name, l.address),
+                                Some("a host may belong to one site per listener: remove it from one site, or bind the sites to different listeners".to_string()),
+                            );
+                        }
+                    } else {
+                        bound.insert((li, host), (si, hi));
+                    }
+                }
+            }
+        }
+        let is_bound = |li: usize, host: &HostName| {
+            bound.contains_key(&(li, host))
+                || host
+                    .parent_wildcard()
+                    .is_some_and(|w| bound.contains_key(&(li, &w)))
+        };
+        for (li, l) in config.listeners.iter().enumerate() {
+            if let NoSni::Host(h) = &l.no_sni {
+                if l.kind == ListenerKind::Https && !is_bound(li, h) {
+                    self.report.error(
+                        format!("listener[{li}].no_sni"),
+                        format!("{h} is not bound to any site on listener {:?}", l.name),
+                        Some(
+                            "name a host of a site bound to this listener, or \"reject\""
+                                .to_string(),
+                        ),
+                    );
+                }
+            }
+        }
+        // A connection to IP:port is handled by the IP:port listener if there is one, so a
+        // host bound only on *:port is unreachable for clients that connect to that IP.
+        for (wi, w) in config.listeners.iter().enumerate() {
+            if w.address.ip.is_some() {
+                continue;
+            }
+            for (si, l) in config.listeners.iter().enumerate() {
+                if l.address.ip.is_none() || l.address.port != w.address.port || l.kind != w.kind {
+                    continue;
+                }
+                for (&(li, host), &(site, hi)) in &bound {
+                    if li != wi {
+                        continue;
+                    }
+                    if !bound.contains_key(&(si, host)) {
+                        self.report.warning(
+                            format!("site[{}].hosts[{hi}]", config.sites[site].index),
+                            format!("host {host} is bound on {} but not on {}: clients connecting to {} will not reach site {:?}", w.address, l.address, l.address, config.sites[site].name),
+                            Some(format!("bind the site to listener {:?} too, if those clients should reach it", l.name)),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

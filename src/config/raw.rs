@@ -1,0 +1,98 @@
+//! The configuration file exactly as written: serde structs, no meaning attached yet.
+//!
+//! Unknown keys are captured (not rejected by serde) so that every one of them can be reported
+//! with its path in a single run; `config::check` turns these into typed values.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// Keys nobody asked for, kept to be reported.
+pub(crate) type Unknown = BTreeMap<String, toml::Value>;
+
+#[derive(Debug, Deserialize, Default)]
+pub(crate) struct RawConfig {
+    pub(crate) state_dir: Option<String>,
+    #[serde(default)]
+    pub(crate) listener: Vec<RawListener>,
+    #[serde(default)]
+    pub(crate) certificate: Vec<RawCertificate>,
+    #[serde(default)]
+    pub(crate) site: Vec<RawSite>,
+    pub(crate) limits: Option<RawLimits>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawListener {
+    pub(crate) name: Option<String>,
+    pub(crate) address: Option<String>,
+    pub(crate) kind: Option<String>,
+    pub(crate) no_sni: Option<String>,
+    pub(crate) unknown_sni: Option<String>,
+    pub(crate) alpn: Option<Vec<String>>,
+    pub(crate) max_connections: Option<i64>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawCertificate {
+    pub(crate) cert: Option<String>,
+    pub(crate) key: Option<String>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawTls {
+    Mode(String),
+    Files(RawCertificate),
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawSite {
+    pub(crate) name: Option<String>,
+    #[serde(default)]
+    pub(crate) hosts: Vec<String>,
+    pub(crate) listeners: Option<Vec<String>>,
+    pub(crate) tls: Option<RawTls>,
+    pub(crate) root: Option<String>,
+    pub(crate) proxy: Option<toml::Value>,
+    pub(crate) passthrough: Option<toml::Value>,
+    pub(crate) redirect: Option<RawRedirect>,
+    pub(crate) respond: Option<RawRespond>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawRedirect {
+    pub(crate) to: Option<String>,
+    pub(crate) status: Option<i64>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawRespond {
+    pub(crate) status: Option<i64>,
+    pub(crate) body: Option<String>,
+    pub(crate) content_type: Option<String>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawLimits {
+    pub(crate) handshake_timeout: Option<String>,
+    pub(crate) header_timeout: Option<String>,
+    pub(crate) idle_timeout: Option<String>,
+    pub(crate) drain_timeout: Option<String>,
+    pub(crate) max_header_bytes: Option<i64>,
+    pub(crate) max_connections: Option<i64>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}

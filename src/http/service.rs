@@ -1,0 +1,189 @@
+//! The request lifecycle on one connection: find the site from `Host`/`:authority` (the 421
+//! rule), run its action, write one access log line.
+//!
+//! A request is served only when the connection's certificate covers its host and the host is
+//! bound to a site on the connection's listener; everything else gets 421, so a client can
+//! never reach one site through another site's certificate.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::{static_files, text, Body};
+use crate::names::{host_from_authority, HostName};
+use crate::runtime::{Runtime, SiteAction};
+use crate::tls::load::Cert;
+
+/// What a request needs to know about its connection.
+pub struct Conn {
+    pub runtime: Arc<Runtime>,
+    pub listener: usize,
+    pub peer: SocketAddr,
+    /// The SNI as normalized, if the client sent one.
+    pub sni: Option<HostName>,
+    /// The certificate presented; None on http listeners.
+    pub cert: Option<Arc<Cert>>,
+    /// "TLSv1.3", "TLSv1.2" or "-" for plain HTTP.
+    pub tls_version: &'static str,
+}
+
+/// The request's host: `:authority` (HTTP/2, or an absolute-form URI) wins over `Host`.
+fn request_host<B>(req: &Request<B>) -> Result<HostName, &'static str> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .ok_or("missing Host header")?
+            .to_str()
+            .map_err(|_| "Host header is not ASCII")?,
+    };
+    host_from_authority(raw).ok_or("Host is not a host name")
+}
+
+pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let version = req.version();
+    let (resp, host, site) = respond(&conn, &req).await;
+    let bytes = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    tracing::info!(
+        target: "access",
+        listener = %conn.runtime.listeners[conn.listener].config.name,
+        site = site.as_deref().unwrap_or("-"),
+        peer = %conn.peer,
+        sni = conn.sni.as_ref().map(HostName::as_str).unwrap_or("-"),
+        host = host.as_ref().map(HostName::as_str).unwrap_or("-"),
+        method = %method,
+        path = %path,
+        version = ?version,
+        status = resp.status().as_u16(),
+        bytes = %bytes,
+        duration_us = start.elapsed().as_micros() as u64,
+        tls = conn.tls_version,
+        "request"
+    );
+    Ok(resp)
+}
+
+async fn respond(
+    conn: &Conn,
+    req: &Request<Incoming>,
+) -> (Response<Body>, Option<HostName>, Option<String>) {
+    let host = match request_host(req) {
+        Ok(h) => h,
+        Err(why) if why == "Host is not a host name" && conn.cert.is_some() => {
+            // An IP literal or junk can never be covered by a certificate.
+            return (
+                text(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "421 misdirected request: the host is not served on this connection\n",
+                ),
+                None,
+                None,
+            );
+        }
+        Err(why) => {
+            return (
+                text(StatusCode::BAD_REQUEST, format!("400 bad request: {why}\n")),
+                None,
+                None,
+            )
+        }
+    };
+    let rt = &conn.runtime;
+    let listener = &rt.listeners[conn.listener];
+    let Some(resolved) = listener.table.route_request(&host, conn.cert.as_deref()) else {
+        let resp = if conn.cert.is_some() {
+            text(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!("421 misdirected request: {host} is not served on this connection\n"),
+            )
+        } else {
+            text(
+                StatusCode::NOT_FOUND,
+                format!("404 not found: no site for {host}\n"),
+            )
+        };
+        return (resp, Some(host), None);
+    };
+    let site_index = resolved.binding.site;
+    let site = &rt.sites[site_index];
+    let name = Some(site.name.clone());
+    if conn.cert.is_none() {
+        // Plain http listeners redirect bound hosts to https.
+        let Some(port) = resolved.binding.https_port else {
+            return (
+                text(
+                    StatusCode::NOT_FOUND,
+                    format!("404 not found: {host} is not served over https\n"),
+                ),
+                Some(host),
+                name,
+            );
+        };
+        let authority = if port == 443 {
+            host.to_string()
+        } else {
+            format!("{host}:{port}")
+        };
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        return (
+            redirect(
+                StatusCode::PERMANENT_REDIRECT,
+                &format!("https://{authority}{pq}"),
+            ),
+            Some(host),
+            name,
+        );
+    }
+    let resp = match &site.action {
+        SiteAction::Root(root) => {
+            static_files::serve(root, req.method(), req.uri().path(), req.headers()).await
+        }
+        SiteAction::Redirect { to, status } => {
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            redirect(*status, &format!("{to}{pq}"))
+        }
+        SiteAction::Respond {
+            status,
+            body,
+            content_type,
+        } => {
+            let mut resp = text(*status, body.clone());
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, content_type.clone());
+            resp
+        }
+    };
+    (resp, Some(host), name)
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut resp = text(status, format!("{} {location}\n", status.as_u16()));
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        Err(_) => *resp.status_mut() = StatusCode::BAD_REQUEST,
+    }
+    resp
+}

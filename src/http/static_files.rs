@@ -1,0 +1,1493 @@
+//! Serving a site's files from its document root, the way an nginx or Caddy
+//! operator expects: GET and HEAD only, `index.html` for directories,
+//! validators (`ETag`, `Last-Modified`) with conditional requests, single
+//! byte ranges, and bodies streamed from disk in bounded chunks. This module
+//! must never serve anything that resolves outside the root, whether through
+//! `..` segments, percent-encoded tricks or symlinks, and it must never list
+//! a directory's contents.
+//!
+//! Decisions worth knowing when reading responses:
+//! - A request path that is malformed (not starting with `/`, a NUL byte,
+//!   invalid UTF-8, a backslash, or any `..` segment, all checked after one
+//!   round of percent-decoding) gets `400 bad request`. Everything that is
+//!   well formed but escapes the root, does not exist, or is not a regular
+//!   file or directory gets `404 not found`.
+//! - A directory requested without a trailing slash gets a `301` to the same
+//!   path with `/` appended; the `Location` is rebuilt from the decoded,
+//!   normalised segments so it can never become a protocol-relative `//host`.
+//! - Several ranges in one `Range` header are answered with the whole file and
+//!   `200`, rather than a `multipart/byteranges` body.
+//! - HEAD is answered exactly like GET (including `206`/`416` for ranges and
+//!   `304`/`412` for conditions) but with an empty body.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, Empty, Full};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
+
+use crate::http::Body;
+
+/// How much of a file is read from disk and handed to the connection at once.
+const CHUNK_SIZE: usize = 64 * 1024;
+
+/// Linux's limit on one file name; a longer segment cannot name anything.
+const MAX_NAME_LEN: usize = 255;
+
+/// Linux's limit on a whole path; a longer request cannot name anything.
+const MAX_PATH_LEN: usize = 4096;
+
+/// `httpdate` panics on instants from the year 10000 on, so later
+/// modification times are treated as unknown.
+const HTTP_DATE_LIMIT_SECS: u64 = 253_402_300_800;
+
+/// The file served for a directory request ending in `/`.
+const INDEX_FILE: &str = "index.html";
+
+/// Characters escaped when a decoded segment is put back into a `Location`.
+/// Segments are split after decoding, so they never hold `/`; it is escaped
+/// anyway so that a rebuilt path can never gain segments we did not validate.
+const SEGMENT_ESCAPES: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// A site's document root, resolved once at config time to a canonical
+/// absolute path so every request can be checked against it by prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Root {
+    path: PathBuf,
+}
+
+impl Root {
+    /// Canonicalizes `path` (resolving symlinks) and checks it is a directory.
+    pub fn new(path: &Path) -> io::Result<Root> {
+        let path = std::fs::canonicalize(path)?;
+        if !std::fs::metadata(&path)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("document root {} is not a directory", path.display()),
+            ));
+        }
+        Ok(Root { path })
+    }
+
+    /// The canonical absolute path of the root.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Serve one request from the root. `path` is the request URI's path exactly
+/// as received (still percent-encoded, may contain anything).
+pub async fn serve(
+    root: &Root,
+    method: &http::Method,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> http::Response<crate::http::Body> {
+    let is_head = *method == Method::HEAD;
+    let mut response = if is_head || *method == Method::GET {
+        serve_get(root, path, headers).await
+    } else {
+        let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        response
+    };
+    response.headers_mut().insert(
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
+    if is_head {
+        // HEAD keeps every header GET would send, Content-Length included,
+        // and only drops the body; the open file (if any) is closed here.
+        *response.body_mut() = empty_body();
+    }
+    response
+}
+
+/// Produces the GET response; `serve` turns it into a HEAD one when needed.
+async fn serve_get(root: &Root, raw_path: &str, headers: &HeaderMap) -> Response<Body> {
+    let Some(request) = RequestPath::parse(raw_path) else {
+        return text_response(StatusCode::BAD_REQUEST, "bad request\n");
+    };
+    let target = match resolve(root, &request).await {
+        Ok(target) => target,
+        Err(response) => return response,
+    };
+
+    // The file is opened before conditions are checked so that an unreadable
+    // file reports 403 consistently, whatever headers came with the request.
+    let mut file = match tokio::fs::File::open(&target.path).await {
+        Ok(file) => file,
+        Err(err) => return io_error_response(&err),
+    };
+    // Metadata comes from the open handle so the headers describe exactly the
+    // file whose bytes are sent, even if the path was replaced meanwhile.
+    let metadata = match file.metadata().await {
+        Ok(metadata) => metadata,
+        Err(err) => return io_error_response(&err),
+    };
+    if !metadata.is_file() {
+        return not_found();
+    }
+    let len = metadata.len();
+    let validators = Validators::new(len, metadata.modified().ok());
+
+    match evaluate_preconditions(headers, &validators) {
+        Precondition::Proceed => {}
+        Precondition::Failed => {
+            return text_response(StatusCode::PRECONDITION_FAILED, "precondition failed\n")
+        }
+        Precondition::NotModified => {
+            let mut response = Response::new(empty_body());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            validators.write_headers(response.headers_mut());
+            return response;
+        }
+    }
+
+    let (status, start, count) = match requested_range(headers, len, &validators) {
+        RangeRequest::Full => (StatusCode::OK, 0, len),
+        RangeRequest::Partial { start, end } => {
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeRequest::Unsatisfiable => {
+            let mut response =
+                text_response(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
+            let headers = response.headers_mut();
+            insert_text(headers, header::CONTENT_RANGE, &format!("bytes */{len}"));
+            headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            return response;
+        }
+    };
+
+    if start > 0 {
+        if let Err(err) = file.seek(io::SeekFrom::Start(start)).await {
+            return io_error_response(&err);
+        }
+    }
+
+    let mut response = Response::new(
+        FileBody {
+            file: Some(file),
+            remaining: count,
+            buf: BytesMut::new(),
+        }
+        .boxed(),
+    );
+    *response.status_mut() = status;
+    let response_headers = response.headers_mut();
+    response_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(&target.type_name)),
+    );
+    response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        let end = start + count - 1;
+        insert_text(
+            response_headers,
+            header::CONTENT_RANGE,
+            &format!("bytes {start}-{end}/{len}"),
+        );
+    }
+    validators.write_headers(response_headers);
+    response
+}
+
+/// A request path after decoding and validation, as plain file name segments.
+struct RequestPath {
+    /// Non-empty segments, none of them `.` or `..`, none containing `/`.
+    segments: Vec<String>,
+    /// Whether the decoded path ended in `/`, which decides between serving a
+    /// directory's index and redirecting to the slash form.
+    trailing_slash: bool,
+}
+
+impl RequestPath {
+    /// Decodes once and rejects anything that could name a file outside the
+    /// root or that no sane client sends; `None` means 400.
+    fn parse(raw: &str) -> Option<RequestPath> {
+        if !raw.starts_with('/') {
+            return None;
+        }
+        let bytes: Vec<u8> = percent_decode_str(raw).collect();
+        if bytes.contains(&0) {
+            return None;
+        }
+        let decoded = String::from_utf8(bytes).ok()?;
+        // Backslashes are separators on other systems and in some proxies, so
+        // they are refused rather than allowed to mean two different things.
+        if decoded.contains('\\') {
+            return None;
+        }
+        let mut segments = Vec::new();
+        for segment in decoded.split('/') {
+            match segment {
+                // Empty and `.` segments name the same directory, so they are
+                // dropped; the redirect target is rebuilt without them.
+                "" | "." => {}
+                ".." => return None,
+                name => segments.push(name.to_owned()),
+            }
+        }
+        Some(RequestPath {
+            segments,
+            trailing_slash: decoded.ends_with('/'),
+        })
+    }
+
+    /// Whether the path is longer than any file the OS could hold.
+    fn exceeds_os_limits(&self) -> bool {
+        let total: usize = self.segments.iter().map(|s| s.len() + 1).sum();
+        total > MAX_PATH_LEN || self.segments.iter().any(|s| s.len() > MAX_NAME_LEN)
+    }
+
+    /// The same path with a trailing slash, percent-encoded for `Location`.
+    fn slash_location(&self) -> String {
+        let mut location = String::from("/");
+        for segment in &self.segments {
+            location.extend(utf8_percent_encode(segment, SEGMENT_ESCAPES));
+            location.push('/');
+        }
+        location
+    }
+}
+
+/// A regular file inside the root that the request maps to.
+struct Target {
+    /// Canonical path, already checked to be inside the root.
+    path: PathBuf,
+    /// The name as requested (or `index.html`), used to pick Content-Type so
+    /// a symlink is typed by its own name, as nginx does.
+    type_name: String,
+}
+
+/// Maps a validated request path to a file, or to the response to send
+/// instead (redirect, 403, 404, 500).
+async fn resolve(root: &Root, request: &RequestPath) -> Result<Target, Response<Body>> {
+    if request.exceeds_os_limits() {
+        return Err(not_found());
+    }
+    let mut joined = root.path.clone();
+    joined.extend(&request.segments);
+    let canonical = canonical_inside(root, &joined).await?;
+    let metadata = tokio::fs::metadata(&canonical)
+        .await
+        .map_err(|err| io_error_response(&err))?;
+
+    if metadata.is_dir() {
+        if !request.trailing_slash {
+            return Err(redirect(&request.slash_location()));
+        }
+        // The index itself may be a symlink, so it is checked against the
+        // root just like the directory was.
+        let index = canonical_inside(root, &canonical.join(INDEX_FILE)).await?;
+        let index_metadata = tokio::fs::metadata(&index)
+            .await
+            .map_err(|err| io_error_response(&err))?;
+        if !index_metadata.is_file() {
+            return Err(not_found());
+        }
+        return Ok(Target {
+            path: index,
+            type_name: INDEX_FILE.to_owned(),
+        });
+    }
+
+    // A file asked for as if it were a directory does not exist, and special
+    // files (FIFOs, sockets, devices) are never served: opening a FIFO would
+    // block a worker thread.
+    if !metadata.is_file() || request.trailing_slash {
+        return Err(not_found());
+    }
+    Ok(Target {
+        path: canonical,
+        type_name: request.segments.last().cloned().unwrap_or_default(),
+    })
+}
+
+/// Canonicalizes `path` and refuses it unless it is still under the root, so
+/// symlinks may point anywhere inside the root but nowhere outside it.
+async fn canonical_inside(root: &Root, path: &Path) -> Result<PathBuf, Response<Body>> {
+    let canonical = tokio::fs::canonicalize(path)
+        .await
+        .map_err(|err| io_error_response(&err))?;
+    // `Path::starts_with` compares whole components, so `/srv/site2` is not
+    // mistaken for being inside `/srv/site`.
+    if canonical.starts_with(&root.path) {
+        Ok(canonical)
+    } else {
+        Err(not_found())
+    }
+}
+
+/// The validators of one version of a file, used for headers and conditions.
+struct Validators {
+    etag: String,
+    /// Modification time truncated to whole seconds, as HTTP dates are, or
+    /// `None` when the file system gives none that can be written as a date.
+    last_modified: Option<SystemTime>,
+}
+
+impl Validators {
+    fn new(len: u64, modified: Option<SystemTime>) -> Validators {
+        let since_epoch = modified.and_then(|time| time.duration_since(UNIX_EPOCH).ok());
+        // Size and nanosecond mtime change whenever the content is replaced
+        // in practice, which is as strong as nginx's and Caddy's tags.
+        let nanos = since_epoch.map_or(0, |d| d.as_nanos());
+        let etag = format!("\"{len:x}-{nanos:x}\"");
+        let last_modified = since_epoch
+            .map(|d| d.as_secs())
+            .filter(|secs| *secs < HTTP_DATE_LIMIT_SECS)
+            .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
+        Validators {
+            etag,
+            last_modified,
+        }
+    }
+
+    fn write_headers(&self, headers: &mut HeaderMap) {
+        insert_text(headers, header::ETAG, &self.etag);
+        if let Some(time) = self.last_modified {
+            insert_text(
+                headers,
+                header::LAST_MODIFIED,
+                &httpdate::fmt_http_date(time),
+            );
+        }
+    }
+}
+
+/// What the conditional headers decide before any range is looked at.
+enum Precondition {
+    Proceed,
+    NotModified,
+    Failed,
+}
+
+/// Evaluates conditions in the order RFC 9110 section 13.2.2 prescribes.
+fn evaluate_preconditions(headers: &HeaderMap, validators: &Validators) -> Precondition {
+    if let Some(matched) = etag_list_matches(headers, &header::IF_MATCH, &validators.etag, true) {
+        if !matched {
+            return Precondition::Failed;
+        }
+    } else if let (Some(since), Some(modified)) = (
+        header_date(headers, &header::IF_UNMODIFIED_SINCE),
+        validators.last_modified,
+    ) {
+        if modified > since {
+            return Precondition::Failed;
+        }
+    }
+
+    if let Some(matched) =
+        etag_list_matches(headers, &header::IF_NONE_MATCH, &validators.etag, false)
+    {
+        if matched {
+            return Precondition::NotModified;
+        }
+    } else if let (Some(since), Some(modified)) = (
+        header_date(headers, &header::IF_MODIFIED_SINCE),
+        validators.last_modified,
+    ) {
+        if modified <= since {
+            return Precondition::NotModified;
+        }
+    }
+    Precondition::Proceed
+}
+
+/// Whether any entity tag listed in every `name` header matches `etag`.
+/// `None` when the header is absent, which is different from "no match".
+/// With `strong`, weak tags never match (If-Match); otherwise the `W/` prefix
+/// is ignored (If-None-Match).
+fn etag_list_matches(
+    headers: &HeaderMap,
+    name: &HeaderName,
+    etag: &str,
+    strong: bool,
+) -> Option<bool> {
+    let mut present = false;
+    for value in headers.get_all(name) {
+        present = true;
+        let mut rest = value.as_bytes();
+        while let Some((tag, tail)) = next_list_item(rest) {
+            rest = tail;
+            match tag {
+                ListItem::Any => return Some(true),
+                ListItem::Tag { weak, opaque } => {
+                    if opaque == etag.as_bytes() && !(strong && weak) {
+                        return Some(true);
+                    }
+                }
+                ListItem::Junk => {}
+            }
+        }
+    }
+    present.then_some(false)
+}
+
+/// One element of an If-Match / If-None-Match list.
+enum ListItem<'a> {
+    Any,
+    /// `opaque` keeps its double quotes so it compares directly with ours.
+    Tag {
+        weak: bool,
+        opaque: &'a [u8],
+    },
+    /// Something that is not an entity tag; it matches nothing.
+    Junk,
+}
+
+/// Splits the next element off a comma-separated entity-tag list. Entity tags
+/// may contain commas, so a quoted tag is read up to its closing quote rather
+/// than up to the next comma.
+fn next_list_item(input: &[u8]) -> Option<(ListItem<'_>, &[u8])> {
+    let start = input
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b','))?;
+    let item = &input[start..];
+    if item[0] == b'*' {
+        return Some((ListItem::Any, &item[1..]));
+    }
+    let (weak, quoted) = match item.strip_prefix(b"W/") {
+        Some(after) => (true, after),
+        None => (false, item),
+    };
+    if quoted.first() == Some(&b'"') {
+        if let Some(close) = quoted[1..].iter().position(|b| *b == b'"') {
+            let end = close + 2;
+            return Some((
+                ListItem::Tag {
+                    weak,
+                    opaque: &quoted[..end],
+                },
+                &quoted[end..],
+            ));
+        }
+    }
+    let end = item.iter().position(|b| *b == b',').unwrap_or(item.len());
+    Some((ListItem::Junk, &item[end..]))
+}
+
+/// Parses a header holding one HTTP date; unparsable dates are ignored as
+/// RFC 9110 requires.
+fn header_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
+    let value = headers.get(name)?.to_str().ok()?;
+    httpdate::parse_http_date(value.trim()).ok()
+}
+
+/// What part of the file a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeRequest {
+    Full,
+    /// Inclusive byte positions, both within the file.
+    Partial {
+        start: u64,
+        end: u64,
+    },
+    Unsatisfiable,
+}
+
+/// Decides the range to send, honouring If-Range.
+fn requested_range(headers: &HeaderMap, len: u64, validators: &Validators) -> RangeRequest {
+    let mut values = headers.get_all(header::RANGE).iter();
+    let Some(value) = values.next() else {
+        return RangeRequest::Full;
+    };
+    // Several Range fields are not valid syntax, and invalid ranges are ignored.
+    if values.next().is_some() {
+        return RangeRequest::Full;
+    }
+    if let Some(if_range) = headers.get(header::IF_RANGE) {
+        if !if_range_matches(if_range, validators) {
+            return RangeRequest::Full;
+        }
+    }
+    parse_range(value.as_bytes(), len)
+}
+
+/// If-Range holds either an entity tag, compared strongly, or a date, which
+/// must equal the file's Last-Modified exactly.
+fn if_range_matches(value: &HeaderValue, validators: &Validators) -> bool {
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    let text = text.trim();
+    if text.starts_with('"') || text.starts_with("W/") {
+        return text == validators.etag;
+    }
+    match (httpdate::parse_http_date(text), validators.last_modified) {
+        (Ok(date), Some(modified)) => date == modified,
+        _ => false,
+    }
+}
+
+/// Parses a `Range` value for a file of `len` bytes. Syntax errors, other
+/// units and multiple ranges all mean the whole file.
+fn parse_range(value: &[u8], len: u64) -> RangeRequest {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return RangeRequest::Full;
+    };
+    let Some((unit, set)) = text.trim().split_once('=') else {
+        return RangeRequest::Full;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return RangeRequest::Full;
+    }
+    let mut specs = set.split(',').map(str::trim).filter(|s| !s.is_empty());
+    let Some(spec) = specs.next() else {
+        return RangeRequest::Full;
+    };
+    // Multipart responses are not worth their complexity for a front door;
+    // sending the whole file is always a correct answer to a Range request.
+    if specs.next().is_some() {
+        return RangeRequest::Full;
+    }
+    let Some((first, last)) = spec.split_once('-') else {
+        return RangeRequest::Full;
+    };
+
+    if first.is_empty() {
+        // A suffix range: the last `n` bytes, or the whole file if shorter.
+        let Some(suffix) = parse_position(last) else {
+            return RangeRequest::Full;
+        };
+        if suffix == 0 || len == 0 {
+            return RangeRequest::Unsatisfiable;
+        }
+        return RangeRequest::Partial {
+            start: len - suffix.min(len),
+            end: len - 1,
+        };
+    }
+
+    let Some(start) = parse_position(first) else {
+        return RangeRequest::Full;
+    };
+    let end = if last.is_empty() {
+        u64::MAX
+    } else {
+        match parse_position(last) {
+            Some(end) if end >= start => end,
+            _ => return RangeRequest::Full,
+        }
+    };
+    if start >= len {
+        return RangeRequest::Unsatisfiable;
+    }
+    RangeRequest::Partial {
+        start,
+        end: end.min(len - 1),
+    }
+}
+
+/// Parses a run of ASCII digits, saturating so that absurd positions behave
+/// like "past the end" instead of failing the whole header.
+fn parse_position(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.bytes().fold(0u64, |acc, digit| {
+        acc.saturating_mul(10)
+            .saturating_add(u64::from(digit - b'0'))
+    }))
+}
+
+/// Content-Type by file extension; text types are declared UTF-8 because
+/// that is what sites are written in today, and browsers would otherwise
+/// guess.
+fn content_type(name: &str) -> &'static str {
+    let extension = match name.rsplit_once('.') {
+        Some((_, extension)) => extension.to_ascii_lowercase(),
+        None => return "application/octet-stream",
+    };
+    match extension.as_str() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "json" | "map" => "application/json",
+        "txt" => "text/plain; charset=utf-8",
+        "md" => "text/markdown; charset=utf-8",
+        "csv" => "text/csv; charset=utf-8",
+        "xml" => "application/xml",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "avif" => "image/avif",
+        "ico" => "image/x-icon",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "ttf" => "font/ttf",
+        "otf" => "font/otf",
+        "pdf" => "application/pdf",
+        "wasm" => "application/wasm",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "mp3" => "audio/mpeg",
+        "ogg" => "audio/ogg",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A body that reads `remaining` bytes from the file's current position in
+/// chunks of at most `CHUNK_SIZE`, so memory use stays flat for any file.
+struct FileBody {
+    /// Dropped (closing the file) as soon as the last byte has been read.
+    file: Option<tokio::fs::File>,
+    remaining: u64,
+    buf: BytesMut,
+}
+
+impl http_body::Body for FileBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        if this.remaining == 0 {
+            this.file = None;
+            return Poll::Ready(None);
+        }
+        let Some(file) = this.file.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let want = usize::try_from(this.remaining).map_or(CHUNK_SIZE, |r| r.min(CHUNK_SIZE));
+        // Resizing is a no-op when a previous poll returned Pending, so the
+        // buffer the pending read will fill is the one offered again.
+        this.buf.resize(want, 0);
+        let mut read_buf = ReadBuf::new(&mut this.buf[..]);
+        match Pin::new(file).poll_read(cx, &mut read_buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(err)) => {
+                this.file = None;
+                this.remaining = 0;
+                Poll::Ready(Some(Err(err)))
+            }
+            Poll::Ready(Ok(())) => {
+                let read = read_buf.filled().len();
+                if read == 0 {
+                    // The file shrank after Content-Length was sent; failing
+                    // makes the connection abort instead of hanging.
+                    this.file = None;
+                    this.remaining = 0;
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank while it was being served",
+                    ))));
+                }
+                this.buf.truncate(read);
+                this.remaining = this.remaining.saturating_sub(read as u64);
+                if this.remaining == 0 {
+                    this.file = None;
+                }
+                Poll::Ready(Some(Ok(Frame::data(this.buf.split().freeze()))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+fn empty_body() -> Body {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A short plain-text response for errors and redirects.
+fn text_response(status: StatusCode, message: &'static str) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::from_static(message.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(message.len()));
+    response
+}
+
+fn not_found() -> Response<Body> {
+    text_response(StatusCode::NOT_FOUND, "not found\n")
+}
+
+fn redirect(location: &str) -> Response<Body> {
+    let mut response = text_response(StatusCode::MOVED_PERMANENTLY, "moved permanently\n");
+    insert_text(response.headers_mut(), header::LOCATION, location);
+    response
+}
+
+/// Maps a file system error to the status an operator would expect.
+fn io_error_response(err: &io::Error) -> Response<Body> {
+    match err.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => not_found(),
+        io::ErrorKind::PermissionDenied => text_response(StatusCode::FORBIDDEN, "forbidden\n"),
+        _ => text_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n"),
+    }
+}
+
+/// Inserts a header built by this module. Every such value is ASCII by
+/// construction (digits, hex, quotes, HTTP dates, percent-encoded paths), so
+/// the conversion cannot fail; skipping the header on failure keeps even an
+/// impossible case from panicking.
+fn insert_text(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const DIGITS: &[u8] = b"0123456789";
+
+    /// A scratch directory holding a document root and a secret beside it,
+    /// removed when the test ends.
+    struct Fixture {
+        base: PathBuf,
+        root: Root,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            static COUNTER: AtomicUsize = AtomicUsize::new(0);
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let base = std::env::temp_dir().join(format!(
+                "portico-static-{}-{}-{}",
+                std::process::id(),
+                nanos,
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            let site = base.join("site");
+            std::fs::create_dir_all(site.join("dir")).expect("create dir");
+            std::fs::create_dir_all(site.join("empty")).expect("create empty");
+            std::fs::create_dir_all(site.join("a")).expect("create a");
+            std::fs::create_dir_all(site.join("a b")).expect("create a b");
+            std::fs::create_dir_all(site.join("evil.com")).expect("create evil.com");
+            std::fs::create_dir_all(site.join("trap")).expect("create trap");
+            let write = |name: &str, data: &[u8]| {
+                std::fs::write(site.join(name), data).expect("write fixture file");
+            };
+            write("index.html", b"<h1>home</h1>\n");
+            write("dir/index.html", b"<h1>dir</h1>\n");
+            write("a b/index.html", b"spaced\n");
+            write("evil.com/index.html", b"not evil\n");
+            write("digits.txt", DIGITS);
+            write("empty.txt", b"");
+            for name in [
+                "style.css",
+                "app.js",
+                "mod.mjs",
+                "data.json",
+                "image.png",
+                "photo.JPG",
+                "font.woff2",
+                "doc.pdf",
+                "notes.md",
+                "table.csv",
+                "pic.svg",
+                "blob.xyz",
+                "noextension",
+                "PAGE.HTML",
+                "%2e%2e",
+            ] {
+                write(name, b"x");
+            }
+            std::fs::write(base.join("secret.txt"), b"top secret\n").expect("write secret");
+            symlink(base.join("secret.txt"), site.join("link-out")).expect("symlink out");
+            symlink("digits.txt", site.join("link-in.txt")).expect("symlink in");
+            symlink("..", site.join("linkdir-out")).expect("symlink dir out");
+            symlink("../../secret.txt", site.join("trap/index.html")).expect("symlink index out");
+            let root = Root::new(&site).expect("root");
+            Fixture { base, root }
+        }
+
+        fn site(&self) -> &Path {
+            self.root.path()
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.base);
+        }
+    }
+
+    async fn request(
+        root: &Root,
+        method: Method,
+        path: &str,
+        pairs: &[(&str, &str)],
+    ) -> Response<Body> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                HeaderValue::from_bytes(value.as_bytes()).expect("header value"),
+            );
+        }
+        serve(root, &method, path, &headers).await
+    }
+
+    async fn get(root: &Root, path: &str) -> Response<Body> {
+        request(root, Method::GET, path, &[]).await
+    }
+
+    async fn body_of(response: Response<Body>) -> Bytes {
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("body reads")
+            .to_bytes()
+    }
+
+    fn header<'a>(response: &'a Response<Body>, name: &str) -> &'a str {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("missing header {name}"))
+    }
+
+    #[tokio::test]
+    async fn serves_index_for_root_and_directories() {
+        let fx = Fixture::new();
+        let response = get(&fx.root, "/").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            header(&response, "content-type"),
+            "text/html; charset=utf-8"
+        );
+        assert_eq!(body_of(response).await, "<h1>home</h1>\n");
+
+        let response = get(&fx.root, "/dir/").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body_of(response).await, "<h1>dir</h1>\n");
+
+        let response = get(&fx.root, "//dir//./").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body_of(response).await, "<h1>dir</h1>\n");
+    }
+
+    #[tokio::test]
+    async fn directory_without_slash_redirects() {
+        let fx = Fixture::new();
+        let response = get(&fx.root, "/dir").await;
+        assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(header(&response, "location"), "/dir/");
+
+        let response = get(&fx.root, "/a%20b").await;
+        assert_eq!(header(&response, "location"), "/a%20b/");
+        let response = get(&fx.root, "/a%20b/").await;
+        assert_eq!(body_of(response).await, "spaced\n");
+
+        // A doubled leading slash must not turn into a protocol-relative
+        // redirect to another host.
+        let response = get(&fx.root, "//evil.com").await;
+        assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(header(&response, "location"), "/evil.com/");
+
+        let response = get(&fx.root, "/.").await;
+        assert_eq!(header(&response, "location"), "/");
+    }
+
+    #[tokio::test]
+    async fn never_lists_directories() {
+        let fx = Fixture::new();
+        let response = get(&fx.root, "/empty/").await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(body_of(response).await, "not found\n");
+    }
+
+    #[tokio::test]
+    async fn missing_and_misused_paths_are_not_found() {
+        let fx = Fixture::new();
+        for path in [
+            "/nope",
+            "/nope/",
+            "/digits.txt/",
+            "/digits.txt/more",
+            "/dir/nope.html",
+        ] {
+            let response = get(&fx.root, path).await;
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(
+                header(&response, "content-type"),
+                "text/plain; charset=utf-8"
+            );
+        }
+        let long = format!("/{}", "a".repeat(300));
+        assert_eq!(get(&fx.root, &long).await.status(), StatusCode::NOT_FOUND);
+        let deep = "/abc".repeat(2000);
+        assert_eq!(get(&fx.root, &deep).await.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn content_types_follow_the_extension() {
+        let fx = Fixture::new();
+        let cases = [
+            ("/style.css", "text/css; charset=utf-8"),
+            ("/app.js", "text/javascript; charset=utf-8"),
+            ("/mod.mjs", "text/javascript; charset=utf-8"),
+            ("/data.json", "application/json"),
+            ("/image.png", "image/png"),
+            ("/photo.JPG", "image/jpeg"),
+            ("/font.woff2", "font/woff2"),
+            ("/doc.pdf", "application/pdf"),
+            ("/notes.md", "text/markdown; charset=utf-8"),
+            ("/table.csv", "text/csv; charset=utf-8"),
+            ("/pic.svg", "image/svg+xml"),
+            ("/digits.txt", "text/plain; charset=utf-8"),
+            ("/PAGE.HTML", "text/html; charset=utf-8"),
+            ("/blob.xyz", "application/octet-stream"),
+            ("/noextension", "application/octet-stream"),
+        ];
+        for (path, expected) in cases {
+            let response = get(&fx.root, path).await;
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            assert_eq!(header(&response, "content-type"), expected, "{path}");
+            assert_eq!(header(&response, "x-content-type-options"), "nosniff");
+        }
+    }
+
+    #[tokio::test]
+    async fn full_response_has_validators_and_length() {
+        let fx = Fixture::new();
+        let response = get(&fx.root, "/digits.txt").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(&response, "content-length"), "10");
+        assert_eq!(header(&response, "accept-ranges"), "bytes");
+        let etag = header(&response, "etag");
+        assert!(etag.starts_with("\"a-") && etag.ends_with('"'), "{etag}");
+        let modified = header(&response, "last-modified");
+        assert!(httpdate::parse_http_date(modified).is_ok(), "{modified}");
+        assert_eq!(body_of(response).await, DIGITS);
+
+        let response = get(&fx.root, "/empty.txt").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(&response, "content-length"), "0");
+        assert!(body_of(response).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn if_none_match_gives_not_modified() {
+        let fx = Fixture::new();
+        let first = get(&fx.root, "/digits.txt").await;
+        let etag = header(&first, "etag").to_owned();
+        let modified = header(&first, "last-modified").to_owned();
+
+        for value in [
+            etag.clone(),
+            format!("\"other\", {etag}"),
+            format!("\"a,b\",{etag}"),
+            format!("W/{etag}"),
+            "*".to_owned(),
+        ] {
+            let response = request(
+                &fx.root,
+                Method::GET,
+                "/digits.txt",
+                &[("if-none-match", &value)],
+            )
+            .await;
+            assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{value}");
+            assert_eq!(header(&response, "etag"), etag);
+            assert_eq!(header(&response, "last-modified"), modified);
+            assert!(response.headers().get("content-length").is_none());
+            assert!(body_of(response).await.is_empty());
+        }
+
+        let response = request(
+            &fx.root,
+            Method::GET,
+            "/digits.txt",
+            &[("if-none-match", "\"other\"")],
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn if_modified_since_gives_not_modified() {
+        let fx = Fixture::new();
+        let first = get(&fx.root, "/digits.txt").await;
+        let modified = header(&first, "last-modified").to_owned();
+
+        let response = request(
+            &fx.root,
+            Method::GET,
+            "/digits.txt",
+            &[("if-modified-since", &modified)],
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+
+        let old = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let response = request(
+            &fx.root,
+            Method::GET,
+            "/digits.txt",
+            &[("if-modified-since", old)],
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+
+        // If-None-Match takes precedence: a non-matching tag means 200 even
+        // though the date alone would allow 304.
+        let response = request(
+            &fx.root,
+            Method::GET,
+            "/digits.txt",
+            &[
+                ("if-modified-since", &modified),
+                ("if-none-match", "\"other\""),
+            ],
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+
+        let response = request(
+            &fx.root,
+            Method::GET,
+            "/digits.txt",
+            &[("if-modified-since", "not a date")],
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn if_match_and_if_unmodified_since_fail_with_412() {
+        let fx = Fixture::new();
+        let first = get(&fx.root, "/digits.txt").await;
+        let etag = header(&first, "etag").to_owned();
+        let modified = header(&first, "last-modified").to_owned();
+
+        let failing: [(&str, String); 4] = [
+            ("if-match", "\"other\"".to_owned()),
+            // If-Match uses strong comparison, so a weak tag never matches.
+            ("if-match", format!("W/{etag}")),
+            (
+                "if-unmodified-since",
+                "Sun, 06 Nov 1994 08:49:37 GMT".to_owned(),
+            ),
+            ("if-match", "garbage".to_owned()),
+        ];
+        for (name, value) in &failing {
+            let response = request(&fx.root, Method::GET, "/digits.txt", &[(name, value)]).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::PRECONDITION_FAILED,
+                "{name}: {value}"
+            );
+            assert_eq!(body_of(response).await, "precondition failed\n");
+        }
+
+        let passing: [(&str, String); 4] = [
+            ("if-match", etag.clone()),
+            ("if-match", format!("\"x\", {etag}")),
+            ("if-match", "*".to_owned()),
+            ("if-unmodified-since", modified.clone()),
+        ];
+        for (name, value) in &passing {
+            let response = request(&fx.root, Method::GET, "/digits.txt", &[(name, value)]).await;
+            assert_eq!(response.status(), StatusCode::OK, "{name}: {value}");
+        }
+    }
+
+    async fn range(fx: &Fixture, value: &str) -> Response<Body> {
+        request(&fx.root, Method::GET, "/digits.txt", &[("range", value)]).await
+    }
+
+    #[tokio::test]
+    async fn single_ranges_give_partial_content() {
+        let fx = Fixture::new();
+        let cases = [
+            ("bytes=2-5", "2345", "bytes 2-5/10"),
+            ("bytes=7-", "789", "bytes 7-9/10"),
+            ("bytes=-3", "789", "bytes 7-9/10"),
+            ("bytes=-20", "0123456789", "bytes 0-9/10"),
+            ("bytes=5-100", "56789", "bytes 5-9/10"),
+            ("bytes=9-9", "9", "bytes 9-9/10"),
+            (
+                "bytes=0-99999999999999999999999",
+                "0123456789",
+                "bytes 0-9/10",
+            ),
+            ("Bytes = 1-1", "1", "bytes 1-1/10"),
+            ("bytes=3-4,", "34", "bytes 3-4/10"),
+        ];
+        for (value, expected, content_range) in cases {
+            let response = range(&fx, value).await;
+            assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT, "{value}");
+            assert_eq!(header(&response, "content-range"), content_range, "{value}");
+            assert_eq!(
+                header(&response, "content-length"),
+                expected.len().to_string(),
+                "{value}"
+            );
+            assert_eq!(body_of(response).await, expected, "{value}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unsatisfiable_ranges_give_416() {
+        let fx = Fixture::new();
+        for value in [
+            "bytes=10-",
+            "bytes=10-20",
+            "bytes=-0",
+            "bytes=99999999999999999999999-",
+        ] {
+            let response = range(&fx, value).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "{value}"
+            );
+            assert_eq!(header(&response, "content-range"), "bytes */10");
+        }
+        let response = request(
+            &fx.root,
+            Method::GET,
+            "/empty.txt",
+            &[("range", "bytes=0-")],
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(header(&response, "content-range"), "bytes */0");
+    }
+
+    #[tokio::test]
+    async fn multiple_or_invalid_ranges_give_the_whole_file() {
+        let fx = Fixture::new();
+        for value in [
+            "bytes=0-1,4-5",
+            "bytes=5-2",
+            "items=0-1",
+            "bytes=",
+            "bytes=a-b",
+            "bytes=1",
+            "bytes=--1",
+            "0-1",
+        ] {
+            let response = range(&fx, value).await;
+            assert_eq!(response.status(), StatusCode::OK, "{value}");
+            assert!(response.headers().get("content-range").is_none());
+            assert_eq!(body_of(response).await, DIGITS, "{value}");
+        }
+    }
+
+    #[tokio::test]
+    async fn if_range_is_honoured() {
+        let fx = Fixture::new();
+        let first = get(&fx.root, "/digits.txt").await;
+        let etag = header(&first, "etag").to_owned();
+        let modified = header(&first, "last-modified").to_owned();
+
+        for validator in [etag.as_str(), modified.as_str()] {
+            let response = request(
+                &fx.root,
+                Method::GET,
+                "/digits.txt",
+                &[("range", "bytes=0-1"), ("if-range", validator)],
+            )
+            .await;
+            assert_eq!(
+                response.status(),
+                StatusCode::PARTIAL_CONTENT,
+                "{validator}"
+            );
+            assert_eq!(body_of(response).await, "01");
+        }
+
+        let weak = format!("W/{etag}");
+        for validator in [
+            "\"other\"",
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            weak.as_str(),
+            "junk",
+        ] {
+            let response = request(
+                &fx.root,
+                Method::GET,
+                "/digits.txt",
+                &[("range", "bytes=0-1"), ("if-range", validator)],
+            )
+            .await;
+            assert_eq!(response.status(), StatusCode::OK, "{validator}");
+            assert_eq!(body_of(response).await, DIGITS);
+        }
+    }
+
+    #[tokio::test]
+    async fn head_has_headers_but_no_body() {
+        let fx = Fixture::new();
+        let get_response = get(&fx.root, "/digits.txt").await;
+        let head_response = request(&fx.root, Method::HEAD, "/digits.txt", &[]).await;
+        assert_eq!(head_response.status(), StatusCode::OK);
+        for name in [
+            "content-type",
+            "content-length",
+            "etag",
+            "last-modified",
+            "accept-ranges",
+        ] {
+            assert_eq!(
+                header(&head_response, name),
+                header(&get_response, name),
+                "{name}"
+            );
+        }
+        assert!(body_of(head_response).await.is_empty());
+
+        let head_range = request(
+            &fx.root,
+            Method::HEAD,
+            "/digits.txt",
+            &[("range", "bytes=1-2")],
+        )
+        .await;
+        assert_eq!(head_range.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(header(&head_range, "content-length"), "2");
+        assert!(body_of(head_range).await.is_empty());
+
+        let head_missing = request(&fx.root, Method::HEAD, "/nope", &[]).await;
+        assert_eq!(head_missing.status(), StatusCode::NOT_FOUND);
+        assert!(body_of(head_missing).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn other_methods_are_not_allowed() {
+        let fx = Fixture::new();
+        for method in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS] {
+            let response = request(&fx.root, method.clone(), "/digits.txt", &[]).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method}"
+            );
+            assert_eq!(header(&response, "allow"), "GET, HEAD");
+        }
+    }
+
+    #[tokio::test]
+    async fn traversal_attempts_are_rejected() {
+        let fx = Fixture::new();
+        for path in [
+            "/../etc/passwd",
+            "/../secret.txt",
+            "/%2e%2e/%2e%2e/etc/passwd",
+            "/%2E%2E/secret.txt",
+            "/..%2fsecret.txt",
+            "/a/%2E%2E/%2E%2E/x",
+            "/a/..",
+            "/%00",
+            "/digits.txt%00.html",
+            "\\..\\",
+            "/..\\secret.txt",
+            "/%5c..%5csecret.txt",
+            "/%ff",
+            "secret.txt",
+            "",
+        ] {
+            let response = get(&fx.root, path).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path:?}");
+            assert_eq!(body_of(response).await, "bad request\n");
+        }
+        // Decoding happens once, so a double-encoded dot-dot is just a file
+        // name, here one that really exists inside the root.
+        let response = get(&fx.root, "/%252e%252e").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body_of(response).await, "x");
+    }
+
+    #[tokio::test]
+    async fn symlinks_must_stay_inside_the_root() {
+        let fx = Fixture::new();
+        for path in [
+            "/link-out",
+            "/linkdir-out/secret.txt",
+            "/linkdir-out/",
+            "/trap/",
+        ] {
+            let response = get(&fx.root, path).await;
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(body_of(response).await, "not found\n");
+        }
+        let response = get(&fx.root, "/link-in.txt").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            header(&response, "content-type"),
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(body_of(response).await, DIGITS);
+    }
+
+    #[tokio::test]
+    async fn unreadable_file_is_forbidden() {
+        let fx = Fixture::new();
+        let locked = fx.site().join("locked.txt");
+        std::fs::write(&locked, b"hidden").expect("write locked");
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000))
+            .expect("chmod 000");
+        if std::fs::File::open(&locked).is_ok() {
+            // Running as root (or with CAP_DAC_OVERRIDE): permissions do not
+            // stop reads, so there is no 403 to observe.
+            return;
+        }
+        let response = get(&fx.root, "/locked.txt").await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(body_of(response).await, "forbidden\n");
+    }
+
+    #[tokio::test]
+    async fn large_file_streams_in_bounded_chunks() {
+        let fx = Fixture::new();
+        let len = 5 * 1024 * 1024 + 123;
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        std::fs::write(fx.site().join("big.bin"), &data).expect("write big");
+
+        let response = get(&fx.root, "/big.bin").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(&response, "content-length"), len.to_string());
+        let mut body = response.into_body();
+        let mut received = Vec::with_capacity(len);
+        let mut frames = 0;
+        while let Some(frame) = body.frame().await {
+            let chunk = frame.expect("frame").into_data().expect("data frame");
+            assert!(chunk.len() <= CHUNK_SIZE);
+            received.extend_from_slice(&chunk);
+            frames += 1;
+        }
+        assert!(frames >= len / CHUNK_SIZE);
+        assert_eq!(received.len(), len);
+        assert!(received == data, "streamed content differs");
+
+        // A range crossing chunk boundaries starts and stops exactly.
+        let (start, end) = (100_000, 300_000);
+        let response = request(
+            &fx.root,
+            Method::GET,
+            "/big.bin",
+            &[("range", &format!("bytes={start}-{end}"))],
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(
+            header(&response, "content-length"),
+            (end - start + 1).to_string()
+        );
+        assert!(body_of(response).await == data[start..=end]);
+    }
+
+    #[tokio::test]
+    async fn odd_inputs_never_panic() {
+        let fx = Fixture::new();
+        let pieces = [
+            "",
+            "/",
+            "%",
+            "%2",
+            "%zz",
+            "..",
+            ".",
+            "%2e",
+            "\\",
+            "%00",
+            "%c3%28",
+            "é",
+            "?",
+            "#",
+            "~",
+            "//",
+            "index.html",
+        ];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let path = format!("{a}{b}/{c}");
+                    let response = get(&fx.root, &path).await;
+                    assert!(
+                        [200, 301, 400, 404].contains(&response.status().as_u16()),
+                        "{path:?} -> {}",
+                        response.status()
+                    );
+                }
+            }
+        }
+        for value in ["", ",", "W/", "W/\"", "\"", "*,*", ",,,\"x", "é"] {
+            let response = request(
+                &fx.root,
+                Method::GET,
+                "/digits.txt",
+                &[
+                    ("if-none-match", value),
+                    ("if-match", value),
+                    ("range", value),
+                    ("if-range", value),
+                ],
+            )
+            .await;
+            assert!(response.status().as_u16() < 500, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn root_must_be_an_existing_directory() {
+        let fx = Fixture::new();
+        assert!(Root::new(&fx.site().join("digits.txt")).is_err());
+        assert!(Root::new(&fx.site().join("missing")).is_err());
+        let via_dots = Root::new(&fx.site().join("dir/..")).expect("root via dots");
+        assert_eq!(via_dots.path(), fx.site());
+    }
+}

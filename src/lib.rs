@@ -1,0 +1,15 @@
+//! Portico: an HTTPS front door. One IP:port serves many sites, each with its own certificate
+//! chosen from the client's SNI during the TLS handshake.
+//!
+//! Data flows one way: [`listener`] accepts and peeks the ClientHello, [`route`] resolves the
+//! listener, name, site and certificate, [`tls`] terminates, [`http`] serves. [`config`] and
+//! [`runtime`] turn a file into the immutable tables all of that reads.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod listener;
+pub mod names;
+pub mod route;
+pub mod runtime;
+pub mod tls;

@@ -1,0 +1,364 @@
+//! Listeners: bind one socket per port, pick the listener from each connection's local
+//! address, enforce connection limits and deadlines, and hand the connection on — to TLS
+//! termination and HTTP on https listeners, to plain HTTP on http listeners.
+//!
+//! The accept path reads the current runtime once per connection (an atomic load, no lock);
+//! that one snapshot serves the connection from ClientHello to its last request. Nothing a
+//! client sends can stop the accept loop or touch another connection.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::SignatureScheme;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::ListenerKind;
+use crate::http::service::{self, Conn};
+use crate::names::HostName;
+use crate::route::certificate_for;
+use crate::runtime::Runtime;
+use crate::tls::peek::{read_client_hello, PrefixedIo};
+
+/// The most a ClientHello may take before Portico gives up on it.
+const HELLO_LIMIT: usize = 64 * 1024;
+
+/// The sockets to open for a set of listener addresses: one dual-stack socket on `[::]:port`
+/// when some listener wants `*:port`, else one per specific address.
+pub fn socket_addrs(rt: &Runtime) -> Vec<SocketAddr> {
+    let mut by_port: BTreeMap<u16, BTreeSet<Option<IpAddr>>> = BTreeMap::new();
+    for l in &rt.listeners {
+        by_port
+            .entry(l.config.address.port)
+            .or_default()
+            .insert(l.config.address.ip);
+    }
+    let mut out = Vec::new();
+    for (port, ips) in by_port {
+        if ips.contains(&None) {
+            out.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
+        } else {
+            out.extend(
+                ips.into_iter()
+                    .flatten()
+                    .map(|ip| SocketAddr::new(ip, port)),
+            );
+        }
+    }
+    out
+}
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let open = |addr: SocketAddr| -> io::Result<TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        if addr.is_ipv6() && addr.ip().is_unspecified() {
+            // One socket for IPv4 and IPv6: v4 clients arrive as ::ffff:a.b.c.d.
+            socket.set_only_v6(false)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        TcpListener::from_std(socket.into())
+    };
+    match open(addr) {
+        // A host without IPv6 still serves `*:port` on IPv4.
+        Err(e)
+            if addr.is_ipv6()
+                && addr.ip().is_unspecified()
+                && e.kind() == io::ErrorKind::AddrNotAvailable =>
+        {
+            open(SocketAddr::new(
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                addr.port(),
+            ))
+        }
+        other => other,
+    }
+}
+
+/// A running server: its sockets, the current runtime and the connections it serves.
+pub struct Server {
+    runtime: Arc<ArcSwap<Runtime>>,
+    shutdown: watch::Sender<bool>,
+    drain: Option<mpsc::Sender<()>>,
+    drained: mpsc::Receiver<()>,
+    accept_tasks: Vec<JoinHandle<()>>,
+    local_addrs: Vec<SocketAddr>,
+}
+
+impl Server {
+    /// Binds every listener's socket and starts accepting.
+    pub async fn start(rt: Runtime) -> io::Result<Server> {
+        let addrs = socket_addrs(&rt);
+        let mut sockets = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let socket = bind(addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            sockets.push(socket);
+        }
+        let runtime = Arc::new(ArcSwap::from_pointee(rt));
+        let (shutdown, _) = watch::channel(false);
+        let (drain, drained) = mpsc::channel(1);
+        let mut server = Server {
+            runtime,
+            shutdown,
+            drain: Some(drain),
+            drained,
+            accept_tasks: Vec::new(),
+            local_addrs: Vec::new(),
+        };
+        for socket in sockets {
+            server.local_addrs.push(socket.local_addr()?);
+            let task = tokio::spawn(accept_loop(
+                socket,
+                server.runtime.clone(),
+                server.shutdown.subscribe(),
+                server.drain.clone().expect("set above"),
+            ));
+            server.accept_tasks.push(task);
+        }
+        Ok(server)
+    }
+
+    /// The addresses actually bound.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Makes `rt` the runtime for new connections; connections in flight keep theirs.
+    pub fn swap(&self, rt: Runtime) {
+        self.runtime.store(Arc::new(rt));
+    }
+
+    /// Stops accepting, asks every connection to finish its requests, and waits up to
+    /// `deadline` for them. Returns how many connections were still open at the deadline.
+    pub async fn shutdown(mut self, deadline: Duration) -> bool {
+        for task in &self.accept_tasks {
+            task.abort();
+        }
+        let _ = self.shutdown.send(true);
+        self.drain = None;
+        for task in self.accept_tasks.drain(..) {
+            let _ = task.await;
+        }
+        // Every connection holds a drain sender; recv() returns None once all are gone.
+        tokio::time::timeout(deadline, self.drained.recv())
+            .await
+            .is_ok()
+    }
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    runtime: Arc<ArcSwap<Runtime>>,
+    shutdown: watch::Receiver<bool>,
+    drain: mpsc::Sender<()>,
+) {
+    loop {
+        let (tcp, peer) = match socket.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let rt = runtime.load_full();
+        let Ok(local) = tcp.local_addr() else {
+            continue;
+        };
+        let local = SocketAddr::new(local.ip().to_canonical(), local.port());
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let Some(li) = rt.listener_for(local) else {
+            tracing::debug!(%local, %peer, "no listener for this address; closing");
+            continue;
+        };
+        let Ok(permit) = rt.listeners[li].connections.clone().try_acquire_owned() else {
+            tracing::warn!(listener = %rt.listeners[li].config.name, %peer, "connection limit reached; closing");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let shutdown = shutdown.clone();
+        let drain = drain.clone();
+        tokio::spawn(async move {
+            connection(rt, li, tcp, peer, shutdown).await;
+            drop(permit);
+            drop(drain);
+        });
+    }
+}
+
+async fn connection(
+    rt: Arc<Runtime>,
+    li: usize,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    match rt.listeners[li].config.kind {
+        ListenerKind::Https => https(rt, li, tcp, peer, shutdown).await,
+        ListenerKind::Http => {
+            let conn = Arc::new(Conn {
+                runtime: rt,
+                listener: li,
+                peer,
+                sni: None,
+                cert: None,
+                tls_version: "-",
+            });
+            serve_http1(conn, TokioIo::new(tcp), shutdown).await;
+        }
+    }
+}
+
+/// A fatal TLS alert record: what a refused client sees.
+fn alert_record(description: u8) -> [u8; 7] {
+    [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]
+}
+
+async fn https(
+    rt: Arc<Runtime>,
+    li: usize,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let listener = &rt.listeners[li];
+    let Some(tls_config) = listener.tls.clone() else {
+        return;
+    };
+    let deadline = Instant::now() + rt.config.limits.handshake_timeout;
+    let (hello, prefix) = match read_client_hello(&mut tcp, HELLO_LIMIT, deadline).await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "no usable ClientHello; closing");
+            return;
+        }
+    };
+    let resolved = match listener.table.resolve_sni(hello.server_name.as_deref()) {
+        Ok(r) => r,
+        Err(refusal) => {
+            tracing::info!(listener = %listener.config.name, %peer, sni = hello.server_name.as_deref().unwrap_or("-"), ?refusal, "handshake refused");
+            let _ = tcp.write_all(&alert_record(refusal.alert())).await;
+            let _ = tcp.shutdown().await;
+            return;
+        }
+    };
+    let schemes: Vec<SignatureScheme> = hello
+        .signature_schemes
+        .iter()
+        .map(|&s| SignatureScheme::from(s))
+        .collect();
+    let cert = certificate_for(&resolved, &schemes).cloned();
+    let sni = hello
+        .server_name
+        .as_deref()
+        .and_then(|s| HostName::parse(s).ok());
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(PrefixedIo::new(prefix, tcp)))
+        .await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let (_, session) = tls.get_ref();
+    let tls_version = match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "TLS",
+    };
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let conn = Arc::new(Conn {
+        runtime: rt.clone(),
+        listener: li,
+        peer,
+        sni,
+        cert,
+        tls_version,
+    });
+    if h2 {
+        serve_h2(conn, TokioIo::new(tls), shutdown).await;
+    } else {
+        serve_http1(conn, TokioIo::new(tls), shutdown).await;
+    }
+}
+
+async fn serve_http1<IO>(conn: Arc<Conn>, io: TokioIo<IO>, mut shutdown: watch::Receiver<bool>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = conn.runtime.config.limits.clone();
+    let svc = service_fn(move |req| service::handle(conn.clone(), req));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    let served = builder.serve_connection(io, svc);
+    tokio::pin!(served);
+    tokio::select! {
+        r = served.as_mut() => log_conn_end(r.err()),
+        _ = shutting_down(&mut shutdown) => {
+            served.as_mut().graceful_shutdown();
+            log_conn_end(served.await.err());
+        }
+    }
+}
+
+async fn serve_h2<IO>(conn: Arc<Conn>, io: TokioIo<IO>, mut shutdown: watch::Receiver<bool>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = conn.runtime.config.limits.clone();
+    let svc = service_fn(move |req| service::handle(conn.clone(), req));
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .keep_alive_interval(Some(limits.idle_timeout))
+        .keep_alive_timeout(limits.header_timeout);
+    let served = builder.serve_connection(io, svc);
+    tokio::pin!(served);
+    tokio::select! {
+        r = served.as_mut() => log_conn_end(r.err()),
+        _ = shutting_down(&mut shutdown) => {
+            served.as_mut().graceful_shutdown();
+            log_conn_end(served.await.err());
+        }
+    }
+}
+
+/// Resolves when the server starts draining. A dropped sender counts as draining too.
+async fn shutting_down(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+fn log_conn_end(err: Option<hyper::Error>) {
+    if let Some(e) = err {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}

@@ -1,0 +1,17 @@
+//! The `portico` binary: parse the command line, run the command, map the outcome to an exit
+//! code (0 ok, 1 a problem found, 2 usage).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = portico::cli::Cli::parse();
+    match portico::cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Host names: the one place where names are normalized and wildcards are matched.
+//!
+//! Every host name Portico compares — from the configuration, from a certificate's SAN list,
+//! from a client's SNI or `Host` header — goes through [`HostName::parse`] first, so two
+//! spellings of one name can never be treated as two names. IP literals are never host names.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// A normalized DNS host name: ASCII lowercase A-labels, no trailing dot, possibly a wildcard
+/// whose `*` is the whole left-most label.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostName(Box<str>);
+
+/// Why a string is not a host name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("the name is empty")]
+    Empty,
+    #[error("{0} is an IP address, not a host name")]
+    IpLiteral(String),
+    #[error("the name is longer than 253 characters")]
+    TooLong,
+    #[error("label {0:?} is empty or longer than 63 characters")]
+    BadLabelLength(String),
+    #[error("label {0:?} has a character other than letters, digits, '-' or '_'")]
+    BadCharacter(String),
+    #[error("label {0:?} starts or ends with '-'")]
+    BadHyphen(String),
+    #[error("'*' may only be the whole left-most label, as in *.example.com")]
+    BadWildcard,
+    #[error("a wildcard needs at least two labels after '*', as in *.example.com")]
+    WildcardTooBroad,
+    #[error("the name is not valid IDNA: {0}")]
+    Idna(String),
+}
+
+impl HostName {
+    /// Normalizes `input`: ASCII lowercase, one trailing dot removed, Unicode converted to
+    /// A-labels. Rejects IP literals, bad characters and misplaced wildcards.
+    pub fn parse(input: &str) -> Result<HostName, NameError> {
+        let trimmed = input.strip_suffix('.').unwrap_or(input);
+        if trimmed.is_empty() {
+            return Err(NameError::Empty);
+        }
+        let unbracketed = trimmed
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .unwrap_or(trimmed);
+        if unbracketed.parse::<IpAddr>().is_ok() {
+            return Err(NameError::IpLiteral(input.to_string()));
+        }
+        let ascii = if trimmed.is_ascii() {
+            trimmed.to_ascii_lowercase()
+        } else {
+            // The wildcard label is not IDNA input; convert the rest only.
+            let (star, rest) = match trimmed.strip_prefix("*.") {
+                Some(rest) => ("*.", rest),
+                None => ("", trimmed),
+            };
+            let converted =
+                idna::domain_to_ascii(rest).map_err(|e| NameError::Idna(format!("{e:?}")))?;
+            format!("{star}{converted}")
+        };
+        if ascii.len() > 253 {
+            return Err(NameError::TooLong);
+        }
+        let mut labels = ascii.split('.').peekable();
+        let mut first = true;
+        let mut count = 0;
+        let mut wildcard = false;
+        while let Some(label) = labels.next() {
+            count += 1;
+            if label == "*" && first {
+                wildcard = true;
+                first = false;
+                continue;
+            }
+            first = false;
+            if label.contains('*') {
+                return Err(NameError::BadWildcard);
+            }
+            if label.is_empty() || label.len() > 63 {
+                return Err(NameError::BadLabelLength(label.to_string()));
+            }
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(NameError::BadCharacter(label.to_string()));
+            }
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err(NameError::BadHyphen(label.to_string()));
+            }
+        }
+        if wildcard && count < 3 {
+            return Err(NameError::WildcardTooBroad);
+        }
+        // A name whose last label is all digits would be read as an IPv4 address by many
+        // resolvers; reject it like an IP literal.
+        if ascii
+            .rsplit('.')
+            .next()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(NameError::IpLiteral(input.to_string()));
+        }
+        Ok(HostName(ascii.into_boxed_str()))
+    }
+
+    /// The normalized name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True for `*.example.com`.
+    pub fn is_wildcard(&self) -> bool {
+        self.0.starts_with("*.")
+    }
+
+    /// The wildcard that would cover this name: `a.example.com` -> `*.example.com`.
+    /// None for wildcards themselves and for names of fewer than three labels (a wildcard
+    /// must keep at least two labels after `*`).
+    pub fn parent_wildcard(&self) -> Option<HostName> {
+        if self.is_wildcard() {
+            return None;
+        }
+        let (_, rest) = self.0.split_once('.')?;
+        if !rest.contains('.') {
+            return None;
+        }
+        Some(HostName(format!("*.{rest}").into_boxed_str()))
+    }
+
+    /// Whether a certificate or binding for `self` (exact or wildcard) covers `name`.
+    /// A wildcard covers exactly one left-most label; it never covers the bare parent.
+    pub fn covers(&self, name: &HostName) -> bool {
+        if self == name {
+            return true;
+        }
+        match (self.0.strip_prefix('*'), name.is_wildcard()) {
+            (Some(suffix), false) => name
+                .0
+                .split_once('.')
+                .is_some_and(|(_, rest)| rest.len() + 1 == suffix.len() && suffix[1..] == *rest),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for HostName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for HostName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HostName({})", self.0)
+    }
+}
+
+impl std::str::FromStr for HostName {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        HostName::parse(s)
+    }
+}
+
+/// Parses the host part of a `Host` header or `:authority`: strips the port and IPv6
+/// brackets. Returns None for IP literals and malformed values.
+pub fn host_from_authority(authority: &str) -> Option<HostName> {
+    let host = if authority.starts_with('[') {
+        return None; // An IPv6 literal is never a host name.
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            Some(_) => return None,
+            None => authority,
+        }
+    };
+    let name = HostName::parse(host).ok()?;
+    // A request names one host; a wildcard in Host is not a name.
+    (!name.is_wildcard()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn n(s: &str) -> HostName {
+        HostName::parse(s).expect("valid test name")
+    }
+
+    #[test]
+    fn normalizes_case_trailing_dot_and_unicode() {
+        assert_eq!(n("Site1.Example.TEST.").as_str(), "site1.example.test");
+        assert_eq!(n("bücher.example").as_str(), "xn--bcher-kva.example");
+        assert_eq!(n("*.Bücher.example").as_str(), "*.xn--bcher-kva.example");
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        let cases = [
+            ("", NameError::Empty),
+            (".", NameError::Empty),
+            ("127.0.0.1", NameError::IpLiteral("127.0.0.1".into())),
+            ("::1", NameError::IpLiteral("::1".into())),
+            ("[::1]", NameError::IpLiteral("[::1]".into())),
+            ("a..b", NameError::BadLabelLength("".into())),
+            ("a b.test", NameError::BadCharacter("a b".into())),
+            ("-a.test", NameError::BadHyphen("-a".into())),
+            ("a.*.test", NameError::BadWildcard),
+            ("f*.test.x", NameError::BadWildcard),
+            ("*.test", NameError::WildcardTooBroad),
+            ("*", NameError::WildcardTooBroad),
+            ("a.123", NameError::IpLiteral("a.123".into())),
+        ];
+        for (input, want) in cases {
+            assert_eq!(HostName::parse(input), Err(want), "input {input:?}");
+        }
+        assert_eq!(
+            HostName::parse(&"a".repeat(64)),
+            Err(NameError::BadLabelLength("a".repeat(64)))
+        );
+        let long = vec!["abcdefghi"; 30].join(".");
+        assert_eq!(HostName::parse(&long), Err(NameError::TooLong));
+    }
+
+    #[test]
+    fn wildcard_covers_exactly_one_label() {
+        let w = n("*.x.test");
+        assert!(w.covers(&n("a.x.test")));
+        assert!(!w.covers(&n("a.b.x.test")));
+        assert!(!w.covers(&n("x.test")));
+        assert!(!w.covers(&n("a.y.test")));
+        assert!(!w.covers(&n("ax.test")));
+        assert!(n("a.x.test").covers(&n("a.x.test")));
+        assert!(!n("a.x.test").covers(&n("b.x.test")));
+        assert_eq!(n("a.x.test").parent_wildcard(), Some(n("*.x.test")));
+        assert_eq!(n("x.test").parent_wildcard(), None);
+    }
+
+    #[test]
+    fn authority_parsing() {
+        assert_eq!(host_from_authority("Site.Test:8443"), Some(n("site.test")));
+        assert_eq!(host_from_authority("site.test."), Some(n("site.test")));
+        assert_eq!(host_from_authority("[::1]:443"), None);
+        assert_eq!(host_from_authority("127.0.0.1:443"), None);
+        assert_eq!(host_from_authority("a.test:x"), None);
+        assert_eq!(host_from_authority("*.a.test"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn normalization_is_idempotent(s in "[a-zA-Z0-9-]{1,10}(\\.[a-zA-Z0-9-]{1,10}){0,4}\\.?") {
+            if let Ok(name) = HostName::parse(&s) {
+                prop_assert_eq!(HostName::parse(name.as_str()), Ok(name.clone()));
+                prop_assert_eq!(HostName::parse(&s.to_uppercase()), Ok(name));
+            }
+        }
+
+        #[test]
+        fn wildcard_covers_iff_parent_matches(label in "[a-z0-9]{1,8}", a in "[a-z]{1,8}", b in "[a-z]{1,8}", c in "[a-z]{1,8}") {
+            let name = n(&format!("{label}.{a}.{b}"));
+            let w = n(&format!("*.{c}.{b}"));
+            prop_assert_eq!(w.covers(&name), a == c);
+            prop_assert!(!w.covers(&n(&format!("{label}.{label}.{a}.{b}"))));
+            prop_assert_eq!(name.parent_wildcard().map(|p| p.covers(&name)), Some(true));
+        }
+
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,80}") {
+            let _ = HostName::parse(&s);
+            let _ = host_from_authority(&s);
+        }
+    }
+}

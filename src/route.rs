@@ -1,0 +1,163 @@
+//! The route table: for one listener, host name -> binding (site and certificates), and the
+//! resolution of a connection's SNI and of a request's `Host`.
+//!
+//! This is the one implementation of resolution: the TLS resolver, the HTTP service and the
+//! `bindings`/`explain` commands all call it. Lookups are hash lookups into an immutable
+//! table; nothing here grows with the number of sites.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::UnknownSni;
+use crate::names::HostName;
+use crate::tls::load::Cert;
+use crate::tls::pool::Choice;
+
+/// (listener, host) -> site. On https listeners it carries the certificates for the host.
+#[derive(Debug)]
+pub struct Binding {
+    pub host: HostName,
+    /// Index into `Runtime::sites`.
+    pub site: usize,
+    pub certs: Option<Choice>,
+    /// On an http listener: the port of the https listener the host redirects to.
+    pub https_port: Option<u16>,
+}
+
+/// How a name found its binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    Exact,
+    Wildcard,
+    /// The client sent no SNI (or an IP literal); the listener's `no_sni` host was used.
+    NoSni,
+    /// The SNI is not bound here; `unknown_sni = "no_sni"` sent it to the `no_sni` host.
+    UnknownFallback,
+}
+
+/// Why a handshake is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No SNI and `no_sni = "reject"`.
+    NoSni,
+    /// The name is not bound on this listener and `unknown_sni = "reject"`.
+    UnknownName(String),
+}
+
+impl Refusal {
+    /// The TLS alert sent: `unrecognized_name` (112) for an unknown name, `handshake_failure`
+    /// (40) for a client without SNI where none is configured.
+    pub fn alert(&self) -> u8 {
+        match self {
+            Refusal::NoSni => 40,
+            Refusal::UnknownName(_) => 112,
+        }
+    }
+}
+
+/// A successful resolution.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolved<'a> {
+    pub binding: &'a Binding,
+    pub by: Match,
+}
+
+/// One listener's bindings.
+#[derive(Debug, Default)]
+pub struct Table {
+    bindings: HashMap<HostName, Binding>,
+    /// The binding key used for clients without SNI.
+    no_sni: Option<HostName>,
+    unknown_sni: Option<UnknownSni>,
+}
+
+impl Table {
+    pub fn new(
+        bindings: HashMap<HostName, Binding>,
+        no_sni: Option<HostName>,
+        unknown_sni: UnknownSni,
+    ) -> Table {
+        Table {
+            bindings,
+            no_sni,
+            unknown_sni: Some(unknown_sni),
+        }
+    }
+
+    pub fn bindings(&self) -> impl Iterator<Item = &Binding> {
+        self.bindings.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.bindings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bindings.is_empty()
+    }
+
+    /// The binding for a host: an exact binding beats a wildcard one.
+    pub fn lookup(&self, host: &HostName) -> Option<Resolved<'_>> {
+        if let Some(b) = self.bindings.get(host) {
+            return Some(Resolved {
+                binding: b,
+                by: Match::Exact,
+            });
+        }
+        let wildcard = host.parent_wildcard()?;
+        self.bindings.get(&wildcard).map(|b| Resolved {
+            binding: b,
+            by: Match::Wildcard,
+        })
+    }
+
+    fn no_sni_binding(&self, by: Match) -> Option<Resolved<'_>> {
+        let host = self.no_sni.as_ref()?;
+        self.lookup(host).map(|r| Resolved {
+            binding: r.binding,
+            by,
+        })
+    }
+
+    /// Resolves a ClientHello's SNI as sent. Names are normalized here; an IP literal counts
+    /// as no SNI (RFC 6066 forbids them, and some clients send them anyway).
+    pub fn resolve_sni(&self, sni: Option<&str>) -> Result<Resolved<'_>, Refusal> {
+        let name = match sni.map(HostName::parse) {
+            None | Some(Err(crate::names::NameError::IpLiteral(_))) => {
+                return self.no_sni_binding(Match::NoSni).ok_or(Refusal::NoSni)
+            }
+            Some(Ok(name)) if !name.is_wildcard() => Ok(name),
+            Some(_) => Err(()),
+        };
+        if let Ok(name) = &name {
+            if let Some(r) = self.lookup(name) {
+                return Ok(r);
+            }
+        }
+        match self.unknown_sni {
+            Some(UnknownSni::NoSni) => self.no_sni_binding(Match::UnknownFallback),
+            _ => None,
+        }
+        .ok_or_else(|| Refusal::UnknownName(sni.unwrap_or_default().to_string()))
+    }
+
+    /// The site a request with this `Host` goes to on a connection that presented `cert`:
+    /// only when the certificate covers the host and the host is bound here (DESIGN rule 5).
+    /// Checking coverage, not equality with the SNI, keeps HTTP/2 coalescing working.
+    pub fn route_request(&self, host: &HostName, cert: Option<&Cert>) -> Option<Resolved<'_>> {
+        if let Some(cert) = cert {
+            if !cert.covers(host) {
+                return None;
+            }
+        }
+        self.lookup(host)
+    }
+}
+
+/// Picks the certificate for a resolved binding and a client's signature schemes.
+pub fn certificate_for<'a>(
+    resolved: &Resolved<'a>,
+    schemes: &[rustls::SignatureScheme],
+) -> Option<&'a Arc<Cert>> {
+    resolved.binding.certs.as_ref()?.for_client(schemes)
+}

@@ -1,0 +1,452 @@
+//! The runtime: everything a running server needs, built from a checked [`Config`] in one
+//! pass — certificates loaded, route tables and TLS configurations made.
+//!
+//! Startup, reload and `portico check` all go through [`build`], so a configuration that
+//! `check` accepts is exactly one that serves. A runtime is immutable; a reload builds a new
+//! one and swaps it in. The checks that need certificate files live here and report into the
+//! same [`Report`] as the file checks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustls::server::ProducesTickets;
+use rustls::ServerConfig;
+use tokio::sync::Semaphore;
+
+use crate::config::{Action, Config, Listener, ListenerKind, NoSni, Report, TlsMode};
+use crate::http::static_files;
+use crate::route::{Binding, Table};
+use crate::tls::internal_ca::LocalCa;
+use crate::tls::load::{self, Cert};
+use crate::tls::pool::{Choice, How, Pool};
+use crate::tls::resolver::Resolver;
+
+/// Certificates expiring sooner than this get a warning.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// Whether the build may create files (the local CA and its certificates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `portico check`, `bindings`, `explain`: read only. Internal certificates are issued
+    /// only if they do not exist yet... never: they are reported as "issued at start".
+    Check,
+    /// `portico serve` and reloads.
+    Serve,
+}
+
+/// What lives longer than one runtime: the session ticket keys, so a reload keeps
+/// resumption working.
+#[derive(Clone)]
+pub struct Shared {
+    pub ticketer: Arc<dyn ProducesTickets>,
+}
+
+impl Shared {
+    pub fn new() -> Result<Shared, rustls::Error> {
+        Ok(Shared {
+            ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()?,
+        })
+    }
+}
+
+/// A site ready to serve.
+pub struct SiteRt {
+    pub name: String,
+    pub action: SiteAction,
+}
+
+pub enum SiteAction {
+    Root(static_files::Root),
+    Redirect {
+        to: String,
+        status: http::StatusCode,
+    },
+    Respond {
+        status: http::StatusCode,
+        body: bytes::Bytes,
+        content_type: http::HeaderValue,
+    },
+}
+
+/// A listener ready to accept.
+pub struct ListenerRt {
+    pub config: Listener,
+    pub table: Arc<Table>,
+    /// Present on https listeners.
+    pub tls: Option<Arc<ServerConfig>>,
+    pub connections: Arc<Semaphore>,
+}
+
+pub struct Runtime {
+    pub config: Config,
+    pub listeners: Vec<ListenerRt>,
+    pub sites: Vec<SiteRt>,
+    pub pool: Pool,
+    /// Certificates issued by the local CA or pinned by sites, by site index.
+    pub site_certs: Vec<Option<Arc<Cert>>>,
+}
+
+impl Runtime {
+    /// The listener a connection that arrived at `local` belongs to: an `IP:port` listener
+    /// beats `*:port`.
+    pub fn listener_for(&self, local: std::net::SocketAddr) -> Option<usize> {
+        let mut wildcard = None;
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.config.address.matches(local) {
+                if l.config.address.ip.is_some() {
+                    return Some(i);
+                }
+                wildcard = Some(i);
+            }
+        }
+        wildcard
+    }
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub fn format_time(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// Loads many certificates on every core: 100,000 certificates must load in seconds.
+fn load_all(files: &[crate::config::CertFiles]) -> Vec<Result<Cert, load::LoadError>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let chunk = files.len().div_ceil(threads).max(64);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|f| load::load(&f.cert, &f.key))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                // A panic while parsing a file is a bug; re-raise it rather than hide it.
+                Err(p) => std::panic::resume_unwind(p),
+            })
+            .collect()
+    })
+}
+
+/// Builds a runtime. Returns it only when the report has no error.
+pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, Report) {
+    let mut report = Report::default();
+    let now = unix_now();
+
+    let mut certs = Vec::with_capacity(config.certificates.len());
+    for (i, r) in load_all(&config.certificates).into_iter().enumerate() {
+        match r {
+            Ok(c) => certs.push(Arc::new(c)),
+            Err(e) => report.error(
+                format!("certificate[{i}]"),
+                e.to_string(),
+                Some(e.fix().to_string()),
+            ),
+        }
+    }
+    let pool = Pool::new(certs);
+
+    let needs_ca = mode == Mode::Serve && config.sites.iter().any(|s| s.tls == TlsMode::Internal);
+    let ca = if needs_ca {
+        match LocalCa::load_or_create(&config.state_dir) {
+            Ok(ca) => Some(ca),
+            Err(e) => {
+                report.error(
+                    "state_dir",
+                    format!("local CA: {e}"),
+                    Some("make state_dir writable by the user Portico runs as".to_string()),
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let mut sites = Vec::with_capacity(config.sites.len());
+    let mut site_certs = Vec::with_capacity(config.sites.len());
+    // (site index, host) -> certificates, for hosts on https listeners.
+    let mut choices: HashMap<(usize, &crate::names::HostName), Choice> = HashMap::new();
+    let mut judged: std::collections::HashSet<*const Cert> = std::collections::HashSet::new();
+    for (si, site) in config.sites.iter().enumerate() {
+        let at = format!("site[{}]", site.index);
+        let action = match &site.action {
+            Action::Root(path) => match static_files::Root::new(path) {
+                Ok(root) => SiteAction::Root(root),
+                Err(e) => {
+                    report.error(format!("{at}.root"), format!("cannot serve {}: {e}", path.display()), Some("create the directory, or fix the path (relative to the configuration file)".to_string()));
+                    continue;
+                }
+            },
+            Action::Redirect { to, status } => SiteAction::Redirect {
+                to: to.clone(),
+                status: http::StatusCode::from_u16(*status)
+                    .unwrap_or(http::StatusCode::PERMANENT_REDIRECT),
+            },
+            Action::Respond {
+                status,
+                body,
+                content_type,
+            } => SiteAction::Respond {
+                status: http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::OK),
+                body: bytes::Bytes::from(body.clone()),
+                content_type: http::HeaderValue::from_str(content_type)
+                    .unwrap_or(http::HeaderValue::from_static("text/plain")),
+            },
+        };
+        sites.push(SiteRt {
+            name: site.name.clone(),
+            action,
+        });
+
+        let on_https = site
+            .listeners
+            .iter()
+            .any(|&l| config.listeners[l].kind == ListenerKind::Https);
+        let mut site_cert = None;
+        if on_https {
+            match &site.tls {
+                TlsMode::Pinned(files) => match load::load(&files.cert, &files.key) {
+                    Ok(cert) => {
+                        let cert = Arc::new(cert);
+                        for (hi, host) in site.hosts.iter().enumerate() {
+                            if cert.covers(host) {
+                                choices
+                                    .insert((si, host), Choice::single(cert.clone(), How::Pinned));
+                            } else {
+                                report.error(
+                                    format!("{at}.hosts[{hi}]"),
+                                    format!("host {host} is not covered by the site's certificate {} (it covers: {})", files.cert.display(), names_list(&cert)),
+                                    Some("use a certificate whose SAN names include this host, or move the host to another site".to_string()),
+                                );
+                            }
+                        }
+                        site_cert = Some(cert);
+                    }
+                    Err(e) => report.error(
+                        format!("{at}.tls"),
+                        e.to_string(),
+                        Some(e.fix().to_string()),
+                    ),
+                },
+                TlsMode::Internal => {
+                    if let Some(ca) = &ca {
+                        match ca.leaf(&site.name, &site.hosts) {
+                            Ok(cert) => {
+                                let cert = Arc::new(cert);
+                                for host in &site.hosts {
+                                    choices.insert(
+                                        (si, host),
+                                        Choice::single(cert.clone(), How::Internal),
+                                    );
+                                }
+                                site_cert = Some(cert);
+                            }
+                            Err(e) => report.error(
+                                format!("{at}.tls"),
+                                format!("local CA: {e}"),
+                                Some(
+                                    "make state_dir writable by the user Portico runs as"
+                                        .to_string(),
+                                ),
+                            ),
+                        }
+                    }
+                }
+                TlsMode::Pool => {
+                    for (hi, host) in site.hosts.iter().enumerate() {
+                        match pool.best(host, now) {
+                            Some(choice) => {
+                                choices.insert((si, host), choice);
+                            }
+                            None => report.error(
+                                format!("{at}.hosts[{hi}]"),
+                                format!("no certificate in the pool covers host {host}"),
+                                Some(format!("add a [[certificate]] whose SAN names include {host}, pin one with tls = {{ cert, key }}, or use tls = \"internal\"")),
+                            ),
+                        }
+                    }
+                }
+            }
+            for (hi, host) in site.hosts.iter().enumerate() {
+                let Some(choice) = choices.get(&(si, host)) else {
+                    continue;
+                };
+                for cert in choice.variants.iter() {
+                    if judged.insert(Arc::as_ptr(cert)) {
+                        judge_validity(&mut report, &format!("{at}.hosts[{hi}]"), host, cert, now);
+                    }
+                }
+            }
+        }
+        site_certs.push(site_cert);
+    }
+
+    let mut listeners = Vec::with_capacity(config.listeners.len());
+    for (li, l) in config.listeners.iter().enumerate() {
+        let mut bindings = HashMap::new();
+        for (si, site) in config.sites.iter().enumerate() {
+            if !site.listeners.contains(&li) {
+                continue;
+            }
+            for host in &site.hosts {
+                let certs = match l.kind {
+                    ListenerKind::Https => choices.get(&(si, host)).cloned(),
+                    ListenerKind::Http => None,
+                };
+                let https_port = match l.kind {
+                    ListenerKind::Http => https_port_for(&config, si, l),
+                    ListenerKind::Https => None,
+                };
+                // Conflicts were reported by the config check; the first site keeps the host.
+                bindings.entry(host.clone()).or_insert(Binding {
+                    host: host.clone(),
+                    site: si,
+                    certs,
+                    https_port,
+                });
+            }
+        }
+        let no_sni = match &l.no_sni {
+            NoSni::Host(h) => Some(h.clone()),
+            NoSni::Reject => None,
+        };
+        let table = Arc::new(Table::new(bindings, no_sni, l.unknown_sni));
+        let tls = match l.kind {
+            ListenerKind::Https => match server_config(l, table.clone(), shared) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    report.error(
+                        format!("listener[{li}]"),
+                        format!("cannot make the TLS configuration: {e}"),
+                        None,
+                    );
+                    None
+                }
+            },
+            ListenerKind::Http => None,
+        };
+        listeners.push(ListenerRt {
+            config: l.clone(),
+            table,
+            tls,
+            connections: Arc::new(Semaphore::new(l.max_connections)),
+        });
+    }
+
+    if report.has_errors() {
+        return (None, report);
+    }
+    (
+        Some(Runtime {
+            config,
+            listeners,
+            sites,
+            pool,
+            site_certs,
+        }),
+        report,
+    )
+}
+
+fn names_list(cert: &Cert) -> String {
+    if cert.names.is_empty() {
+        return "no DNS names".to_string();
+    }
+    cert.names
+        .iter()
+        .map(|n| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn judge_validity(
+    report: &mut Report,
+    at: &str,
+    host: &crate::names::HostName,
+    cert: &Cert,
+    now: i64,
+) {
+    let file = cert.cert_file.display();
+    if now > cert.not_after {
+        report.error(
+            at,
+            format!(
+                "the certificate for {host} ({file}) expired on {}",
+                format_time(cert.not_after)
+            ),
+            Some("renew the certificate".to_string()),
+        );
+    } else if now < cert.not_before {
+        report.error(
+            at,
+            format!(
+                "the certificate for {host} ({file}) is not valid until {}",
+                format_time(cert.not_before)
+            ),
+            Some("check the system clock, or wait until the certificate becomes valid".to_string()),
+        );
+    } else if cert.not_after - now < EXPIRY_WARNING_DAYS * 86_400 {
+        let days = (cert.not_after - now) / 86_400;
+        report.warning(
+            at,
+            format!(
+                "the certificate for {host} ({file}) expires in {days} days, on {}",
+                format_time(cert.not_after)
+            ),
+            Some("renew it soon".to_string()),
+        );
+    }
+}
+
+/// The port of the https listener an http listener redirects a site's hosts to: one on the
+/// same IP if the site is bound there, else any https listener of the site.
+fn https_port_for(config: &Config, site: usize, http: &Listener) -> Option<u16> {
+    let https: Vec<&Listener> = config.sites[site]
+        .listeners
+        .iter()
+        .map(|&i| &config.listeners[i])
+        .filter(|l| l.kind == ListenerKind::Https)
+        .collect();
+    https
+        .iter()
+        .find(|l| l.address.ip == http.address.ip)
+        .or_else(|| https.first())
+        .map(|l| l.address.port)
+}
+
+fn server_config(
+    l: &Listener,
+    table: Arc<Table>,
+    shared: &Shared,
+) -> Result<ServerConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Resolver::new(table)));
+    config.alpn_protocols = l.alpn.clone();
+    config.ticketer = shared.ticketer.clone();
+    Ok(config)
+}

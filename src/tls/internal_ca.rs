@@ -1,0 +1,236 @@
+//! Portico's local CA (`tls = "internal"`): a CA created in `state_dir` on first use, and leaf
+//! certificates it issues for a site's hosts, reused across restarts and renewed before they
+//! expire.
+//!
+//! Keys are written with mode 0600 and replaced atomically (write, then rename), so a crash
+//! never leaves a half-written key. This module never touches a certificate it did not issue.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use time::{Duration, OffsetDateTime};
+
+use super::load::{self, Cert, LoadError};
+use crate::names::HostName;
+
+/// How long an issued leaf certificate is valid.
+pub const LEAF_LIFETIME: Duration = Duration::days(30);
+/// A leaf with less than this left is replaced.
+pub const RENEW_BEFORE: Duration = Duration::days(10);
+const CA_LIFETIME: Duration = Duration::days(3650);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("the local CA in {} is unusable: {source}", path.display())]
+    BadCa { path: PathBuf, source: rcgen::Error },
+    #[error("cannot issue a certificate: {0}")]
+    Issue(#[from] rcgen::Error),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+/// The local CA: its certificate and key, loaded from or created in `state_dir`.
+pub struct LocalCa {
+    dir: PathBuf,
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+    subject_raw: Vec<u8>,
+}
+
+/// Where the CA certificate lives, for users to trust it.
+pub fn ca_cert_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("ca.pem")
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), CaError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| CaError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename.
+fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+    let tmp = path.with_extension("tmp");
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    result.map_err(|source| CaError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_string(path: &Path) -> Result<String, CaError> {
+    fs::read_to_string(path).map_err(|source| CaError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl LocalCa {
+    /// Loads the CA from `state_dir`, creating it on first use.
+    pub fn load_or_create(state_dir: &Path) -> Result<LocalCa, CaError> {
+        ensure_dir(state_dir)?;
+        let cert_path = ca_cert_path(state_dir);
+        let key_path = state_dir.join("ca.key");
+        if !cert_path.exists() || !key_path.exists() {
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::default();
+            let mut dn = DistinguishedName::new();
+            // A random suffix keeps two installations' CAs apart in a trust store.
+            let tag: String = key
+                .public_key_raw()
+                .iter()
+                .take(4)
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            dn.push(DnType::CommonName, format!("Portico Local CA {tag}"));
+            dn.push(DnType::OrganizationName, "Portico (development only)");
+            params.distinguished_name = dn;
+            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let now = OffsetDateTime::now_utc();
+            params.not_before = now - Duration::hours(1);
+            params.not_after = now + CA_LIFETIME;
+            let cert = params.self_signed(&key)?;
+            write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+            write_atomic(&cert_path, cert.pem().as_bytes(), 0o644)?;
+        }
+        let cert_pem = read_string(&cert_path)?;
+        let key = KeyPair::from_pem(&read_string(&key_path)?).map_err(|source| CaError::BadCa {
+            path: key_path.clone(),
+            source,
+        })?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|source| CaError::BadCa {
+            path: cert_path.clone(),
+            source,
+        })?;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(
+            |_| CaError::BadCa {
+                path: cert_path.clone(),
+                source: rcgen::Error::CouldNotParseCertificate,
+            },
+        )?;
+        let subject_raw = x509_parser::parse_x509_certificate(&der)
+            .map(|(_, c)| c.subject().as_raw().to_vec())
+            .map_err(|_| CaError::BadCa {
+                path: cert_path.clone(),
+                source: rcgen::Error::CouldNotParseCertificate,
+            })?;
+        Ok(LocalCa {
+            dir: state_dir.to_path_buf(),
+            cert_pem,
+            issuer,
+            subject_raw,
+        })
+    }
+
+    /// The CA certificate in PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The certificate for a site: the stored one if this CA issued it for exactly these hosts
+    /// and it is not due for renewal, else a new one.
+    pub fn leaf(&self, site: &str, hosts: &[HostName]) -> Result<Cert, CaError> {
+        let dir = self.dir.join("internal");
+        ensure_dir(&dir)?;
+        let stem = file_stem(site);
+        let cert_path = dir.join(format!("{stem}.pem"));
+        let key_path = dir.join(format!("{stem}.key"));
+        if let Ok(cert) = load::load(&cert_path, &key_path) {
+            if self.reusable(&cert, hosts) {
+                return Ok(cert);
+            }
+        }
+        let key = KeyPair::generate()?;
+        let names: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        let mut params = CertificateParams::new(names)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            hosts
+                .first()
+                .map(|h| h.to_string())
+                .unwrap_or_else(|| site.to_string()),
+        );
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + LEAF_LIFETIME;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let chain = format!("{}{}", cert.pem(), self.cert_pem);
+        write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+        write_atomic(&cert_path, chain.as_bytes(), 0o644)?;
+        Ok(load::load(&cert_path, &key_path)?)
+    }
+
+    fn reusable(&self, cert: &Cert, hosts: &[HostName]) -> bool {
+        let renew_at = cert.not_after - RENEW_BEFORE.whole_seconds();
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let same_names =
+            cert.names.len() == hosts.len() && hosts.iter().all(|h| cert.names.contains(h));
+        let ours = cert
+            .certified
+            .cert
+            .first()
+            .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+            .is_some_and(|(_, c)| c.issuer().as_raw() == self.subject_raw.as_slice());
+        same_names && ours && cert.not_before <= now && now < renew_at
+    }
+}
+
+/// A file name for a site: its name with anything unusual replaced, plus a short hash so two
+/// names that sanitize alike do not share files.
+fn file_stem(site: &str) -> String {
+    let clean: String = site
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, site.as_bytes());
+    let tag: String = digest
+        .as_ref()
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{clean}-{tag}")
+}

@@ -1,0 +1,294 @@
+//! Loading a certificate: PEM files -> a checked [`Cert`] (chain, signing key, the names it
+//! covers, its validity) or a [`LoadError`] that says exactly what is wrong with which file.
+//!
+//! A key that cannot be read is an error for the certificate that needs it, never a reason to
+//! fall back to some other certificate.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::{CertifiedKey, SigningKey};
+use rustls::SignatureAlgorithm;
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+use crate::names::HostName;
+
+/// The kind of private key, which decides which clients can use the certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyType {
+    Ecdsa,
+    Ed25519,
+    Rsa,
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyType::Ecdsa => "ECDSA",
+            KeyType::Ed25519 => "Ed25519",
+            KeyType::Rsa => "RSA",
+        })
+    }
+}
+
+/// A loaded certificate: what rustls presents, plus what Portico needs to choose and explain it.
+pub struct Cert {
+    pub certified: Arc<CertifiedKey>,
+    /// SAN DNS names, normalized. Certificates without SANs cover nothing (like browsers,
+    /// Portico ignores the subject CN).
+    pub names: Vec<HostName>,
+    pub subject: String,
+    pub issuer: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    pub key_type: KeyType,
+    pub sha256: [u8; 32],
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl fmt::Debug for Cert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cert")
+            .field("subject", &self.subject)
+            .field("names", &self.names)
+            .field("key_type", &self.key_type)
+            .field("cert_file", &self.cert_file)
+            .finish()
+    }
+}
+
+impl Cert {
+    /// Whether this certificate covers `name` (exactly or by a wildcard SAN).
+    pub fn covers(&self, name: &HostName) -> bool {
+        self.names.iter().any(|n| n.covers(name))
+    }
+
+    /// Valid at `now` (unix seconds).
+    pub fn is_valid_at(&self, now: i64) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
+
+    /// The SHA-256 fingerprint as colon-separated hex.
+    pub fn fingerprint(&self) -> String {
+        self.sha256
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+}
+
+/// Why a certificate could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {}: {}", path.display(), describe_io(source))]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{} is not a PEM file (no -----BEGIN line)", path.display())]
+    NotPem { path: PathBuf },
+    #[error("{} has no CERTIFICATE block", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{} has no private key (expected a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block)", path.display())]
+    NoKey { path: PathBuf },
+    #[error("{} holds an encrypted private key, which Portico cannot use", path.display())]
+    EncryptedKey { path: PathBuf },
+    #[error("{}: unsupported private key: {source}", path.display())]
+    UnsupportedKey {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("{}: certificate #{index} cannot be parsed: {reason}", path.display())]
+    BadCertificate {
+        path: PathBuf,
+        index: usize,
+        reason: String,
+    },
+    #[error("the key in {} does not match the certificate in {}", key.display(), cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("{}: the chain is not in leaf-first order: certificate #{index} ({subject}) is not issued by the next one ({next})", path.display())]
+    ChainOrder {
+        path: PathBuf,
+        index: usize,
+        subject: String,
+        next: String,
+    },
+}
+
+fn describe_io(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "no such file".to_string(),
+        io::ErrorKind::PermissionDenied => {
+            "permission denied (check the file's owner and mode)".to_string()
+        }
+        _ => e.to_string(),
+    }
+}
+
+impl LoadError {
+    /// How to fix it, in one line.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            LoadError::Read { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
+                "make the file readable by the user Portico runs as"
+            }
+            LoadError::Read { .. } => {
+                "check the path; relative paths are relative to the configuration file"
+            }
+            LoadError::NotPem { .. } | LoadError::NoCertificate { .. } => {
+                "give a PEM file with the leaf certificate first, then its intermediates"
+            }
+            LoadError::NoKey { .. } | LoadError::EncryptedKey { .. } => {
+                "give an unencrypted PKCS#8, PKCS#1 (RSA) or SEC1 (EC) PEM key"
+            }
+            LoadError::UnsupportedKey { .. } => {
+                "use an ECDSA P-256/P-384, RSA (2048 bits or more) or Ed25519 key"
+            }
+            LoadError::BadCertificate { .. } => "re-export the certificate as PEM",
+            LoadError::KeyMismatch { .. } => "pair the certificate with the key it was issued for",
+            LoadError::ChainOrder { .. } => {
+                "put the leaf certificate first, then each issuer in order"
+            }
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn has_pem(bytes: &[u8]) -> bool {
+    bytes.windows(11).any(|w| w == b"-----BEGIN ")
+}
+
+/// Loads a chain and its key, checking that the key matches the leaf and that the chain is
+/// leaf-first. Validity dates are recorded, not judged: that depends on the time of use.
+pub fn load(cert_file: &Path, key_file: &Path) -> Result<Cert, LoadError> {
+    let cert_pem = read(cert_file)?;
+    if !has_pem(&cert_pem) {
+        return Err(LoadError::NotPem {
+            path: cert_file.to_path_buf(),
+        });
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .filter_map(Result::ok)
+        .collect();
+    if chain.is_empty() {
+        return Err(LoadError::NoCertificate {
+            path: cert_file.to_path_buf(),
+        });
+    }
+    let key_pem = read(key_file)?;
+    if !has_pem(&key_pem) {
+        return Err(LoadError::NotPem {
+            path: key_file.to_path_buf(),
+        });
+    }
+    let key = match PrivateKeyDer::from_pem_slice(&key_pem) {
+        Ok(key) => key,
+        Err(_) if key_pem.windows(9).any(|w| w == b"ENCRYPTED") => {
+            return Err(LoadError::EncryptedKey {
+                path: key_file.to_path_buf(),
+            })
+        }
+        Err(_) => {
+            return Err(LoadError::NoKey {
+                path: key_file.to_path_buf(),
+            })
+        }
+    };
+    from_der(chain, key, cert_file, key_file)
+}
+
+/// Builds a [`Cert`] from DER values already in memory (used by the local CA and tests).
+pub fn from_der(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<Cert, LoadError> {
+    let signing: Arc<dyn SigningKey> = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
+        .map_err(|source| LoadError::UnsupportedKey {
+            path: key_file.to_path_buf(),
+            source,
+        })?;
+    let key_type = match signing.algorithm() {
+        SignatureAlgorithm::ECDSA => KeyType::Ecdsa,
+        SignatureAlgorithm::ED25519 => KeyType::Ed25519,
+        _ => KeyType::Rsa,
+    };
+    let mut parsed = Vec::with_capacity(chain.len());
+    for (index, der) in chain.iter().enumerate() {
+        let (_, x) = X509Certificate::from_der(der).map_err(|e| LoadError::BadCertificate {
+            path: cert_file.to_path_buf(),
+            index,
+            reason: e.to_string(),
+        })?;
+        parsed.push(x);
+    }
+    let certified = CertifiedKey::new(chain.clone(), signing);
+    if certified.keys_match().is_err() {
+        // A key that matches a later certificate means the chain is out of order, which is
+        // the more useful thing to say.
+        if parsed.len() > 1 {
+            check_order(&parsed, cert_file)?;
+        }
+        return Err(LoadError::KeyMismatch {
+            cert: cert_file.to_path_buf(),
+            key: key_file.to_path_buf(),
+        });
+    }
+    check_order(&parsed, cert_file)?;
+    let leaf = &parsed[0];
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = leaf.subject_alternative_name() {
+        for gn in &san.value.general_names {
+            if let GeneralName::DNSName(dns) = gn {
+                if let Ok(name) = HostName::parse(dns) {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+    }
+    let sha256 = {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &chain[0]);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        out
+    };
+    Ok(Cert {
+        names,
+        subject: leaf.subject().to_string(),
+        issuer: leaf.issuer().to_string(),
+        not_before: leaf.validity().not_before.timestamp(),
+        not_after: leaf.validity().not_after.timestamp(),
+        key_type,
+        sha256,
+        certified: Arc::new(certified),
+        cert_file: cert_file.to_path_buf(),
+        key_file: key_file.to_path_buf(),
+    })
+}
+
+fn check_order(parsed: &[X509Certificate<'_>], path: &Path) -> Result<(), LoadError> {
+    for (index, pair) in parsed.windows(2).enumerate() {
+        if pair[0].issuer().as_raw() != pair[1].subject().as_raw() {
+            return Err(LoadError::ChainOrder {
+                path: path.to_path_buf(),
+                index,
+                subject: pair[0].subject().to_string(),
+                next: pair[1].subject().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
