@@ -155,16 +155,27 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
     let now = unix_now();
 
     let mut certs = Vec::with_capacity(config.certificates.len());
+    // Pool certificates that failed to load: a host they were meant for is reported as
+    // uncovered too, and that message should point back at them.
+    let mut unloaded = Vec::new();
     for (i, r) in load_all(&config.certificates).into_iter().enumerate() {
         match r {
             Ok(c) => certs.push(Arc::new(c)),
-            Err(e) => report.error(
-                format!("certificate[{i}]"),
-                e.to_string(),
-                Some(e.fix().to_string()),
-            ),
+            Err(e) => {
+                unloaded.push(format!("certificate[{i}]"));
+                report.error(
+                    format!("certificate[{i}]"),
+                    e.to_string(),
+                    Some(e.fix().to_string()),
+                )
+            }
         }
     }
+    let unloaded_note = if unloaded.is_empty() {
+        String::new()
+    } else {
+        format!(" (note: {} could not be loaded)", unloaded.join(", "))
+    };
     let pool = Pool::new(certs);
 
     let needs_ca = mode == Mode::Serve && config.sites.iter().any(|s| s.tls == TlsMode::Internal);
@@ -196,7 +207,14 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                 Ok(root) => SiteAction::Root(root),
                 Err(e) => {
                     report.error(format!("{at}.root"), format!("cannot serve {}: {e}", path.display()), Some("create the directory, or fix the path (relative to the configuration file)".to_string()));
-                    continue;
+                    // Go on to check the site's certificates (every problem at once). The
+                    // report has an error now, so this placeholder is never served; it keeps
+                    // `sites` aligned with `config.sites`.
+                    SiteAction::Respond {
+                        status: http::StatusCode::INTERNAL_SERVER_ERROR,
+                        body: bytes::Bytes::new(),
+                        content_type: http::HeaderValue::from_static("text/plain"),
+                    }
                 }
             },
             Action::Redirect { to, status } => SiteAction::Redirect {
@@ -282,7 +300,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                             }
                             None => report.error(
                                 format!("{at}.hosts[{hi}]"),
-                                format!("no certificate in the pool covers host {host}"),
+                                format!("no certificate in the pool covers host {host}{unloaded_note}"),
                                 Some(format!("add a [[certificate]] whose SAN names include {host}, pin one with tls = {{ cert, key }}, or use tls = \"internal\"")),
                             ),
                         }

@@ -49,6 +49,14 @@ impl ListenAddr {
         let addr: SocketAddr = s
             .parse()
             .map_err(|_| format!("{s:?} is not \"IP:port\", \"[v6]:port\" or \"*:port\""))?;
+        // A connection's local address is never 0.0.0.0 or ::, so such a listener would
+        // match no connection at all.
+        if addr.ip().is_unspecified() {
+            return Err(format!(
+                "{s:?} names no address: to accept on every address write \"*:{}\"",
+                addr.port()
+            ));
+        }
         Ok(ListenAddr {
             ip: Some(addr.ip().to_canonical()),
             port: addr.port(),
@@ -209,7 +217,10 @@ impl Config {
                         file.display(),
                         e.to_string().trim_end()
                     ),
-                    None,
+                    Some(
+                        "fix the TOML at the line and column shown (values of the wrong type count too)"
+                            .to_string(),
+                    ),
                 );
                 return None;
             }
@@ -354,7 +365,7 @@ impl Checker<'_> {
                 _ => self.report.error(
                     "limits.max_connections",
                     format!("{n} is not a positive number"),
-                    None,
+                    Some("use a number of connections of 1 or more".to_string()),
                 ),
             }
         }
@@ -407,8 +418,10 @@ impl Checker<'_> {
                     None
                 }
             };
+            let mut address_taken = false;
             if let Some(a) = address {
                 if let Some(j) = by_addr.insert(a, i) {
+                    address_taken = true;
                     self.report.error(format!("{at}.address"), format!("address {a} is already used by listener[{j}]"), Some("give each listener its own address; put several sites on one listener instead".to_string()));
                 }
             }
@@ -428,7 +441,11 @@ impl Checker<'_> {
                 .name
                 .clone()
                 .unwrap_or_else(|| address.map(|a| a.to_string()).unwrap_or_else(|| at.clone()));
-            if let Some(j) = by_name.insert(name.clone(), i) {
+            // A name defaulted from an address already reported as taken is the same problem.
+            if let Some(j) = by_name
+                .insert(name.clone(), i)
+                .filter(|_| !address_taken || l.name.is_some())
+            {
                 self.report.error(
                     format!("{at}.name"),
                     format!("name {name:?} is already used by listener[{j}]"),
@@ -515,7 +532,7 @@ impl Checker<'_> {
                         self.report.error(
                             format!("{at}.max_connections"),
                             format!("{n} is not a positive number"),
-                            None,
+                            Some("use a number of connections of 1 or more, or remove it to use limits.max_connections".to_string()),
                         );
                         limits.max_connections
                     }
@@ -803,7 +820,7 @@ impl Checker<'_> {
                 self.report.error(
                     format!("{at}.respond.content_type"),
                     format!("{content_type:?} is not a valid header value"),
-                    None,
+                    Some("use visible ASCII such as \"text/html; charset=utf-8\"".to_string()),
                 );
                 return None;
             }
@@ -829,7 +846,7 @@ impl Checker<'_> {
                             let l = &config.listeners[li];
                             self.report.error(
                                 format!("site[{}].hosts[{hi}]", site.index),
-                                format!("host {host} is claimed by site {:?} and site {:?} on listener {:?} ({})", config.sites[other].name, site.name, l.name, l.address),
+                                format!("host {host} is claimed by site {:?} (site[{}]) and site {:?} (site[{}]) on listener {:?} ({})", config.sites[other].name, config.sites[other].index, site.name, site.index, l.name, l.address),
                                 Some("a host may belong to one site per listener: remove it from one site, or bind the sites to different listeners".to_string()),
                             );
                         }
@@ -885,3 +902,6 @@ impl Checker<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,8 @@
+//! Portico's integration tests: real TLS over loopback, certificates made at test time.
 
+mod support;
+
+mod bad_input;
+mod http;
+mod quickstart;
+mod sni;

@@ -1,0 +1,175 @@
+//! The README's quickstart, run as a user would: the real binary and curl.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::free_port;
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn quickstart_serves_three_sites_to_curl() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        panic!("curl is required (the .ci/run script installs it)");
+    }
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&examples.join("sites"), &dir.path().join("sites"));
+    let (https, http) = (free_port(), free_port());
+    let toml = std::fs::read_to_string(examples.join("quickstart.toml"))
+        .expect("quickstart.toml")
+        .replace("127.0.0.1:8443", &format!("127.0.0.1:{https}"))
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{http}"));
+    let config = dir.path().join("quickstart.toml");
+    std::fs::write(&config, toml).expect("write");
+
+    let check = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .expect("check runs");
+    assert!(
+        check.status.success(),
+        "check: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    let child = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["serve", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let mut child = Kill(child);
+    let ca = dir.path().join("state/ca.pem");
+    let curl = |args: &[&str]| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .args(args)
+            .output()
+            .expect("curl runs")
+    };
+    let started = Instant::now();
+    loop {
+        let out = curl(&[
+            "--cacert",
+            ca.to_str().expect("utf-8"),
+            "--resolve",
+            &format!("site1.localhost:{https}:127.0.0.1"),
+            &format!("https://site1.localhost:{https}/"),
+        ]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not come up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in 1..=3 {
+        let host = format!("site{i}.localhost");
+        let out = curl(&[
+            "--cacert",
+            ca.to_str().expect("utf-8"),
+            "--resolve",
+            &format!("{host}:{https}:127.0.0.1"),
+            "-w",
+            "\n%{http_code} %{http_version}",
+            &format!("https://{host}:{https}/"),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "curl {host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&format!("Hello from {host}")),
+            "{host} page: {text}"
+        );
+        assert!(text.ends_with("200 2"), "{host} over HTTP/2: {text}");
+    }
+    // The certificate is the site's own: curl verifies the name against the local CA.
+    let out = curl(&[
+        "--cacert",
+        ca.to_str().expect("utf-8"),
+        "-v",
+        "--resolve",
+        &format!("site2.localhost:{https}:127.0.0.1"),
+        &format!("https://site2.localhost:{https}/"),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CN=site2.localhost"));
+    // http -> https redirect.
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        "--resolve",
+        &format!("site3.localhost:{http}:127.0.0.1"),
+        &format!("http://site3.localhost:{http}/p?q"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("308 https://site3.localhost:{https}/p?q")
+    );
+    // A restart reuses the local CA and the issued certificates.
+    let ca_before = std::fs::read(&ca).expect("ca");
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let again = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["serve", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve restarts");
+    child = Kill(again);
+    let started = Instant::now();
+    loop {
+        let out = curl(&[
+            "--cacert",
+            ca.to_str().expect("utf-8"),
+            "--resolve",
+            &format!("site3.localhost:{https}:127.0.0.1"),
+            &format!("https://site3.localhost:{https}/"),
+        ]);
+        if out.status.success() {
+            assert!(String::from_utf8_lossy(&out.stdout).contains("site3"));
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not restart"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        std::fs::read(&ca).expect("ca"),
+        ca_before,
+        "the CA is reused across restarts"
+    );
+    drop(child);
+}

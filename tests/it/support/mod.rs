@@ -1,0 +1,78 @@
+//! Test support: a PKI made at test time with rcgen, an in-process server on loopback, and
+//! TLS/HTTP clients that report what the server presented.
+
+#![allow(dead_code, unreachable_pub)]
+
+pub mod client;
+pub mod pki;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use portico::config::Config;
+use portico::listener::Server;
+use portico::runtime::{self, Mode, Shared};
+
+/// A port that was free a moment ago on 127.0.0.1. Tests that need a fixed port for several
+/// addresses (`*:port` next to `127.0.0.2:port`) use it; the race with other processes is
+/// accepted for tests.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A running in-process server and the directory holding its files.
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub dir: PathBuf,
+}
+
+impl TestServer {
+    /// The address of the first https listener's port on `ip`.
+    pub fn addr(&self, ip: &str) -> SocketAddr {
+        let rt = self.server.as_ref().expect("running").runtime();
+        let port = rt
+            .listeners
+            .iter()
+            .find(|l| l.config.kind == portico::config::ListenerKind::Https)
+            .expect("an https listener")
+            .config
+            .address
+            .port;
+        SocketAddr::new(ip.parse().expect("ip"), port)
+    }
+
+    pub async fn stop(mut self, deadline: Duration) -> bool {
+        self.server
+            .take()
+            .expect("running")
+            .shutdown(deadline)
+            .await
+    }
+}
+
+/// Writes `toml` to `dir/portico.toml`, checks it and starts serving it. Panics with the
+/// report if the configuration does not build.
+pub async fn serve(dir: &Path, toml: &str) -> TestServer {
+    let file = dir.join("portico.toml");
+    std::fs::write(&file, toml).expect("write config");
+    let (config, report) = Config::load(&file);
+    let config = config.unwrap_or_else(|| panic!("config does not load:\n{report}"));
+    let shared = Shared::new().expect("ticketer");
+    let (rt, report) = runtime::build(config, Mode::Serve, &shared);
+    let rt = rt.unwrap_or_else(|| panic!("runtime does not build:\n{report}"));
+    let server = Server::start(rt).await.expect("start server");
+    TestServer {
+        server: Some(server),
+        dir: dir.to_path_buf(),
+    }
+}
+
+/// A directory with an index.html saying `text`.
+pub fn site_root(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let root = dir.join(name);
+    std::fs::create_dir_all(&root).expect("mkdir");
+    std::fs::write(root.join("index.html"), text).expect("write index");
+    root
+}
