@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use rustls::SignatureScheme;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -23,7 +22,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::ListenerKind;
-use crate::http::service::{self, Conn};
+use crate::http::connection;
+use crate::http::service::Conn;
 use crate::names::HostName;
 use crate::route::certificate_for;
 use crate::runtime::Runtime;
@@ -76,7 +76,10 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
         Err(e)
             if addr.is_ipv6()
                 && addr.ip().is_unspecified()
-                && e.kind() == io::ErrorKind::AddrNotAvailable =>
+                && !matches!(
+                    e.kind(),
+                    io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied
+                ) =>
         {
             open(SocketAddr::new(
                 IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
@@ -222,7 +225,7 @@ async fn connection(
                 cert: None,
                 tls_version: "-",
             });
-            serve_http1(conn, TokioIo::new(tcp), shutdown).await;
+            connection::serve_http1(conn, TokioIo::new(tcp), shutdown).await;
         }
     }
 }
@@ -300,65 +303,8 @@ async fn https(
         tls_version,
     });
     if h2 {
-        serve_h2(conn, TokioIo::new(tls), shutdown).await;
+        connection::serve_h2(conn, TokioIo::new(tls), shutdown).await;
     } else {
-        serve_http1(conn, TokioIo::new(tls), shutdown).await;
-    }
-}
-
-async fn serve_http1<IO>(conn: Arc<Conn>, io: TokioIo<IO>, mut shutdown: watch::Receiver<bool>)
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let limits = conn.runtime.config.limits.clone();
-    let svc = service_fn(move |req| service::handle(conn.clone(), req));
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    let served = builder.serve_connection(io, svc);
-    tokio::pin!(served);
-    tokio::select! {
-        r = served.as_mut() => log_conn_end(r.err()),
-        _ = shutting_down(&mut shutdown) => {
-            served.as_mut().graceful_shutdown();
-            log_conn_end(served.await.err());
-        }
-    }
-}
-
-async fn serve_h2<IO>(conn: Arc<Conn>, io: TokioIo<IO>, mut shutdown: watch::Receiver<bool>)
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let limits = conn.runtime.config.limits.clone();
-    let svc = service_fn(move |req| service::handle(conn.clone(), req));
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes as u32)
-        .keep_alive_interval(Some(limits.idle_timeout))
-        .keep_alive_timeout(limits.header_timeout);
-    let served = builder.serve_connection(io, svc);
-    tokio::pin!(served);
-    tokio::select! {
-        r = served.as_mut() => log_conn_end(r.err()),
-        _ = shutting_down(&mut shutdown) => {
-            served.as_mut().graceful_shutdown();
-            log_conn_end(served.await.err());
-        }
-    }
-}
-
-/// Resolves when the server starts draining. A dropped sender counts as draining too.
-async fn shutting_down(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
-}
-
-fn log_conn_end(err: Option<hyper::Error>) {
-    if let Some(e) = err {
-        tracing::debug!(error = %e, "connection ended with an error");
+        connection::serve_http1(conn, TokioIo::new(tls), shutdown).await;
     }
 }

@@ -28,8 +28,9 @@ pub const EXPIRY_WARNING_DAYS: i64 = 14;
 /// Whether the build may create files (the local CA and its certificates).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// `portico check`, `bindings`, `explain`: read only. Internal certificates are issued
-    /// only if they do not exist yet... never: they are reported as "issued at start".
+    /// `portico check`, `bindings`, `explain`: read only. Internal certificates are not
+    /// issued; their hosts count as covered, because the local CA issues a certificate for
+    /// exactly the site's hosts when serving starts.
     Check,
     /// `portico serve` and reloads.
     Serve,

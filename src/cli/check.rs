@@ -8,7 +8,8 @@ use crate::runtime::{self, Mode, Shared};
 
 /// Checks the file and its certificates; the full report, and the runtime if it would serve.
 pub fn check(path: &Path) -> (Option<runtime::Runtime>, Report) {
-    let (config, mut report) = Config::load(path);
+    // Certificate checks run even when the file has errors: every problem is reported at once.
+    let (config, mut report) = Config::load_partial(path);
     let Some(config) = config else {
         return (None, report);
     };
@@ -21,7 +22,7 @@ pub fn check(path: &Path) -> (Option<runtime::Runtime>, Report) {
     };
     let (rt, more) = runtime::build(config, Mode::Check, &shared);
     report.extend(more);
-    (rt, report)
+    (rt.filter(|_| !report.has_errors()), report)
 }
 
 pub(super) fn run(path: &Path) -> ExitCode {

@@ -44,6 +44,9 @@ impl ListenAddr {
             let port = port
                 .parse::<u16>()
                 .map_err(|_| format!("{port:?} is not a port number"))?;
+            if port == 0 {
+                return Err("port 0 is not a port Portico can serve on".to_string());
+            }
             return Ok(ListenAddr { ip: None, port });
         }
         let addr: SocketAddr = s
@@ -56,6 +59,9 @@ impl ListenAddr {
                 "{s:?} names no address: to accept on every address write \"*:{}\"",
                 addr.port()
             ));
+        }
+        if addr.port() == 0 {
+            return Err("port 0 is not a port Portico can serve on".to_string());
         }
         Ok(ListenAddr {
             ip: Some(addr.ip().to_canonical()),
@@ -189,6 +195,14 @@ impl Config {
     /// Reads and checks the file. Errors and warnings go into the report; the configuration
     /// is returned only when there is no error.
     pub fn load(file: &Path) -> (Option<Config>, Report) {
+        let (config, report) = Config::load_partial(file);
+        (config.filter(|_| !report.has_errors()), report)
+    }
+
+    /// Like [`Config::load`], but returns whatever could be read even when there are errors,
+    /// so `check` can go on to look at certificates and report those problems too. Such a
+    /// configuration must never serve.
+    pub fn load_partial(file: &Path) -> (Option<Config>, Report) {
         let mut report = Report::default();
         let text = match std::fs::read_to_string(file) {
             Ok(text) => text,
@@ -202,7 +216,7 @@ impl Config {
             }
         };
         let config = Config::from_str(&text, file, &mut report);
-        (config.filter(|_| !report.has_errors()), report)
+        (config, report)
     }
 
     /// Checks `text` as if read from `file` (relative paths resolve against its directory).
@@ -267,6 +281,11 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
         _ => None,
     }
 }
+
+/// The longest accepted limit duration.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// The most connections a listener may be allowed.
+pub const MAX_CONNECTIONS: usize = 10_000_000;
 
 impl Checker<'_> {
     fn path(&self, p: &str) -> PathBuf {
@@ -338,10 +357,12 @@ impl Checker<'_> {
         ] {
             let Some(value) = value else { continue };
             match parse_duration(&value) {
-                Some(d) if !d.is_zero() => *slot = d,
+                // A day is far beyond any sensible limit, and the cap keeps deadline
+                // arithmetic (now + limit) from overflowing.
+                Some(d) if !d.is_zero() && d <= MAX_DURATION => *slot = d,
                 _ => self.report.error(
                     format!("limits.{key}"),
-                    format!("{value:?} is not a duration"),
+                    format!("{value:?} is not a duration between 1ms and 24h"),
                     Some(
                         "write a positive number with a unit: \"500ms\", \"10s\", \"2m\" or \"1h\""
                             .to_string(),
@@ -351,20 +372,21 @@ impl Checker<'_> {
         }
         if let Some(n) = raw.max_header_bytes {
             match usize::try_from(n) {
-                Ok(n) if (1024..=1024 * 1024).contains(&n) => limits.max_header_bytes = n,
+                // hyper's HTTP/1.1 read buffer cannot be smaller than 8 KiB.
+                Ok(n) if (8192..=1024 * 1024).contains(&n) => limits.max_header_bytes = n,
                 _ => self.report.error(
                     "limits.max_header_bytes",
                     format!("{n} is out of range"),
-                    Some("use a size between 1024 and 1048576 bytes".to_string()),
+                    Some("use a size between 8192 and 1048576 bytes".to_string()),
                 ),
             }
         }
         if let Some(n) = raw.max_connections {
             match usize::try_from(n) {
-                Ok(n) if n > 0 => limits.max_connections = n,
+                Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => limits.max_connections = n,
                 _ => self.report.error(
                     "limits.max_connections",
-                    format!("{n} is not a positive number"),
+                    format!("{n} is not between 1 and {MAX_CONNECTIONS}"),
                     Some("use a number of connections of 1 or more".to_string()),
                 ),
             }
@@ -527,11 +549,11 @@ impl Checker<'_> {
             let max_connections = match l.max_connections {
                 None => limits.max_connections,
                 Some(n) => match usize::try_from(n) {
-                    Ok(n) if n > 0 => n,
+                    Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => n,
                     _ => {
                         self.report.error(
                             format!("{at}.max_connections"),
-                            format!("{n} is not a positive number"),
+                            format!("{n} is not between 1 and {MAX_CONNECTIONS}"),
                             Some("use a number of connections of 1 or more, or remove it to use limits.max_connections".to_string()),
                         );
                         limits.max_connections
@@ -761,6 +783,7 @@ impl Checker<'_> {
             let to = match &r.to {
                 Some(to)
                     if (to.starts_with("https://") || to.starts_with("http://"))
+                        && !to.contains(['?', '#'])
                         && to.parse::<http::Uri>().is_ok() =>
                 {
                     to.trim_end_matches('/').to_string()
@@ -768,8 +791,8 @@ impl Checker<'_> {
                 Some(to) => {
                     self.report.error(
                         format!("{at}.redirect.to"),
-                        format!("{to:?} is not an absolute http(s) URL"),
-                        Some("write to = \"https://www.example.com\"".to_string()),
+                        format!("{to:?} is not an absolute http(s) URL without a query"),
+                        Some("write to = \"https://www.example.com\" or \"https://www.example.com/base\"; the request's path and query are appended".to_string()),
                     );
                     return None;
                 }
@@ -890,7 +913,7 @@ impl Checker<'_> {
                     if li != wi {
                         continue;
                     }
-                    if !bound.contains_key(&(si, host)) {
+                    if !is_bound(si, host) {
                         self.report.warning(
                             format!("site[{}].hosts[{hi}]", config.sites[site].index),
                             format!("host {host} is bound on {} but not on {}: clients connecting to {} will not reach site {:?}", w.address, l.address, l.address, config.sites[site].name),

@@ -146,6 +146,13 @@ fn make_pki() -> Vec<(&'static str, String)> {
         "later.key",
         self_signed(&params("l later", &["l.test"], 1, 900), &ec_key()),
     );
+    // An expired RSA certificate for l.test: a valid ECDSA one exists, so it must be
+    // neither chosen nor reported.
+    add(
+        "rsa-expired.pem",
+        "rsa-expired.key",
+        self_signed(&params("l old RSA", &["l.test"], -300, -1), &rsa),
+    );
     // A CA and a leaf it issued, in both orders.
     let ca_key = ec_key();
     let mut ca = params("Portico Test Root", &[], -1, 2 * year);
@@ -353,6 +360,7 @@ kind = "http"
         pool("short.pem", "short.key"),
         pool("long.pem", "long.key"),
         pool("later.pem", "later.key"),
+        pool("rsa-expired.pem", "rsa-expired.key"),
         site("a", &["a.test", "WWW.A.test."], &[r#"root = "www""#]),
         site("wild", &["*.b.test"], &[RESPOND]),
         site(
@@ -434,6 +442,15 @@ fn cases() -> Vec<Case> {
                 error("site[1].redirect.code", "unknown key \"code\""),
                 error("site[1].redirect.keep_path", "unknown key \"keep_path\""),
                 error("site[2].respond.headers", "unknown key \"headers\""),
+                // Certificate checks run too, even though the file has errors.
+                error(
+                    "site[1].hosts[0]",
+                    "no certificate in the pool covers host r.test",
+                ),
+                error(
+                    "site[2].hosts[0]",
+                    "no certificate in the pool covers host t.test",
+                ),
             ],
         ),
         // ---- listeners ----------------------------------------------------------------------
@@ -449,7 +466,44 @@ fn cases() -> Vec<Case> {
                 site("a", &["a.test"], &[RESPOND]),
             ]
             .concat(),
-            vec![error("listener[0]", "the listener has no address")],
+            vec![
+                error("listener[0]", "the listener has no address"),
+                error(
+                    "site[0].hosts[0]",
+                    "no certificate in the pool covers host a.test",
+                ),
+            ],
+        ),
+        bad_address("port 0", "*:0", "port 0 is not a port"),
+        bad_address("port 0 on an IP", "127.0.0.1:0", "port 0 is not a port"),
+        case(
+            "limits too large or too small",
+            [
+                "[limits]\nhandshake_timeout = \"48h\"\nmax_header_bytes = 4096\n".to_string(),
+                base(),
+            ]
+            .concat(),
+            vec![
+                error(
+                    "limits.handshake_timeout",
+                    "is not a duration between 1ms and 24h",
+                ),
+                error("limits.max_header_bytes", "4096 is out of range"),
+            ],
+        ),
+        case(
+            "redirect target with a query",
+            [
+                listener("*:8443"),
+                pool("a.pem", "a.key"),
+                site(
+                    "a",
+                    &["a.test"],
+                    &[r#"redirect = { to = "https://b.test/?x=1" }"#],
+                ),
+            ]
+            .concat(),
+            vec![error("site[0].redirect.to", "without a query")],
         ),
         bad_address(
             "address is a word",
@@ -540,10 +594,16 @@ fn cases() -> Vec<Case> {
                 site("b", &["b.x.test"], &[RESPOND, r#"listeners = ["two"]"#]),
             ]
             .concat(),
-            vec![error(
-                "listener[0].no_sni",
-                "b.test is not bound to any site on listener \"one\"",
-            )],
+            vec![
+                error(
+                    "listener[0].no_sni",
+                    "b.test is not bound to any site on listener \"one\"",
+                ),
+                error(
+                    "site[1].hosts[0]",
+                    "no certificate in the pool covers host b.x.test",
+                ),
+            ],
         ),
         case(
             "no_sni is a wildcard",
@@ -622,7 +682,7 @@ fn cases() -> Vec<Case> {
             .concat(),
             vec![error(
                 "listener[0].max_connections",
-                "0 is not a positive number",
+                "0 is not between 1 and 10000000",
             )],
         ),
         case(
@@ -669,7 +729,7 @@ fn cases() -> Vec<Case> {
             .concat(),
             vec![
                 error("limits.max_header_bytes", "10 is out of range"),
-                error("limits.max_connections", "-1 is not a positive number"),
+                error("limits.max_connections", "-1 is not between 1 and 10000000"),
             ],
         ),
         // ---- host names and bindings --------------------------------------------------------
@@ -1352,7 +1412,8 @@ fn exact_certificate_beats_wildcard_in_the_pool() {
 #[test]
 fn among_equals_the_valid_certificate_that_expires_last_wins() {
     let (_dir, rt) = valid_runtime();
-    // short.pem (30 days), long.pem (300 days), later.pem (900 days, not valid yet).
+    // short.pem (30 days), long.pem (300 days), later.pem (900 days, not valid yet), and an
+    // expired RSA certificate that is dropped because a valid ECDSA one exists.
     let (_, how, types, files) = choice(&rt, 0, "l.test");
     assert_eq!(how, How::Exact);
     assert_eq!(types, [KeyType::Ecdsa]);

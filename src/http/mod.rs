@@ -1,6 +1,7 @@
 //! HTTP: the request lifecycle on a terminated connection (`service`), static files, and the
 //! small responses Portico makes itself.
 
+pub mod connection;
 pub mod service;
 pub mod static_files;
 

@@ -17,6 +17,8 @@
 //!   normalised segments so it can never become a protocol-relative `//host`.
 //! - Several ranges in one `Range` header are answered with the whole file and
 //!   `200`, rather than a `multipart/byteranges` body.
+//! - Hidden files and directories (any segment starting with `.`, requested or reached
+//!   through a symlink) get `404`, except `.well-known`.
 //! - HEAD is answered exactly like GET (including `206`/`416` for ranges and
 //!   `304`/`412` for conditions) but with an empty body.
 
@@ -278,6 +280,12 @@ impl RequestPath {
     }
 }
 
+/// Whether a path names a hidden file or directory (`.git`, `.env`, `.htpasswd`), which are
+/// never served — a safer default than nginx's. `.well-known` (RFC 8615) is the exception.
+fn is_hidden<'a>(mut segments: impl Iterator<Item = &'a str>) -> bool {
+    segments.any(|s| s.starts_with('.') && s != ".well-known")
+}
+
 /// A regular file inside the root that the request maps to.
 struct Target {
     /// Canonical path, already checked to be inside the root.
@@ -296,6 +304,17 @@ async fn resolve(root: &Root, request: &RequestPath) -> Result<Target, Response<
     let mut joined = root.path.clone();
     joined.extend(&request.segments);
     let canonical = canonical_inside(root, &joined).await?;
+    if is_hidden(request.segments.iter().map(String::as_str))
+        || is_hidden(
+            canonical
+                .strip_prefix(&root.path)
+                .unwrap_or(&canonical)
+                .iter()
+                .filter_map(|c| c.to_str()),
+        )
+    {
+        return Err(not_found());
+    }
     let metadata = tokio::fs::metadata(&canonical)
         .await
         .map_err(|err| io_error_response(&err))?;
@@ -916,6 +935,27 @@ mod tests {
         let response = get(&fx.root, "//dir//./").await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(body_of(response).await, "<h1>dir</h1>\n");
+    }
+
+    #[tokio::test]
+    async fn hidden_files_are_never_served_but_well_known_is() {
+        let fx = Fixture::new();
+        std::fs::create_dir_all(fx.site().join(".git")).expect("mkdir");
+        std::fs::write(fx.site().join(".git/config"), b"[core]").expect("write");
+        std::fs::write(fx.site().join(".env"), b"SECRET=1").expect("write");
+        std::fs::create_dir_all(fx.site().join(".well-known")).expect("mkdir");
+        std::fs::write(fx.site().join(".well-known/security.txt"), b"Contact: x").expect("write");
+        symlink(".env", fx.site().join("env.txt")).expect("symlink to hidden");
+        for path in ["/.env", "/.git/config", "/%2eenv", "/env.txt", "/.git/"] {
+            assert_eq!(
+                get(&fx.root, path).await.status(),
+                StatusCode::NOT_FOUND,
+                "{path}"
+            );
+        }
+        let response = get(&fx.root, "/.well-known/security.txt").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body_of(response).await, "Contact: x");
     }
 
     #[tokio::test]

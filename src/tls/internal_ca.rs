@@ -21,9 +21,10 @@ use super::load::{self, Cert, LoadError};
 use crate::names::HostName;
 
 /// How long an issued leaf certificate is valid.
-pub const LEAF_LIFETIME: Duration = Duration::days(30);
-/// A leaf with less than this left is replaced.
-pub const RENEW_BEFORE: Duration = Duration::days(10);
+pub const LEAF_LIFETIME: Duration = Duration::days(45);
+/// A leaf with less than this left is replaced: a third of its life, and more than the
+/// 14 days at which `check` starts warning, so an internal certificate never warns.
+pub const RENEW_BEFORE: Duration = Duration::days(15);
 const CA_LIFETIME: Duration = Duration::days(3650);
 
 #[derive(Debug, thiserror::Error)]
@@ -66,12 +67,16 @@ fn ensure_dir(dir: &Path) -> Result<(), CaError> {
 
 /// Writes `contents` to `path` through a temporary file and a rename.
 fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
-    let tmp = path.with_extension("tmp");
+    // Append (not replace) the extension, so "x.pem" and "x.key" never share a temporary
+    // file, and start from a fresh file so a stale one cannot lend its mode to a key.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = fs::remove_file(&tmp);
     let result = (|| {
         let mut f = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&tmp)?;
         f.write_all(contents)?;

@@ -2,7 +2,8 @@
 //! rule that picks the best one for a name.
 //!
 //! Choice: an exact SAN beats a wildcard SAN; among equals, per key type, a certificate valid
-//! now beats one that is not, and then the one that expires last wins. One certificate per key
+//! now beats one that is not, and then the one that expires last wins; key types with only
+//! invalid certificates are dropped when another key type has a valid one. One certificate per key
 //! type is kept, so RSA and ECDSA certificates for the same names are both offered and the
 //! client's signature algorithms decide (ECDSA preferred). Choices are made when the runtime
 //! is built, never during a handshake.
@@ -139,6 +140,11 @@ pub fn rank(candidates: Vec<&Arc<Cert>>, now: i64) -> Box<[Arc<Cert>]> {
             }
             None => best.push(c),
         }
+    }
+    // An expired or not-yet-valid certificate is offered only when nothing valid covers the
+    // name: an old RSA certificate left next to a fresh ECDSA one must not be presented.
+    if best.iter().any(|c| c.is_valid_at(now)) {
+        best.retain(|c| c.is_valid_at(now));
     }
     best.sort_by_key(|c| c.key_type);
     best.into_iter().cloned().collect()

@@ -1,0 +1,174 @@
+//! Driving one HTTP connection: HTTP/1.1 or HTTP/2 (chosen by ALPN before we get here) with
+//! the header deadline, the header size limit, the idle timeout, and a graceful stop when
+//! the server drains.
+//!
+//! A graceful stop never cuts a response in flight: HTTP/1.1 finishes the current exchange
+//! and closes, HTTP/2 sends GOAWAY and lets open streams complete.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::service::{self, Conn};
+
+/// Requests in flight and the time of the last one's end, for the idle timeout.
+struct Activity {
+    start: Instant,
+    in_flight: AtomicUsize,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Resolves once the connection has had no request in flight for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let due = last + idle;
+            if self.in_flight.load(Ordering::Relaxed) == 0 && Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due.max(Instant::now() + Duration::from_millis(100))).await;
+        }
+    }
+}
+
+/// The part of hyper's connection types this module needs.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn stop(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for hyper::server::conn::http1::Connection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn stop(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E> Graceful for hyper::server::conn::http2::Connection<I, S, E>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn stop(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Runs `served` until it ends, stopping it gracefully when idle too long or when the server
+/// drains.
+async fn drive<C: Graceful>(
+    served: C,
+    activity: &Activity,
+    idle: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    tokio::pin!(served);
+    tokio::select! {
+        r = served.as_mut() => return log_end(r.err()),
+        _ = shutting_down(shutdown) => {}
+        _ = activity.idle_for(idle) => {}
+    }
+    served.as_mut().stop();
+    log_end(served.await.err());
+}
+
+macro_rules! counted_service {
+    ($conn:expr, $activity:expr) => {{
+        let conn: Arc<Conn> = $conn;
+        let activity: Arc<Activity> = $activity;
+        service_fn(move |req| {
+            let conn = conn.clone();
+            let activity = activity.clone();
+            activity.in_flight.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let resp = service::handle(conn, req).await;
+                activity.touch();
+                activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+                resp
+            }
+        })
+    }};
+}
+
+pub async fn serve_http1<IO>(conn: Arc<Conn>, io: TokioIo<IO>, mut shutdown: watch::Receiver<bool>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = conn.runtime.config.limits.clone();
+    let activity = Arc::new(Activity::new());
+    let svc = counted_service!(conn, activity.clone());
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    drive(
+        builder.serve_connection(io, svc),
+        &activity,
+        limits.idle_timeout,
+        &mut shutdown,
+    )
+    .await;
+}
+
+pub async fn serve_h2<IO>(conn: Arc<Conn>, io: TokioIo<IO>, mut shutdown: watch::Receiver<bool>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = conn.runtime.config.limits.clone();
+    let activity = Arc::new(Activity::new());
+    let svc = counted_service!(conn, activity.clone());
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(250);
+    drive(
+        builder.serve_connection(io, svc),
+        &activity,
+        limits.idle_timeout,
+        &mut shutdown,
+    )
+    .await;
+}
+
+/// Resolves when the server starts draining. A dropped sender counts as draining too.
+async fn shutting_down(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+fn log_end(err: Option<hyper::Error>) {
+    if let Some(e) = err {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
