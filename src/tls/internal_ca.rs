@@ -239,3 +239,104 @@ fn file_stem(site: &str) -> String {
         .collect();
     format!("{clean}-{tag}")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn hosts(names: &[&str]) -> Vec<HostName> {
+        names
+            .iter()
+            .map(|n| HostName::parse(n).expect("valid name"))
+            .collect()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn ca_is_created_once_with_private_keys_mode_0600() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        let ca = LocalCa::load_or_create(&state).expect("create");
+        assert_eq!(mode(&state.join("ca.key")), 0o600);
+        assert_eq!(mode(&state), 0o700);
+        let again = LocalCa::load_or_create(&state).expect("load");
+        assert_eq!(
+            ca.cert_pem(),
+            again.cert_pem(),
+            "the CA is reused, not recreated"
+        );
+        let leaf = ca
+            .leaf("site one", &hosts(&["a.test", "*.b.test"]))
+            .expect("issue");
+        assert_eq!(mode(&leaf.key_file), 0o600);
+        assert_eq!(leaf.names, hosts(&["a.test", "*.b.test"]));
+        assert!(
+            leaf.certified.cert.len() == 2,
+            "the chain carries the CA certificate"
+        );
+        assert!(leaf.cert_file.starts_with(state.join("internal")));
+    }
+
+    #[test]
+    fn leaf_is_reused_until_renewal_is_due_or_hosts_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = LocalCa::load_or_create(dir.path()).expect("create");
+        let first = ca.leaf("s", &hosts(&["a.test"])).expect("issue");
+        let second = ca.leaf("s", &hosts(&["a.test"])).expect("reuse");
+        assert_eq!(
+            first.sha256, second.sha256,
+            "a fresh leaf is reused across restarts"
+        );
+        let other_hosts = ca
+            .leaf("s", &hosts(&["a.test", "b.test"]))
+            .expect("reissue");
+        assert_ne!(
+            other_hosts.sha256, second.sha256,
+            "new hosts get a new certificate"
+        );
+
+        // A leaf with less than RENEW_BEFORE left is replaced.
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(vec!["a.test".to_string(), "b.test".to_string()])
+            .expect("params");
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::days(40);
+        params.not_after = now + Duration::days(5);
+        let old = params.signed_by(&key, &ca.issuer).expect("sign");
+        fs::write(
+            &other_hosts.cert_file,
+            format!("{}{}", old.pem(), ca.cert_pem()),
+        )
+        .expect("write");
+        fs::write(&other_hosts.key_file, key.serialize_pem()).expect("write");
+        let renewed = ca.leaf("s", &hosts(&["a.test", "b.test"])).expect("renew");
+        assert!(
+            renewed.not_after - now.unix_timestamp() > RENEW_BEFORE.whole_seconds(),
+            "renewed before expiry"
+        );
+
+        // A leaf from another CA in the same place is replaced too.
+        let foreign = LocalCa::load_or_create(&dir.path().join("other")).expect("other CA");
+        let stranger = foreign
+            .leaf("s", &hosts(&["a.test", "b.test"]))
+            .expect("issue");
+        fs::copy(&stranger.cert_file, &renewed.cert_file).expect("copy");
+        fs::copy(&stranger.key_file, &renewed.key_file).expect("copy");
+        let mine = ca
+            .leaf("s", &hosts(&["a.test", "b.test"]))
+            .expect("reissue");
+        assert_ne!(mine.sha256, stranger.sha256);
+    }
+
+    #[test]
+    fn file_stems_do_not_collide() {
+        assert_ne!(file_stem("a b"), file_stem("a_b"));
+        assert!(file_stem("../../etc").starts_with(".._.._etc-"));
+        assert!(!file_stem("x/y").contains('/'));
+    }
+}

@@ -4,5 +4,6 @@ mod support;
 
 mod bad_input;
 mod http;
+mod lifecycle;
 mod quickstart;
 mod sni;
