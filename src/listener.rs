@@ -27,7 +27,11 @@ use crate::http::service::Conn;
 use crate::names::HostName;
 use crate::route::certificate_for;
 use crate::runtime::Runtime;
-use crate::tls::peek::{read_client_hello, PrefixedIo};
+use crate::tls::client_hello::HelloError;
+use crate::tls::peek::{read_client_hello, PeekError, PrefixedIo};
+
+/// The answer to plain HTTP (or anything that is not TLS) sent to an https listener.
+const PLAIN_HTTP_ON_HTTPS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 59\r\nConnection: close\r\n\r\n400 bad request: this port speaks HTTPS; use https:// URLs\n";
 
 /// The most a ClientHello may take before Portico gives up on it.
 const HELLO_LIMIT: usize = 64 * 1024;
@@ -249,6 +253,13 @@ async fn https(
     let deadline = Instant::now() + rt.config.limits.handshake_timeout;
     let (hello, prefix) = match read_client_hello(&mut tcp, HELLO_LIMIT, deadline).await {
         Ok(x) => x,
+        Err(PeekError::Hello(HelloError::NotTls)) => {
+            // Most often someone typed http:// for an https port: say so, like nginx does.
+            tracing::debug!(%peer, "plain bytes on an https listener; answering 400");
+            let _ = tcp.write_all(PLAIN_HTTP_ON_HTTPS).await;
+            let _ = tcp.shutdown().await;
+            return;
+        }
         Err(e) => {
             tracing::debug!(%peer, error = %e, "no usable ClientHello; closing");
             return;

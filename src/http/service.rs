@@ -31,18 +31,27 @@ pub struct Conn {
     pub tls_version: &'static str,
 }
 
+/// Why a request names no usable host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostProblem {
+    Missing,
+    NotAscii,
+    /// An IP literal or a malformed name: never covered by a certificate.
+    NotAName,
+}
+
 /// The request's host: `:authority` (HTTP/2, or an absolute-form URI) wins over `Host`.
-fn request_host<B>(req: &Request<B>) -> Result<HostName, &'static str> {
+fn request_host<B>(req: &Request<B>) -> Result<HostName, HostProblem> {
     let raw = match req.uri().authority() {
         Some(a) => a.as_str(),
         None => req
             .headers()
             .get(header::HOST)
-            .ok_or("missing Host header")?
+            .ok_or(HostProblem::Missing)?
             .to_str()
-            .map_err(|_| "Host header is not ASCII")?,
+            .map_err(|_| HostProblem::NotAscii)?,
     };
-    host_from_authority(raw).ok_or("Host is not a host name")
+    host_from_authority(raw).ok_or(HostProblem::NotAName)
 }
 
 pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -82,7 +91,7 @@ async fn respond(
 ) -> (Response<Body>, Option<HostName>, Option<String>) {
     let host = match request_host(req) {
         Ok(h) => h,
-        Err(why) if why == "Host is not a host name" && conn.cert.is_some() => {
+        Err(HostProblem::NotAName) if conn.cert.is_some() => {
             // An IP literal or junk can never be covered by a certificate.
             return (
                 text(
@@ -94,11 +103,16 @@ async fn respond(
             );
         }
         Err(why) => {
+            let why = match why {
+                HostProblem::Missing => "missing Host header",
+                HostProblem::NotAscii => "Host header is not ASCII",
+                HostProblem::NotAName => "Host is not a host name",
+            };
             return (
                 text(StatusCode::BAD_REQUEST, format!("400 bad request: {why}\n")),
                 None,
                 None,
-            )
+            );
         }
     };
     let rt = &conn.runtime;

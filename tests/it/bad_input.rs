@@ -56,8 +56,15 @@ async fn garbage_instead_of_client_hello_is_closed() {
             .await
             .expect("connect");
         tcp.write_all(garbage).await.expect("write");
-        let (_, closed) = read_until_closed(&mut tcp, Duration::from_secs(5)).await;
+        let (answer, closed) = read_until_closed(&mut tcp, Duration::from_secs(5)).await;
         assert!(closed, "garbage {garbage:?} closes the connection");
+        if garbage.starts_with(b"GET") || garbage[0] == 0 {
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(
+                answer.starts_with("HTTP/1.1 400") && answer.ends_with("use https:// URLs\n"),
+                "plain bytes get a 400 that says why: {answer:?}"
+            );
+        }
         assert_eq!(
             good.get("a.test", "/").await.text(),
             "a",

@@ -6,4 +6,5 @@ mod bad_input;
 mod http;
 mod lifecycle;
 mod quickstart;
+mod scale;
 mod sni;
