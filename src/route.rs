@@ -55,6 +55,34 @@ impl Refusal {
     }
 }
 
+/// What a ClientHello's SNI value means to resolution: a name to look up, no name at all, or
+/// a value that no binding can match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sni {
+    /// A normalized host name.
+    Name(HostName),
+    /// The client sent no SNI.
+    Absent,
+    /// An IP literal: RFC 6066 forbids them, some clients send them anyway; it counts as no SNI.
+    IpLiteral,
+    /// A wildcard names no host; it is treated as an unknown name.
+    Wildcard,
+    /// Not a host name at all; treated as an unknown name.
+    Invalid(crate::names::NameError),
+}
+
+impl Sni {
+    pub fn parse(sni: Option<&str>) -> Sni {
+        match sni.map(HostName::parse) {
+            None => Sni::Absent,
+            Some(Err(crate::names::NameError::IpLiteral(_))) => Sni::IpLiteral,
+            Some(Err(e)) => Sni::Invalid(e),
+            Some(Ok(name)) if name.is_wildcard() => Sni::Wildcard,
+            Some(Ok(name)) => Sni::Name(name),
+        }
+    }
+}
+
 /// A successful resolution.
 #[derive(Debug, Clone, Copy)]
 pub struct Resolved<'a> {
@@ -119,23 +147,31 @@ impl Table {
         })
     }
 
+    /// The host whose binding serves clients without SNI (`no_sni`), if any.
+    pub fn no_sni(&self) -> Option<&HostName> {
+        self.no_sni.as_ref()
+    }
+
+    /// What a client naming a host not bound here gets (`unknown_sni`).
+    pub fn unknown_sni(&self) -> UnknownSni {
+        self.unknown_sni.unwrap_or(UnknownSni::Reject)
+    }
+
     /// Resolves a ClientHello's SNI as sent. Names are normalized here; an IP literal counts
     /// as no SNI (RFC 6066 forbids them, and some clients send them anyway).
     pub fn resolve_sni(&self, sni: Option<&str>) -> Result<Resolved<'_>, Refusal> {
-        let name = match sni.map(HostName::parse) {
-            None | Some(Err(crate::names::NameError::IpLiteral(_))) => {
+        let name = match Sni::parse(sni) {
+            Sni::Absent | Sni::IpLiteral => {
                 return self.no_sni_binding(Match::NoSni).ok_or(Refusal::NoSni)
             }
-            Some(Ok(name)) if !name.is_wildcard() => Ok(name),
-            Some(_) => Err(()),
+            Sni::Name(name) => Some(name),
+            Sni::Wildcard | Sni::Invalid(_) => None,
         };
-        if let Ok(name) = &name {
-            if let Some(r) = self.lookup(name) {
-                return Ok(r);
-            }
+        if let Some(r) = name.as_ref().and_then(|n| self.lookup(n)) {
+            return Ok(r);
         }
-        match self.unknown_sni {
-            Some(UnknownSni::NoSni) => self.no_sni_binding(Match::UnknownFallback),
+        match self.unknown_sni() {
+            UnknownSni::NoSni => self.no_sni_binding(Match::UnknownFallback),
             _ => None,
         }
         .ok_or_else(|| Refusal::UnknownName(sni.unwrap_or_default().to_string()))

@@ -1,7 +1,11 @@
 //! The command line: one file per command. Commands return an exit code; errors that end a
 //! command early are `anyhow` errors printed by `main`.
 
+pub mod bindings;
 pub mod check;
+pub mod explain;
+pub mod json;
+pub mod probe;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -33,12 +37,59 @@ pub enum Command {
         #[arg(short, long, default_value = "portico.toml")]
         config: PathBuf,
     },
+    /// Show every listener x host name -> site and certificate, and how each was chosen.
+    Bindings {
+        #[arg(short, long, default_value = "portico.toml")]
+        config: PathBuf,
+        /// Print JSON (schema in docs/cli.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain, step by step, how a connection for HOST is resolved, with the server's code.
+    Explain {
+        #[arg(short, long, default_value = "portico.toml")]
+        config: PathBuf,
+        /// The name the client asks for (SNI) and the request's Host.
+        host: String,
+        /// The local address the connection arrives at; default: the first https listener's.
+        #[arg(long, value_name = "IP:PORT")]
+        local: Option<std::net::SocketAddr>,
+        /// The client sends no SNI.
+        #[arg(long)]
+        no_sni: bool,
+        /// The client offers only RSA signature algorithms.
+        #[arg(long)]
+        rsa_only: bool,
+        /// Print JSON (schema in docs/cli.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connect to a TLS server as a client; show the chain, protocol and ALPN, and whether the
+    /// certificate covers the name and verifies. Exit 1 on a mismatch, failure or refusal.
+    Probe(probe::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve::run(&config),
         Command::Check { config } => Ok(check::run(&config)),
+        Command::Bindings { config, json } => Ok(bindings::run(&config, json)),
+        Command::Explain {
+            config,
+            host,
+            local,
+            no_sni,
+            rsa_only,
+            json,
+        } => {
+            let opts = explain::Options {
+                local,
+                no_sni,
+                rsa_only,
+            };
+            Ok(explain::run(&config, &host, &opts, json))
+        }
+        Command::Probe(args) => probe::run(args),
     }
 }
 
@@ -48,6 +99,7 @@ pub fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -4,7 +4,9 @@ mod support;
 
 mod bad_input;
 mod http;
+mod inspect;
 mod lifecycle;
+mod probe;
 mod quickstart;
 mod scale;
 mod sni;

@@ -616,8 +616,7 @@ async fn unreadable_file_is_forbidden() {
     let fx = Fixture::new();
     let locked = fx.site().join("locked.txt");
     std::fs::write(&locked, b"hidden").expect("write locked");
-    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000))
-        .expect("chmod 000");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).expect("chmod 000");
     if std::fs::File::open(&locked).is_ok() {
         // Running as root (or with CAP_DAC_OVERRIDE): permissions do not
         // stop reads, so there is no 403 to observe.

@@ -1,0 +1,542 @@
+//! `portico bindings`: every listener x host name -> site and certificate, and how each was
+//! chosen, printed as a table grouped by listener or as JSON.
+//!
+//! Everything shown is read from the runtime the server would run (`check`'s build) and
+//! resolved by `route.rs` itself: rows are the route tables' own bindings, the no-SNI row is
+//! `Table::resolve_sni(None)`. Nothing here decides anything (DESIGN rule 6). The certificate
+//! formatting used by `explain` lives here too.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::config::{Diagnostic, ListenerKind, Report, TlsMode, UnknownSni};
+use crate::route::{Binding, Refusal};
+use crate::runtime::{format_time, unix_now, Runtime};
+use crate::tls::load::Cert;
+use crate::tls::pool::How;
+
+pub use super::json::Json;
+
+/// Output width the human table is wrapped to.
+const WIDTH: usize = 100;
+
+/// The stable JSON name of how a certificate was chosen.
+pub fn how_key(how: How) -> &'static str {
+    match how {
+        How::Pinned => "pinned",
+        How::Internal => "internal",
+        How::Exact => "exact",
+        How::Wildcard => "wildcard",
+    }
+}
+
+/// The calendar date of a unix time (UTC).
+pub fn date(unix: i64) -> String {
+    let t = format_time(unix);
+    t.get(..10).map(str::to_string).unwrap_or(t)
+}
+
+/// Validity in words: "expires 2025-09-01 (89 days left)", "expired on ...", "not valid until ...".
+pub fn validity(cert: &Cert, now: i64) -> String {
+    if now > cert.not_after {
+        format!("expired on {}", date(cert.not_after))
+    } else if now < cert.not_before {
+        format!("not valid until {}", date(cert.not_before))
+    } else {
+        let days = (cert.not_after - now) / 86_400;
+        format!("expires {} ({days} days left)", date(cert.not_after))
+    }
+}
+
+/// The fingerprint shortened for tables: first and last four bytes.
+pub fn short_fingerprint(cert: &Cert) -> String {
+    let fp = cert.fingerprint();
+    match (fp.get(..11), fp.get(fp.len().saturating_sub(11)..)) {
+        (Some(head), Some(tail)) if fp.len() > 23 => format!("{head}…{tail}"),
+        _ => fp,
+    }
+}
+
+/// The JSON object describing one certificate.
+pub fn cert_json(cert: &Cert, now: i64) -> Json {
+    Json::Obj(vec![
+        ("subject", Json::str(&cert.subject)),
+        ("issuer", Json::str(&cert.issuer)),
+        (
+            "names",
+            Json::Arr(cert.names.iter().map(|n| Json::str(n.as_str())).collect()),
+        ),
+        ("key_type", Json::str(cert.key_type.to_string())),
+        ("not_before", Json::str(format_time(cert.not_before))),
+        ("not_after", Json::str(format_time(cert.not_after))),
+        (
+            "days_left",
+            Json::Int((cert.not_after - now).div_euclid(86_400)),
+        ),
+        ("valid_now", Json::Bool(cert.is_valid_at(now))),
+        ("sha256", Json::str(cert.fingerprint())),
+        ("cert_file", Json::str(cert.cert_file.display().to_string())),
+        ("key_file", Json::str(cert.key_file.display().to_string())),
+    ])
+}
+
+/// Words joined by ", " after `first`, wrapped to [`WIDTH`]; continuation lines start with
+/// `indent` spaces.
+pub fn wrap(first: &str, words: &[&str], indent: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = first.to_string();
+    if words.is_empty() {
+        line.push_str(" (none)");
+    }
+    let mut fresh = false;
+    for (i, w) in words.iter().enumerate() {
+        let piece = if i + 1 < words.len() {
+            format!("{w},")
+        } else {
+            w.to_string()
+        };
+        if !fresh && line.chars().count() + 1 + piece.chars().count() > WIDTH {
+            lines.push(std::mem::replace(&mut line, " ".repeat(indent)));
+            fresh = true;
+        }
+        if !fresh {
+            line.push(' ');
+        }
+        line.push_str(&piece);
+        fresh = false;
+    }
+    lines.push(line);
+    lines
+}
+
+/// `text` after `prefix`, wrapped at spaces to [`WIDTH`]; continuation lines start with
+/// `indent` spaces.
+pub fn fill(prefix: &str, text: &str, indent: usize) -> String {
+    let mut out = String::new();
+    let mut line = prefix.to_string();
+    let mut fresh = false;
+    for word in text.split(' ') {
+        if !fresh && line.chars().count() + 1 + word.chars().count() > WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = " ".repeat(indent);
+            fresh = true;
+        }
+        if !fresh {
+            line.push(' ');
+        }
+        line.push_str(word);
+        fresh = false;
+    }
+    out.push_str(&line);
+    out
+}
+
+/// Three lines (or more, when the SAN list wraps) describing a certificate, each starting
+/// with `indent` spaces.
+pub fn cert_lines(cert: &Cert, now: i64, indent: usize) -> Vec<String> {
+    let pad = " ".repeat(indent);
+    let inner = indent + 7;
+    let mut lines = vec![
+        format!(
+            "{pad}{:<6} {}  issued by {}",
+            cert.key_type.to_string(),
+            cert.subject,
+            cert.issuer
+        ),
+        format!(
+            "{pad}       {}  SHA-256 {}",
+            validity(cert, now),
+            short_fingerprint(cert)
+        ),
+    ];
+    let names: Vec<&str> = cert.names.iter().map(|n| n.as_str()).collect();
+    lines.extend(wrap(&format!("{pad}       SANs:"), &names, inner + 6));
+    lines
+}
+
+/// One row: a binding of a host on a listener, or the listener's answer to clients without SNI.
+#[derive(Debug)]
+pub struct Row<'a> {
+    /// The bound host, or None for the no-SNI row.
+    pub host: Option<&'a str>,
+    /// The binding that serves the row (for the no-SNI row, the `no_sni` host's binding).
+    pub binding: Option<&'a Binding>,
+    pub site: Option<&'a str>,
+    /// How the certificates were chosen; None on http listeners and for refusals.
+    pub how: Option<How>,
+    /// Every certificate variant the server may present, best first.
+    pub certs: Vec<&'a Arc<Cert>>,
+    /// An internal site in check mode: the local CA issues its certificate at start.
+    pub internal_pending: bool,
+    pub refused: Option<Refusal>,
+    /// On http listeners: the https port bound hosts are redirected to.
+    pub https_port: Option<u16>,
+    pub warnings: Vec<&'a Diagnostic>,
+}
+
+/// One listener and its rows, sorted by host name.
+#[derive(Debug)]
+pub struct ListenerView<'a> {
+    pub name: &'a str,
+    pub address: String,
+    pub kind: ListenerKind,
+    pub unknown_sni: UnknownSni,
+    pub no_sni_host: Option<&'a str>,
+    /// https only.
+    pub no_sni: Option<Row<'a>>,
+    pub rows: Vec<Row<'a>>,
+}
+
+/// The `site[N].hosts[M]` diagnostic path of a binding.
+fn binding_path(rt: &Runtime, b: &Binding) -> Option<String> {
+    let site = rt.config.sites.get(b.site)?;
+    let hi = site.hosts.iter().position(|h| *h == b.host)?;
+    Some(format!("site[{}].hosts[{hi}]", site.index))
+}
+
+/// Whether a host's warning concerns its row on the listener at `address`: not when it names
+/// other listeners' addresses only (a shadowing warning concerns the listeners it names).
+fn concerns(d: &Diagnostic, address: &str, all: &[String]) -> bool {
+    d.message.contains(address) || !all.iter().any(|a| d.message.contains(a.as_str()))
+}
+
+/// What a row needs to know about its listener: kind, address, and every listener's address.
+struct On<'x> {
+    kind: ListenerKind,
+    address: &'x str,
+    all: &'x [String],
+}
+
+fn row<'a>(rt: &'a Runtime, on: &On<'_>, b: &'a Binding, warnings: &[&'a Diagnostic]) -> Row<'a> {
+    let kind = on.kind;
+    let path = binding_path(rt, b);
+    let internal_pending = kind == ListenerKind::Https
+        && b.certs.is_none()
+        && rt
+            .config
+            .sites
+            .get(b.site)
+            .is_some_and(|s| s.tls == TlsMode::Internal);
+    Row {
+        host: Some(b.host.as_str()),
+        binding: Some(b),
+        site: rt.sites.get(b.site).map(|s| s.name.as_str()),
+        how: b
+            .certs
+            .as_ref()
+            .map(|c| c.how)
+            .or(internal_pending.then_some(How::Internal)),
+        certs: b.certs.iter().flat_map(|c| c.variants.iter()).collect(),
+        internal_pending,
+        refused: None,
+        https_port: b.https_port,
+        warnings: warnings
+            .iter()
+            .copied()
+            .filter(|d| path.as_deref() == Some(d.path.as_str()))
+            .filter(|d| concerns(d, on.address, on.all))
+            .collect(),
+    }
+}
+
+/// Every listener's bindings, and the warnings that concern no row.
+pub fn collect<'a>(
+    rt: &'a Runtime,
+    report: &'a Report,
+) -> (Vec<ListenerView<'a>>, Vec<&'a Diagnostic>) {
+    let warnings: Vec<&Diagnostic> = report.warnings().collect();
+    let all: Vec<String> = rt
+        .listeners
+        .iter()
+        .map(|l| l.config.address.to_string())
+        .collect();
+    let mut views = Vec::with_capacity(rt.listeners.len());
+    for (l, address) in rt.listeners.iter().zip(&all) {
+        let kind = l.config.kind;
+        let on = On {
+            kind,
+            address,
+            all: &all,
+        };
+        let mut rows: Vec<Row<'_>> = l
+            .table
+            .bindings()
+            .map(|b| row(rt, &on, b, &warnings))
+            .collect();
+        rows.sort_by(|a, b| a.host.cmp(&b.host));
+        let no_sni = (kind == ListenerKind::Https).then(|| match l.table.resolve_sni(None) {
+            // The binding's own row shows its warnings.
+            Ok(r) => Row {
+                host: None,
+                warnings: Vec::new(),
+                ..row(rt, &on, r.binding, &[])
+            },
+            Err(refusal) => Row {
+                host: None,
+                binding: None,
+                site: None,
+                how: None,
+                certs: Vec::new(),
+                internal_pending: false,
+                refused: Some(refusal),
+                https_port: None,
+                warnings: Vec::new(),
+            },
+        });
+        views.push(ListenerView {
+            name: &l.config.name,
+            address: address.clone(),
+            kind,
+            unknown_sni: l.table.unknown_sni(),
+            no_sni_host: l.table.no_sni().map(|h| h.as_str()),
+            no_sni,
+            rows,
+        });
+    }
+    let attached = |d: &&Diagnostic| {
+        views.iter().any(|v| {
+            v.rows
+                .iter()
+                .chain(&v.no_sni)
+                .any(|r| r.warnings.iter().any(|w| std::ptr::eq(*w, *d)))
+        })
+    };
+    let rest = warnings.iter().copied().filter(|d| !attached(d)).collect();
+    (views, rest)
+}
+
+/// The `unknown_sni` value as written in the configuration file.
+pub fn unknown_sni_key(u: UnknownSni) -> String {
+    // Compared, not matched: policies added later (passthrough) are spelled like their variant.
+    if u == UnknownSni::Reject {
+        "reject".to_string()
+    } else if u == UnknownSni::NoSni {
+        "no_sni".to_string()
+    } else {
+        format!("{u:?}").to_lowercase()
+    }
+}
+
+/// The alert name and code a refusal sends.
+pub fn alert_name(refusal: &Refusal) -> &'static str {
+    match refusal.alert() {
+        112 => "unrecognized_name",
+        40 => "handshake_failure",
+        _ => "alert",
+    }
+}
+
+fn how_text(row: &Row<'_>) -> String {
+    match (row.internal_pending, row.how) {
+        (true, _) => "internal CA (issued at start)".to_string(),
+        (false, Some(how)) => how.to_string(),
+        (false, None) => String::new(),
+    }
+}
+
+fn human_row(out: &mut String, row: &Row<'_>, view: &ListenerView<'_>, now: i64) {
+    let site = row
+        .site
+        .map(|s| format!("site \"{s}\""))
+        .unwrap_or_default();
+    let head = match (row.host, &row.refused) {
+        (_, Some(refusal)) => {
+            format!(
+                "  (no SNI) -> refused: {} ({})",
+                alert_name(refusal),
+                refusal.alert()
+            )
+        }
+        (None, None) => format!(
+            "  (no SNI) -> {site} via no_sni = {} · {}",
+            view.no_sni_host.unwrap_or("?"),
+            how_text(row)
+        ),
+        (Some(host), None) if view.kind == ListenerKind::Http => match row.https_port {
+            Some(port) => format!("  {host} -> {site} · redirect to https port {port}"),
+            None => format!("  {host} -> {site} · 404 (the site has no https listener)"),
+        },
+        (Some(host), None) => format!("  {host} -> {site} · {}", how_text(row)),
+    };
+    let _ = writeln!(out, "{head}");
+    for cert in &row.certs {
+        for line in cert_lines(cert, now, 4) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    for w in &row.warnings {
+        let _ = writeln!(out, "{}", fill("    ! warning:", &w.message, 6));
+    }
+}
+
+/// The human table.
+pub fn human(views: &[ListenerView<'_>], rest: &[&Diagnostic], now: i64) -> String {
+    let mut out = String::new();
+    for (i, v) in views.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        match v.kind {
+            ListenerKind::Https => {
+                let unknown = if v.unknown_sni == UnknownSni::Reject {
+                    "reject (alert unrecognized_name, 112)".to_string()
+                } else if v.unknown_sni == UnknownSni::NoSni {
+                    "no_sni (served like a client without SNI)".to_string()
+                } else {
+                    unknown_sni_key(v.unknown_sni)
+                };
+                let _ = writeln!(
+                    out,
+                    "listener \"{}\"  {}  https  unknown SNI: {unknown}",
+                    v.name, v.address
+                );
+            }
+            ListenerKind::Http => {
+                let _ = writeln!(
+                    out,
+                    "listener \"{}\"  {}  http (redirects bound hosts to https)",
+                    v.name, v.address
+                );
+            }
+        }
+        if v.rows.is_empty() {
+            let _ = writeln!(out, "  (no hosts bound)");
+        }
+        for row in v.rows.iter().chain(&v.no_sni) {
+            human_row(&mut out, row, v, now);
+        }
+    }
+    if !rest.is_empty() {
+        out.push('\n');
+        for d in rest {
+            let _ = writeln!(out, "{d}");
+        }
+    }
+    out
+}
+
+fn diag_json(d: &Diagnostic) -> Json {
+    Json::Obj(vec![
+        ("path", Json::str(&d.path)),
+        ("message", Json::str(&d.message)),
+        ("fix", Json::opt_str(d.fix.as_deref())),
+    ])
+}
+
+fn row_json(row: &Row<'_>, now: i64) -> Json {
+    Json::Obj(vec![
+        ("host", Json::opt_str(row.host)),
+        (
+            "binding",
+            Json::opt_str(row.binding.map(|b| b.host.as_str())),
+        ),
+        ("site", Json::opt_str(row.site)),
+        ("how", Json::opt_str(row.how.map(how_key))),
+        ("internal_pending", Json::Bool(row.internal_pending)),
+        (
+            "certificates",
+            Json::Arr(row.certs.iter().map(|c| cert_json(c, now)).collect()),
+        ),
+        (
+            "https_port",
+            row.https_port.map_or(Json::Null, |p| Json::Int(p.into())),
+        ),
+        (
+            "refused",
+            row.refused.as_ref().map_or(Json::Null, |r| {
+                Json::Obj(vec![
+                    ("alert", Json::str(alert_name(r))),
+                    ("code", Json::Int(r.alert().into())),
+                ])
+            }),
+        ),
+        (
+            "warnings",
+            Json::Arr(row.warnings.iter().map(|d| diag_json(d)).collect()),
+        ),
+    ])
+}
+
+/// The JSON document (schema in docs/cli.md).
+pub fn json(views: &[ListenerView<'_>], rest: &[&Diagnostic], config: &Path, now: i64) -> Json {
+    let listeners = views
+        .iter()
+        .map(|v| {
+            Json::Obj(vec![
+                ("name", Json::str(v.name)),
+                ("address", Json::str(&v.address)),
+                (
+                    "kind",
+                    Json::str(if v.kind == ListenerKind::Https {
+                        "https"
+                    } else {
+                        "http"
+                    }),
+                ),
+                (
+                    "unknown_sni",
+                    match v.kind {
+                        ListenerKind::Http => Json::Null,
+                        ListenerKind::Https => Json::str(unknown_sni_key(v.unknown_sni)),
+                    },
+                ),
+                ("no_sni_host", Json::opt_str(v.no_sni_host)),
+                (
+                    "no_sni",
+                    v.no_sni.as_ref().map_or(Json::Null, |r| row_json(r, now)),
+                ),
+                (
+                    "bindings",
+                    Json::Arr(v.rows.iter().map(|r| row_json(r, now)).collect()),
+                ),
+            ])
+        })
+        .collect();
+    Json::Obj(vec![
+        ("version", Json::Int(1)),
+        ("config", Json::str(config.display().to_string())),
+        ("now", Json::str(format_time(now))),
+        ("listeners", Json::Arr(listeners)),
+        (
+            "warnings",
+            Json::Arr(rest.iter().map(|d| diag_json(d)).collect()),
+        ),
+    ])
+}
+
+/// Loads the configuration like `check`; on errors prints the report to stderr and gives the
+/// exit code.
+pub(super) fn load(path: &Path) -> Result<(Runtime, Report), ExitCode> {
+    let (rt, report) = super::check::check(path);
+    match rt {
+        Some(rt) if !report.has_errors() => Ok((rt, report)),
+        _ => {
+            eprint!("{report}");
+            eprintln!(
+                "{}: {} errors, {} warnings",
+                path.display(),
+                report.errors().count(),
+                report.warnings().count()
+            );
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+pub(super) fn run(path: &Path, as_json: bool) -> ExitCode {
+    let (rt, report) = match load(path) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let now = unix_now();
+    let (views, rest) = collect(&rt, &report);
+    if as_json {
+        println!("{}", json(&views, &rest, path, now));
+    } else {
+        print!("{}", human(&views, &rest, now));
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,804 @@
+//! `portico explain HOST`: the resolution of one connection, step by step — the name, the
+//! listener the local address selects, the binding, every candidate certificate and why the
+//! chosen one won, and what a request with `Host: HOST` would get.
+//!
+//! Each step calls the server's own code (DESIGN rule 6): `route::Sni::parse`,
+//! `Runtime::listener_for`, `Table::resolve_sni`, `Pool::candidates`, `pool::better`,
+//! `route::certificate_for` and `Table::route_request`. This module only words the results;
+//! it must never decide anything the server would decide differently.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use rustls::SignatureScheme;
+
+use super::bindings::{alert_name, cert_json, cert_lines, fill, how_key, short_fingerprint, Json};
+use crate::config::{Action, ListenerKind, TlsMode};
+use crate::names::host_from_authority;
+use crate::route::{certificate_for, Match, Refusal, Resolved, Sni};
+use crate::runtime::{unix_now, Runtime};
+use crate::tls::load::Cert;
+use crate::tls::pool::{better, How};
+
+/// What an RSA-only client offers in `signature_algorithms`.
+pub const RSA_ONLY_SCHEMES: &[SignatureScheme] = &[
+    SignatureScheme::RSA_PSS_SHA256,
+    SignatureScheme::RSA_PSS_SHA384,
+    SignatureScheme::RSA_PSS_SHA512,
+    SignatureScheme::RSA_PKCS1_SHA256,
+    SignatureScheme::RSA_PKCS1_SHA384,
+    SignatureScheme::RSA_PKCS1_SHA512,
+];
+
+/// What a modern client offers: everything rustls verifies (ECDSA, Ed25519, RSA).
+pub fn modern_schemes() -> Vec<SignatureScheme> {
+    rustls::crypto::aws_lc_rs::default_provider()
+        .signature_verification_algorithms
+        .supported_schemes()
+}
+
+/// The client being explained.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The local address the connection arrives at; default: the first https listener's.
+    pub local: Option<SocketAddr>,
+    /// The client sends no SNI (HOST is then only the request's `Host`).
+    pub no_sni: bool,
+    /// The client offers only RSA signature schemes.
+    pub rsa_only: bool,
+}
+
+/// A certificate that could serve the binding's host, and whether and why it was chosen.
+#[derive(Debug)]
+pub struct Candidate<'a> {
+    pub cert: &'a Arc<Cert>,
+    /// How it covers the host: `Exact` (a SAN names it) or `Wildcard`.
+    pub matched: How,
+    pub chosen: bool,
+    pub why: String,
+}
+
+/// What a request with `Host: HOST` on the connection gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// No listener accepts connections on the local address.
+    NoListener,
+    /// The handshake is refused with this alert; no request is made.
+    Refused(Refusal),
+    /// Served by this site (index into `Runtime::sites`).
+    Served { site: usize },
+    /// The client can use none of the binding's certificate variants; rustls fails the
+    /// handshake.
+    HandshakeFails,
+    /// 421 Misdirected Request.
+    Misdirected,
+    /// An http listener redirects to https on this port (308).
+    Redirect { site: usize, port: u16 },
+    /// 404 on an http listener.
+    NotFound,
+    /// 400 on an http listener: `Host` is not a host name.
+    BadRequest,
+}
+
+/// The whole explanation; `*_why` fields are the sentences printed for each step.
+#[derive(Debug)]
+pub struct Explanation<'a> {
+    pub host: String,
+    /// Step 1: HOST as the server reads an SNI value.
+    pub name: Sni,
+    pub name_why: String,
+    /// The SNI the client sends.
+    pub sni: Option<String>,
+    /// Step 2.
+    pub local: SocketAddr,
+    pub local_why: String,
+    pub listener: Option<usize>,
+    pub listener_why: String,
+    /// Step 3; None without a listener, or on an http listener.
+    pub resolved: Option<Result<Resolved<'a>, Refusal>>,
+    pub binding_why: String,
+    /// Step 4.
+    pub how: Option<How>,
+    pub internal_pending: bool,
+    pub candidates: Vec<Candidate<'a>>,
+    pub certs_why: String,
+    pub for_modern: Option<&'a Arc<Cert>>,
+    pub for_rsa_only: Option<&'a Arc<Cert>>,
+    /// The RSA-only client can use no certificate variant: its handshake fails.
+    pub rsa_only_fails: bool,
+    /// The certificate this client (`--rsa-only` or not) is presented.
+    pub presented: Option<&'a Arc<Cert>>,
+    /// Step 5.
+    pub outcome: Outcome,
+    pub status: Option<u16>,
+    pub outcome_why: String,
+}
+
+fn listener_label(rt: &Runtime, li: usize) -> String {
+    let l = &rt.listeners[li].config;
+    format!("listener \"{}\" ({})", l.name, l.address)
+}
+
+fn site_label(rt: &Runtime, si: usize) -> String {
+    format!(
+        "site \"{}\"",
+        rt.sites.get(si).map_or("?", |s| s.name.as_str())
+    )
+}
+
+/// The default local address: the first https listener's (127.0.0.1 for `*:port`).
+fn default_local(rt: &Runtime) -> Option<SocketAddr> {
+    let l = rt
+        .listeners
+        .iter()
+        .find(|l| l.config.kind == ListenerKind::Https)
+        .or(rt.listeners.first())?;
+    let ip = l
+        .config
+        .address
+        .ip
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    Some(SocketAddr::new(ip, l.config.address.port))
+}
+
+fn step_name(host: &str, opts: &Options) -> (Sni, String, Option<String>) {
+    let name = Sni::parse(Some(host));
+    let mut why = match &name {
+        Sni::Name(n) if n.as_str() == host => format!("{host} is a normalized host name"),
+        Sni::Name(n) => format!(
+            "{host} normalizes to {n} (ASCII lowercase, one trailing dot removed, IDNA A-labels)"
+        ),
+        Sni::IpLiteral => format!(
+            "{host} is an IP literal, not a host name: as SNI it counts as no SNI (RFC 6066)"
+        ),
+        Sni::Wildcard => {
+            format!("{host} is a wildcard: no binding matches it as SNI; it is an unknown name")
+        }
+        Sni::Absent => String::new(),
+        Sni::Invalid(e) => {
+            format!("{host:?} is not a host name ({e}); as SNI it is an unknown name")
+        }
+    };
+    let sni = if opts.no_sni {
+        why += "; the client sends no SNI (--no-sni) and uses it only as the request's Host";
+        None
+    } else {
+        Some(host.to_string())
+    };
+    (name, why, sni)
+}
+
+fn step_listener(rt: &Runtime, local: SocketAddr) -> (Option<usize>, String) {
+    let li = rt.listener_for(local);
+    let others: Vec<usize> = (0..rt.listeners.len())
+        .filter(|&i| Some(i) != li && rt.listeners[i].config.address.matches(local))
+        .collect();
+    let why = match li {
+        None => {
+            format!("no listener accepts connections on {local}: the connection is not accepted")
+        }
+        Some(i) if rt.listeners[i].config.address.ip.is_some() => {
+            let mut w = format!(
+                "{local} -> {}: its IP:port matches exactly",
+                listener_label(rt, i)
+            );
+            for o in others {
+                let _ = write!(
+                    w,
+                    "; it beats {} (IP:port beats *:port)",
+                    listener_label(rt, o)
+                );
+            }
+            w
+        }
+        Some(i) => format!(
+            "{local} -> {}: it accepts every address on port {}, and no IP:port listener is on {}",
+            listener_label(rt, i),
+            local.port(),
+            local.ip()
+        ),
+    };
+    (li, why)
+}
+
+fn step_binding(
+    rt: &Runtime,
+    li: usize,
+    sni: Option<&str>,
+    r: &Result<Resolved<'_>, Refusal>,
+) -> String {
+    let table = &rt.listeners[li].table;
+    let listener = listener_label(rt, li);
+    let no_sni = table
+        .no_sni()
+        .map_or("reject".to_string(), |h| h.to_string());
+    match r {
+        Ok(r) => {
+            let site = site_label(rt, r.binding.site);
+            let host = &r.binding.host;
+            match r.by {
+                Match::Exact => format!("exact binding {host} on {listener} -> {site}"),
+                Match::Wildcard => format!("no exact binding; the wildcard binding {host} covers the name -> {site}"),
+                Match::NoSni => format!("no SNI: the listener's no_sni host {no_sni} is used -> binding {host}, {site}"),
+                Match::UnknownFallback => format!(
+                    "{} is not bound on {listener}; unknown_sni = \"no_sni\" serves it like a client without SNI: no_sni host {no_sni} -> binding {host}, {site}",
+                    sni.unwrap_or("the name")
+                ),
+            }
+        }
+        Err(refusal @ Refusal::NoSni) => format!(
+            "no SNI and no_sni = \"reject\" on {listener}: the handshake is refused with alert {} ({})",
+            alert_name(refusal),
+            refusal.alert()
+        ),
+        Err(refusal @ Refusal::UnknownName(raw)) => format!(
+            "{} is not bound on {listener} and unknown_sni = \"reject\": the handshake is refused with alert {} ({})",
+            match Sni::parse(Some(raw)) {
+                Sni::Name(n) => n.to_string(),
+                _ => raw.clone(),
+            },
+            alert_name(refusal),
+            refusal.alert()
+        ),
+    }
+}
+
+/// Why the pool passed over `c` for the binding's host, given the chosen variants.
+fn passed_over(c: &Cert, chosen: &[Arc<Cert>], now: i64) -> String {
+    match chosen.iter().find(|x| x.key_type == c.key_type) {
+        Some(x) if better(x, c, now) && x.is_valid_at(now) && !c.is_valid_at(now) => {
+            format!("not valid now; the chosen {} certificate is", c.key_type)
+        }
+        Some(x) if better(x, c, now) => format!(
+            "expires earlier than the chosen {} certificate (SHA-256 {}): the one that expires last wins",
+            c.key_type,
+            short_fingerprint(x)
+        ),
+        Some(x) => format!(
+            "ties with the chosen {} certificate (SHA-256 {}), which comes first in the pool",
+            c.key_type,
+            short_fingerprint(x)
+        ),
+        None => format!(
+            "not valid now, and a valid certificate of another key type covers the name: no {} variant is offered",
+            c.key_type
+        ),
+    }
+}
+
+fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut Explanation<'a>) {
+    let b = r.binding;
+    let Some(site) = rt.config.sites.get(b.site) else {
+        return;
+    };
+    let site_name = site_label(rt, b.site);
+    ex.how = b.certs.as_ref().map(|c| c.how);
+    match &site.tls {
+        TlsMode::Internal if b.certs.is_none() => {
+            ex.internal_pending = true;
+            ex.how = Some(How::Internal);
+            let hosts: Vec<&str> = site.hosts.iter().map(|h| h.as_str()).collect();
+            ex.certs_why = format!(
+                "internal CA (issued at start): the local CA issues {site_name}'s certificate for exactly its hosts ({}) when serving starts; check mode issues nothing",
+                hosts.join(", ")
+            );
+        }
+        TlsMode::Internal | TlsMode::Pinned(_) => {
+            ex.certs_why = if matches!(site.tls, TlsMode::Pinned(_)) {
+                format!("pinned: {site_name} names its certificate (tls = {{ cert, key }}); the pool is not consulted")
+            } else {
+                format!("internal CA: issued by the local CA for {site_name}'s hosts")
+            };
+            for cert in b.certs.iter().flat_map(|c| c.variants.iter()) {
+                ex.candidates.push(Candidate {
+                    cert,
+                    matched: How::Exact,
+                    chosen: true,
+                    why: "the site's own certificate".to_string(),
+                });
+            }
+        }
+        TlsMode::Pool => {
+            let chosen: &[Arc<Cert>] = b.certs.as_ref().map_or(&[], |c| &c.variants);
+            let (cands, matched) = rt.pool.candidates(&b.host);
+            ex.certs_why = format!(
+                "pool: the certificates whose SAN names {} {}; per key type the valid one that expires last wins; variants are offered ECDSA, Ed25519, RSA",
+                if matched == How::Exact { "include" } else { "cover by wildcard" },
+                b.host
+            );
+            for cert in cands {
+                let is_chosen = chosen.iter().any(|x| Arc::ptr_eq(x, cert));
+                let why = if is_chosen {
+                    format!("chosen: the best {} certificate", cert.key_type)
+                } else {
+                    passed_over(cert, chosen, now)
+                };
+                ex.candidates.push(Candidate {
+                    cert,
+                    matched,
+                    chosen: is_chosen,
+                    why,
+                });
+            }
+            // Wildcard certificates that also cover the name lose to any exact SAN.
+            if matched == How::Exact {
+                if let Some(w) = b.host.parent_wildcard() {
+                    for cert in rt.pool.candidates(&w).0 {
+                        ex.candidates.push(Candidate {
+                            cert,
+                            matched: How::Wildcard,
+                            chosen: false,
+                            why: format!("covers the name by the wildcard {w}, and an exact SAN beats a wildcard"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let modern = modern_schemes();
+    ex.for_modern = certificate_for(r, &modern);
+    ex.for_rsa_only = certificate_for(r, RSA_ONLY_SCHEMES);
+    ex.rsa_only_fails = ex
+        .for_rsa_only
+        .is_some_and(|c| c.certified.key.choose_scheme(RSA_ONLY_SCHEMES).is_none());
+}
+
+fn action_text(rt: &Runtime, si: usize) -> (String, Option<u16>) {
+    match rt.config.sites.get(si).map(|s| &s.action) {
+        Some(Action::Root(p)) => (format!("serves files from {}", p.display()), None),
+        Some(Action::Redirect { to, status }) => (
+            format!("redirects ({status}) to {to}, keeping path and query"),
+            Some(*status),
+        ),
+        Some(Action::Respond { status, .. }) => (
+            format!("responds {status} with its fixed body"),
+            Some(*status),
+        ),
+        None => (String::new(), None),
+    }
+}
+
+fn step_request(rt: &Runtime, li: usize, ex: &mut Explanation<'_>) {
+    let mut done = |outcome, status: Option<u16>, why: String| {
+        (ex.outcome, ex.status, ex.outcome_why) = (outcome, status, why);
+    };
+    let table = &rt.listeners[li].table;
+    let listener = listener_label(rt, li);
+    let https = rt.listeners[li].config.kind == ListenerKind::Https;
+    let Some(host) = host_from_authority(&ex.host) else {
+        let why = format!("{} is not a host name", ex.host);
+        return match https {
+            true => done(
+                Outcome::Misdirected,
+                Some(421),
+                why + ", so no certificate covers it",
+            ),
+            false => done(Outcome::BadRequest, Some(400), why),
+        };
+    };
+    if !https {
+        let Some(r) = table.route_request(&host, None) else {
+            return done(
+                Outcome::NotFound,
+                Some(404),
+                format!("{host} is not bound on {listener}"),
+            );
+        };
+        let (site, label) = (r.binding.site, site_label(rt, r.binding.site));
+        return match r.binding.https_port {
+            Some(port) => done(
+                Outcome::Redirect { site, port },
+                Some(308),
+                format!(
+                    "{host} is bound to {label} on {listener}: redirected to https port {port}"
+                ),
+            ),
+            None => done(
+                Outcome::NotFound,
+                Some(404),
+                format!("{label} has no https listener"),
+            ),
+        };
+    }
+    // An internal certificate does not exist yet in check mode; it will cover exactly the
+    // site's hosts, so coverage is judged against them with the one matching function.
+    let (covered, cert, cert_desc) = match (ex.internal_pending, ex.presented) {
+        (true, _) => {
+            let resolved = ex.resolved.as_ref().and_then(|r| r.as_ref().ok());
+            let site = resolved.and_then(|r| rt.config.sites.get(r.binding.site));
+            let covered = site.is_some_and(|s| s.hosts.iter().any(|h| h.covers(&host)));
+            (
+                covered,
+                None,
+                "the internal certificate (it covers the site's hosts)".to_string(),
+            )
+        }
+        (false, Some(c)) => {
+            let names: Vec<&str> = c.names.iter().map(|n| n.as_str()).collect();
+            let desc = format!("the certificate presented (SANs: {})", names.join(", "));
+            (c.covers(&host), Some(&**c), desc)
+        }
+        (false, None) => (true, None, "no certificate".to_string()),
+    };
+    match covered.then(|| table.route_request(&host, cert)).flatten() {
+        Some(r) => {
+            let (action, status) = action_text(rt, r.binding.site);
+            let by = match r.by {
+                Match::Wildcard => format!(" (by the wildcard binding {})", r.binding.host),
+                _ => String::new(),
+            };
+            let label = site_label(rt, r.binding.site);
+            let why =
+                format!("served by {label}{by}: {cert_desc} covers {host}; the site {action}");
+            done(
+                Outcome::Served {
+                    site: r.binding.site,
+                },
+                status,
+                why,
+            )
+        }
+        None if !covered => done(
+            Outcome::Misdirected,
+            Some(421),
+            format!("{cert_desc} does not cover {host}"),
+        ),
+        None => done(
+            Outcome::Misdirected,
+            Some(421),
+            format!("{host} is not bound on {listener}"),
+        ),
+    }
+}
+
+/// Explains the connection `opts` describes for `host` on `rt`, at `now` (unix seconds).
+pub fn explain<'a>(rt: &'a Runtime, host: &str, opts: &Options, now: i64) -> Explanation<'a> {
+    let (name, name_why, sni) = step_name(host, opts);
+    let (local, local_why) = match (opts.local, default_local(rt)) {
+        (Some(l), _) => (l, "given with --local".to_string()),
+        (None, Some(l)) => (
+            l,
+            "the first https listener's address (choose another with --local)".to_string(),
+        ),
+        (None, None) => (
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            "no listener".to_string(),
+        ),
+    };
+    let (listener, listener_why) = step_listener(rt, local);
+    let mut ex = Explanation {
+        host: host.to_string(),
+        name,
+        name_why,
+        sni,
+        local,
+        local_why,
+        listener,
+        listener_why,
+        resolved: None,
+        binding_why: String::new(),
+        how: None,
+        internal_pending: false,
+        candidates: Vec::new(),
+        certs_why: String::new(),
+        for_modern: None,
+        for_rsa_only: None,
+        rsa_only_fails: false,
+        presented: None,
+        outcome: Outcome::NoListener,
+        status: None,
+        outcome_why: "no request: nothing accepts the connection".to_string(),
+    };
+    let Some(li) = listener else {
+        return ex;
+    };
+    if rt.listeners[li].config.kind == ListenerKind::Http {
+        ex.binding_why =
+            "an http listener: no TLS and no SNI; requests are routed by Host only".to_string();
+        step_request(rt, li, &mut ex);
+        return ex;
+    }
+    let resolved = rt.listeners[li].table.resolve_sni(ex.sni.as_deref());
+    ex.binding_why = step_binding(rt, li, ex.sni.as_deref(), &resolved);
+    match &resolved {
+        Ok(r) => {
+            step_certificates(rt, r, now, &mut ex);
+            ex.presented = if opts.rsa_only {
+                ex.for_rsa_only
+            } else {
+                ex.for_modern
+            };
+            ex.resolved = Some(resolved);
+            if opts.rsa_only && ex.rsa_only_fails {
+                ex.outcome = Outcome::HandshakeFails;
+                ex.outcome_why = "no request: the handshake fails, since this client can use no certificate variant".to_string();
+            } else {
+                step_request(rt, li, &mut ex);
+            }
+        }
+        Err(refusal) => {
+            ex.outcome = Outcome::Refused(refusal.clone());
+            ex.outcome_why = format!(
+                "no request: the handshake is refused with alert {} ({})",
+                alert_name(refusal),
+                refusal.alert()
+            );
+            ex.resolved = Some(resolved);
+        }
+    }
+    ex
+}
+
+fn sni_kind(name: &Sni) -> &'static str {
+    match name {
+        Sni::Name(_) => "name",
+        Sni::Absent => "absent",
+        Sni::IpLiteral => "ip_literal",
+        Sni::Wildcard => "wildcard",
+        Sni::Invalid(_) => "invalid",
+    }
+}
+
+fn outcome_key(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::NoListener => "no_listener",
+        Outcome::Refused(_) => "refused",
+        Outcome::HandshakeFails => "handshake_fails",
+        Outcome::Served { .. } => "served",
+        Outcome::Misdirected => "misdirected",
+        Outcome::Redirect { .. } => "redirect",
+        Outcome::NotFound => "not_found",
+        Outcome::BadRequest => "bad_request",
+    }
+}
+
+fn match_key(m: Match) -> &'static str {
+    match m {
+        Match::Exact => "exact",
+        Match::Wildcard => "wildcard",
+        Match::NoSni => "no_sni",
+        Match::UnknownFallback => "unknown_sni_fallback",
+    }
+}
+
+fn short(cert: &Cert) -> String {
+    format!(
+        "{} {} (SHA-256 {})",
+        cert.key_type,
+        cert.subject,
+        short_fingerprint(cert)
+    )
+}
+
+/// The step-by-step text.
+pub fn human(ex: &Explanation<'_>, opts: &Options, now: i64) -> String {
+    let mut o = String::new();
+    let client = if opts.rsa_only {
+        "an RSA-only client"
+    } else {
+        "a client offering ECDSA"
+    };
+    let sni = ex
+        .sni
+        .as_deref()
+        .map_or("no SNI".to_string(), |s| format!("SNI {s}"));
+    let _ = writeln!(
+        o,
+        "explain {}: {client}, {sni}, connecting to {}",
+        ex.host, ex.local
+    );
+    let para = |text: &str| fill("  ", text, 3);
+    let _ = writeln!(o, "\n1. Name\n{}", para(&ex.name_why));
+    let local = format!("local address {}: {}", ex.local, ex.local_why);
+    let _ = writeln!(o, "\n2. Listener\n{}", para(&local));
+    let _ = writeln!(o, "{}", para(&ex.listener_why));
+    let binding = match ex.listener {
+        Some(_) => ex.binding_why.as_str(),
+        None => "none: no listener",
+    };
+    let _ = writeln!(o, "\n3. Binding\n{}", para(binding));
+    let none = match &ex.resolved {
+        Some(Ok(_)) => None,
+        Some(Err(_)) => Some("none: the handshake is refused before a certificate is chosen"),
+        None if ex.listener.is_some() => Some("none: plain HTTP"),
+        None => Some("none: no listener"),
+    };
+    if let Some(none) = none {
+        let _ = writeln!(o, "\n4. Certificate\n{}", para(none));
+    }
+    if matches!(ex.resolved, Some(Ok(_))) {
+        let _ = writeln!(o, "\n4. Certificate\n{}", para(&ex.certs_why));
+        for (i, c) in ex.candidates.iter().enumerate() {
+            let m = if c.matched == How::Exact {
+                "exact"
+            } else {
+                "wildcard"
+            };
+            let head = format!("candidate {} ({m}): {}", i + 1, c.why);
+            let _ = writeln!(o, "{}", fill("  ", &head, 5));
+            for line in cert_lines(c.cert, now, 5) {
+                let _ = writeln!(o, "{line}");
+            }
+            let _ = writeln!(o, "            file: {}", c.cert.cert_file.display());
+        }
+        if !ex.internal_pending {
+            let mark = |this: bool| if this { "  <- this client" } else { "" };
+            let modern = ex.for_modern.map_or("none".to_string(), |c| short(c));
+            let _ = writeln!(
+                o,
+                "   a client offering ECDSA gets: {modern}{}",
+                mark(!opts.rsa_only)
+            );
+            let rsa = match ex.for_rsa_only {
+                Some(_) if ex.rsa_only_fails => {
+                    "no usable certificate: the handshake fails".to_string()
+                }
+                Some(c) => short(c),
+                None => "none".to_string(),
+            };
+            let _ = writeln!(
+                o,
+                "   an RSA-only client gets:      {rsa}{}",
+                mark(opts.rsa_only)
+            );
+        }
+    }
+    let status = ex.status.map_or(String::new(), |s| {
+        let reason = http::StatusCode::from_u16(s)
+            .ok()
+            .and_then(|c| c.canonical_reason());
+        format!("{s} {}: ", reason.unwrap_or(""))
+    });
+    let request = format!("{status}{}", ex.outcome_why);
+    let _ = writeln!(o, "\n5. Request with Host: {}\n{}", ex.host, para(&request));
+    o
+}
+
+/// The JSON document (schema in docs/cli.md).
+pub fn json(rt: &Runtime, ex: &Explanation<'_>, opts: &Options, config: &Path, now: i64) -> Json {
+    let cert = |c: Option<&Arc<Cert>>| c.map_or(Json::Null, |c| cert_json(c, now));
+    let listener = ex.listener.map_or(Json::Null, |li| {
+        let l = &rt.listeners[li].config;
+        Json::Obj(vec![
+            ("name", Json::str(&l.name)),
+            ("address", Json::str(l.address.to_string())),
+            (
+                "kind",
+                Json::str(if l.kind == ListenerKind::Https {
+                    "https"
+                } else {
+                    "http"
+                }),
+            ),
+        ])
+    });
+    let binding = match &ex.resolved {
+        None => Json::Null,
+        Some(r) => {
+            let (result, host, site, alert) = match r {
+                Ok(r) => (
+                    match_key(r.by),
+                    Some(r.binding.host.as_str()),
+                    rt.sites.get(r.binding.site).map(|s| s.name.as_str()),
+                    Json::Null,
+                ),
+                Err(f) => (
+                    "refused",
+                    None,
+                    None,
+                    Json::Obj(vec![
+                        ("alert", Json::str(alert_name(f))),
+                        ("code", Json::Int(f.alert().into())),
+                    ]),
+                ),
+            };
+            Json::Obj(vec![
+                ("result", Json::str(result)),
+                ("host", Json::opt_str(host)),
+                ("site", Json::opt_str(site)),
+                ("alert", alert),
+                ("why", Json::str(&ex.binding_why)),
+            ])
+        }
+    };
+    let certificates = if matches!(ex.resolved, Some(Ok(_))) {
+        let candidates = ex
+            .candidates
+            .iter()
+            .map(|c| {
+                Json::Obj(vec![
+                    (
+                        "match",
+                        Json::str(if c.matched == How::Exact {
+                            "exact"
+                        } else {
+                            "wildcard"
+                        }),
+                    ),
+                    ("chosen", Json::Bool(c.chosen)),
+                    ("why", Json::str(&c.why)),
+                    ("certificate", cert_json(c.cert, now)),
+                ])
+            })
+            .collect();
+        Json::Obj(vec![
+            ("how", Json::opt_str(ex.how.map(how_key))),
+            ("internal_pending", Json::Bool(ex.internal_pending)),
+            ("why", Json::str(&ex.certs_why)),
+            ("candidates", Json::Arr(candidates)),
+            ("for_ecdsa_client", cert(ex.for_modern)),
+            ("for_rsa_only_client", cert(ex.for_rsa_only)),
+            ("rsa_only_client_fails", Json::Bool(ex.rsa_only_fails)),
+        ])
+    } else {
+        Json::Null
+    };
+    let site = match &ex.outcome {
+        Outcome::Served { site } | Outcome::Redirect { site, .. } => {
+            rt.sites.get(*site).map(|s| s.name.as_str())
+        }
+        _ => None,
+    };
+    Json::Obj(vec![
+        ("version", Json::Int(1)),
+        ("config", Json::str(config.display().to_string())),
+        ("host", Json::str(&ex.host)),
+        (
+            "name",
+            Json::Obj(vec![
+                ("kind", Json::str(sni_kind(&ex.name))),
+                (
+                    "normalized",
+                    Json::opt_str(match &ex.name {
+                        Sni::Name(n) => Some(n.as_str()),
+                        _ => None,
+                    }),
+                ),
+                ("why", Json::str(&ex.name_why)),
+            ]),
+        ),
+        (
+            "client",
+            Json::Obj(vec![
+                ("sni", Json::opt_str(ex.sni.as_deref())),
+                ("rsa_only", Json::Bool(opts.rsa_only)),
+            ]),
+        ),
+        ("local", Json::str(ex.local.to_string())),
+        ("listener", listener),
+        ("listener_why", Json::str(&ex.listener_why)),
+        ("binding", binding),
+        ("certificates", certificates),
+        ("presented", cert(ex.presented)),
+        (
+            "request",
+            Json::Obj(vec![
+                ("outcome", Json::str(outcome_key(&ex.outcome))),
+                (
+                    "status",
+                    ex.status.map_or(Json::Null, |s| Json::Int(s.into())),
+                ),
+                ("site", Json::opt_str(site)),
+                ("why", Json::str(&ex.outcome_why)),
+            ]),
+        ),
+    ])
+}
+
+pub(super) fn run(path: &Path, host: &str, opts: &Options, as_json: bool) -> ExitCode {
+    let (rt, _report) = match super::bindings::load(path) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let now = unix_now();
+    let ex = explain(&rt, host, opts, now);
+    if as_json {
+        println!("{}", json(&rt, &ex, opts, path, now));
+    } else {
+        print!("{}", human(&ex, opts, now));
+    }
+    ExitCode::SUCCESS
+}
