@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub mod listener;
 pub mod names;
+pub mod passthrough;
 pub mod proxy_protocol;
 pub mod route;
 pub mod runtime;

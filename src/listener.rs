@@ -25,8 +25,9 @@ use crate::config::ListenerKind;
 use crate::http::connection;
 use crate::http::service::Conn;
 use crate::names::HostName;
+use crate::proxy_protocol;
 use crate::route::certificate_for;
-use crate::runtime::Runtime;
+use crate::runtime::{Decision, Runtime};
 use crate::tls::client_hello::HelloError;
 use crate::tls::peek::{read_client_hello, PeekError, PrefixedIo};
 
@@ -204,7 +205,7 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         let drain = drain.clone();
         tokio::spawn(async move {
-            connection(rt, li, tcp, peer, shutdown).await;
+            connection(rt, li, tcp, peer, local, shutdown).await;
             drop(permit);
             drop(drain);
         });
@@ -216,15 +217,42 @@ async fn connection(
     li: usize,
     tcp: TcpStream,
     peer: SocketAddr,
+    local: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) {
-    match rt.listeners[li].config.kind {
-        ListenerKind::Https => https(rt, li, tcp, peer, shutdown).await,
+    let deadline = Instant::now() + rt.config.limits.handshake_timeout;
+    let listener = &rt.listeners[li];
+    // Behind an L4 load balancer the first bytes say who the client is; only trusted
+    // sources may say so, and they must.
+    let (client, local, tcp) = if listener
+        .config
+        .proxy_protocol_from
+        .iter()
+        .any(|c| c.contains(peer.ip()))
+    {
+        match read_proxy_header(tcp, deadline).await {
+            Ok((header, io)) => match header {
+                proxy_protocol::Header::Proxied {
+                    source,
+                    destination,
+                } => (source, destination, io),
+                proxy_protocol::Header::Local => (peer, local, io),
+            },
+            Err(e) => {
+                tracing::info!(listener = %listener.config.name, %peer, error = %e, "PROXY protocol header refused");
+                return;
+            }
+        }
+    } else {
+        (peer, local, PrefixedIo::new(Vec::new(), tcp))
+    };
+    match listener.config.kind {
+        ListenerKind::Https => https(rt, li, tcp, client, local, deadline, shutdown).await,
         ListenerKind::Http => {
             let conn = Arc::new(Conn {
                 runtime: rt,
                 listener: li,
-                peer,
+                peer: client,
                 sni: None,
                 cert: None,
                 tls_version: "-",
@@ -234,41 +262,95 @@ async fn connection(
     }
 }
 
+/// Why a PROXY protocol header could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ProxyHeaderError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("no complete header before the deadline")]
+    Timeout,
+    #[error("the connection closed before the header ended")]
+    Closed,
+    #[error(transparent)]
+    Header(#[from] proxy_protocol::Error),
+}
+
+/// Reads a PROXY protocol header; what was read past it is kept for replay.
+async fn read_proxy_header(
+    mut tcp: TcpStream,
+    deadline: Instant,
+) -> Result<(proxy_protocol::Header, PrefixedIo<TcpStream>), ProxyHeaderError> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        if let Some((header, len)) = proxy_protocol::parse(&buf)? {
+            let rest = buf.split_off(len);
+            return Ok((header, PrefixedIo::new(rest, tcp)));
+        }
+        // A v2 header's TLVs may add up to 64 KiB; nothing longer is a header.
+        if buf.len() > 16 + 65_535 {
+            return Err(proxy_protocol::Error::Malformed("header too long").into());
+        }
+        let mut chunk = [0u8; 1024];
+        let n = match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
+            Err(_) => return Err(ProxyHeaderError::Timeout),
+            Ok(r) => r?,
+        };
+        if n == 0 {
+            return Err(ProxyHeaderError::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// A fatal TLS alert record: what a refused client sees.
 fn alert_record(description: u8) -> [u8; 7] {
     [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn https(
     rt: Arc<Runtime>,
     li: usize,
-    mut tcp: TcpStream,
-    peer: SocketAddr,
+    mut io: PrefixedIo<TcpStream>,
+    client: SocketAddr,
+    local: SocketAddr,
+    deadline: Instant,
     shutdown: watch::Receiver<bool>,
 ) {
     let listener = &rt.listeners[li];
     let Some(tls_config) = listener.tls.clone() else {
         return;
     };
-    let deadline = Instant::now() + rt.config.limits.handshake_timeout;
-    let (hello, prefix) = match read_client_hello(&mut tcp, HELLO_LIMIT, deadline).await {
+    let (hello, read) = match read_client_hello(&mut io, HELLO_LIMIT, deadline).await {
         Ok(x) => x,
         Err(PeekError::Hello(HelloError::NotTls)) => {
             // Most often someone typed http:// for an https port: say so, like nginx does.
-            tracing::debug!(%peer, "plain bytes on an https listener; answering 400");
-            let _ = tcp.write_all(PLAIN_HTTP_ON_HTTPS).await;
-            let _ = tcp.shutdown().await;
+            tracing::debug!(%client, "plain bytes on an https listener; answering 400");
+            let _ = io.write_all(PLAIN_HTTP_ON_HTTPS).await;
+            let _ = io.shutdown().await;
             return;
         }
         Err(e) => {
-            tracing::debug!(%peer, error = %e, "no usable ClientHello; closing");
+            tracing::debug!(%client, error = %e, "no usable ClientHello; closing");
             return;
         }
     };
-    let resolved = match listener.table.resolve_sni(hello.server_name.as_deref()) {
-        Ok(r) => r,
-        Err(refusal) => {
-            tracing::info!(listener = %listener.config.name, %peer, sni = hello.server_name.as_deref().unwrap_or("-"), ?refusal, "handshake refused");
+    // Everything read so far, and whatever a PROXY header read brought along unread.
+    let (unread, mut tcp) = io.into_parts();
+    let prefix = [read, unread].concat();
+    let sni_sent = hello.server_name.as_deref();
+    let resolved = match rt.decide(li, sni_sent) {
+        Decision::Terminate(r) => r,
+        Decision::Passthrough { backend, .. } => {
+            let timeout = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1));
+            crate::passthrough::serve(tcp, prefix, backend, client, local, timeout, sni_sent).await;
+            return;
+        }
+        Decision::Refuse(refusal) => {
+            tracing::info!(listener = %listener.config.name, %client, sni = sni_sent.unwrap_or("-"), ?refusal, "handshake refused");
             let _ = tcp.write_all(&alert_record(refusal.alert())).await;
             let _ = tcp.shutdown().await;
             return;
@@ -280,21 +362,18 @@ async fn https(
         .map(|&s| SignatureScheme::from(s))
         .collect();
     let cert = certificate_for(&resolved, &schemes).cloned();
-    let sni = hello
-        .server_name
-        .as_deref()
-        .and_then(|s| HostName::parse(s).ok());
+    let sni = sni_sent.and_then(|s| HostName::parse(s).ok());
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
     let tls = match tokio::time::timeout_at(deadline, acceptor.accept(PrefixedIo::new(prefix, tcp)))
         .await
     {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            tracing::debug!(%client, error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
+            tracing::debug!(%client, "TLS handshake timed out");
             return;
         }
     };
@@ -308,7 +387,7 @@ async fn https(
     let conn = Arc::new(Conn {
         runtime: rt.clone(),
         listener: li,
-        peer,
+        peer: client,
         sni,
         cert,
         tls_version,

@@ -15,8 +15,9 @@ use rustls::ServerConfig;
 use tokio::sync::Semaphore;
 
 use crate::config::{Action, Config, Listener, ListenerKind, NoSni, Report, TlsMode};
+use crate::config::{Backend, UnknownSni};
 use crate::http::static_files;
-use crate::route::{Binding, Table};
+use crate::route::{Binding, Refusal, Resolved, Table};
 use crate::tls::internal_ca::LocalCa;
 use crate::tls::load::{self, Cert};
 use crate::tls::pool::{Choice, How, Pool};
@@ -68,6 +69,21 @@ pub enum SiteAction {
         body: bytes::Bytes,
         content_type: http::HeaderValue,
     },
+    Passthrough(Backend),
+}
+
+/// What to do with a connection once its ClientHello is read.
+#[derive(Debug, Clone)]
+pub enum Decision<'a> {
+    /// Terminate TLS with the binding's certificate and serve HTTP.
+    Terminate(Resolved<'a>),
+    /// Relay the raw bytes; `resolved` is None for the listener's default backend.
+    Passthrough {
+        backend: &'a Backend,
+        resolved: Option<Resolved<'a>>,
+    },
+    /// Refuse the handshake with the refusal's alert.
+    Refuse(Refusal),
 }
 
 /// A listener ready to accept.
@@ -89,6 +105,32 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The one decision for a connection on listener `li` whose ClientHello named `sni`:
+    /// terminate, pass through, or refuse. The server and `explain` both call it.
+    pub fn decide(&self, li: usize, sni: Option<&str>) -> Decision<'_> {
+        let listener = &self.listeners[li];
+        match listener.table.resolve_sni(sni) {
+            Ok(r) => match &self.sites[r.binding.site].action {
+                SiteAction::Passthrough(backend) => Decision::Passthrough {
+                    backend,
+                    resolved: Some(r),
+                },
+                _ => Decision::Terminate(r),
+            },
+            Err(Refusal::UnknownName(name)) => match (
+                &listener.config.default_passthrough,
+                listener.config.unknown_sni,
+            ) {
+                (Some(backend), UnknownSni::Passthrough) => Decision::Passthrough {
+                    backend,
+                    resolved: None,
+                },
+                _ => Decision::Refuse(Refusal::UnknownName(name)),
+            },
+            Err(refusal) => Decision::Refuse(refusal),
+        }
+    }
+
     /// The listener a connection that arrived at `local` belongs to: an `IP:port` listener
     /// beats `*:port`.
     pub fn listener_for(&self, local: std::net::SocketAddr) -> Option<usize> {
@@ -223,6 +265,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                 status: http::StatusCode::from_u16(*status)
                     .unwrap_or(http::StatusCode::PERMANENT_REDIRECT),
             },
+            Action::Passthrough(backend) => SiteAction::Passthrough(backend.clone()),
             Action::Respond {
                 status,
                 body,
@@ -239,10 +282,12 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             action,
         });
 
+        // A passthrough site's certificate lives on its backend.
         let on_https = site
             .listeners
             .iter()
-            .any(|&l| config.listeners[l].kind == ListenerKind::Https);
+            .any(|&l| config.listeners[l].kind == ListenerKind::Https)
+            && !matches!(site.action, Action::Passthrough(_));
         let mut site_cert = None;
         if on_https {
             match &site.tls {

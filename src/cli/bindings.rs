@@ -184,6 +184,8 @@ pub struct ListenerView<'a> {
     pub address: String,
     pub kind: ListenerKind,
     pub unknown_sni: UnknownSni,
+    /// Where unknown names go with `unknown_sni = "passthrough"`.
+    pub default_passthrough: Option<String>,
     pub no_sni_host: Option<&'a str>,
     /// https only.
     pub no_sni: Option<Row<'a>>,
@@ -291,6 +293,7 @@ pub fn collect<'a>(
             address: address.clone(),
             kind,
             unknown_sni: l.table.unknown_sni(),
+            default_passthrough: l.config.default_passthrough.as_ref().map(|b| b.to_string()),
             no_sni_host: l.table.no_sni().map(|h| h.as_str()),
             no_sni,
             rows,
@@ -310,14 +313,12 @@ pub fn collect<'a>(
 
 /// The `unknown_sni` value as written in the configuration file.
 pub fn unknown_sni_key(u: UnknownSni) -> String {
-    // Compared, not matched: policies added later (passthrough) are spelled like their variant.
-    if u == UnknownSni::Reject {
-        "reject".to_string()
-    } else if u == UnknownSni::NoSni {
-        "no_sni".to_string()
-    } else {
-        format!("{u:?}").to_lowercase()
+    match u {
+        UnknownSni::Reject => "reject",
+        UnknownSni::NoSni => "no_sni",
+        UnknownSni::Passthrough => "passthrough",
     }
+    .to_string()
 }
 
 /// The alert name and code a refusal sends.
@@ -381,12 +382,13 @@ pub fn human(views: &[ListenerView<'_>], rest: &[&Diagnostic], now: i64) -> Stri
         }
         match v.kind {
             ListenerKind::Https => {
-                let unknown = if v.unknown_sni == UnknownSni::Reject {
-                    "reject (alert unrecognized_name, 112)".to_string()
-                } else if v.unknown_sni == UnknownSni::NoSni {
-                    "no_sni (served like a client without SNI)".to_string()
-                } else {
-                    unknown_sni_key(v.unknown_sni)
+                let unknown = match v.unknown_sni {
+                    UnknownSni::Reject => "reject (alert unrecognized_name, 112)".to_string(),
+                    UnknownSni::NoSni => "no_sni (served like a client without SNI)".to_string(),
+                    UnknownSni::Passthrough => match &v.default_passthrough {
+                        Some(b) => format!("passthrough to {b}"),
+                        None => "passthrough".to_string(),
+                    },
                 };
                 let _ = writeln!(
                     out,

@@ -357,6 +357,10 @@ fn action_text(rt: &Runtime, si: usize) -> (String, Option<u16>) {
             format!("responds {status} with its fixed body"),
             Some(*status),
         ),
+        Some(Action::Passthrough(backend)) => (
+            format!("passes TLS through to {backend} (not terminated by Portico)"),
+            None,
+        ),
         None => (String::new(), None),
     }
 }

@@ -17,7 +17,7 @@ pub(super) struct Checker<'r> {
     pub(super) report: &'r mut Report,
 }
 
-fn unknown_keys(report: &mut Report, path: &str, unknown: &Unknown, known: &[&str]) {
+pub(super) fn unknown_keys(report: &mut Report, path: &str, unknown: &Unknown, known: &[&str]) {
     for key in unknown.keys() {
         let at = if path.is_empty() {
             key.clone()
@@ -182,6 +182,8 @@ impl Checker<'_> {
                     "unknown_sni",
                     "alpn",
                     "max_connections",
+                    "default_passthrough",
+                    "proxy_protocol_from",
                 ],
             );
             let address = match l.address.as_deref().map(ListenAddr::parse) {
@@ -262,11 +264,12 @@ impl Checker<'_> {
             let unknown_sni = match l.unknown_sni.as_deref() {
                 None | Some("reject") => UnknownSni::Reject,
                 Some("no_sni") => UnknownSni::NoSni,
+                Some("passthrough") => UnknownSni::Passthrough,
                 Some(other) => {
                     self.report.error(
                         format!("{at}.unknown_sni"),
                         format!("unknown value {other:?}"),
-                        Some("use \"reject\" or \"no_sni\"".to_string()),
+                        Some("use \"reject\", \"no_sni\" or \"passthrough\"".to_string()),
                     );
                     UnknownSni::Reject
                 }
@@ -278,12 +281,50 @@ impl Checker<'_> {
                     Some("set no_sni = \"HOST\" or unknown_sni = \"reject\"".to_string()),
                 );
             }
+            let default_passthrough = l.default_passthrough.as_ref().and_then(|raw| {
+                super::backend::check_passthrough(
+                    self.report,
+                    &format!("{at}.default_passthrough"),
+                    raw,
+                )
+            });
+            if unknown_sni == UnknownSni::Passthrough && l.default_passthrough.is_none() {
+                self.report.error(
+                    format!("{at}.unknown_sni"),
+                    "unknown_sni = \"passthrough\" needs default_passthrough on this listener",
+                    Some("add default_passthrough = { backend = \"host:port\" }".to_string()),
+                );
+            }
+            if l.default_passthrough.is_some() && unknown_sni != UnknownSni::Passthrough {
+                self.report.warning(
+                    format!("{at}.default_passthrough"),
+                    "default_passthrough is used only with unknown_sni = \"passthrough\"",
+                    Some(
+                        "set unknown_sni = \"passthrough\", or remove default_passthrough"
+                            .to_string(),
+                    ),
+                );
+            }
+            let mut proxy_protocol_from = Vec::new();
+            for (j, source) in l.proxy_protocol_from.iter().flatten().enumerate() {
+                match super::Cidr::parse(source) {
+                    Some(c) => proxy_protocol_from.push(c),
+                    None => self.report.error(
+                        format!("{at}.proxy_protocol_from[{j}]"),
+                        format!("{source:?} is not an IP address or range"),
+                        Some("write \"10.0.0.5\", \"10.0.0.0/8\" or \"2001:db8::/32\"".to_string()),
+                    ),
+                }
+            }
             if kind == ListenerKind::Http
-                && (l.no_sni.is_some() || l.unknown_sni.is_some() || l.alpn.is_some())
+                && (l.no_sni.is_some()
+                    || l.unknown_sni.is_some()
+                    || l.alpn.is_some()
+                    || l.default_passthrough.is_some())
             {
                 self.report.warning(
                     &at,
-                    "no_sni, unknown_sni and alpn mean nothing on an http listener",
+                    "no_sni, unknown_sni, default_passthrough and alpn mean nothing on an http listener",
                     Some("remove them".to_string()),
                 );
             }
@@ -333,6 +374,8 @@ impl Checker<'_> {
                 unknown_sni,
                 alpn,
                 max_connections,
+                default_passthrough,
+                proxy_protocol_from,
             });
         }
         out
@@ -525,7 +568,15 @@ impl Checker<'_> {
         if let Some(root) = &s.root {
             return Some(Action::Root(self.path(root)));
         }
-        if s.proxy.is_some() || s.passthrough.is_some() {
+        if let Some(raw) = &s.passthrough {
+            return super::backend::check_passthrough(
+                self.report,
+                &format!("{at}.passthrough"),
+                raw,
+            )
+            .map(Action::Passthrough);
+        }
+        if s.proxy.is_some() {
             self.report.error(
                 format!("{at}.{}", given[0]),
                 format!(

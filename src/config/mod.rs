@@ -5,6 +5,7 @@
 //! run when the runtime is built (`runtime::build`), which reports into the same [`Report`].
 //! Nothing downstream re-checks what is typed here.
 
+mod backend;
 mod check;
 mod diag;
 mod raw;
@@ -14,6 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use backend::{Backend, Cidr, ProxyProtocol};
 use check::Checker;
 pub use check::{MAX_CONNECTIONS, MAX_DURATION};
 pub use diag::{Diagnostic, Report, Severity};
@@ -105,6 +107,8 @@ pub enum NoSni {
 pub enum UnknownSni {
     Reject,
     NoSni,
+    /// Relay the connection to the listener's `default_passthrough` backend.
+    Passthrough,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +120,11 @@ pub struct Listener {
     pub unknown_sni: UnknownSni,
     pub alpn: Vec<Vec<u8>>,
     pub max_connections: usize,
+    /// Where `unknown_sni = "passthrough"` relays unknown names.
+    pub default_passthrough: Option<Backend>,
+    /// Connections from these sources must start with a PROXY protocol header, which gives
+    /// the real client address.
+    pub proxy_protocol_from: Vec<Cidr>,
 }
 
 /// A certificate chain file and its key file.
@@ -161,6 +170,8 @@ pub enum Action {
         body: String,
         content_type: String,
     },
+    /// TLS is not terminated: the raw connection goes to the backend.
+    Passthrough(Backend),
 }
 
 /// Time and size limits that protect the server from slow or greedy clients.

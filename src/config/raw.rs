@@ -33,6 +33,16 @@ pub(crate) struct RawListener {
     pub(crate) unknown_sni: Option<String>,
     pub(crate) alpn: Option<Vec<String>>,
     pub(crate) max_connections: Option<i64>,
+    pub(crate) default_passthrough: Option<RawPassthrough>,
+    pub(crate) proxy_protocol_from: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawPassthrough {
+    pub(crate) backend: Option<String>,
+    pub(crate) proxy_protocol: Option<String>,
     #[serde(flatten)]
     pub(crate) unknown: Unknown,
 }
@@ -61,7 +71,7 @@ pub(crate) struct RawSite {
     pub(crate) tls: Option<RawTls>,
     pub(crate) root: Option<String>,
     pub(crate) proxy: Option<toml::Value>,
-    pub(crate) passthrough: Option<toml::Value>,
+    pub(crate) passthrough: Option<RawPassthrough>,
     pub(crate) redirect: Option<RawRedirect>,
     pub(crate) respond: Option<RawRespond>,
     #[serde(flatten)]

@@ -474,6 +474,29 @@ fn cases() -> Vec<Case> {
                 ),
             ],
         ),
+        case(
+            "passthrough and PROXY protocol settings",
+            [
+                listener("*:8443"),
+                "unknown_sni = \"passthrough\"\nproxy_protocol_from = [\"10.0.0.0/8\", \"nope\"]\n".to_string(),
+                named_listener("two", "*:9443"),
+                "default_passthrough = { backend = \"127.0.0.1:9\" }\n".to_string(),
+                pool("a.pem", "a.key"),
+                site("a", &["a.test"], &[RESPOND]),
+                site("p", &["p.test"], &[r#"passthrough = { backend = "nowhere", proxy_protocol = "v3" }"#]),
+                site("q", &["q.test"], &[r#"passthrough = { backend = "[::1]:0" }"#]),
+                site("r", &["r.test"], &[r#"passthrough = { proxy_protocol = "v1" }"#]),
+            ]
+            .concat(),
+            vec![
+                error("listener[0].unknown_sni", "needs default_passthrough"),
+                error("listener[0].proxy_protocol_from[1]", "\"nope\" is not an IP address or range"),
+                warning("listener[1].default_passthrough", "used only with unknown_sni = \"passthrough\""),
+                error("site[1].passthrough.proxy_protocol", "unknown PROXY protocol version \"v3\""),
+                error("site[2].passthrough.backend", "\"[::1]:0\" is not \"host:port\""),
+                error("site[3].passthrough", "no backend"),
+            ],
+        ),
         bad_address("port 0", "*:0", "port 0 is not a port"),
         bad_address("port 0 on an IP", "127.0.0.1:0", "port 0 is not a port"),
         case(
@@ -696,7 +719,7 @@ fn cases() -> Vec<Case> {
             .concat(),
             vec![warning(
                 "listener[1]",
-                "no_sni, unknown_sni and alpn mean nothing on an http listener",
+                "no_sni, unknown_sni, default_passthrough and alpn mean nothing on an http listener",
             )],
         ),
         // ---- limits -------------------------------------------------------------------------

@@ -187,6 +187,12 @@ async fn respond(
                 .insert(header::CONTENT_TYPE, content_type.clone());
             resp
         }
+        // A passthrough site's TLS ends at its backend; a connection Portico terminated can
+        // never carry its requests.
+        SiteAction::Passthrough(_) => text(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("421 misdirected request: {host} is not served on this connection\n"),
+        ),
     };
     (resp, Some(host), name)
 }

@@ -506,7 +506,7 @@ listener "dedicated"  127.0.0.2:<PORT>  https  unknown SNI: reject (alert unreco
 listener "plain"  127.0.0.1:<PORT>  http (redirects bound hosts to https)
   one.test -> site "one" · redirect to https port <PORT>
 
-warning: listener[2]: no_sni, unknown_sni and alpn mean nothing on an http listener
+warning: listener[2]: no_sni, unknown_sni, default_passthrough and alpn mean nothing on an http listener
   fix: remove them
 "#;
 

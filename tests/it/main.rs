@@ -6,6 +6,7 @@ mod bad_input;
 mod http;
 mod inspect;
 mod lifecycle;
+mod passthrough;
 mod probe;
 mod quickstart;
 mod scale;
