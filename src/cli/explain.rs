@@ -19,6 +19,7 @@ use super::bindings::{alert_name, cert_json, cert_lines, fill, how_key, short_fi
 use crate::config::{Action, ListenerKind, TlsMode};
 use crate::names::host_from_authority;
 use crate::route::{certificate_for, Match, Refusal, Resolved, Sni};
+use crate::runtime::Decision;
 use crate::runtime::{unix_now, Runtime};
 use crate::tls::load::Cert;
 use crate::tls::pool::{better, How};
@@ -81,6 +82,8 @@ pub enum Outcome {
     NotFound,
     /// 400 on an http listener: `Host` is not a host name.
     BadRequest,
+    /// TLS is not terminated: the connection is relayed to this backend.
+    Passthrough { backend: String },
 }
 
 /// The whole explanation; `*_why` fields are the sentences printed for each step.
@@ -505,6 +508,25 @@ pub fn explain<'a>(rt: &'a Runtime, host: &str, opts: &Options, now: i64) -> Exp
         step_request(rt, li, &mut ex);
         return ex;
     }
+    if let Decision::Passthrough { backend, resolved } = rt.decide(li, ex.sni.as_deref()) {
+        ex.binding_why = match resolved {
+            Some(r) => step_binding(rt, li, ex.sni.as_deref(), &Ok(r)),
+            None => format!(
+                "{} is not bound on {}; unknown_sni = \"passthrough\" relays it to the listener's default backend {backend}",
+                ex.sni.as_deref().unwrap_or("the name"),
+                listener_label(rt, li)
+            ),
+        };
+        ex.resolved = resolved.map(Ok);
+        ex.certs_why = "none in Portico: the backend presents its own certificate".to_string();
+        ex.outcome = Outcome::Passthrough {
+            backend: backend.to_string(),
+        };
+        ex.outcome_why = format!(
+            "no request reaches Portico: the connection is relayed untouched to {backend} (passthrough)"
+        );
+        return ex;
+    }
     let resolved = rt.listeners[li].table.resolve_sni(ex.sni.as_deref());
     ex.binding_why = step_binding(rt, li, ex.sni.as_deref(), &resolved);
     match &resolved {
@@ -556,6 +578,7 @@ fn outcome_key(o: &Outcome) -> &'static str {
         Outcome::Redirect { .. } => "redirect",
         Outcome::NotFound => "not_found",
         Outcome::BadRequest => "bad_request",
+        Outcome::Passthrough { .. } => "passthrough",
     }
 }
 

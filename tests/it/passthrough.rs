@@ -173,6 +173,30 @@ respond = {{ body = "from portico" }}
         "unknown names go to the default backend"
     );
     assert_eq!(r.text(), "from the default backend");
+
+    // explain shows the same decisions, from the same code.
+    let explain = |host: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["explain", "-c"])
+            .arg(dir.path().join("portico.toml"))
+            .arg(host)
+            .output()
+            .expect("explain runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = explain("pass.test");
+    assert!(
+        text.contains(&format!("relayed untouched to {pass}")),
+        "{text}"
+    );
+    let text = explain("unknown.test");
+    assert!(
+        text.contains(&format!("default backend {fallback}")),
+        "{text}"
+    );
+    let text = explain("term.test");
+    assert!(!text.contains("relayed untouched"), "{text}");
 }
 
 #[tokio::test]
