@@ -101,67 +101,95 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     drain: Option<mpsc::Sender<()>>,
     drained: mpsc::Receiver<()>,
-    accept_tasks: Vec<JoinHandle<()>>,
-    local_addrs: Vec<SocketAddr>,
+    /// Per socket address asked for: the address bound (port 0 resolved) and its accept loop.
+    sockets: BTreeMap<SocketAddr, (SocketAddr, JoinHandle<()>)>,
 }
 
 impl Server {
     /// Binds every listener's socket and starts accepting.
     pub async fn start(rt: Runtime) -> io::Result<Server> {
-        let addrs = socket_addrs(&rt);
-        let mut sockets = Vec::with_capacity(addrs.len());
-        for addr in addrs {
-            let socket = bind(addr)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            sockets.push(socket);
-        }
-        let runtime = Arc::new(ArcSwap::from_pointee(rt));
         let (shutdown, _) = watch::channel(false);
         let (drain, drained) = mpsc::channel(1);
+        let addrs = socket_addrs(&rt);
         let mut server = Server {
-            runtime,
+            runtime: Arc::new(ArcSwap::from_pointee(rt)),
             shutdown,
             drain: Some(drain),
             drained,
-            accept_tasks: Vec::new(),
-            local_addrs: Vec::new(),
+            sockets: BTreeMap::new(),
         };
-        for socket in sockets {
-            server.local_addrs.push(socket.local_addr()?);
-            let task = tokio::spawn(accept_loop(
-                socket,
-                server.runtime.clone(),
-                server.shutdown.subscribe(),
-                server.drain.clone().expect("set above"),
-            ));
-            server.accept_tasks.push(task);
-        }
+        let bound = bind_all(&addrs)?;
+        server.accept_on(bound)?;
         Ok(server)
     }
 
+    fn accept_on(&mut self, bound: Vec<(SocketAddr, TcpListener)>) -> io::Result<()> {
+        for (wanted, socket) in bound {
+            let actual = socket.local_addr()?;
+            // Only shutdown() clears `drain`, and it consumes the server.
+            let Some(drain) = self.drain.clone() else {
+                break;
+            };
+            let task = tokio::spawn(accept_loop(
+                socket,
+                self.runtime.clone(),
+                self.shutdown.subscribe(),
+                drain,
+            ));
+            self.sockets.insert(wanted, (actual, task));
+        }
+        Ok(())
+    }
+
     /// The addresses actually bound.
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.local_addrs
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.sockets.values().map(|(a, _)| *a).collect()
     }
 
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
     }
 
-    /// Makes `rt` the runtime for new connections; connections in flight keep theirs.
-    pub fn swap(&self, rt: Runtime) {
-        self.runtime.store(Arc::new(rt));
+    /// Installs `rt` for new connections. Addresses it adds are bound first — if one cannot
+    /// be, nothing changes and the error says which. Then the runtime is swapped in, the old
+    /// one is retired (its connections finish their requests and close), and addresses it no
+    /// longer has stop accepting. Sockets kept across the swap are never closed, so no
+    /// connection is refused during a reload.
+    pub fn install(&mut self, rt: Runtime) -> io::Result<()> {
+        let wanted = socket_addrs(&rt);
+        let new: Vec<SocketAddr> = wanted
+            .iter()
+            .filter(|a| !self.sockets.contains_key(a))
+            .copied()
+            .collect();
+        let bound = bind_all(&new)?;
+        let old = self.runtime.swap(Arc::new(rt));
+        old.retire();
+        self.accept_on(bound)?;
+        let gone: Vec<SocketAddr> = self
+            .sockets
+            .keys()
+            .filter(|a| !wanted.contains(a))
+            .copied()
+            .collect();
+        for addr in gone {
+            if let Some((actual, task)) = self.sockets.remove(&addr) {
+                task.abort();
+                tracing::info!(addr = %actual, "stopped listening");
+            }
+        }
+        Ok(())
     }
 
     /// Stops accepting, asks every connection to finish its requests, and waits up to
-    /// `deadline` for them. Returns how many connections were still open at the deadline.
+    /// `deadline` for them. Returns whether every connection finished in time.
     pub async fn shutdown(mut self, deadline: Duration) -> bool {
-        for task in &self.accept_tasks {
+        for (_, task) in self.sockets.values() {
             task.abort();
         }
         let _ = self.shutdown.send(true);
         self.drain = None;
-        for task in self.accept_tasks.drain(..) {
+        for (_, (_, task)) in std::mem::take(&mut self.sockets) {
             let _ = task.await;
         }
         // Every connection holds a drain sender; recv() returns None once all are gone.
@@ -169,6 +197,18 @@ impl Server {
             .await
             .is_ok()
     }
+}
+
+/// Binds every address, or none: on an error the sockets bound so far are closed.
+fn bind_all(addrs: &[SocketAddr]) -> io::Result<Vec<(SocketAddr, TcpListener)>> {
+    addrs
+        .iter()
+        .map(|&addr| {
+            bind(addr)
+                .map(|s| (addr, s))
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+        })
+        .collect()
 }
 
 async fn accept_loop(

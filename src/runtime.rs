@@ -102,9 +102,23 @@ pub struct Runtime {
     pub pool: Pool,
     /// Certificates issued by the local CA or pinned by sites, by site index.
     pub site_certs: Vec<Option<Arc<Cert>>>,
+    /// Set once a newer runtime replaced this one: its connections finish what they are
+    /// doing and close, so old certificates and sites do not live on in keep-alive
+    /// connections.
+    retired: tokio::sync::watch::Sender<bool>,
 }
 
 impl Runtime {
+    /// Tells this runtime's connections to finish and close: a newer runtime serves now.
+    pub fn retire(&self) {
+        self.retired.send_replace(true);
+    }
+
+    /// Resolves once [`Runtime::retire`] was called.
+    pub async fn retired(&self) {
+        let mut rx = self.retired.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
     /// The one decision for a connection on listener `li` whose ClientHello named `sni`:
     /// terminate, pass through, or refuse. The server and `explain` both call it.
     pub fn decide(&self, li: usize, sni: Option<&str>) -> Decision<'_> {
@@ -429,6 +443,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             sites,
             pool,
             site_certs,
+            retired: tokio::sync::watch::Sender::new(false),
         }),
         report,
     )

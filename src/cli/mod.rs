@@ -6,6 +6,7 @@ pub mod check;
 pub mod explain;
 pub mod json;
 pub mod probe;
+pub mod reload;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -34,6 +35,12 @@ pub enum Command {
     },
     /// Check the configuration and every certificate; print every problem; exit 1 on error.
     Check {
+        #[arg(short, long, default_value = "portico.toml")]
+        config: PathBuf,
+    },
+    /// Ask the running server (control socket in state_dir) to reload; print every problem
+    /// and exit 1 if the reload fails (the previous configuration keeps serving).
+    Reload {
         #[arg(short, long, default_value = "portico.toml")]
         config: PathBuf,
     },
@@ -73,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve::run(&config),
         Command::Check { config } => Ok(check::run(&config)),
+        Command::Reload { config } => reload::run(&config),
         Command::Bindings { config, json } => Ok(bindings::run(&config, json)),
         Command::Explain {
             config,

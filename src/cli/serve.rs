@@ -13,6 +13,9 @@ use crate::runtime::{self, format_time, Mode, Runtime, Shared};
 
 /// How often internal certificates are looked at for renewal.
 const RENEWAL_CHECK: Duration = Duration::from_secs(6 * 3600);
+/// How often certificate and key files are looked at for changes. A change is applied once
+/// the files have stayed the same for one more interval.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(super) fn run(path: &Path) -> anyhow::Result<ExitCode> {
     super::init_logging();
@@ -23,8 +26,9 @@ pub(super) fn run(path: &Path) -> anyhow::Result<ExitCode> {
     tokio.block_on(serve(path.to_path_buf()))
 }
 
-/// Loads and builds a runtime, logging every diagnostic.
-pub fn load(path: &Path, shared: &Shared) -> Result<Runtime, Report> {
+/// Loads and builds a runtime, logging every diagnostic. With the runtime comes the report
+/// of its warnings.
+pub fn load(path: &Path, shared: &Shared) -> Result<(Runtime, Report), Report> {
     let (config, mut report) = Config::load(path);
     let rt = config.and_then(|config| {
         let (rt, more) = runtime::build(config, Mode::Serve, shared);
@@ -37,7 +41,10 @@ pub fn load(path: &Path, shared: &Shared) -> Result<Runtime, Report> {
             crate::config::Severity::Warning => tracing::warn!("{}: {d}", path.display()),
         }
     }
-    rt.ok_or(report)
+    match rt {
+        Some(rt) => Ok((rt, report)),
+        None => Err(report),
+    }
 }
 
 fn summary(rt: &Runtime) {
@@ -61,30 +68,90 @@ fn summary(rt: &Runtime) {
     }
 }
 
-fn reload(server: &Server, path: &Path, shared: &Shared, why: &str) {
-    match load(path, shared) {
-        Ok(rt) => {
-            let old: Vec<_> = crate::listener::socket_addrs(&server.runtime());
-            if crate::listener::socket_addrs(&rt) != old {
-                tracing::warn!(
-                    "listener addresses changed; new addresses are bound only at the next start"
-                );
+/// Installs a freshly built runtime, or reports why not. Returns the text sent to
+/// `portico reload`: every diagnostic, then an `OK` or `FAILED` line.
+fn install(server: &mut Server, built: Result<(Runtime, Report), Report>, why: &str) -> String {
+    let mut out = String::new();
+    match built {
+        Ok((rt, warnings)) => {
+            let (listeners, sites) = (rt.listeners.len(), rt.sites.len());
+            match server.install(rt) {
+                Ok(()) => {
+                    tracing::info!(reason = why, listeners, sites, "reloaded");
+                    out.push_str(&warnings.to_string());
+                    out.push_str(&format!(
+                        "OK reloaded: {listeners} listeners, {sites} sites\n"
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(reason = why, error = %e, "reload failed; the previous configuration keeps serving");
+                    out.push_str(&format!(
+                        "error: {e}\nFAILED the previous configuration keeps serving\n"
+                    ));
+                }
             }
-            server.swap(rt);
-            tracing::info!(reason = why, "reloaded");
         }
-        Err(report) => tracing::error!(
-            reason = why,
-            errors = report.errors().count(),
-            "reload failed; the previous configuration keeps serving"
-        ),
+        Err(report) => {
+            let errors = report.errors().count();
+            tracing::error!(
+                reason = why,
+                errors,
+                "reload failed; the previous configuration keeps serving"
+            );
+            out.push_str(&report.to_string());
+            out.push_str(&format!(
+                "FAILED {errors} errors; the previous configuration keeps serving\n"
+            ));
+        }
     }
+    out
+}
+
+/// What identifies a file's content on disk: size, modification time, inode.
+type FileStamp = (u64, std::time::SystemTime, u64);
+
+/// Builds a runtime from a configuration already in memory.
+fn build(config: Config, shared: &Shared) -> Result<(Runtime, Report), Report> {
+    let (rt, report) = runtime::build(config, Mode::Serve, shared);
+    match rt {
+        Some(rt) => Ok((rt, report)),
+        None => Err(report),
+    }
+}
+
+/// How often to look at `n` files: every second for a few thousand, less often for more,
+/// so watching 100,000 certificates does not cost a core.
+fn watch_period(n: usize) -> Duration {
+    (WATCH_INTERVAL * u32::try_from(n / 5000).unwrap_or(u32::MAX).max(1))
+        .min(Duration::from_secs(60))
+}
+
+/// The certificate and key files a runtime was built from, with what identifies their
+/// content on disk (size, modification time, inode: a rename or a symlink swap changes it).
+fn cert_files(config: &Config) -> Vec<(PathBuf, Option<FileStamp>)> {
+    use std::os::unix::fs::MetadataExt;
+    let pinned = config.sites.iter().filter_map(|s| match &s.tls {
+        TlsMode::Pinned(files) => Some(files),
+        _ => None,
+    });
+    config
+        .certificates
+        .iter()
+        .chain(pinned)
+        .flat_map(|f| [f.cert.clone(), f.key.clone()])
+        .map(|p| {
+            let stamp = std::fs::metadata(&p)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?, m.ino())));
+            (p, stamp)
+        })
+        .collect()
 }
 
 async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     let shared = Shared::new().context("cannot set up TLS session tickets")?;
     let rt = match load(&path, &shared) {
-        Ok(rt) => rt,
+        Ok((rt, _warnings)) => rt,
         Err(report) => {
             eprint!("{report}");
             eprintln!(
@@ -96,28 +163,84 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
         }
     };
     summary(&rt);
-    let drain = rt.config.limits.drain_timeout;
-    let server = Server::start(rt).await?;
+    let state_dir = rt.config.state_dir.clone();
+    let mut server = Server::start(rt).await?;
     for addr in server.local_addrs() {
         tracing::info!(%addr, "listening");
     }
+    let (requests, mut commands) = tokio::sync::mpsc::channel(4);
+    // Without the control socket Portico still serves (SIGHUP reloads); only `portico
+    // reload` is unavailable, and the log says why.
+    let _control = match crate::control::listen(&state_dir, requests).await {
+        Ok(guard) => {
+            tracing::info!(socket = %crate::control::socket_path(&state_dir).display(), "control socket");
+            Some(guard)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "no control socket; `portico reload` will not reach this server");
+            None
+        }
+    };
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut renew = tokio::time::interval(RENEWAL_CHECK);
     renew.tick().await;
+    let mut files = cert_files(&server.runtime().config);
+    let mut watch = tokio::time::interval(watch_period(files.len()));
+    // Files seen changed at the previous tick; rebuilt once they stop changing (debounce).
+    let mut pending: Option<Vec<_>> = None;
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&server, &path, &shared, "SIGHUP"),
+            _ = hup.recv() => {
+                install(&mut server, load(&path, &shared), "SIGHUP");
+                files = cert_files(&server.runtime().config);
+                watch = tokio::time::interval(watch_period(files.len()));
+            }
+            Some(request) = commands.recv() => {
+                let crate::control::Command::Reload = request.command;
+                let answer = install(&mut server, load(&path, &shared), "portico reload");
+                files = cert_files(&server.runtime().config);
+                watch = tokio::time::interval(watch_period(files.len()));
+                let _ = request.reply.send(answer);
+            }
+            _ = watch.tick() => {
+                let config = server.runtime().config.clone();
+                let now = cert_files(&config);
+                if now == files {
+                    pending = None;
+                } else if pending.as_ref() == Some(&now) {
+                    // Stable since the last tick: the writer is done. Rebuild from the
+                    // configuration in memory; the file itself is not re-read.
+                    let changed: Vec<String> = now.iter().zip(&files).filter(|(a, b)| a != b).map(|(a, _)| a.0.display().to_string()).collect();
+                    tracing::info!(files = %changed.join(", "), "certificate files changed");
+                    let built = build(config, &shared);
+                    if let Err(report) = &built {
+                        for d in report.errors() {
+                            tracing::error!("certificate change not applied: {d}");
+                        }
+                    }
+                    install(&mut server, built, "certificate files changed");
+                    // Either way, wait for the next change before trying again.
+                    files = now;
+                    pending = None;
+                } else {
+                    pending = Some(now);
+                }
+            }
             _ = renew.tick() => {
-                if server.runtime().config.sites.iter().any(|s| s.tls == TlsMode::Internal) {
-                    reload(&server, &path, &shared, "internal certificate renewal");
+                // The configuration in memory, not the file: renewal must not apply edits
+                // nobody asked to load yet.
+                let config = server.runtime().config.clone();
+                if config.sites.iter().any(|s| s.tls == TlsMode::Internal) {
+                    install(&mut server, build(config, &shared), "internal certificate renewal");
                 }
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
+    let drain = server.runtime().config.limits.drain_timeout;
     tracing::info!(deadline = ?drain, "draining");
     let clean = server.shutdown(drain).await;
     if !clean {

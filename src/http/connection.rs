@@ -87,18 +87,26 @@ where
 /// drains.
 async fn drive<C: Graceful>(
     served: C,
+    conn: &Conn,
     activity: &Activity,
-    idle: Duration,
     shutdown: &mut watch::Receiver<bool>,
 ) {
+    let limits = &conn.runtime.config.limits;
     tokio::pin!(served);
     tokio::select! {
         r = served.as_mut() => return log_end(r.err()),
         _ = shutting_down(shutdown) => {}
-        _ = activity.idle_for(idle) => {}
+        // A reload replaced this connection's runtime: new requests belong on a new
+        // connection, which will see the new certificates and sites.
+        _ = conn.runtime.retired() => {}
+        _ = activity.idle_for(limits.idle_timeout) => {}
     }
     served.as_mut().stop();
-    log_end(served.await.err());
+    // Requests in flight get the drain deadline, then the connection is dropped.
+    match tokio::time::timeout(limits.drain_timeout, served).await {
+        Ok(r) => log_end(r.err()),
+        Err(_) => tracing::debug!("drain deadline reached; closing the connection"),
+    }
 }
 
 macro_rules! counted_service {
@@ -125,7 +133,7 @@ where
 {
     let limits = conn.runtime.config.limits.clone();
     let activity = Arc::new(Activity::new());
-    let svc = counted_service!(conn, activity.clone());
+    let svc = counted_service!(conn.clone(), activity.clone());
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -134,8 +142,8 @@ where
         .keep_alive(true);
     drive(
         builder.serve_connection(io, svc),
+        &conn,
         &activity,
-        limits.idle_timeout,
         &mut shutdown,
     )
     .await;
@@ -147,7 +155,7 @@ where
 {
     let limits = conn.runtime.config.limits.clone();
     let activity = Arc::new(Activity::new());
-    let svc = counted_service!(conn, activity.clone());
+    let svc = counted_service!(conn.clone(), activity.clone());
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
@@ -155,8 +163,8 @@ where
         .max_concurrent_streams(250);
     drive(
         builder.serve_connection(io, svc),
+        &conn,
         &activity,
-        limits.idle_timeout,
         &mut shutdown,
     )
     .await;

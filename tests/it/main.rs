@@ -9,5 +9,6 @@ mod lifecycle;
 mod passthrough;
 mod probe;
 mod quickstart;
+mod reload;
 mod scale;
 mod sni;

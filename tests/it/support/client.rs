@@ -255,6 +255,20 @@ impl Http {
     }
 
     pub async fn send(&mut self, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.try_send(host, path, headers).await.expect("response")
+    }
+
+    /// A GET that reports a closed connection as None instead of panicking.
+    pub async fn try_get(&mut self, host: &str, path: &str) -> Option<Reply> {
+        self.try_send(host, path, &[]).await
+    }
+
+    pub async fn try_send(
+        &mut self,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<Reply> {
         let mut req = match self {
             Http::H1(_) => Request::get(path).header("host", host),
             Http::H2(_) => Request::get(format!("https://{host}{path}")),
@@ -267,15 +281,15 @@ impl Http {
             Http::H1(s) => s.send_request(req).await,
             Http::H2(s) => s.send_request(req).await,
         }
-        .expect("response");
+        .ok()?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.expect("body").to_bytes();
-        Reply {
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some(Reply {
             status,
             headers,
             body,
-        }
+        })
     }
 }
 

@@ -1,0 +1,36 @@
+//! `portico reload`: ask the running server (through its control socket) to reload its
+//! configuration, and print the outcome: every problem on failure, exit 1.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::control::{self, Command};
+
+/// Building a runtime for 100,000 certificates takes seconds; give it room.
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+pub(super) fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    // The file names the state_dir, and so the socket. It may have errors (that is often
+    // why one reloads): only state_dir is needed here, and the server reports the rest.
+    let (config, report) = Config::load_partial(path);
+    let Some(config) = config else {
+        eprint!("{report}");
+        return Ok(ExitCode::from(1));
+    };
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let answer = tokio.block_on(control::send(&config.state_dir, Command::Reload, TIMEOUT))?;
+    print!("{answer}");
+    let ok = answer.lines().last().is_some_and(|l| l.starts_with("OK"));
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,314 @@
+//! Reloads without a failed request: runtime swaps under load, `portico reload` through the
+//! control socket, new and removed listener addresses, and certificate files replaced on disk.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portico::config::Config;
+use portico::runtime::{self, Mode, Shared};
+
+use crate::support::client::{connect, Http, Opts};
+use crate::support::pki::{Key, Pki, Validity};
+use crate::support::{free_port, serve};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portico");
+
+fn build(file: &std::path::Path, shared: &Shared) -> portico::runtime::Runtime {
+    let (config, report) = Config::load(file);
+    let config = config.unwrap_or_else(|| panic!("{report}"));
+    let (rt, report) = runtime::build(config, Mode::Serve, shared);
+    rt.unwrap_or_else(|| panic!("{report}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_reloads_under_load_fail_no_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let port = free_port();
+    let write = |generation: usize| {
+        let (cert, key) = pki.leaf(
+            &format!("stable-{generation}"),
+            &["stable.test"],
+            Key::Ecdsa,
+            Validity::Current,
+        );
+        let mut toml = format!(
+            "[[listener]]\naddress = \"127.0.0.1:{port}\"\n[[site]]\nname = \"stable\"\nhosts = [\"stable.test\"]\ntls = {{ cert = \"{}\", key = \"{}\" }}\nrespond = {{ body = \"stable\" }}\n",
+            cert.display(),
+            key.display()
+        );
+        // Every other generation has an extra site, so sites come and go.
+        if generation % 2 == 1 {
+            toml += &format!("[[site]]\nname = \"extra\"\nhosts = [\"extra{generation}.test\"]\ntls = \"internal\"\nrespond = {{ body = \"extra\" }}\n");
+        }
+        std::fs::write(dir.path().join("portico.toml"), toml).expect("write config");
+    };
+    write(0);
+    let toml = std::fs::read_to_string(dir.path().join("portico.toml")).expect("read");
+    let mut server = serve(dir.path(), &toml).await;
+    let addr = server.addr("127.0.0.1");
+
+    let stop = Arc::new(AtomicUsize::new(0));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut clients = Vec::new();
+    for keep_alive in [false, true, false, true] {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        clients.push(tokio::spawn(async move {
+            let opts = Opts::sni("stable.test");
+            let mut http: Option<Http> = None;
+            // Bounded: at most 2000 requests per client, and it stops when told.
+            for _ in 0..2000 {
+                if stop.load(Ordering::Relaxed) == 1 {
+                    break;
+                }
+                if http.is_none() || !keep_alive {
+                    match connect(addr, &opts).await {
+                        Ok((tls, _)) => http = Some(Http::over(tls).await),
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    }
+                }
+                let Some(h) = http.as_mut() else { continue };
+                match h.try_get("stable.test", "/").await {
+                    Some(r) if r.status == 200 && r.text() == "stable" => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // A keep-alive connection closed by a reload between requests is not a
+                    // failed request: the client reconnects, as browsers do.
+                    None if keep_alive => http = None,
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let shared = Shared::new().expect("ticketer");
+    for generation in 1..=20 {
+        write(generation);
+        let rt = build(&dir.path().join("portico.toml"), &shared);
+        server
+            .server
+            .as_mut()
+            .expect("running")
+            .install(rt)
+            .expect("install");
+        // The next new handshake sees the new certificate.
+        let (_, presented) = connect(addr, &Opts::sni("stable.test"))
+            .await
+            .expect("handshake after reload");
+        assert_eq!(presented.subject, format!("CN=stable-{generation} Ecdsa"));
+        let extra = connect(addr, &Opts::sni(&format!("extra{generation}.test"))).await;
+        assert_eq!(
+            extra.is_ok(),
+            generation % 2 == 1,
+            "sites come and go with the reload"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(1, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client");
+    }
+    assert!(ok.load(Ordering::Relaxed) > 0, "the load ran");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no request failed during 20 reloads"
+    );
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "gave up waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The subject of the certificate served for `name` on `port`, via openssl.
+fn subject(port: u16, name: &str) -> Option<String> {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            name,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .and_then(|c| c.wait_with_output())
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("subject=").map(|s| s.trim().to_string()))
+}
+
+fn reload(config: &std::path::Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["reload", "-c"])
+        .arg(config)
+        .output()
+        .expect("reload runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn portico_reload_reports_and_binds_new_addresses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (free_port(), free_port());
+    let config = dir.path().join("portico.toml");
+    let site = "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\ntls = \"internal\"\nrespond = { body = \"a\" }\n";
+    std::fs::write(
+        &config,
+        format!("[[listener]]\naddress = \"127.0.0.1:{a}\"\n{site}"),
+    )
+    .expect("write");
+    let child = Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let _child = Running(child);
+    let socket = dir.path().join("state/portico.sock");
+    eventually("control socket", || socket.exists().then_some(()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&socket)
+            .expect("socket")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    eventually("serving on a", || subject(a, "a.test"));
+
+    // Move the listener to another port: the new one is bound, the old one stops.
+    std::fs::write(
+        &config,
+        format!("[[listener]]\naddress = \"127.0.0.1:{b}\"\n{site}"),
+    )
+    .expect("write");
+    let (ok, text) = reload(&config);
+    assert!(ok, "{text}");
+    assert!(
+        text.trim_end()
+            .ends_with("OK reloaded: 1 listeners, 1 sites"),
+        "{text}"
+    );
+    assert!(
+        subject(b, "a.test").is_some(),
+        "the new address answers at once"
+    );
+    eventually("old address closed", || {
+        std::net::TcpStream::connect(("127.0.0.1", a))
+            .is_err()
+            .then_some(())
+    });
+
+    // A broken configuration: every problem printed, exit 1, the old one keeps serving.
+    std::fs::write(&config, format!("[[listener]]\naddress = \"127.0.0.1:{b}\"\nbogus = 1\n{site}[[site]]\nhosts = [\"a.test\"]\nrespond = {{ body = \"x\" }}\n")).expect("write");
+    let (ok, text) = reload(&config);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("listener[0].bogus") && text.contains("site[1].hosts[0]"),
+        "{text}"
+    );
+    assert!(
+        text.trim_end()
+            .ends_with("the previous configuration keeps serving"),
+        "{text}"
+    );
+    assert!(subject(b, "a.test").is_some());
+}
+
+#[test]
+fn replaced_certificate_files_are_served_without_a_reload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let port = free_port();
+    let (c1, k1) = pki.leaf("v1", &["rot.test"], Key::Ecdsa, Validity::Current);
+    let (c2, k2) = pki.leaf("v2", &["rot.test"], Key::Ecdsa, Validity::Current);
+    let (c3, k3) = pki.leaf("v3", &["rot.test"], Key::Ecdsa, Validity::Current);
+    // The configuration names stable paths; what is behind them changes.
+    let live = dir.path().join("live");
+    std::fs::create_dir_all(&live).expect("mkdir");
+    std::fs::copy(&c1, live.join("cert.pem")).expect("copy");
+    std::fs::copy(&k1, live.join("key.pem")).expect("copy");
+    let config = dir.path().join("portico.toml");
+    std::fs::write(
+        &config,
+        format!("[[listener]]\naddress = \"127.0.0.1:{port}\"\n[[certificate]]\ncert = \"live/cert.pem\"\nkey = \"live/key.pem\"\n[[site]]\nhosts = [\"rot.test\"]\nrespond = {{ body = \"r\" }}\n"),
+    )
+    .expect("write");
+    let child = Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let _child = Running(child);
+    eventually("v1 served", || {
+        subject(port, "rot.test").filter(|s| s.contains("v1"))
+    });
+
+    // An atomic rename, as certbot-style tools do: key first, then certificate.
+    std::fs::copy(&k2, live.join("key.tmp")).expect("copy");
+    std::fs::rename(live.join("key.tmp"), live.join("key.pem")).expect("rename");
+    std::fs::copy(&c2, live.join("cert.tmp")).expect("copy");
+    std::fs::rename(live.join("cert.tmp"), live.join("cert.pem")).expect("rename");
+    eventually("v2 served after a rename", || {
+        subject(port, "rot.test").filter(|s| s.contains("v2"))
+    });
+
+    // A symlink swap, as with Kubernetes secrets or `ln -sfn`.
+    std::fs::remove_file(live.join("cert.pem")).expect("rm");
+    std::fs::remove_file(live.join("key.pem")).expect("rm");
+    std::os::unix::fs::symlink(&c2, live.join("cert.pem")).expect("symlink");
+    std::os::unix::fs::symlink(&k2, live.join("key.pem")).expect("symlink");
+    std::thread::sleep(Duration::from_millis(2500));
+    std::os::unix::fs::symlink(&k3, live.join("key.new")).expect("symlink");
+    std::fs::rename(live.join("key.new"), live.join("key.pem")).expect("swap");
+    std::os::unix::fs::symlink(&c3, live.join("cert.new")).expect("symlink");
+    std::fs::rename(live.join("cert.new"), live.join("cert.pem")).expect("swap");
+    eventually("v3 served after a symlink swap", || {
+        subject(port, "rot.test").filter(|s| s.contains("v3"))
+    });
+
+    // A bad replacement keeps the old certificate.
+    std::fs::remove_file(live.join("cert.pem")).expect("rm");
+    std::fs::write(live.join("cert.pem"), "not a certificate").expect("write");
+    std::thread::sleep(Duration::from_millis(3000));
+    assert!(
+        subject(port, "rot.test").is_some_and(|s| s.contains("v3")),
+        "a broken file changes nothing"
+    );
+}
