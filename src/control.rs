@@ -1,16 +1,18 @@
 //! The control socket: `state_dir/portico.sock`, a Unix socket (mode 0600) on which a running
 //! server takes commands from `portico reload` and answers with the outcome.
 //!
-//! The protocol is one command line in (`reload`), then text lines out: every diagnostic,
-//! then a last line starting with `OK` or `FAILED`. The socket only hands commands to the
-//! serve loop, which runs them one at a time; it never changes state itself.
+//! The protocol is one command line in (`reload` or `upgrade`), then text lines out: every
+//! diagnostic, then a last line starting with `OK` or `FAILED`. A new process taking over in
+//! a binary upgrade sends `handover`, receives the listening sockets, answers `ready` once it
+//! serves, and gets `bye` once the old process let go of this socket. The socket only hands
+//! commands to the serve loop, which runs them one at a time; it never changes state itself.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -22,12 +24,25 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 /// A command from a client, with the way to answer it.
 pub struct Request {
     pub command: Command,
-    pub reply: oneshot::Sender<String>,
+    pub reply: oneshot::Sender<Reply>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
+    /// `portico reload`.
     Reload,
+    /// `portico upgrade`: start the binary again and hand it the sockets.
+    Upgrade,
+    /// The new process asks for the listening sockets.
+    Handover,
+    /// The new process said whether it serves now (`ready`) or went away.
+    HandedOver { ready: bool },
+}
+
+/// The serve loop's answer.
+pub enum Reply {
+    Text(String),
+    Sockets(Vec<(std::net::SocketAddr, std::os::fd::OwnedFd)>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,37 +105,83 @@ pub async fn listen(
     Ok(Guard { path, task })
 }
 
-async fn session(stream: UnixStream, requests: mpsc::Sender<Request>) -> io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    // A command is one short line; anything slower or longer is not a client of ours.
-    let n = tokio::time::timeout(
-        Duration::from_secs(10),
-        BufReader::new(read.take(256)).read_line(&mut line),
-    )
+async fn session(mut stream: UnixStream, requests: mpsc::Sender<Request>) -> io::Result<()> {
+    // A command is one short line; anything slower or longer is not a client of ours. It is
+    // read a byte at a time so nothing after it is consumed (the hand-over goes on on the
+    // same stream).
+    let line = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut line = Vec::new();
+        while line.len() < 256 {
+            match stream.read_u8().await? {
+                b'\n' => break,
+                b => line.push(b),
+            }
+        }
+        Ok::<_, io::Error>(line)
+    })
     .await
     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no command"))??;
+    let line = String::from_utf8_lossy(&line).into_owned();
+    let n = line.len();
     let command = match line[..n].trim() {
         "reload" => Command::Reload,
+        "upgrade" => Command::Upgrade,
+        "handover" => return handover(stream, requests).await,
         other => {
-            write
+            stream
                 .write_all(format!("FAILED unknown command {other:?}\n").as_bytes())
                 .await?;
             return Ok(());
         }
     };
+    let text = match ask(&requests, command).await {
+        Some(Reply::Text(text)) => text,
+        _ => "FAILED the server is shutting down\n".to_string(),
+    };
+    stream.write_all(text.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+async fn ask(requests: &mpsc::Sender<Request>, command: Command) -> Option<Reply> {
     let (reply, answer) = oneshot::channel();
-    if requests.send(Request { command, reply }).await.is_err() {
-        write
-            .write_all(b"FAILED the server is shutting down\n")
-            .await?;
+    requests.send(Request { command, reply }).await.ok()?;
+    answer.await.ok()
+}
+
+/// The old process's side of a hand-over: send the sockets, wait for `ready`, tell the
+/// serve loop, and say `bye` once it has let go of the control socket.
+async fn handover(stream: UnixStream, requests: mpsc::Sender<Request>) -> io::Result<()> {
+    let Some(Reply::Sockets(sockets)) = ask(&requests, Command::Handover).await else {
         return Ok(());
+    };
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    // The new process built its runtime before asking, so a minute is generous.
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let sent = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        use std::os::fd::AsFd;
+        let borrowed: Vec<_> = sockets.iter().map(|(a, fd)| (*a, fd.as_fd())).collect();
+        crate::upgrade::send_sockets(&stream, &borrowed)?;
+        let mut line = String::new();
+        std::io::BufReader::new(&stream).read_line(&mut line)?;
+        Ok::<_, io::Error>((stream, line.trim() == "ready"))
+    })
+    .await
+    .map_err(io::Error::other)?;
+    let (stream, ready) = match sent {
+        Ok(x) => x,
+        Err(e) => {
+            ask(&requests, Command::HandedOver { ready: false }).await;
+            return Err(e);
+        }
+    };
+    let answer = ask(&requests, Command::HandedOver { ready }).await;
+    if ready && answer.is_some() {
+        use std::io::Write;
+        (&stream).write_all(b"bye\n")?;
     }
-    let text = answer
-        .await
-        .unwrap_or_else(|_| "FAILED the server is shutting down\n".to_string());
-    write.write_all(text.as_bytes()).await?;
-    write.shutdown().await
+    Ok(())
 }
 
 /// Keeps the control socket open; dropping it stops listening and removes the file.
@@ -129,14 +190,55 @@ pub struct Guard {
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Guard {
-    fn drop(&mut self) {
+impl Guard {
+    /// Stops listening and removes the socket file now, so a new process can bind it; the
+    /// drop that follows leaves that new file alone.
+    pub fn release(mut self) {
         self.task.abort();
         let _ = std::fs::remove_file(&self.path);
+        self.path = PathBuf::new();
     }
 }
 
-use tokio::io::AsyncReadExt as _;
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.task.abort();
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The new process's side of a hand-over: ask the old process at `socket` for its listening
+/// sockets. Returns them with the stream to answer `ready` on.
+pub fn take_over(socket: &Path) -> io::Result<(std::os::unix::net::UnixStream, Handed)> {
+    use std::io::Write;
+    let stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    (&stream).write_all(b"handover\n")?;
+    let sockets = crate::upgrade::recv_sockets(&stream)?;
+    Ok((stream, sockets))
+}
+
+/// Listening sockets handed over, by the address they serve.
+pub type Handed = Vec<(std::net::SocketAddr, std::net::TcpListener)>;
+
+/// Tells the old process this one serves, and waits until it has let go of the control
+/// socket.
+pub fn confirm(stream: std::os::unix::net::UnixStream) -> io::Result<()> {
+    use std::io::{BufRead, Write};
+    (&stream).write_all(b"ready\n")?;
+    let mut line = String::new();
+    std::io::BufReader::new(&stream).read_line(&mut line)?;
+    if line.trim() == "bye" {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the old process did not confirm the hand-over",
+        ))
+    }
+}
 
 /// Sends `command` to the server behind `state_dir` and returns its answer.
 pub async fn send(state_dir: &Path, command: Command, timeout: Duration) -> io::Result<String> {
@@ -149,6 +251,13 @@ pub async fn send(state_dir: &Path, command: Command, timeout: Duration) -> io::
     })?;
     let line = match command {
         Command::Reload => "reload\n",
+        Command::Upgrade => "upgrade\n",
+        Command::Handover | Command::HandedOver { .. } => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a client command",
+            ))
+        }
     };
     stream.write_all(line.as_bytes()).await?;
     let mut answer = String::new();

@@ -16,3 +16,4 @@ pub mod proxy_protocol;
 pub mod route;
 pub mod runtime;
 pub mod tls;
+pub mod upgrade;

@@ -101,13 +101,30 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     drain: Option<mpsc::Sender<()>>,
     drained: mpsc::Receiver<()>,
-    /// Per socket address asked for: the address bound (port 0 resolved) and its accept loop.
-    sockets: BTreeMap<SocketAddr, (SocketAddr, JoinHandle<()>)>,
+    /// Per socket address asked for: the address bound (port 0 resolved), its accept loop,
+    /// and a second descriptor of the listening socket, for a binary upgrade to hand over.
+    sockets: BTreeMap<SocketAddr, Socket>,
+}
+
+struct Socket {
+    bound: SocketAddr,
+    task: JoinHandle<()>,
+    fd: std::os::fd::OwnedFd,
 }
 
 impl Server {
     /// Binds every listener's socket and starts accepting.
     pub async fn start(rt: Runtime) -> io::Result<Server> {
+        Server::start_with(rt, Vec::new()).await
+    }
+
+    /// Like [`Server::start`], but takes the sockets in `inherited` (from a binary upgrade)
+    /// instead of binding their addresses; inherited sockets the runtime does not need are
+    /// closed.
+    pub async fn start_with(
+        rt: Runtime,
+        inherited: Vec<(SocketAddr, std::net::TcpListener)>,
+    ) -> io::Result<Server> {
         let (shutdown, _) = watch::channel(false);
         let (drain, drained) = mpsc::channel(1);
         let addrs = socket_addrs(&rt);
@@ -118,14 +135,35 @@ impl Server {
             drained,
             sockets: BTreeMap::new(),
         };
-        let bound = bind_all(&addrs)?;
+        let mut inherited: BTreeMap<SocketAddr, std::net::TcpListener> =
+            inherited.into_iter().collect();
+        let mut bound = Vec::with_capacity(addrs.len());
+        let mut to_bind = Vec::new();
+        for addr in addrs {
+            match inherited.remove(&addr) {
+                Some(l) => bound.push((addr, TcpListener::from_std(l)?)),
+                None => to_bind.push(addr),
+            }
+        }
+        bound.extend(bind_all(&to_bind)?);
         server.accept_on(bound)?;
         Ok(server)
     }
 
+    /// The listening sockets, by the address they were bound for, for a binary upgrade.
+    pub fn listening(&self) -> Vec<(SocketAddr, std::os::fd::BorrowedFd<'_>)> {
+        use std::os::fd::AsFd;
+        self.sockets
+            .iter()
+            .map(|(a, s)| (*a, s.fd.as_fd()))
+            .collect()
+    }
+
     fn accept_on(&mut self, bound: Vec<(SocketAddr, TcpListener)>) -> io::Result<()> {
+        use std::os::fd::AsFd;
         for (wanted, socket) in bound {
             let actual = socket.local_addr()?;
+            let fd = socket.as_fd().try_clone_to_owned()?;
             // Only shutdown() clears `drain`, and it consumes the server.
             let Some(drain) = self.drain.clone() else {
                 break;
@@ -136,14 +174,21 @@ impl Server {
                 self.shutdown.subscribe(),
                 drain,
             ));
-            self.sockets.insert(wanted, (actual, task));
+            self.sockets.insert(
+                wanted,
+                Socket {
+                    bound: actual,
+                    task,
+                    fd,
+                },
+            );
         }
         Ok(())
     }
 
     /// The addresses actually bound.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.sockets.values().map(|(a, _)| *a).collect()
+        self.sockets.values().map(|s| s.bound).collect()
     }
 
     pub fn runtime(&self) -> Arc<Runtime> {
@@ -173,9 +218,9 @@ impl Server {
             .copied()
             .collect();
         for addr in gone {
-            if let Some((actual, task)) = self.sockets.remove(&addr) {
-                task.abort();
-                tracing::info!(addr = %actual, "stopped listening");
+            if let Some(socket) = self.sockets.remove(&addr) {
+                socket.task.abort();
+                tracing::info!(addr = %socket.bound, "stopped listening");
             }
         }
         Ok(())
@@ -184,13 +229,13 @@ impl Server {
     /// Stops accepting, asks every connection to finish its requests, and waits up to
     /// `deadline` for them. Returns whether every connection finished in time.
     pub async fn shutdown(mut self, deadline: Duration) -> bool {
-        for (_, task) in self.sockets.values() {
-            task.abort();
+        for socket in self.sockets.values() {
+            socket.task.abort();
         }
         let _ = self.shutdown.send(true);
         self.drain = None;
-        for (_, (_, task)) in std::mem::take(&mut self.sockets) {
-            let _ = task.await;
+        for (_, socket) in std::mem::take(&mut self.sockets) {
+            let _ = socket.task.await;
         }
         // Every connection holds a drain sender; recv() returns None once all are gone.
         tokio::time::timeout(deadline, self.drained.recv())

@@ -7,14 +7,14 @@
 //! same [`Report`] as the file checks.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::server::ProducesTickets;
 use rustls::ServerConfig;
 use tokio::sync::Semaphore;
 
-use crate::config::{Action, Config, Listener, ListenerKind, NoSni, Report, TlsMode};
+use crate::config::{Action, CertFiles, Config, Listener, ListenerKind, NoSni, Report, TlsMode};
 use crate::config::{Backend, UnknownSni};
 use crate::http::static_files;
 use crate::route::{Binding, Refusal, Resolved, Table};
@@ -38,17 +38,78 @@ pub enum Mode {
 }
 
 /// What lives longer than one runtime: the session ticket keys, so a reload keeps
-/// resumption working.
+/// resumption working, and the certificates already loaded, so a reload re-reads only the
+/// files that changed and the old and new runtimes share every certificate that did not.
 #[derive(Clone)]
 pub struct Shared {
     pub ticketer: Arc<dyn ProducesTickets>,
+    loaded: Arc<Mutex<HashMap<CertFiles, Loaded>>>,
+}
+
+/// A loaded certificate and the stamps of the files it came from.
+struct Loaded {
+    stamps: (FileStamp, FileStamp),
+    cert: Arc<Cert>,
+}
+
+/// What identifies a file's content on disk: size, modification time, inode. A rewrite,
+/// a rename over it or a symlink swap changes it.
+pub type FileStamp = (u64, std::time::SystemTime, u64);
+
+/// The stamp of `path` (following symlinks), or None if it cannot be read.
+pub fn stamp(path: &std::path::Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?, m.ino()))
 }
 
 impl Shared {
     pub fn new() -> Result<Shared, rustls::Error> {
         Ok(Shared {
             ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()?,
+            loaded: Arc::default(),
         })
+    }
+
+    /// Loads a certificate, or reuses the one loaded before if neither file changed since.
+    fn load(&self, files: &CertFiles) -> Result<Arc<Cert>, load::LoadError> {
+        let stamps = stamp(&files.cert).zip(stamp(&files.key));
+        if let Some(stamps) = stamps {
+            // Build-time only (never on the handshake path), so a mutex is fine here.
+            let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(l) = loaded.get(files) {
+                if l.stamps == stamps {
+                    return Ok(l.cert.clone());
+                }
+            }
+        }
+        let cert = Arc::new(load::load(&files.cert, &files.key)?);
+        if let Some(stamps) = stamps {
+            let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            loaded.insert(
+                files.clone(),
+                Loaded {
+                    stamps,
+                    cert: cert.clone(),
+                },
+            );
+        }
+        Ok(cert)
+    }
+
+    /// Forgets certificates no longer named by `config`, so removed ones are freed once the
+    /// runtimes holding them are gone.
+    fn retain(&self, config: &Config) {
+        let named: std::collections::HashSet<&CertFiles> = config
+            .certificates
+            .iter()
+            .chain(config.sites.iter().filter_map(|s| match &s.tls {
+                TlsMode::Pinned(f) => Some(f),
+                _ => None,
+            }))
+            .collect();
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        loaded.retain(|k, _| named.contains(k));
     }
 }
 
@@ -179,7 +240,7 @@ pub fn format_time(unix: i64) -> String {
 }
 
 /// Loads many certificates on every core: 100,000 certificates must load in seconds.
-fn load_all(files: &[crate::config::CertFiles]) -> Vec<Result<Cert, load::LoadError>> {
+fn load_all(files: &[CertFiles], shared: &Shared) -> Vec<Result<Arc<Cert>, load::LoadError>> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -187,13 +248,7 @@ fn load_all(files: &[crate::config::CertFiles]) -> Vec<Result<Cert, load::LoadEr
     std::thread::scope(|s| {
         let handles: Vec<_> = files
             .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|f| load::load(&f.cert, &f.key))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|part| s.spawn(move || part.iter().map(|f| shared.load(f)).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()
@@ -215,9 +270,13 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
     // Pool certificates that failed to load: a host they were meant for is reported as
     // uncovered too, and that message should point back at them.
     let mut unloaded = Vec::new();
-    for (i, r) in load_all(&config.certificates).into_iter().enumerate() {
+    shared.retain(&config);
+    for (i, r) in load_all(&config.certificates, shared)
+        .into_iter()
+        .enumerate()
+    {
         match r {
-            Ok(c) => certs.push(Arc::new(c)),
+            Ok(c) => certs.push(c),
             Err(e) => {
                 unloaded.push(format!("certificate[{i}]"));
                 report.error(
@@ -305,9 +364,8 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
         let mut site_cert = None;
         if on_https {
             match &site.tls {
-                TlsMode::Pinned(files) => match load::load(&files.cert, &files.key) {
+                TlsMode::Pinned(files) => match shared.load(files) {
                     Ok(cert) => {
-                        let cert = Arc::new(cert);
                         for (hi, host) in site.hosts.iter().enumerate() {
                             if cert.covers(host) {
                                 choices

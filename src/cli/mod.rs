@@ -44,6 +44,12 @@ pub enum Command {
         #[arg(short, long, default_value = "portico.toml")]
         config: PathBuf,
     },
+    /// Replace the running server with the binary at its path now, handing over the
+    /// listening sockets (no connection refused); the old process drains and exits.
+    Upgrade {
+        #[arg(short, long, default_value = "portico.toml")]
+        config: PathBuf,
+    },
     /// Show every listener x host name -> site and certificate, and how each was chosen.
     Bindings {
         #[arg(short, long, default_value = "portico.toml")]
@@ -80,7 +86,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve::run(&config),
         Command::Check { config } => Ok(check::run(&config)),
-        Command::Reload { config } => reload::run(&config),
+        Command::Reload { config } => reload::run(&config, crate::control::Command::Reload),
+        Command::Upgrade { config } => reload::run(&config, crate::control::Command::Upgrade),
         Command::Bindings { config, json } => Ok(bindings::run(&config, json)),
         Command::Explain {
             config,

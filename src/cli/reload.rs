@@ -1,5 +1,6 @@
-//! `portico reload`: ask the running server (through its control socket) to reload its
-//! configuration, and print the outcome: every problem on failure, exit 1.
+//! `portico reload` and `portico upgrade`: ask the running server (through its control
+//! socket) to reload its configuration or to replace itself with the binary now at its path,
+//! and print the outcome: every problem on failure, exit 1.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use crate::control::{self, Command};
 /// Building a runtime for 100,000 certificates takes seconds; give it room.
 const TIMEOUT: Duration = Duration::from_secs(300);
 
-pub(super) fn run(path: &Path) -> anyhow::Result<ExitCode> {
+pub(super) fn run(path: &Path, command: Command) -> anyhow::Result<ExitCode> {
     // The file names the state_dir, and so the socket. It may have errors (that is often
     // why one reloads): only state_dir is needed here, and the server reports the rest.
     let (config, report) = Config::load_partial(path);
@@ -25,7 +26,7 @@ pub(super) fn run(path: &Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let answer = tokio.block_on(control::send(&config.state_dir, Command::Reload, TIMEOUT))?;
+    let answer = tokio.block_on(control::send(&config.state_dir, command, TIMEOUT))?;
     print!("{answer}");
     let ok = answer.lines().last().is_some_and(|l| l.starts_with("OK"));
     Ok(if ok {

@@ -8,8 +8,9 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Config, Report, TlsMode};
+use crate::control::{Command, Reply};
 use crate::listener::Server;
-use crate::runtime::{self, format_time, Mode, Runtime, Shared};
+use crate::runtime::{self, format_time, FileStamp, Mode, Runtime, Shared};
 
 /// How often internal certificates are looked at for renewal.
 const RENEWAL_CHECK: Duration = Duration::from_secs(6 * 3600);
@@ -107,8 +108,50 @@ fn install(server: &mut Server, built: Result<(Runtime, Report), Report>, why: &
     out
 }
 
-/// What identifies a file's content on disk: size, modification time, inode.
-type FileStamp = (u64, std::time::SystemTime, u64);
+/// A binary upgrade in progress: the new process and the client waiting for the outcome.
+#[derive(Default)]
+struct Upgrade {
+    pid: Option<u32>,
+    client: Option<tokio::sync::oneshot::Sender<Reply>>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Upgrade {
+    /// Starts the binary at `exe` as `serve -c path`, told to take the sockets over.
+    fn start(&mut self, exe: &Path, path: &Path, state_dir: &Path) -> anyhow::Result<()> {
+        if self.client.is_some() {
+            anyhow::bail!("an upgrade is already in progress");
+        }
+        let child = std::process::Command::new(exe)
+            .arg("serve")
+            .arg("-c")
+            .arg(path)
+            .env(
+                crate::upgrade::FROM_ENV,
+                crate::control::socket_path(state_dir),
+            )
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", exe.display()))?;
+        tracing::info!(pid = child.id(), exe = %exe.display(), "upgrade: started the new process");
+        self.pid = Some(child.id());
+        // Reap it if it exits while this process still runs (a failed upgrade); after a
+        // successful one this process exits first and the new one lives on.
+        let mut child = child;
+        std::thread::spawn(move || child.wait());
+        // Building a runtime for many certificates takes a while; a minute is generous.
+        self.deadline = Some(tokio::time::Instant::now() + Duration::from_secs(60));
+        Ok(())
+    }
+
+    /// Resolves when a started upgrade has not completed in time; never without one.
+    async fn timed_out(&self) {
+        match self.deadline {
+            Some(d) if self.client.is_some() => tokio::time::sleep_until(d).await,
+            _ => std::future::pending().await,
+        }
+    }
+}
 
 /// Builds a runtime from a configuration already in memory.
 fn build(config: Config, shared: &Shared) -> Result<(Runtime, Report), Report> {
@@ -129,7 +172,6 @@ fn watch_period(n: usize) -> Duration {
 /// The certificate and key files a runtime was built from, with what identifies their
 /// content on disk (size, modification time, inode: a rename or a symlink swap changes it).
 fn cert_files(config: &Config) -> Vec<(PathBuf, Option<FileStamp>)> {
-    use std::os::unix::fs::MetadataExt;
     let pinned = config.sites.iter().filter_map(|s| match &s.tls {
         TlsMode::Pinned(files) => Some(files),
         _ => None,
@@ -140,9 +182,7 @@ fn cert_files(config: &Config) -> Vec<(PathBuf, Option<FileStamp>)> {
         .chain(pinned)
         .flat_map(|f| [f.cert.clone(), f.key.clone()])
         .map(|p| {
-            let stamp = std::fs::metadata(&p)
-                .ok()
-                .and_then(|m| Some((m.len(), m.modified().ok()?, m.ino())));
+            let stamp = runtime::stamp(&p);
             (p, stamp)
         })
         .collect()
@@ -164,14 +204,34 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     };
     summary(&rt);
     let state_dir = rt.config.state_dir.clone();
-    let mut server = Server::start(rt).await?;
+    // The path this binary was started from: an upgrade starts whatever is there now.
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let (mut server, takeover) = match std::env::var_os(crate::upgrade::FROM_ENV) {
+        None => (Server::start(rt).await?, None),
+        Some(socket) => {
+            // A binary upgrade: the runtime is built (a bad configuration has already
+            // failed above), now take the sockets from the old process.
+            let socket = PathBuf::from(socket);
+            let (stream, handed) =
+                tokio::task::spawn_blocking(move || crate::control::take_over(&socket))
+                    .await?
+                    .context("cannot take the sockets over from the running process")?;
+            tracing::info!(sockets = handed.len(), "took the listening sockets over");
+            (Server::start_with(rt, handed).await?, Some(stream))
+        }
+    };
+    if let Some(stream) = takeover {
+        tokio::task::spawn_blocking(move || crate::control::confirm(stream))
+            .await?
+            .context("the running process did not let go")?;
+    }
     for addr in server.local_addrs() {
         tracing::info!(%addr, "listening");
     }
     let (requests, mut commands) = tokio::sync::mpsc::channel(4);
     // Without the control socket Portico still serves (SIGHUP reloads); only `portico
     // reload` is unavailable, and the log says why.
-    let _control = match crate::control::listen(&state_dir, requests).await {
+    let mut control = match crate::control::listen(&state_dir, requests).await {
         Ok(guard) => {
             tracing::info!(socket = %crate::control::socket_path(&state_dir).display(), "control socket");
             Some(guard)
@@ -190,6 +250,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     let mut watch = tokio::time::interval(watch_period(files.len()));
     // Files seen changed at the previous tick; rebuilt once they stop changing (debounce).
     let mut pending: Option<Vec<_>> = None;
+    let mut upgrade = Upgrade::default();
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -197,12 +258,54 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
                 files = cert_files(&server.runtime().config);
                 watch = tokio::time::interval(watch_period(files.len()));
             }
-            Some(request) = commands.recv() => {
-                let crate::control::Command::Reload = request.command;
-                let answer = install(&mut server, load(&path, &shared), "portico reload");
-                files = cert_files(&server.runtime().config);
-                watch = tokio::time::interval(watch_period(files.len()));
-                let _ = request.reply.send(answer);
+            Some(request) = commands.recv() => match request.command {
+                Command::Reload => {
+                    let answer = install(&mut server, load(&path, &shared), "portico reload");
+                    files = cert_files(&server.runtime().config);
+                    watch = tokio::time::interval(watch_period(files.len()));
+                    let _ = request.reply.send(Reply::Text(answer));
+                }
+                Command::Upgrade => match upgrade.start(&exe, &path, &state_dir) {
+                    Ok(()) => upgrade.client = Some(request.reply),
+                    Err(e) => {
+                        let _ = request.reply.send(Reply::Text(format!("FAILED {e}\n")));
+                    }
+                },
+                Command::Handover => {
+                    let sockets = server
+                        .listening()
+                        .into_iter()
+                        .filter_map(|(a, fd)| Some((a, fd.try_clone_to_owned().ok()?)))
+                        .collect();
+                    let _ = request.reply.send(Reply::Sockets(sockets));
+                }
+                Command::HandedOver { ready: true } => {
+                    tracing::info!(pid = ?upgrade.pid, "the new process serves; this one drains and exits");
+                    // Let go of the control socket first: the new process binds it next.
+                    if let Some(guard) = control.take() {
+                        guard.release();
+                    }
+                    if let Some(client) = upgrade.client.take() {
+                        let pid = upgrade.pid.map_or_else(|| "?".to_string(), |p| p.to_string());
+                        let _ = client.send(Reply::Text(format!("OK upgraded: process {pid} serves now; this one drains and exits\n")));
+                    }
+                    let _ = request.reply.send(Reply::Text(String::new()));
+                    break;
+                }
+                Command::HandedOver { ready: false } => {
+                    tracing::error!("the new process did not take over; this one keeps serving");
+                    if let Some(client) = upgrade.client.take() {
+                        let _ = client.send(Reply::Text("FAILED the new process did not take over (see its log); this one keeps serving\n".to_string()));
+                    }
+                    let _ = request.reply.send(Reply::Text(String::new()));
+                }
+            },
+            _ = upgrade.timed_out() => {
+                tracing::error!("the new process did not ask for the sockets in time; this one keeps serving");
+                if let Some(client) = upgrade.client.take() {
+                    let _ = client.send(Reply::Text("FAILED the new process did not take over in time (see its log); this one keeps serving\n".to_string()));
+                }
+                upgrade.deadline = None;
             }
             _ = watch.tick() => {
                 let config = server.runtime().config.clone();

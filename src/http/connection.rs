@@ -24,6 +24,7 @@ struct Activity {
     start: Instant,
     in_flight: AtomicUsize,
     last_ms: AtomicU64,
+    served: AtomicU64,
 }
 
 impl Activity {
@@ -32,12 +33,36 @@ impl Activity {
             start: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
+            served: AtomicU64::new(0),
         }
     }
 
+    /// Called when a response is ready.
     fn touch(&self) {
         self.last_ms
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.served.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// After a reload: resolves once the connection has answered a request and has none in
+    /// flight, or has had no request at all for `grace`. A connection accepted just before
+    /// the reload thus still serves the request its client is sending, instead of being
+    /// closed under it.
+    async fn done_after_retire(&self, grace: Duration) {
+        let retired_at = Instant::now();
+        let served_before = self.served.load(Ordering::Relaxed);
+        loop {
+            let idle = self.in_flight.load(Ordering::Relaxed) == 0;
+            let served_since = self.served.load(Ordering::Relaxed) > served_before;
+            let was_used = served_before > 0;
+            if idle && (served_since || (was_used && retired_at.elapsed() >= grace / 4)) {
+                return;
+            }
+            if idle && retired_at.elapsed() >= grace {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Resolves once the connection has had no request in flight for `idle`.
@@ -52,6 +77,9 @@ impl Activity {
         }
     }
 }
+
+/// How long a connection of a replaced runtime waits for a request before it closes.
+const RETIRE_GRACE: Duration = Duration::from_secs(1);
 
 /// The part of hyper's connection types this module needs.
 trait Graceful: Future<Output = Result<(), hyper::Error>> {
@@ -98,7 +126,10 @@ async fn drive<C: Graceful>(
         _ = shutting_down(shutdown) => {}
         // A reload replaced this connection's runtime: new requests belong on a new
         // connection, which will see the new certificates and sites.
-        _ = conn.runtime.retired() => {}
+        _ = async {
+            conn.runtime.retired().await;
+            activity.done_after_retire(RETIRE_GRACE).await;
+        } => {}
         _ = activity.idle_for(limits.idle_timeout) => {}
     }
     served.as_mut().stop();

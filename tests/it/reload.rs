@@ -312,3 +312,181 @@ fn replaced_certificate_files_are_served_without_a_reload() {
         "a broken file changes nothing"
     );
 }
+
+#[test]
+fn a_reload_shares_unchanged_certificates_and_reloads_changed_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let (ac, ak) = pki.leaf("a", &["a.test"], Key::Ecdsa, Validity::Current);
+    let (bc, bk) = pki.leaf("b", &["b.test"], Key::Ecdsa, Validity::Current);
+    let file = dir.path().join("portico.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:{}\"\n[[certificate]]\ncert = \"{}\"\nkey = \"{}\"\n[[certificate]]\ncert = \"{}\"\nkey = \"{}\"\n[[site]]\nhosts = [\"a.test\", \"b.test\"]\nrespond = {{ body = \"x\" }}\n",
+            free_port(),
+            ac.display(),
+            ak.display(),
+            bc.display(),
+            bk.display()
+        ),
+    )
+    .expect("write");
+    let shared = Shared::new().expect("shared");
+    let first = build(&file, &shared);
+    let second = build(&file, &shared);
+    for (x, y) in first.pool.certs().iter().zip(second.pool.certs()) {
+        assert!(
+            Arc::ptr_eq(x, y),
+            "an unchanged certificate is the same allocation in both runtimes"
+        );
+    }
+    // Replace b's files: only b is loaded again.
+    std::thread::sleep(Duration::from_millis(10));
+    pki.leaf("b", &["b.test"], Key::Ecdsa, Validity::Current);
+    let third = build(&file, &shared);
+    assert!(Arc::ptr_eq(&second.pool.certs()[0], &third.pool.certs()[0]));
+    assert!(!Arc::ptr_eq(
+        &second.pool.certs()[1],
+        &third.pool.certs()[1]
+    ));
+    assert_ne!(second.pool.certs()[1].sha256, third.pool.certs()[1].sha256);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_upgrade_under_load_refuses_no_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = dir.path().join("portico.toml");
+    std::fs::write(
+        &config,
+        format!("[[listener]]\naddress = \"127.0.0.1:{port}\"\n[[site]]\nhosts = [\"up.test\"]\ntls = \"internal\"\nrespond = {{ body = \"up\" }}\n"),
+    )
+    .expect("write");
+    let child = Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let mut old = Running(child);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let socket = dir.path().join("state/portico.sock");
+    let start = Instant::now();
+    while connect(addr, &Opts::sni("up.test")).await.is_err() || !socket.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let stop = Arc::new(AtomicUsize::new(0));
+    let (ok, refused, failed) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let mut load = Vec::new();
+    for _ in 0..2 {
+        let (stop, ok, refused, failed) =
+            (stop.clone(), ok.clone(), refused.clone(), failed.clone());
+        load.push(tokio::spawn(async move {
+            // Bounded: at most 3000 new connections per client.
+            for _ in 0..3000 {
+                if stop.load(Ordering::Relaxed) == 1 {
+                    break;
+                }
+                let Ok((tls, _)) = connect(addr, &Opts::sni("up.test")).await else {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                match Http::over(tls).await.try_get("up.test", "/").await {
+                    Some(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let config2 = config.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["upgrade", "-c"])
+            .arg(&config2)
+            .output()
+            .expect("upgrade runs")
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "upgrade: {text}");
+    let pid: u32 = text
+        .split_whitespace()
+        .skip_while(|w| *w != "process")
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {text:?}"));
+    // The old process drains and exits by itself.
+    let exited = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = old.0.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the old process did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .expect("join");
+    assert!(
+        exited.success(),
+        "the old process exits cleanly: {exited:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(1, Ordering::Relaxed);
+    for l in load {
+        l.await.expect("load");
+    }
+    // The new process serves and owns the control socket.
+    let config3 = config.clone();
+    let reload = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["reload", "-c"])
+            .arg(&config3)
+            .output()
+            .expect("reload")
+    })
+    .await
+    .expect("join");
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status();
+    assert!(
+        reload.status.success(),
+        "the new process answers on the control socket: {}",
+        String::from_utf8_lossy(&reload.stdout)
+    );
+    assert!(ok.load(Ordering::Relaxed) > 0, "the load ran");
+    assert_eq!(
+        refused.load(Ordering::Relaxed),
+        0,
+        "no connection refused during the upgrade"
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no request failed during the upgrade"
+    );
+    let start = Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && start.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
