@@ -131,6 +131,7 @@ pub enum SiteAction {
         content_type: http::HeaderValue,
     },
     Passthrough(Backend),
+    Proxy(Arc<crate::http::proxy::Upstreams>),
 }
 
 /// What to do with a connection once its ClientHello is read.
@@ -339,6 +340,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                     .unwrap_or(http::StatusCode::PERMANENT_REDIRECT),
             },
             Action::Passthrough(backend) => SiteAction::Passthrough(backend.clone()),
+            Action::Proxy(proxy) => proxy_action(&mut report, &at, proxy, mode),
             Action::Respond {
                 status,
                 body,
@@ -505,6 +507,49 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
         }),
         report,
     )
+}
+
+/// A proxy site's upstreams, with their active health checks started when serving. A
+/// problem (the `ca` file) is reported and gives a placeholder that never serves, since the
+/// report then has an error.
+fn proxy_action(
+    report: &mut Report,
+    at: &str,
+    proxy: &crate::config::Proxy,
+    mode: Mode,
+) -> SiteAction {
+    use crate::http::proxy::{BuildError, Upstreams, SYSTEM_BUNDLE};
+    match Upstreams::new(proxy) {
+        Ok(up) => {
+            let up = Arc::new(up);
+            if mode == Mode::Serve {
+                up.start_health_checks();
+            }
+            SiteAction::Proxy(up)
+        }
+        Err(e) => {
+            let (path, fix) = match (&e, &proxy.ca) {
+                (BuildError::Roots(_), Some(_)) => (
+                    format!("{at}.proxy.ca"),
+                    "name a readable PEM file holding the CA certificates that issued the upstreams' certificates".to_string(),
+                ),
+                (BuildError::Roots(_), None) => (
+                    format!("{at}.proxy"),
+                    format!("install the system CA bundle ({SYSTEM_BUNDLE}, Debian package ca-certificates) or set ca = \"file.pem\""),
+                ),
+                _ => (
+                    format!("{at}.proxy"),
+                    "check the upstreams and server_name".to_string(),
+                ),
+            };
+            report.error(path, e.to_string(), Some(fix));
+            SiteAction::Respond {
+                status: http::StatusCode::BAD_GATEWAY,
+                body: bytes::Bytes::new(),
+                content_type: http::HeaderValue::from_static("text/plain"),
+            }
+        }
+    }
 }
 
 fn names_list(cert: &Cert) -> String {

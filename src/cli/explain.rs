@@ -360,6 +360,7 @@ fn action_text(rt: &Runtime, si: usize) -> (String, Option<u16>) {
             format!("responds {status} with its fixed body"),
             Some(*status),
         ),
+        Some(Action::Proxy(_)) => ("proxies requests to its upstreams".to_string(), None),
         Some(Action::Passthrough(backend)) => (
             format!("passes TLS through to {backend} (not terminated by Portico)"),
             None,

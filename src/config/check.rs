@@ -576,16 +576,9 @@ impl Checker<'_> {
             )
             .map(Action::Passthrough);
         }
-        if s.proxy.is_some() {
-            self.report.error(
-                format!("{at}.{}", given[0]),
-                format!(
-                    "the {} action is not available in this version of Portico yet",
-                    given[0]
-                ),
-                Some("use root, redirect or respond for now".to_string()),
-            );
-            return None;
+        if let Some(raw) = &s.proxy {
+            return super::proxy::check_proxy(self.report, &format!("{at}.proxy"), raw, &self.base)
+                .map(Action::Proxy);
         }
         if let Some(r) = &s.redirect {
             unknown_keys(

@@ -8,6 +8,7 @@
 mod backend;
 mod check;
 mod diag;
+mod proxy;
 mod raw;
 
 use std::fmt;
@@ -19,6 +20,7 @@ pub use backend::{Backend, Cidr, ProxyProtocol};
 use check::Checker;
 pub use check::{MAX_CONNECTIONS, MAX_DURATION};
 pub use diag::{Diagnostic, Report, Severity};
+pub use proxy::{HealthCheck, LoadBalance, Proxy, Scheme, Upstream};
 use raw::RawConfig;
 
 use crate::names::HostName;
@@ -172,6 +174,8 @@ pub enum Action {
     },
     /// TLS is not terminated: the raw connection goes to the backend.
     Passthrough(Backend),
+    /// TLS is terminated and requests are forwarded to HTTP(S) upstreams.
+    Proxy(Proxy),
 }
 
 /// Time and size limits that protect the server from slow or greedy clients.

@@ -70,10 +70,37 @@ pub(crate) struct RawSite {
     pub(crate) listeners: Option<Vec<String>>,
     pub(crate) tls: Option<RawTls>,
     pub(crate) root: Option<String>,
-    pub(crate) proxy: Option<toml::Value>,
+    pub(crate) proxy: Option<RawProxy>,
     pub(crate) passthrough: Option<RawPassthrough>,
     pub(crate) redirect: Option<RawRedirect>,
     pub(crate) respond: Option<RawRespond>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawProxy {
+    pub(crate) upstreams: Option<Vec<String>>,
+    pub(crate) ca: Option<String>,
+    pub(crate) server_name: Option<String>,
+    pub(crate) lb: Option<String>,
+    pub(crate) connect_timeout: Option<String>,
+    pub(crate) response_timeout: Option<String>,
+    pub(crate) idle_timeout: Option<String>,
+    pub(crate) max_fails: Option<i64>,
+    pub(crate) fail_timeout: Option<String>,
+    pub(crate) health_check: Option<RawHealthCheck>,
+    pub(crate) trusted_proxies: Option<Vec<String>>,
+    pub(crate) host: Option<String>,
+    pub(crate) max_body_bytes: Option<i64>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawHealthCheck {
+    pub(crate) path: Option<String>,
+    pub(crate) interval: Option<String>,
     #[serde(flatten)]
     pub(crate) unknown: Unknown,
 }

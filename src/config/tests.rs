@@ -391,6 +391,11 @@ kind = "http"
         ),
         site("l", &["l.test"], &[r#"tls = "pool""#, RESPOND]),
         site("dev", &["dev.test"], &[r#"tls = "internal""#, RESPOND]),
+        site(
+            "app",
+            &["app.test"],
+            &[r#"tls = "internal""#, r#"proxy = { upstreams = ["http://127.0.0.1:3000", "https://[::1]:8443"], ca = "chain.pem", server_name = "app.internal", lb = "least_conn", connect_timeout = "2s", response_timeout = "30s", idle_timeout = "1m", max_fails = 0, fail_timeout = "5s", health_check = { path = "/healthz?full=1", interval = "10s" }, trusted_proxies = ["10.0.0.0/8", "::1"], host = "app.internal:8080", max_body_bytes = 1048576 }"#],
+        ),
     ]
     .concat()
 }
@@ -900,17 +905,66 @@ fn cases() -> Vec<Case> {
             vec![error("site[0]", "site \"a\" has 2 actions: root, respond")],
         ),
         case(
-            "proxy is not available yet",
+            "proxy settings, every problem with its path",
             [
                 base(),
                 site(
                     "a",
                     &["a.test"],
-                    &[r#"proxy = { upstreams = ["http://127.0.0.1:3000"] }"#],
+                    &[r#"proxy = { upstreams = ["ftp://x:1", "http://127.0.0.1:3000/api", "http://127.0.0.1:0", "http://127.0.0.1:3000", "http://127.0.0.1:3000/"], lb = "random", connect_timeout = "5", response_timeout = "25h", max_fails = -1, trusted_proxies = ["10.0.0.0/8", "nope"], host = "a b", max_body_bytes = -5, retries = 2 }"#],
+                ),
+                site(
+                    "b",
+                    &["b.test"],
+                    &[r#"proxy = { upstreams = ["http://127.0.0.1:3000"], server_name = "*.x.test", ca = "root.pem", health_check = { path = "healthz", interval = "0s", expect = 200 } }"#],
+                ),
+                site("c", &["c.test"], &[r#"proxy = { lb = "least_conn" }"#]),
+                site("d", &["d.test"], &[r#"proxy = { upstreams = [] }"#]),
+            ]
+            .concat(),
+            vec![
+                error("site[0].proxy.retries", "unknown key \"retries\""),
+                error("site[0].proxy.upstreams[0]", "is not an http:// or https:// URL"),
+                error("site[0].proxy.upstreams[1]", "has a path, query or fragment"),
+                error("site[0].proxy.upstreams[2]", "\"0\" is not a port number"),
+                warning("site[0].proxy.upstreams[4]", "http://127.0.0.1:3000 is listed twice"),
+                error("site[0].proxy.lb", "unknown load balancing \"random\""),
+                error("site[0].proxy.connect_timeout", "\"5\" is not a duration"),
+                error("site[0].proxy.response_timeout", "\"25h\" is not a duration"),
+                error("site[0].proxy.max_fails", "-1 is not between 0 and 1000"),
+                error("site[0].proxy.trusted_proxies[1]", "\"nope\" is not an IP address or range"),
+                error("site[0].proxy.host", "\"a b\" is not a host or host:port"),
+                error("site[0].proxy.max_body_bytes", "-5 is negative"),
+                error("site[1].proxy.health_check.expect", "unknown key \"expect\""),
+                error("site[1].proxy.server_name", "\"*.x.test\" is a wildcard"),
+                warning("site[1].proxy.ca", "ca is used only for https:// upstreams"),
+                warning("site[1].proxy.server_name", "server_name is used only for https:// upstreams"),
+                error("site[1].proxy.health_check.path", "\"healthz\" is not a request path"),
+                error("site[1].proxy.health_check.interval", "\"0s\" is not a duration"),
+                error("site[2].proxy", "proxy has no upstreams"),
+                error("site[3].proxy.upstreams", "the list of upstreams is empty"),
+            ],
+        ),
+        case(
+            "proxy ca file that cannot be loaded",
+            [
+                base(),
+                site(
+                    "a",
+                    &["a.test"],
+                    &[r#"proxy = { upstreams = ["https://127.0.0.1:3000"], ca = "missing.pem" }"#],
+                ),
+                site(
+                    "b",
+                    &["www.a.test"],
+                    &[r#"proxy = { upstreams = ["https://127.0.0.1:3000"], ca = "garbage.pem" }"#],
                 ),
             ]
             .concat(),
-            vec![error("site[0].proxy", "not available in this version")],
+            vec![
+                error("site[0].proxy.ca", "cannot read {dir}/missing.pem"),
+                error("site[1].proxy.ca", "{dir}/garbage.pem holds no usable CERTIFICATE block"),
+            ],
         ),
         case(
             "unknown tls mode",

@@ -98,6 +98,18 @@ where
     }
 }
 
+impl<I, S> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn stop(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
 impl<I, S, E> Graceful for hyper::server::conn::http2::Connection<I, S, E>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
@@ -171,8 +183,10 @@ where
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
+    // Upgrades (WebSocket through the proxy) take the connection over once the response
+    // to the upgrade request is sent; the proxy then joins it to the upstream's.
     drive(
-        builder.serve_connection(io, svc),
+        builder.serve_connection(io, svc).with_upgrades(),
         &conn,
         &activity,
         &mut shutdown,

@@ -2,6 +2,7 @@
 //! small responses Portico makes itself.
 
 pub mod connection;
+pub mod proxy;
 pub mod service;
 pub mod static_files;
 
@@ -22,4 +23,11 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
 }

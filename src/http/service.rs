@@ -59,7 +59,7 @@ pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let version = req.version();
-    let (resp, host, site) = respond(&conn, &req).await;
+    let (resp, host, site) = respond(&conn, req).await;
     let bytes = resp
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -87,9 +87,9 @@ pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<
 
 async fn respond(
     conn: &Conn,
-    req: &Request<Incoming>,
+    req: Request<Incoming>,
 ) -> (Response<Body>, Option<HostName>, Option<String>) {
-    let host = match request_host(req) {
+    let host = match request_host(&req) {
         Ok(h) => h,
         Err(HostProblem::NotAName) if conn.cert.is_some() => {
             // An IP literal or junk can never be covered by a certificate.
@@ -187,6 +187,7 @@ async fn respond(
                 .insert(header::CONTENT_TYPE, content_type.clone());
             resp
         }
+        SiteAction::Proxy(upstreams) => upstreams.forward(conn.peer, req).await,
         // A passthrough site's TLS ends at its backend; a connection Portico terminated can
         // never carry its requests.
         SiteAction::Passthrough(_) => text(

@@ -8,6 +8,7 @@ mod inspect;
 mod lifecycle;
 mod passthrough;
 mod probe;
+mod proxy;
 mod quickstart;
 mod reload;
 mod scale;

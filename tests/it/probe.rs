@@ -4,9 +4,8 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
-use std::time::Duration;
 
 use portico::cli::probe::{
     probe, render_human, render_table, Report, Sni, Target, Trust, Verdict, Verification, TIMEOUT,
@@ -15,6 +14,7 @@ use portico::names::HostName;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::support::nginx::{self, Nginx};
 use crate::support::pki::{Key, Pki, Validity};
 use crate::support::{free_port, serve, site_root, TestServer};
 
@@ -458,40 +458,8 @@ async fn probe_expired_certificate_fails_verification_but_shows_the_chain() {
     assert!(text.contains("result     not verified"), "{text}");
 }
 
-/// A real nginx on loopback, stopped when dropped.
-struct Nginx {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM lets the master stop its workers; SIGKILL would orphan them.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        eprintln!(
-            "nginx did not stop on SIGTERM; logs in {}",
-            self.dir.display()
-        );
-    }
-}
-
+/// A real nginx on loopback serving one TLS server per site; the first is the default.
 async fn start_nginx(dir: &Path, port: u16, sites: &[(&str, PathBuf, PathBuf)]) -> Nginx {
-    const NGINX: &str = "/usr/sbin/nginx";
-    assert!(
-        Path::new(NGINX).exists(),
-        "{NGINX} is missing: install the Debian package nginx (.ci/run installs it)"
-    );
-    let t = |sub: &str| p(&dir.join(sub));
     let mut servers = String::new();
     for (i, (host, cert, key)) in sites.iter().enumerate() {
         let default = if i == 0 { " default_server" } else { "" };
@@ -501,46 +469,7 @@ async fn start_nginx(dir: &Path, port: u16, sites: &[(&str, PathBuf, PathBuf)]) 
             p(key)
         );
     }
-    let conf = format!(
-        "user root;\nworker_processes 1;\ndaemon off;\npid {pid};\nerror_log {log};\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {};\n  proxy_temp_path {};\n  fastcgi_temp_path {};\n  uwsgi_temp_path {};\n  scgi_temp_path {};\n{servers}}}\n",
-        t("client_body"),
-        t("proxy"),
-        t("fastcgi"),
-        t("uwsgi"),
-        t("scgi"),
-        pid = t("nginx.pid"),
-        log = t("error.log"),
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).expect("write nginx.conf");
-    let child = Command::new(NGINX)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .arg("-e")
-        .arg(dir.join("error.log"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    let mut nginx = Nginx {
-        child,
-        dir: dir.to_path_buf(),
-    };
-    // Wait until it accepts; a deadline only to fail clearly if it never does.
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return nginx;
-        }
-        if let Ok(Some(status)) = nginx.child.try_wait() {
-            let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-            panic!("nginx exited ({status}):\n{log}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-    panic!("nginx does not accept on 127.0.0.1:{port}:\n{log}");
+    nginx::start(dir, port, &servers).await
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod client;
+pub mod nginx;
 pub mod pki;
 
 use std::net::{SocketAddr, TcpListener};

@@ -1,0 +1,240 @@
+//! Header rewriting between client and upstream: hop-by-hop headers removed, forwarded
+//! headers (`X-Forwarded-*` and RFC 7239 `Forwarded`) added.
+//!
+//! Incoming forwarded headers are kept only from trusted proxies; from anyone else they are
+//! replaced, so a client cannot claim to be someone else to the upstream.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub(super) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(super) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(super) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Whether the `Connection` header lists `token` (case-insensitive).
+pub(super) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes the headers that belong to one connection, not to the message (RFC 9110 7.6.1):
+/// `Connection` and every header it names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`,
+/// `Transfer-Encoding` and `Upgrade`. With `upgrade`, `Upgrade` and `Connection: upgrade`
+/// stay, because the upgrade is what is being forwarded.
+pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(upgrade && name == header::UPGRADE) {
+            headers.remove(&name);
+        }
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(&name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-") || k.as_str() == "proxy")
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(&name);
+    }
+}
+
+/// What the upstream is told about the client.
+pub(super) struct Forward<'a> {
+    pub(super) client: IpAddr,
+    pub(super) proto: &'static str,
+    /// The host the client asked for, as it sent it (with a port if it sent one).
+    pub(super) host: Option<&'a str>,
+    /// The direct peer is a trusted proxy: its forwarded headers are kept and extended.
+    pub(super) trusted: bool,
+}
+
+/// Joins every value of `name` with ", " (several header lines are one list).
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: String) {
+    // Every part is an IP, a checked host or a fixed token; a failure would be a bug, and
+    // dropping the header is safer than sending a wrong one.
+    match HeaderValue::from_str(&value) {
+        Ok(v) => {
+            headers.insert(name.clone(), v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Adds `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`.
+pub(super) fn add_forwarded(headers: &mut HeaderMap, f: &Forward<'_>) {
+    let client = f.client.to_canonical();
+    let prior_xff = f
+        .trusted
+        .then(|| joined(headers, &X_FORWARDED_FOR))
+        .flatten();
+    let xff = match prior_xff {
+        Some(prior) => format!("{prior}, {client}"),
+        None => client.to_string(),
+    };
+    set(headers, &X_FORWARDED_FOR, xff);
+
+    if !(f.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
+    }
+    if !(f.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match f.host {
+            Some(h) => set(headers, &X_FORWARDED_HOST, h.to_string()),
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+
+    // RFC 7239: an IPv6 node is quoted and bracketed; host is quoted because a port's ':'
+    // is not a token character.
+    let node = match client {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    };
+    let mut element = format!("for={node}");
+    if let Some(h) = f.host {
+        element.push_str(&format!(";host=\"{h}\""));
+    }
+    element.push_str(&format!(";proto={}", f.proto));
+    let prior = f
+        .trusted
+        .then(|| joined(headers, &header::FORWARDED))
+        .flatten();
+    let forwarded = match prior {
+        Some(prior) => format!("{prior}, {element}"),
+        None => element,
+    };
+    set(headers, &header::FORWARDED, forwarded);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn upgrade_headers_stay_for_upgrades() {
+        let mut h = map(&[
+            ("connection", "Upgrade, x-a"),
+            ("upgrade", "websocket"),
+            ("x-a", "1"),
+        ]);
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert!(!h.contains_key("x-a"));
+    }
+
+    #[test]
+    fn forwarded_from_untrusted_peer_is_replaced() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "evil.test"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        let f = Forward {
+            client: "2001:db8::1".parse().expect("ip"),
+            proto: "https",
+            host: Some("a.test:8443"),
+            trusted: false,
+        };
+        add_forwarded(&mut h, &f);
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "a.test:8443");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[2001:db8::1]\";host=\"a.test:8443\";proto=https"
+        );
+    }
+
+    #[test]
+    fn forwarded_from_trusted_peer_is_extended() {
+        let mut h = map(&[
+            ("x-forwarded-for", "198.51.100.1"),
+            ("x-forwarded-for", "198.51.100.2"),
+            ("x-forwarded-proto", "http"),
+            ("forwarded", "for=198.51.100.1"),
+        ]);
+        let f = Forward {
+            client: "10.0.0.5".parse().expect("ip"),
+            proto: "https",
+            host: Some("a.test"),
+            trusted: true,
+        };
+        add_forwarded(&mut h, &f);
+        assert_eq!(h["x-forwarded-for"], "198.51.100.1, 198.51.100.2, 10.0.0.5");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "a.test");
+        assert_eq!(
+            h["forwarded"],
+            "for=198.51.100.1, for=10.0.0.5;host=\"a.test\";proto=https"
+        );
+    }
+}

@@ -1,0 +1,341 @@
+//! The `proxy` action: forward a request to one of a site's upstreams and stream the answer
+//! back.
+//!
+//! Bodies are streamed frame by frame both ways, never collected. Connections to upstreams
+//! are pooled by hyper-util's client; choosing an upstream takes no lock (`balance.rs`).
+//! Failures say which side failed: the upstream (502, 504), the client (400, 413), or
+//! Portico itself (500). This module never decides which site answers: the service has done
+//! that, by the 421 rule, before it gets here.
+
+mod balance;
+mod body;
+mod connector;
+mod headers;
+mod health;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use self::balance::{Balancer, InFlight};
+use self::body::{BodyState, ReqBody, RespBody, Stopped};
+use self::connector::Connector;
+pub use self::connector::{RootsError, SYSTEM_BUNDLE};
+use super::{text, Body};
+use crate::config::{Proxy, Scheme};
+
+/// Why a site's upstreams cannot be set up (reported by `runtime::build`).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Roots(#[from] RootsError),
+    #[error("{0}")]
+    Connector(#[from] connector::ConnectError),
+    #[error("{0}")]
+    Authority(#[from] balance::AuthorityError),
+}
+
+/// Why a request could not be proxied; decides the status.
+#[derive(Debug, thiserror::Error)]
+enum ProxyError {
+    #[error("no upstream answered: {0}")]
+    Upstream(#[source] hyper_util::client::legacy::Error),
+    #[error("there is no upstream to try")]
+    NoUpstream,
+    #[error("the upstream sent no response headers within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("the request body is over the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("the client's request body could not be read")]
+    ClientBody,
+    #[error("cannot make the upstream request: {0}")]
+    Internal(#[from] http::Error),
+}
+
+impl ProxyError {
+    fn response(&self) -> Response<Body> {
+        match self {
+            ProxyError::Upstream(_) | ProxyError::NoUpstream => text(
+                StatusCode::BAD_GATEWAY,
+                "502 bad gateway: no upstream server answered\n",
+            ),
+            ProxyError::Timeout(_) => text(
+                StatusCode::GATEWAY_TIMEOUT,
+                "504 gateway timeout: the upstream server did not answer in time\n",
+            ),
+            ProxyError::TooLarge(n) => text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("413 content too large: the request body is over {n} bytes\n"),
+            ),
+            ProxyError::ClientBody => text(
+                StatusCode::BAD_REQUEST,
+                "400 bad request: the request body could not be read\n",
+            ),
+            ProxyError::Internal(_) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "500 internal server error\n",
+            ),
+        }
+    }
+}
+
+/// A site's upstreams: the pooled client, and what is known about each upstream.
+pub struct Upstreams {
+    config: Proxy,
+    client: Client<Connector, ReqBody>,
+    balancer: Balancer,
+}
+
+impl Upstreams {
+    /// Loads the roots for https upstreams (the `ca` file or the system bundle) and makes the
+    /// client. Starts nothing; see [`Upstreams::start_health_checks`].
+    pub fn new(config: &Proxy) -> Result<Upstreams, BuildError> {
+        let tls = if config.upstreams.iter().any(|u| u.scheme == Scheme::Https) {
+            Some(connector::client_config(config.ca.as_deref())?)
+        } else {
+            None
+        };
+        let connector = Connector::new(
+            tls,
+            config.server_name.as_ref().map(|n| n.as_str()),
+            config.connect_timeout,
+        )?;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(config.idle_timeout)
+            // The Host header is set here, from the client's request or `host`.
+            .set_host(false)
+            .build(connector);
+        let balancer = Balancer::new(
+            &config.upstreams,
+            config.lb,
+            config.max_fails,
+            config.fail_timeout,
+        )?;
+        Ok(Upstreams {
+            config: config.clone(),
+            client,
+            balancer,
+        })
+    }
+
+    /// Starts the active health checks, if configured and inside a tokio runtime. The task
+    /// holds only a weak reference: it ends when the runtime holding these upstreams is
+    /// dropped.
+    pub fn start_health_checks(self: &Arc<Self>) {
+        health::spawn(self);
+    }
+
+    /// Forwards `req` from `client` (the real client address) and returns the upstream's
+    /// response, or a 4xx/5xx that says which side failed.
+    pub async fn forward(&self, client: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+        match self.try_forward(client, req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                match &e {
+                    ProxyError::TooLarge(_) | ProxyError::ClientBody => {
+                        tracing::debug!(error = %e, "proxy: client side failed")
+                    }
+                    _ => tracing::warn!(error = %ErrorChain(&e), "proxy failed"),
+                }
+                e.response()
+            }
+        }
+    }
+
+    async fn try_forward(
+        &self,
+        client: SocketAddr,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let limit = self.config.max_body_bytes;
+        if let (Some(limit), Some(len)) = (limit, content_length(req.headers())) {
+            if len > limit {
+                return Err(ProxyError::TooLarge(limit));
+            }
+        }
+        let upgrade = req.version() == Version::HTTP_11
+            && req.headers().contains_key(header::UPGRADE)
+            && headers::connection_has(req.headers(), "upgrade");
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        let method = parts.method;
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".to_string());
+        let mut headers = parts.headers;
+        // HTTP/2 has no Host header: the authority is the host the client asked for.
+        let asked_host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()));
+        headers::remove_hop_by_hop(&mut headers, upgrade);
+        let trusted = self
+            .config
+            .trusted_proxies
+            .iter()
+            .any(|c| c.contains(client.ip()));
+        headers::add_forwarded(
+            &mut headers,
+            &headers::Forward {
+                client: client.ip(),
+                proto: "https",
+                host: asked_host.as_deref(),
+                trusted,
+            },
+        );
+        let host = self.config.host.as_deref().or(asked_host.as_deref());
+        match host.map(HeaderValue::from_str) {
+            Some(Ok(v)) => {
+                headers.insert(header::HOST, v);
+            }
+            _ => {
+                headers.remove(header::HOST);
+            }
+        }
+
+        let state = BodyState::default();
+        let mut body = Some(ReqBody::new(body, limit, state.clone()));
+        // Only a request without a body can be sent again: a body is streamed, not kept.
+        let retryable =
+            is_idempotent(&method) && body.as_ref().is_some_and(http_body::Body::is_end_stream);
+        let mut tried = Vec::new();
+        loop {
+            let Some(i) = self.balancer.pick(&tried) else {
+                // Only after every upstream was tried; each failed try returned its own
+                // error or continued, so this is reached only without upstreams.
+                return Err(ProxyError::NoUpstream);
+            };
+            tried.push(i);
+            let peer = self.balancer.peers[i].clone();
+            let uri = Uri::builder()
+                .scheme(peer.scheme.clone())
+                .authority(peer.authority.clone())
+                .path_and_query(path_and_query.as_str())
+                .build()?;
+            let mut up_req = Request::builder()
+                .method(method.clone())
+                .uri(uri)
+                .version(Version::HTTP_11)
+                .body(body.take().unwrap_or_else(ReqBody::empty))?;
+            *up_req.headers_mut() = headers.clone();
+            let in_flight = self.balancer.start(i);
+            let sent =
+                tokio::time::timeout(self.config.response_timeout, self.client.request(up_req))
+                    .await;
+            match sent {
+                Ok(Ok(resp)) => return Ok(self.respond(resp, in_flight, client_upgrade)),
+                Ok(Err(e)) => {
+                    match state.get() {
+                        Stopped::TooLarge => {
+                            return Err(ProxyError::TooLarge(limit.unwrap_or_default()))
+                        }
+                        Stopped::ClientFailed => return Err(ProxyError::ClientBody),
+                        Stopped::Fine => {}
+                    }
+                    self.balancer.failed(i);
+                    if e.is_connect() && retryable && tried.len() < self.balancer.peers.len() {
+                        tracing::warn!(upstream = %peer.upstream, error = %ErrorChain(&e), "proxy: upstream cannot be reached; trying another");
+                        continue;
+                    }
+                    tracing::warn!(upstream = %peer.upstream, "proxy: upstream failed");
+                    return Err(ProxyError::Upstream(e));
+                }
+                Err(_) => {
+                    self.balancer.failed(i);
+                    tracing::warn!(upstream = %peer.upstream, "proxy: upstream timed out");
+                    return Err(ProxyError::Timeout(self.config.response_timeout));
+                }
+            }
+        }
+    }
+
+    /// The client's response: hop-by-hop headers removed, the body streamed; on 101, the two
+    /// upgraded connections joined.
+    fn respond(
+        &self,
+        mut resp: Response<Incoming>,
+        in_flight: InFlight,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Response<Body> {
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            if let Some(client_side) = client_upgrade {
+                let upstream_side = hyper::upgrade::on(&mut resp);
+                tokio::spawn(tunnel(client_side, upstream_side, in_flight));
+                let (mut parts, _) = resp.into_parts();
+                headers::remove_hop_by_hop(&mut parts.headers, true);
+                return Response::from_parts(parts, super::empty());
+            }
+        }
+        let (mut parts, body) = resp.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers, false);
+        Response::from_parts(parts, RespBody::new(body, in_flight).boxed())
+    }
+}
+
+/// Joins the client's and the upstream's upgraded connections until either side closes.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    _in_flight: InFlight,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(error = %e, "proxy: upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "proxy: upgraded connection ended with an error");
+    }
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PUT,
+        Method::DELETE,
+        Method::TRACE,
+    ]
+    .contains(m)
+}
+
+/// Displays an error with its sources, `a: b: c`.
+struct ErrorChain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
