@@ -187,7 +187,11 @@ async fn respond(
                 .insert(header::CONTENT_TYPE, content_type.clone());
             resp
         }
-        SiteAction::Proxy(upstreams) => upstreams.forward(conn.peer, req).await,
+        SiteAction::Proxy(upstreams) => {
+            upstreams
+                .forward(conn.peer, req, conn.runtime.clone())
+                .await
+        }
         // A passthrough site's TLS ends at its backend; a connection Portico terminated can
         // never carry its requests.
         SiteAction::Passthrough(_) => text(

@@ -677,3 +677,55 @@ async fn nginx_as_the_upstream() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body, "nginx host=app.test xff=127.0.0.1 uri=/p?q=1\n");
 }
+
+#[tokio::test]
+async fn upgraded_connection_closes_after_a_reload_drain_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = backend("ws").await;
+    let toml = format!(
+        "[limits]\ndrain_timeout = \"300ms\"\n[[listener]]\naddress = \"127.0.0.1:{}\"\n[[site]]\nhosts = [\"app.test\"]\ntls = \"internal\"\nproxy = {{ upstreams = [\"http://{up}\"] }}\n",
+        free_port()
+    );
+    let mut server = serve(dir.path(), &toml).await;
+    let (mut tls, _) = connect(server.addr("127.0.0.1"), &Opts::sni("app.test").http1())
+        .await
+        .expect("connect");
+    tls.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(tls.read(&mut b).await.expect("read"), 1);
+        head.push(b[0]);
+    }
+    tls.write_all(b"ping").await.expect("write");
+    let mut got = [0u8; 4];
+    tls.read_exact(&mut got).await.expect("echo");
+    assert_eq!(&got, b"ping");
+
+    // A reload: the tunnel belongs to the replaced runtime and is closed at its drain deadline.
+    let (config, report) = portico::config::Config::load(&dir.path().join("portico.toml"));
+    let config = config.unwrap_or_else(|| panic!("{report}"));
+    let shared = portico::runtime::Shared::new().expect("shared");
+    let (rt, report) = portico::runtime::build(config, portico::runtime::Mode::Serve, &shared);
+    let rt = rt.unwrap_or_else(|| panic!("{report}"));
+    server
+        .server
+        .as_mut()
+        .expect("running")
+        .install(rt)
+        .expect("install");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the upgraded connection is closed after the drain deadline"
+    );
+}

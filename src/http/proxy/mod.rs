@@ -29,6 +29,7 @@ use self::connector::Connector;
 pub use self::connector::{RootsError, SYSTEM_BUNDLE};
 use super::{text, Body};
 use crate::config::{Proxy, Scheme};
+use crate::runtime::Runtime;
 
 /// Why a site's upstreams cannot be set up (reported by `runtime::build`).
 #[derive(Debug, thiserror::Error)]
@@ -135,8 +136,16 @@ impl Upstreams {
 
     /// Forwards `req` from `client` (the real client address) and returns the upstream's
     /// response, or a 4xx/5xx that says which side failed.
-    pub async fn forward(&self, client: SocketAddr, req: Request<Incoming>) -> Response<Body> {
-        match self.try_forward(client, req).await {
+    /// Forwards one request. `runtime` is the connection's runtime: an upgraded connection
+    /// (WebSocket) it starts is closed once that runtime is replaced and the drain deadline
+    /// has passed, like any other long-lived connection.
+    pub async fn forward(
+        &self,
+        client: SocketAddr,
+        req: Request<Incoming>,
+        runtime: Arc<Runtime>,
+    ) -> Response<Body> {
+        match self.try_forward(client, req, runtime).await {
             Ok(resp) => resp,
             Err(e) => {
                 match &e {
@@ -154,6 +163,7 @@ impl Upstreams {
         &self,
         client: SocketAddr,
         mut req: Request<Incoming>,
+        runtime: Arc<Runtime>,
     ) -> Result<Response<Body>, ProxyError> {
         let limit = self.config.max_body_bytes;
         if let (Some(limit), Some(len)) = (limit, content_length(req.headers())) {
@@ -234,7 +244,7 @@ impl Upstreams {
                 tokio::time::timeout(self.config.response_timeout, self.client.request(up_req))
                     .await;
             match sent {
-                Ok(Ok(resp)) => return Ok(self.respond(resp, in_flight, client_upgrade)),
+                Ok(Ok(resp)) => return Ok(self.respond(resp, in_flight, client_upgrade, runtime)),
                 Ok(Err(e)) => {
                     match state.get() {
                         Stopped::TooLarge => {
@@ -267,12 +277,13 @@ impl Upstreams {
         mut resp: Response<Incoming>,
         in_flight: InFlight,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        runtime: Arc<Runtime>,
     ) -> Response<Body> {
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             if let Some(client_side) = client_upgrade {
                 let upstream_side = hyper::upgrade::on(&mut resp);
-                tokio::spawn(tunnel(client_side, upstream_side, in_flight));
+                tokio::spawn(tunnel(client_side, upstream_side, in_flight, runtime));
                 let (mut parts, _) = resp.into_parts();
                 headers::remove_hop_by_hop(&mut parts.headers, true);
                 return Response::from_parts(parts, super::empty());
@@ -289,6 +300,7 @@ async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     _in_flight: InFlight,
+    runtime: Arc<Runtime>,
 ) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(both) => both,
@@ -299,8 +311,17 @@ async fn tunnel(
     };
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "proxy: upgraded connection ended with an error");
+    let drain = runtime.config.limits.drain_timeout;
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "proxy: upgraded connection ended with an error");
+            }
+        }
+        _ = async {
+            runtime.retired().await;
+            tokio::time::sleep(drain).await;
+        } => tracing::debug!("proxy: closing an upgraded connection after a reload's drain deadline"),
     }
 }
 
