@@ -1,0 +1,325 @@
+"""Writes BENCHMARKS.md from bench/run's results (bench/results.json).
+
+Every figure in BENCHMARKS.md comes from the results file; the only hand-written part is
+bench/profiling.md, included as it is. To change the text around the figures, change this
+file and run `bench/run --report-only`.
+"""
+
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEERS = ["nginx", "haproxy", "caddy"]
+
+
+def _get(d, *path):
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def _fmt(v, digits=1):
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.{digits}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _mib(kib):
+    return None if kib is None else kib / 1024
+
+
+def rows(res):
+    """(section, label, {server: value}, lower_is_better, note) for every figure."""
+    meta, servers = res["meta"], res["servers"]
+    out = []
+
+    def row(section, label, fn, lower=True, digits=1):
+        vals = {}
+        for name, s in servers.items():
+            try:
+                vals[name] = fn(s)
+            except (TypeError, KeyError, ZeroDivisionError):
+                vals[name] = None
+        out.append((section, label, vals, lower, digits))
+
+    hs = "Handshakes"
+    row(hs, "full TLS 1.3 handshake + 1 request: server CPU µs", lambda s: _get(s, "handshakes", "full", "server_cpu_us_per_handshake"))
+    row(hs, "resumed TLS 1.3 handshake + 1 request: server CPU µs", lambda s: _get(s, "handshakes", "resumed", "server_cpu_us_per_handshake"))
+    row(hs, "resumed: share of offers accepted", lambda s: _get(s, "handshakes", "resumed", "resumed_fraction"), lower=False, digits=3)
+    row(hs, "new connection per request (h2load): server CPU µs", lambda s: _get(s, "handshakes", "h2load_new_connection", "server_cpu_us_per_request"))
+    row(hs, "new connection per request (h2load): connections/s", lambda s: _get(s, "handshakes", "h2load_new_connection", "req_per_s"), lower=False)
+    ka = "Keep-alive, 1 KiB static file"
+    for proto, label in [("http1", "HTTP/1.1"), ("http2", "HTTP/2")]:
+        row(ka, f"{label}: requests/s", lambda s, p=proto: _get(s, "keepalive", p, "req_per_s"), lower=False)
+        row(ka, f"{label}: server CPU µs per request", lambda s, p=proto: _get(s, "keepalive", p, "server_cpu_us_per_request"), digits=2)
+    for size in meta["sizes"]:
+        sec = f"Startup, {size:,} sites"
+        k = str(size)
+        row(sec, "time until the last site answers, s", lambda s, k=k: _get(s, "startup", k, "startup_s"), digits=2)
+        row(sec, "CPU used to start, s", lambda s, k=k: _get(s, "startup", k, "startup_cpu_s"), digits=2)
+        row(sec, "resident memory (VmRSS, process tree), MiB", lambda s, k=k: _mib(_get(s, "startup", k, "rss_kib")))
+        row(sec, "proportional memory (PSS, process tree), MiB", lambda s, k=k: _mib(_get(s, "startup", k, "pss_kib")))
+    sec = f"Reload, {meta['reload_size']:,} sites + 1"
+    row(sec, "time until the new site answers, s", lambda s: _get(s, "reload", "reload_s"), digits=2)
+    row(sec, "server CPU during it, s", lambda s: _get(s, "reload", "reload_server_cpu_s"), digits=2)
+    row(sec, "failed requests during the bounded load", lambda s: _get(s, "reload", "failed_requests"))
+    row(sec, "peak resident memory during it (VmRSS), MiB", lambda s: _mib(_get(s, "reload", "peak_rss_kib")))
+    return out
+
+
+def ratio(a, b):
+    if a is None or b in (None, 0):
+        return None
+    return a / b
+
+
+TARGETS = [
+    # (what, row label, section prefix, peer, bound) — Portico/peer must be <= bound.
+    ("full handshake CPU ≤ 0.5× nginx", "full TLS 1.3 handshake + 1 request: server CPU µs", "Handshakes", "nginx", 0.5),
+    ("resumed handshake CPU ≤ 0.5× nginx", "resumed TLS 1.3 handshake + 1 request: server CPU µs", "Handshakes", "nginx", 0.5),
+    ("HTTP/1.1 CPU per request ≤ 0.7× nginx", "HTTP/1.1: server CPU µs per request", "Keep-alive", "nginx", 0.7),
+    ("HTTP/1.1 CPU per request below HAProxy", "HTTP/1.1: server CPU µs per request", "Keep-alive", "haproxy", 1.0),
+    ("HTTP/1.1 CPU per request below Caddy", "HTTP/1.1: server CPU µs per request", "Keep-alive", "caddy", 1.0),
+    ("HTTP/2 CPU per request ≤ 0.7× nginx", "HTTP/2: server CPU µs per request", "Keep-alive", "nginx", 0.7),
+    ("HTTP/2 CPU per request below HAProxy", "HTTP/2: server CPU µs per request", "Keep-alive", "haproxy", 1.0),
+    ("HTTP/2 CPU per request below Caddy", "HTTP/2: server CPU µs per request", "Keep-alive", "caddy", 1.0),
+    ("10k sites: startup ≤ 0.1× nginx", "time until the last site answers, s", "Startup, 10,000 sites", "nginx", 0.1),
+    ("10k sites: resident memory ≤ 0.2× nginx", "resident memory (VmRSS, process tree), MiB", "Startup, 10,000 sites", "nginx", 0.2),
+]
+
+
+def targets(res, table):
+    lines = ["| target | Portico/peer | verdict |", "|---|---|---|"]
+    for what, label, section, peer, bound in TARGETS:
+        vals = next((v for s, l, v, _, _ in table if l == label and s.startswith(section)), None)
+        r = ratio(vals.get("portico"), vals.get(peer)) if vals else None
+        verdict = "not measured" if r is None else ("met" if r <= bound else "missed")
+        lines.append(f"| {what} | {_fmt(r, 2)} | {verdict} |")
+    start = _get(res, "servers", "portico", "startup", "100000")
+    if start and "startup_s" in start:
+        ok = start["startup_s"] is not None and start["startup_s"] <= 3
+        lines.append(f"| 100k sites: serving within 3 s | {_fmt(start['startup_s'], 2)} s | {'met' if ok else 'missed'} |")
+        mib = _mib(start.get("rss_kib"))
+        lines.append(f"| 100k sites: under 300 MiB resident | {_fmt(mib)} MiB | {'met' if mib is not None and mib < 300 else 'missed'} |")
+    else:
+        lines.append("| 100k sites: serving within 3 s, under 300 MiB | — | not measured (run with `--sizes 1000,10000,100000`) |")
+    crit = res.get("criterion") or {}
+    sni = [v for k, v in crit.items() if k.startswith("sni_1M/")]
+    if sni:
+        worst = max(v["mean_ns"] for v in sni)
+        lines.append(f"| SNI resolution under 1 µs with 1M names (worst case of exact, wildcard, miss) | {worst:.0f} ns | {'met' if worst < 1000 else 'missed'} |")
+    else:
+        lines.append("| SNI resolution under 1 µs with 1M names | — | not measured (`cargo bench --bench sni`, then `bench/run`) |")
+    return "\n".join(lines)
+
+
+def main_table(res, table):
+    names = list(res["servers"])
+    peers = [p for p in PEERS if p in names and "portico" in names]
+    head = "| figure | " + " | ".join(names) + " | " + " | ".join(f"Portico/{p}" for p in peers) + " |"
+    sep = "|---" * (1 + len(names) + len(peers)) + "|"
+    out, current = [], None
+    for section, label, vals, lower, digits in table:
+        if section != current:
+            out += ["", f"**{section}**" + (" (lower is better unless marked ↑)" if current is None else ""), "", head, sep]
+            current = section
+        cells = [_fmt(vals.get(n), digits) for n in names]
+        ratios = [_fmt(ratio(vals.get("portico"), vals.get(p)), 2) for p in peers]
+        out.append(f"| {label}{'' if lower else ' ↑'} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    return "\n".join(out)
+
+
+def details(res):
+    out = []
+    for name, s in res["servers"].items():
+        out.append(f"### {name} {s.get('version', '')}\n")
+        if "error" in s:
+            out.append(f"Failed: `{s['error']}`\n\n```\n{s.get('log', '')}\n```\n")
+            continue
+        out.append(f"Command: `{s.get('command', '')}`\n")
+        hs = s.get("handshakes") or {}
+        for key in ("full", "resumed"):
+            r = hs.get(key)
+            if r:
+                out.append(
+                    f"- {key} handshakes (Python client, one at a time): {r['connections']} connections, "
+                    f"{r['ok']} answered 200, {r['resumed']} resumed, {r['errors']} errors, "
+                    f"{r['elapsed_s']} s, server CPU {r['server_cpu_s']} s, other load on CPU 0: {r['other_load_on_server_cpu']:.0%}"
+                )
+        for key, r in list(hs.items()) + list((s.get("keepalive") or {}).items()):
+            if isinstance(r, dict) and "cmd" in r:
+                out.append(
+                    f"- `{r['cmd']}`: {_fmt(r.get('succeeded'))} succeeded, "
+                    f"{_fmt(r.get('failed'))} failed, {_fmt(r.get('errored'))} errored; "
+                    f"{r.get('tls_protocol', '?')} {r.get('cipher', '')} {r.get('temp_key', '')}, ALPN {r.get('alpn', '?')}; "
+                    f"{r['elapsed_s']} s, server CPU {r['server_cpu_s']} s, TCP connections accepted {r.get('tcp_accepted')}, "
+                    f"other load on CPU 0: {r['other_load_on_server_cpu']:.0%}"
+                )
+        for size, st in (s.get("startup") or {}).items():
+            if "skipped" in st:
+                out.append(f"- {int(size):,} sites: skipped: {st['skipped']}")
+            elif st.get("error"):
+                out.append(f"- {int(size):,} sites: {st['error']}")
+        rl = s.get("reload")
+        if rl:
+            out.append(
+                f"- reload: `{rl['h2load_cmd']}` repeated every 0.5 s ({rl.get('h2load_runs')} runs) from 2 s "
+                f"before the reload until 2 s after the new site answered: "
+                f"{_fmt(rl.get('total'))} requests, {_fmt(rl.get('succeeded'))} succeeded, "
+                f"{_fmt(rl.get('failed_requests'))} failed; memory 2 s after: RSS {_fmt(_mib(rl.get('rss_after_kib')))} MiB"
+                + (f"; error: {rl['error']}" if rl.get("error") else "")
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def write(res, path):
+    meta = res["meta"]
+    m = meta["machine"]
+    table = rows(res)
+    quick = meta["mode"] == "quick"
+    other = [
+        r.get("other_load_on_server_cpu")
+        for s in res["servers"].values()
+        for group in (s.get("handshakes") or {}, s.get("keepalive") or {})
+        for r in group.values()
+        if isinstance(r, dict) and r.get("other_load_on_server_cpu") is not None
+    ]
+    crit = res.get("criterion") or {}
+    parts = [
+        "# Benchmarks",
+        "",
+        "<!-- Generated by bench/run (bench/report.py) from bench/results.json. Do not edit by hand:",
+        "     the hand-written part is bench/profiling.md. -->",
+        "",
+        f"Portico side by side with nginx, HAProxy and Caddy on one machine, run by `{meta['argv']}` "
+        f"on {meta['date']} at commit `{meta['git']['commit']}`"
+        f"{' (with uncommitted changes in src/)' if meta['git']['dirty'] else ''}; {meta['key']} certificates, "
+        f"one per site. It took {meta.get('duration_s', '?')} s.",
+        "",
+    ]
+    if quick:
+        parts += [
+            f"> **This is a smoke run (`--quick`)**: small counts ({meta['counts']['handshakes']} handshakes, "
+            f"{meta['counts']['requests']:,} requests per keep-alive figure). It shows that the harness "
+            "works; its handshake and request figures are not the ones to quote. Run `bench/run` for those.",
+            "",
+        ]
+    if other:
+        parts += [
+            f"> **Load on the server's CPU from other work** during the measurements: "
+            f"{min(other):.0%} to {max(other):.0%} of CPU 0 (load average {' '.join(m['loadavg_at_start'])} at the start, "
+            f"{' '.join(meta.get('loadavg_at_end', ['?']))} at the end). Server CPU per handshake or request is "
+            "counted by the kernel per process and is the robust figure; requests/s and times fall "
+            "with that load. Compare runs made on a quiet machine only.",
+            "",
+        ]
+    parts += [
+        "## Results",
+        "",
+        "Ratios are Portico's figure divided by the peer's: below 1 is better for Portico where lower "
+        "is better, above 1 where higher is better (↑). — means not measured (see the notes per server).",
+        main_table(res, table),
+        "",
+        "## Targets (from the benchmark issue)",
+        "",
+        targets(res, table),
+        "",
+    ]
+    if crit:
+        parts += ["## Micro-benchmarks (criterion)", "", "| benchmark | mean | measured |", "|---|---|---|"]
+        for k, v in sorted(crit.items()):
+            mean = v["mean_ns"]
+            shown = f"{mean / 1e6:.1f} ms" if mean > 1e6 else (f"{mean / 1e3:.2f} µs" if mean > 1e3 else f"{mean:.0f} ns")
+            parts.append(f"| {k} | {shown} | {v.get('measured', '')} |")
+        parts += ["", "From `cargo bench` (benches/); bench/run copies criterion's estimates from `target/criterion`.", ""]
+    parts += [
+        "## How it was measured",
+        "",
+        "- **Placement.** Each server runs alone, pinned to CPU 0 (`taskset -c 0`), with one worker "
+        "(nginx `worker_processes 1`, HAProxy `nbthread 1`; Portico's and Caddy's runtimes size "
+        "themselves from the CPU affinity, so they get one too). bench/run and every client it starts "
+        "are pinned to CPU 1. Servers run one after another, never at the same time.",
+        "- **Sites.** N sites `s<i>.bench.test` on `127.0.0.1`, one certificate each (one CA, leaves "
+        f"with one SAN), each site serving the same 1 KiB `index.html`. HAProxy has no file server and "
+        "answers with the file loaded at start (`http-request return ... file`), which favours it.",
+        "- **Server CPU** is utime+stime (+ reaped children's) from `/proc/<pid>/stat`, summed over the "
+        "process tree, read before and after each measurement; the kernel counts it in 10 ms ticks, so "
+        "each window lasts long enough for that to be small. **Other load on CPU 0** is CPU 0's busy "
+        "time from `/proc/stat` minus the server's, over the same window (it includes the kernel's "
+        "loopback network work).",
+        "- **Full handshakes**: a Python client (`ssl`, "
+        f"{meta.get('python_ssl', 'OpenSSL')}) on CPU 1 opens one connection at a time, does a verified "
+        "TLS 1.3 handshake for one of 64 site names without offering a session, sends one "
+        "`GET /index.html` with `Connection: close` and reads to the end. It checks every "
+        "connection's `session_reused` (0 here), so each is a full handshake (X25519, the site's "
+        "certificate signature). The figure is per connection: handshake, one small request, close.",
+        "- **Resumed handshakes**: the same client, offering on each connection the TLS 1.3 session "
+        "ticket from the previous connection to the same name (primed once per name beforehand); "
+        "the share of offers the server accepted is in the table.",
+        "- **New connection per request (h2load)**: `h2load --h1 -H 'Connection: close'` does open a "
+        "new TCP connection per request (checked: TCP connections accepted, below), **but h2load "
+        "keeps each client's TLS session and offers it on reconnect, so these handshakes are mostly "
+        "resumed** (seen in nginx's `$ssl_session_reused`). It is a throughput figure for "
+        "connection-heavy traffic, not a full-handshake figure.",
+        "- **TLS settings** are each server's defaults apart from the protocol versions; the cipher "
+        "suite each one negotiated with h2load is listed per server below (HAProxy prefers its own "
+        "order and picks AES-256/SHA-384; the others follow h2load's AES-128/SHA-256). The Python "
+        "client offers OpenSSL's default order (AES-256/SHA-384 first).",
+        "- **Keep-alive**: h2load over HTTP/1.1 (16 connections) and HTTP/2 (16 connections, 10 "
+        "streams each), after a warm-up run of 5% of the requests.",
+        "- **Startup**: from starting the process until a verified handshake and `200` for the last "
+        "site's name (`s<N-1>.bench.test`), polled every 20 ms; memory 1 s later. VmRSS summed over "
+        "a master and its workers counts their shared pages twice; PSS divides them, so both are "
+        "shown. A peer whose startup at the next size would take over 10 minutes (extrapolated "
+        "linearly from the previous size), or need over 80% of the available memory, is skipped.",
+        "- **Reload**: with N sites running, h2load makes about 100 new connections a second (batches "
+        "of 50 every 0.5 s: h2load 1.52 ignores `--rps` and never ends with `-D` when the server closes "
+        "each connection); the configuration is rewritten with one more site and the reload is "
+        "asked for (Portico: SIGHUP; nginx: SIGHUP, as `nginx -s reload`; HAProxy: SIGUSR2 to the "
+        "master; Caddy: `POST /load` on its admin API). Portico gives no completion signal yet, so "
+        "for every server the time is until the new site answers a verified handshake.",
+        "- **Proxy**: not measured yet; it waits for the reverse-proxy issue.",
+        "",
+        "### Exact commands",
+        "",
+        "```sh",
+        meta["argv"],
+        "```",
+        "",
+        "Each server's command and each h2load command are listed per server below; the "
+        "configurations are generated by `bench/servers.py` into the work directory "
+        "(`/tmp/portico-bench` by default).",
+        "",
+        details(res),
+    ]
+    if res.get("unavailable"):
+        parts += ["Not measured:", ""] + [f"- {k}: {v}" for k, v in res["unavailable"].items()] + [""]
+    parts += [
+        "## Machine",
+        "",
+        f"- CPU: {m['cpu_model']}, {m['cpus']} logical CPUs, {m['cpu_mhz']} MHz (from /proc/cpuinfo)",
+        f"- Kernel: {m['kernel']}",
+        f"- Load generator: {meta['h2load']}; Python client on {meta.get('python_ssl', '')}",
+        f"- Counts: {meta['counts']}",
+        "",
+        "`free -m` at the start:",
+        "",
+        "```",
+        m["free_m"].rstrip(),
+        "```",
+        "",
+    ]
+    prof = os.path.join(HERE, "profiling.md")
+    if os.path.exists(prof):
+        with open(prof) as f:
+            parts += [f.read().rstrip(), ""]
+    with open(path, "w") as f:
+        f.write("\n".join(parts))

@@ -1,0 +1,300 @@
+"""The servers under test: how each is configured for N sites, started, reloaded and stopped.
+
+Every server gets the same sites (`s<i>.bench.test`, one ECDSA or RSA certificate each, see
+pki.py), the same static file, one listener on 127.0.0.1:PORT, TLS 1.2 and 1.3, ALPN h2 and
+http/1.1, no access log, and one worker (the server is pinned to one CPU, so a second
+worker could only compete with the first). Settings that would otherwise skew a figure are
+set explicitly and explained where they are set: keep-alive request limits, connection
+limits, HTTP/3.
+
+Each server class knows four things: `write_config(sites)`, `command()`, `reload()` (after
+`write_config` with the new sites) and the name of the process to find in `ps`. Starting,
+waiting and measuring are the same for all and live in measure.py and bench/run.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import urllib.request
+
+import pki
+
+# The document every keep-alive request fetches: 1 KiB of HTML, the same bytes everywhere.
+STATIC_NAME = "index.html"
+STATIC_BODY = (
+    b"<!doctype html><title>bench</title><p>"
+    + b"Portico benchmark static file. " * 32
+)[:1020] + b"</p>\n"
+
+
+def write_static(root):
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, STATIC_NAME), "wb") as f:
+        f.write(STATIC_BODY[:1024].ljust(1024, b" "))
+    return root
+
+
+def _write(path, text):
+    """Writes then renames, so a server reloading never reads half a file."""
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+class Server:
+    name = "?"
+    binary = "?"
+
+    def __init__(self, work, pki_dir, www, port):
+        self.dir = os.path.join(work, self.name)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+        self.pki = pki_dir
+        self.www = www
+        self.port = port
+        self.proc = None
+
+    def version(self):
+        return ""
+
+    def pem(self, i):
+        return pki.site_pem(self.pki, i)
+
+    def reload(self):
+        raise NotImplementedError
+
+    def pid(self):
+        return self.proc.pid
+
+
+class Portico(Server):
+    name = "portico"
+
+    def __init__(self, work, pki_dir, www, port, binary):
+        super().__init__(work, pki_dir, www, port)
+        self.binary = binary
+
+    def version(self):
+        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True)
+        return out.stdout.strip().replace("portico ", "")
+
+    def write_config(self, sites):
+        # A pool certificate per site, as the issue asks: the pool indexes certificates by
+        # their SAN names and each site takes the one covering its host.
+        parts = [
+            f'state_dir = "{self.dir}/state"\n\n'
+            f'[[listener]]\nname = "https"\naddress = "127.0.0.1:{self.port}"\n\n'
+        ]
+        for i in sites:
+            pem = self.pem(i)
+            parts.append(f'[[certificate]]\ncert = "{pem}"\nkey = "{pem}"\n')
+        parts.append("\n")
+        for i in sites:
+            parts.append(f'[[site]]\nname = "s{i}"\nhosts = ["{pki.host(i)}"]\nroot = "{self.www}"\n')
+        # The default (10,000) would be a limit no other server here has.
+        parts.append("\n[limits]\nmax_connections = 100000\n")
+        self.config = os.path.join(self.dir, "portico.toml")
+        _write(self.config, "".join(parts))
+
+    def command(self):
+        return [self.binary, "serve", "-c", self.config]
+
+    def env(self):
+        # warn: no access log line per request (the peers log none either).
+        return {"RUST_LOG": "warn"}
+
+    def reload(self):
+        os.kill(self.proc.pid, signal.SIGHUP)
+
+
+class Nginx(Server):
+    name = "nginx"
+    binary = "nginx"
+
+    def version(self):
+        out = subprocess.run(["nginx", "-v"], capture_output=True, text=True)
+        return out.stderr.strip().replace("nginx version: ", "")
+
+    def write_config(self, sites):
+        n = len(sites)
+        d = self.dir
+        parts = [
+            f"""# One worker: the server is pinned to one CPU.
+worker_processes 1;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    default_type text/html;
+    sendfile on;
+    # nginx closes a keep-alive connection after 1000 requests by default; the other
+    # servers do not, so the keep-alive figures would include reconnections for nginx only.
+    keepalive_requests 100000000;
+    keepalive_timeout 60s;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    # Session tickets are on by default (nginx's own keys); no session cache, as Portico.
+    client_body_temp_path {d}/tmp;
+    proxy_temp_path {d}/tmp;
+    fastcgi_temp_path {d}/tmp;
+    uwsgi_temp_path {d}/tmp;
+    scgi_temp_path {d}/tmp;
+    # Sized so that N names fit the server_name hash without nginx refusing to start.
+    server_names_hash_max_size {max(512, 2 * n)};
+    server_names_hash_bucket_size 128;
+"""
+        ]
+        for i in sites:
+            pem = self.pem(i)
+            parts.append(
+                f"    server {{ listen 127.0.0.1:{self.port} ssl http2; server_name {pki.host(i)}; "
+                f"ssl_certificate {pem}; ssl_certificate_key {pem}; root {self.www}; }}\n"
+            )
+        parts.append("}\n")
+        os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
+        self.config = os.path.join(d, "nginx.conf")
+        _write(self.config, "".join(parts))
+
+    def command(self):
+        return ["nginx", "-p", self.dir, "-e", os.path.join(self.dir, "error.log"), "-c", self.config]
+
+    def reload(self):
+        # What `nginx -s reload` does: SIGHUP to the master.
+        os.kill(self.proc.pid, signal.SIGHUP)
+
+
+class Haproxy(Server):
+    name = "haproxy"
+    binary = "haproxy"
+
+    def version(self):
+        out = subprocess.run(["haproxy", "-v"], capture_output=True, text=True)
+        return out.stdout.splitlines()[0].replace("HAProxy version ", "").split(" ")[0]
+
+    def write_config(self, sites):
+        d = self.dir
+        crt_list = os.path.join(d, "crt-list.txt")
+        # Without an SNI filter, HAProxy indexes each certificate by its own names.
+        _write(crt_list, "".join(self.pem(i) + "\n" for i in sites))
+        static = os.path.join(self.www, STATIC_NAME)
+        self.config = os.path.join(d, "haproxy.cfg")
+        _write(
+            self.config,
+            f"""global
+    # One thread: the server is pinned to one CPU.
+    nbthread 1
+    # Each connection costs HAProxy two descriptors' worth of limit; this fits in 20,000.
+    maxconn 9000
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+
+frontend bench
+    bind 127.0.0.1:{self.port} ssl crt-list {crt_list} alpn h2,http/1.1
+    # HAProxy has no file server: it answers with the file, read once at start. This is
+    # cheaper than serving it from disk, so HAProxy's request figures are a lower bound.
+    http-request return status 200 content-type text/html file {static}
+""",
+        )
+
+    def command(self):
+        # Master-worker mode (-W) in the foreground: SIGUSR2 to the master reloads.
+        return ["haproxy", "-W", "-f", self.config]
+
+    def reload(self):
+        os.kill(self.proc.pid, signal.SIGUSR2)
+
+
+class Caddy(Server):
+    name = "caddy"
+    binary = "caddy"
+    admin_port_offset = 1
+
+    def version(self):
+        out = subprocess.run(["caddy", "version"], capture_output=True, text=True)
+        return out.stdout.strip().split(" ")[0]
+
+    def admin(self):
+        return f"127.0.0.1:{self.port + self.admin_port_offset}"
+
+    def _config(self, sites):
+        return {
+            "admin": {"listen": self.admin()},
+            "logging": {"logs": {"default": {"level": "ERROR"}}},
+            "storage": {"module": "file_system", "root": os.path.join(self.dir, "data")},
+            "apps": {
+                "tls": {
+                    "certificates": {
+                        "load_files": [{"certificate": self.pem(i), "key": self.pem(i)} for i in sites]
+                    }
+                },
+                "http": {
+                    "servers": {
+                        "bench": {
+                            "listen": [f"127.0.0.1:{self.port}"],
+                            # No HTTP/3 (the others have none) and no ACME or redirects:
+                            # certificates come from the files above only.
+                            "protocols": ["h1", "h2"],
+                            "automatic_https": {"disable": True},
+                            "tls_connection_policies": [{}],
+                            # One route for all hosts, as the Caddyfile adapter makes for
+                            # site blocks with identical contents.
+                            "routes": [
+                                {
+                                    "match": [{"host": [pki.host(i) for i in sites]}],
+                                    "handle": [{"handler": "file_server", "root": self.www}],
+                                    "terminal": True,
+                                }
+                            ],
+                        }
+                    }
+                },
+            },
+        }
+
+    def write_config(self, sites):
+        self.config = os.path.join(self.dir, "caddy.json")
+        self._body = json.dumps(self._config(sites))
+        _write(self.config, self._body)
+
+    def command(self):
+        return ["caddy", "run", "--config", self.config]
+
+    def env(self):
+        return {"HOME": self.dir, "XDG_DATA_HOME": self.dir, "XDG_CONFIG_HOME": self.dir}
+
+    def reload(self):
+        # Caddy reloads through its admin API; the POST returns when the new config is in
+        # place, so it runs beside the probe that watches for the new site.
+        def post():
+            req = urllib.request.Request(
+                f"http://{self.admin()}/load",
+                data=self._body.encode(),
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            try:
+                urllib.request.urlopen(req, timeout=600).read()
+            except Exception as e:  # reported by the probe timing out; keep the reason
+                self.reload_error = str(e)
+
+        self.reload_error = None
+        threading.Thread(target=post, daemon=True).start()
+
+
+def env_of(server):
+    return getattr(server, "env", lambda: {})()
+
+
+ALL = ["portico", "nginx", "haproxy", "caddy"]
