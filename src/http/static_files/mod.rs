@@ -136,27 +136,21 @@ async fn serve_get(root: &Root, raw_path: &str, headers: &HeaderMap) -> Response
     let Some(request) = RequestPath::parse(raw_path) else {
         return text_response(StatusCode::BAD_REQUEST, "bad request\n");
     };
-    let target = match resolve(root, &request).await {
-        Ok(target) => target,
-        Err(response) => return response,
+    // Every file system call of the request runs in one trip to the blocking pool:
+    // each trip costs more than the calls themselves when the page cache answers.
+    let task_root = root.clone();
+    let opened = match tokio::task::spawn_blocking(move || open(&task_root, &request)).await {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(response)) => return response,
+        Err(_) => return text_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
     };
-
-    // The file is opened before conditions are checked so that an unreadable
-    // file reports 403 consistently, whatever headers came with the request.
-    let mut file = match tokio::fs::File::open(&target.path).await {
-        Ok(file) => file,
-        Err(err) => return io_error_response(&err),
-    };
-    // Metadata comes from the open handle so the headers describe exactly the
-    // file whose bytes are sent, even if the path was replaced meanwhile.
-    let metadata = match file.metadata().await {
-        Ok(metadata) => metadata,
-        Err(err) => return io_error_response(&err),
-    };
-    if !metadata.is_file() {
-        return not_found();
-    }
-    let len = metadata.len();
+    let Opened {
+        target,
+        file,
+        metadata,
+        data,
+    } = opened;
+    let len = data.as_ref().map_or(metadata.len(), |d| d.len() as u64);
     let validators = Validators::new(len, metadata.modified().ok());
 
     match evaluate_preconditions(headers, &validators) {
@@ -187,20 +181,33 @@ async fn serve_get(root: &Root, raw_path: &str, headers: &HeaderMap) -> Response
         }
     };
 
-    if start > 0 {
-        if let Err(err) = file.seek(io::SeekFrom::Start(start)).await {
-            return io_error_response(&err);
+    let body = match data {
+        // A small file was read whole with its metadata: no further trips.
+        Some(data) => {
+            // start and count lie within the data: requested_range checked them
+            // against its length.
+            let range =
+                usize::try_from(start).unwrap_or(0)..usize::try_from(start + count).unwrap_or(0);
+            Full::new(data.slice(range))
+                .map_err(|never| match never {})
+                .boxed()
         }
-    }
-
-    let mut response = Response::new(
-        FileBody {
-            file: Some(file),
-            remaining: count,
-            buf: BytesMut::new(),
+        None => {
+            let mut file = tokio::fs::File::from_std(file);
+            if start > 0 {
+                if let Err(err) = file.seek(io::SeekFrom::Start(start)).await {
+                    return io_error_response(&err);
+                }
+            }
+            FileBody {
+                file: Some(file),
+                remaining: count,
+                buf: BytesMut::new(),
+            }
+            .boxed()
         }
-        .boxed(),
-    );
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     let response_headers = response.headers_mut();
     response_headers.insert(
@@ -295,15 +302,66 @@ struct Target {
     type_name: String,
 }
 
+/// Files up to this size are read whole together with their metadata, so serving them
+/// takes one trip to the blocking pool; larger ones are streamed.
+const SMALL_FILE: u64 = 256 * 1024;
+
+/// A file ready to serve: where it is, its open handle and metadata, and its bytes if small.
+struct Opened {
+    target: Target,
+    file: std::fs::File,
+    metadata: std::fs::Metadata,
+    data: Option<Bytes>,
+}
+
+/// Resolves, opens and (for small files) reads, all with blocking calls: run it on the
+/// blocking pool.
+fn open(root: &Root, request: &RequestPath) -> Result<Opened, Response<Body>> {
+    use std::io::Read;
+    let target = resolve(root, request)?;
+    // The file is opened before conditions are checked so that an unreadable
+    // file reports 403 consistently, whatever headers came with the request.
+    let mut file = std::fs::File::open(&target.path).map_err(|err| io_error_response(&err))?;
+    // Metadata comes from the open handle so the headers describe exactly the
+    // file whose bytes are sent, even if the path was replaced meanwhile.
+    let metadata = file.metadata().map_err(|err| io_error_response(&err))?;
+    if !metadata.is_file() {
+        return Err(not_found());
+    }
+    let data = if metadata.len() <= SMALL_FILE {
+        // Capacity one byte over, so a file that grew meanwhile is still read whole.
+        let mut buf = Vec::with_capacity(metadata.len() as usize + 1);
+        (&mut file)
+            .take(SMALL_FILE + 1)
+            .read_to_end(&mut buf)
+            .map_err(|err| io_error_response(&err))?;
+        (buf.len() as u64 <= SMALL_FILE).then(|| Bytes::from(buf))
+    } else {
+        None
+    };
+    if data.is_none() && metadata.len() <= SMALL_FILE {
+        // It grew past the limit while being read: stream it from the start instead.
+        use std::io::Seek;
+        file.seek(io::SeekFrom::Start(0))
+            .map_err(|err| io_error_response(&err))?;
+    }
+    Ok(Opened {
+        target,
+        file,
+        metadata,
+        data,
+    })
+}
+
 /// Maps a validated request path to a file, or to the response to send
 /// instead (redirect, 403, 404, 500).
-async fn resolve(root: &Root, request: &RequestPath) -> Result<Target, Response<Body>> {
+fn resolve(root: &Root, request: &RequestPath) -> Result<Target, Response<Body>> {
     if request.exceeds_os_limits() {
         return Err(not_found());
     }
     let mut joined = root.path.clone();
     joined.extend(&request.segments);
-    let canonical = canonical_inside(root, &joined).await?;
+    let canonical = canonical_inside(root, &joined)?;
     if is_hidden(request.segments.iter().map(String::as_str))
         || is_hidden(
             canonical
@@ -315,9 +373,7 @@ async fn resolve(root: &Root, request: &RequestPath) -> Result<Target, Response<
     {
         return Err(not_found());
     }
-    let metadata = tokio::fs::metadata(&canonical)
-        .await
-        .map_err(|err| io_error_response(&err))?;
+    let metadata = std::fs::metadata(&canonical).map_err(|err| io_error_response(&err))?;
 
     if metadata.is_dir() {
         if !request.trailing_slash {
@@ -325,10 +381,8 @@ async fn resolve(root: &Root, request: &RequestPath) -> Result<Target, Response<
         }
         // The index itself may be a symlink, so it is checked against the
         // root just like the directory was.
-        let index = canonical_inside(root, &canonical.join(INDEX_FILE)).await?;
-        let index_metadata = tokio::fs::metadata(&index)
-            .await
-            .map_err(|err| io_error_response(&err))?;
+        let index = canonical_inside(root, &canonical.join(INDEX_FILE))?;
+        let index_metadata = std::fs::metadata(&index).map_err(|err| io_error_response(&err))?;
         if !index_metadata.is_file() {
             return Err(not_found());
         }
@@ -352,10 +406,8 @@ async fn resolve(root: &Root, request: &RequestPath) -> Result<Target, Response<
 
 /// Canonicalizes `path` and refuses it unless it is still under the root, so
 /// symlinks may point anywhere inside the root but nowhere outside it.
-async fn canonical_inside(root: &Root, path: &Path) -> Result<PathBuf, Response<Body>> {
-    let canonical = tokio::fs::canonicalize(path)
-        .await
-        .map_err(|err| io_error_response(&err))?;
+fn canonical_inside(root: &Root, path: &Path) -> Result<PathBuf, Response<Body>> {
+    let canonical = std::fs::canonicalize(path).map_err(|err| io_error_response(&err))?;
     // `Path::starts_with` compares whole components, so `/srv/site2` is not
     // mistaken for being inside `/srv/site`.
     if canonical.starts_with(&root.path) {
