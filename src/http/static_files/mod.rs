@@ -139,6 +139,7 @@ async fn serve_get(root: &Root, raw_path: &str, headers: &HeaderMap) -> Response
     // Every file system call of the request runs in one trip to the blocking pool:
     // each trip costs more than the calls themselves when the page cache answers.
     let task_root = root.clone();
+    #[allow(clippy::result_large_err)] // see `open`
     let opened = match tokio::task::spawn_blocking(move || open(&task_root, &request)).await {
         Ok(Ok(opened)) => opened,
         Ok(Err(response)) => return response,
@@ -316,6 +317,9 @@ struct Opened {
 
 /// Resolves, opens and (for small files) reads, all with blocking calls: run it on the
 /// blocking pool.
+// The error is the response to send, made once per refused request; boxing it would
+// only add an allocation.
+#[allow(clippy::result_large_err)]
 fn open(root: &Root, request: &RequestPath) -> Result<Opened, Response<Body>> {
     use std::io::Read;
     let target = resolve(root, request)?;
@@ -355,6 +359,9 @@ fn open(root: &Root, request: &RequestPath) -> Result<Opened, Response<Body>> {
 
 /// Maps a validated request path to a file, or to the response to send
 /// instead (redirect, 403, 404, 500).
+// The error is the response to send, made once per refused request; boxing it would
+// only add an allocation.
+#[allow(clippy::result_large_err)]
 fn resolve(root: &Root, request: &RequestPath) -> Result<Target, Response<Body>> {
     if request.exceeds_os_limits() {
         return Err(not_found());
@@ -406,6 +413,9 @@ fn resolve(root: &Root, request: &RequestPath) -> Result<Target, Response<Body>>
 
 /// Canonicalizes `path` and refuses it unless it is still under the root, so
 /// symlinks may point anywhere inside the root but nowhere outside it.
+// The error is the response to send, made once per refused request; boxing it would
+// only add an allocation.
+#[allow(clippy::result_large_err)]
 fn canonical_inside(root: &Root, path: &Path) -> Result<PathBuf, Response<Body>> {
     let canonical = std::fs::canonicalize(path).map_err(|err| io_error_response(&err))?;
     // `Path::starts_with` compares whole components, so `/srv/site2` is not
