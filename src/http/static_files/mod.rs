@@ -22,11 +22,13 @@
 //! - HEAD is answered exactly like GET (including `206`/`416` for ranges and
 //!   `304`/`412` for conditions) but with an empty body.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -77,9 +79,63 @@ const SEGMENT_ESCAPES: &AsciiSet = &CONTROLS
 
 /// A site's document root, resolved once at config time to a canonical
 /// absolute path so every request can be checked against it by prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Root {
     path: PathBuf,
+    cache: Arc<FileCache>,
+}
+
+impl PartialEq for Root {
+    fn eq(&self, other: &Root) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for Root {}
+
+/// How long a small file read from disk is served from memory before it is looked at
+/// again (nginx's `open_file_cache_valid` idea, with a short default).
+const CACHE_VALID: Duration = Duration::from_secs(1);
+/// The most file bytes one root keeps in memory.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Small files recently served, by request path: a hot file costs no system call. Entries
+/// are trusted for [`CACHE_VALID`], then checked again; the cache is emptied when full.
+#[derive(Debug, Default)]
+struct FileCache {
+    entries: Mutex<(HashMap<String, Cached>, usize)>,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    type_name: String,
+    modified: Option<SystemTime>,
+    data: Bytes,
+    checked: Instant,
+}
+
+impl FileCache {
+    fn get(&self, key: &str) -> Option<Cached> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .0
+            .get(key)
+            .filter(|c| c.checked.elapsed() < CACHE_VALID)
+            .cloned()
+    }
+
+    fn put(&self, key: String, entry: Cached) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, bytes) = &mut *entries;
+        if *bytes + entry.data.len() > CACHE_BYTES {
+            map.clear();
+            *bytes = 0;
+        }
+        *bytes += entry.data.len();
+        if let Some(old) = map.insert(key, entry) {
+            *bytes -= old.data.len();
+        }
+    }
 }
 
 impl Root {
@@ -92,7 +148,10 @@ impl Root {
                 format!("document root {} is not a directory", path.display()),
             ));
         }
-        Ok(Root { path })
+        Ok(Root {
+            path,
+            cache: Arc::default(),
+        })
     }
 
     /// The canonical absolute path of the root.
@@ -136,23 +195,56 @@ async fn serve_get(root: &Root, raw_path: &str, headers: &HeaderMap) -> Response
     let Some(request) = RequestPath::parse(raw_path) else {
         return text_response(StatusCode::BAD_REQUEST, "bad request\n");
     };
-    // Every file system call of the request runs in one trip to the blocking pool:
-    // each trip costs more than the calls themselves when the page cache answers.
-    let task_root = root.clone();
-    #[allow(clippy::result_large_err)] // see `open`
-    let opened = match tokio::task::spawn_blocking(move || open(&task_root, &request)).await {
-        Ok(Ok(opened)) => opened,
-        Ok(Err(response)) => return response,
-        Err(_) => return text_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
+    let key = request.cache_key();
+    let (type_name, modified, source) = match root.cache.get(&key) {
+        Some(hit) => (hit.type_name, hit.modified, Source::Memory(hit.data)),
+        None => {
+            // Every file system call of the request runs in one trip to the blocking
+            // pool: each trip costs more than the calls themselves when the page cache
+            // answers.
+            let task_root = root.clone();
+            #[allow(clippy::result_large_err)] // see `open`
+            let opened = match tokio::task::spawn_blocking(move || open(&task_root, &request)).await
+            {
+                Ok(Ok(opened)) => opened,
+                Ok(Err(response)) => return response,
+                Err(_) => {
+                    return text_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+                }
+            };
+            let Opened {
+                target,
+                file,
+                metadata,
+                data,
+            } = opened;
+            let modified = metadata.modified().ok();
+            match data {
+                Some(data) => {
+                    root.cache.put(
+                        key,
+                        Cached {
+                            type_name: target.type_name.clone(),
+                            modified,
+                            data: data.clone(),
+                            checked: Instant::now(),
+                        },
+                    );
+                    (target.type_name, modified, Source::Memory(data))
+                }
+                None => (
+                    target.type_name,
+                    modified,
+                    Source::File(file, metadata.len()),
+                ),
+            }
+        }
     };
-    let Opened {
-        target,
-        file,
-        metadata,
-        data,
-    } = opened;
-    let len = data.as_ref().map_or(metadata.len(), |d| d.len() as u64);
-    let validators = Validators::new(len, metadata.modified().ok());
+    let len = match &source {
+        Source::Memory(data) => data.len() as u64,
+        Source::File(_, len) => *len,
+    };
+    let validators = Validators::new(len, modified);
 
     match evaluate_preconditions(headers, &validators) {
         Precondition::Proceed => {}
@@ -182,9 +274,9 @@ async fn serve_get(root: &Root, raw_path: &str, headers: &HeaderMap) -> Response
         }
     };
 
-    let body = match data {
-        // A small file was read whole with its metadata: no further trips.
-        Some(data) => {
+    let body = match source {
+        // A small file was read whole with its metadata (or is cached): no further trips.
+        Source::Memory(data) => {
             // start and count lie within the data: requested_range checked them
             // against its length.
             let range =
@@ -193,7 +285,7 @@ async fn serve_get(root: &Root, raw_path: &str, headers: &HeaderMap) -> Response
                 .map_err(|never| match never {})
                 .boxed()
         }
-        None => {
+        Source::File(file, _) => {
             let mut file = tokio::fs::File::from_std(file);
             if start > 0 {
                 if let Err(err) = file.seek(io::SeekFrom::Start(start)).await {
@@ -213,7 +305,7 @@ async fn serve_get(root: &Root, raw_path: &str, headers: &HeaderMap) -> Response
     let response_headers = response.headers_mut();
     response_headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type(&target.type_name)),
+        HeaderValue::from_static(content_type(&type_name)),
     );
     response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -239,6 +331,15 @@ struct RequestPath {
 }
 
 impl RequestPath {
+    /// The normalized path, as the file cache's key.
+    fn cache_key(&self) -> String {
+        let mut key = self.segments.join("/");
+        if self.trailing_slash {
+            key.push('/');
+        }
+        key
+    }
+
     /// Decodes once and rejects anything that could name a file outside the
     /// root or that no sane client sends; `None` means 400.
     fn parse(raw: &str) -> Option<RequestPath> {
@@ -301,6 +402,13 @@ struct Target {
     /// The name as requested (or `index.html`), used to pick Content-Type so
     /// a symlink is typed by its own name, as nginx does.
     type_name: String,
+}
+
+/// Where a response's bytes come from.
+enum Source {
+    Memory(Bytes),
+    /// An open file and its length, streamed.
+    File(std::fs::File, u64),
 }
 
 /// Files up to this size are read whole together with their metadata, so serving them

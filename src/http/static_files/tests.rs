@@ -116,6 +116,36 @@ fn header<'a>(response: &'a Response<Body>, name: &str) -> &'a str {
 }
 
 #[tokio::test]
+async fn cached_small_files_answer_like_fresh_ones_and_are_looked_at_again() {
+    let fx = Fixture::new();
+    std::fs::write(fx.site().join("hot.txt"), b"0123456789").expect("write");
+    let first = get(&fx.root, "/hot.txt").await;
+    let etag = header(&first, "etag").to_owned();
+    assert_eq!(body_of(first).await, "0123456789");
+    // Served again (from memory): same validators, ranges and conditions still work.
+    let again = get(&fx.root, "/hot.txt").await;
+    assert_eq!(header(&again, "etag"), etag);
+    assert_eq!(body_of(again).await, "0123456789");
+    let ranged = request(&fx.root, Method::GET, "/hot.txt", &[("range", "bytes=2-4")]).await;
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body_of(ranged).await, "234");
+    let cond = request(
+        &fx.root,
+        Method::GET,
+        "/hot.txt",
+        &[("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(cond.status(), StatusCode::NOT_MODIFIED);
+    // After the cache's validity, a changed file is read again.
+    std::fs::write(fx.site().join("hot.txt"), b"changed").expect("write");
+    tokio::time::sleep(CACHE_VALID + Duration::from_millis(200)).await;
+    let fresh = get(&fx.root, "/hot.txt").await;
+    assert_ne!(header(&fresh, "etag"), etag);
+    assert_eq!(body_of(fresh).await, "changed");
+}
+
+#[tokio::test]
 async fn serves_index_for_root_and_directories() {
     let fx = Fixture::new();
     let response = get(&fx.root, "/").await;
