@@ -160,6 +160,15 @@ impl fmt::Debug for HostName {
     }
 }
 
+/// Lets maps keyed by `HostName` be searched with a `&str` already in normal form, without
+/// building a `HostName` (the handshake path's lookups). `Hash` and `Eq` agree with `str`'s,
+/// as `Borrow` requires: both are derived from the inner string.
+impl std::borrow::Borrow<str> for HostName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl std::str::FromStr for HostName {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -93,7 +93,11 @@ pub struct Resolved<'a> {
 /// One listener's bindings.
 #[derive(Debug, Default)]
 pub struct Table {
-    bindings: HashMap<HostName, Binding>,
+    /// Exact hosts.
+    exact: HashMap<HostName, Binding>,
+    /// Wildcard hosts, keyed by what follows `*.` (`*.example.com` under `example.com`), so
+    /// a name's wildcard is found by slicing the name, without building a string.
+    wildcard: HashMap<Box<str>, Binding>,
     /// The binding key used for clients without SNI.
     no_sni: Option<HostName>,
     unknown_sni: Option<UnknownSni>,
@@ -105,35 +109,61 @@ impl Table {
         no_sni: Option<HostName>,
         unknown_sni: UnknownSni,
     ) -> Table {
+        let mut exact = HashMap::with_capacity(bindings.len());
+        let mut wildcard = HashMap::new();
+        for (host, binding) in bindings {
+            match host.as_str().strip_prefix("*.") {
+                Some(parent) => {
+                    wildcard.insert(parent.into(), binding);
+                }
+                None => {
+                    exact.insert(host, binding);
+                }
+            }
+        }
         Table {
-            bindings,
+            exact,
+            wildcard,
             no_sni,
             unknown_sni: Some(unknown_sni),
         }
     }
 
     pub fn bindings(&self) -> impl Iterator<Item = &Binding> {
-        self.bindings.values()
+        self.exact.values().chain(self.wildcard.values())
     }
 
     pub fn len(&self) -> usize {
-        self.bindings.len()
+        self.exact.len() + self.wildcard.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.bindings.is_empty()
+        self.len() == 0
     }
 
-    /// The binding for a host: an exact binding beats a wildcard one.
+    /// The binding for a host: an exact binding beats a wildcard one. A wildcard host
+    /// (`*.example.com`) finds its own binding only.
     pub fn lookup(&self, host: &HostName) -> Option<Resolved<'_>> {
-        if let Some(b) = self.bindings.get(host) {
+        match host.as_str().strip_prefix("*.") {
+            Some(parent) => self.wildcard.get(parent).map(|b| Resolved {
+                binding: b,
+                by: Match::Wildcard,
+            }),
+            None => self.lookup_str(host.as_str()),
+        }
+    }
+
+    /// [`Table::lookup`] for a name already in normal form, without allocating: the exact
+    /// name, then the wildcard one label up.
+    fn lookup_str(&self, name: &str) -> Option<Resolved<'_>> {
+        if let Some(b) = self.exact.get(name) {
             return Some(Resolved {
                 binding: b,
                 by: Match::Exact,
             });
         }
-        let wildcard = host.parent_wildcard()?;
-        self.bindings.get(&wildcard).map(|b| Resolved {
+        let (_, parent) = name.split_once('.')?;
+        self.wildcard.get(parent).map(|b| Resolved {
             binding: b,
             by: Match::Wildcard,
         })
@@ -160,6 +190,16 @@ impl Table {
     /// Resolves a ClientHello's SNI as sent. Names are normalized here; an IP literal counts
     /// as no SNI (RFC 6066 forbids them, and some clients send them anyway).
     pub fn resolve_sni(&self, sni: Option<&str>) -> Result<Resolved<'_>, Refusal> {
+        // The common case, a name already in normal form (lowercase ASCII letters, digits,
+        // '-', '.', no trailing dot) that is bound here, needs no allocation: such a string
+        // equals its normalized form, and a key is always a valid host name, so a hit is
+        // exactly what the full path below would find. Anything else (a miss, an IP
+        // literal, upper case, Unicode) takes the full path.
+        if let Some(raw) = sni.filter(|s| is_normal_form(s)) {
+            if let Some(r) = self.lookup_str(raw) {
+                return Ok(r);
+            }
+        }
         let name = match Sni::parse(sni) {
             Sni::Absent | Sni::IpLiteral => {
                 return self.no_sni_binding(Match::NoSni).ok_or(Refusal::NoSni)
@@ -190,10 +230,89 @@ impl Table {
     }
 }
 
+/// Whether `s` is already what `HostName::parse` would make of it, as far as a lookup can
+/// tell: non-empty lowercase ASCII letters, digits, '-', '_' and '.', not ending in '.'.
+fn is_normal_form(s: &str) -> bool {
+    !s.is_empty()
+        && !s.ends_with('.')
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
+        })
+}
+
 /// Picks the certificate for a resolved binding and a client's signature schemes.
 pub fn certificate_for<'a>(
     resolved: &Resolved<'a>,
     schemes: &[rustls::SignatureScheme],
 ) -> Option<&'a Arc<Cert>> {
     resolved.binding.certs.as_ref()?.for_client(schemes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Table {
+        let mut bindings = HashMap::new();
+        for (i, host) in [
+            "a.x.test",
+            "*.x.test",
+            "x.test",
+            "*.b.x.test",
+            "xn--bcher-kva.example",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let host = HostName::parse(host).expect("host");
+            bindings.insert(
+                host.clone(),
+                Binding {
+                    host,
+                    site: i,
+                    certs: None,
+                    https_port: None,
+                },
+            );
+        }
+        Table::new(bindings, HostName::parse("x.test").ok(), UnknownSni::Reject)
+    }
+
+    /// The allocation-free path gives what full normalization gives, for every kind of input.
+    #[test]
+    fn resolve_sni_fast_path_agrees_with_normalization() {
+        let t = table();
+        let cases: &[(&str, Option<(usize, Match)>)] = &[
+            ("a.x.test", Some((0, Match::Exact))),
+            ("A.X.TEST", Some((0, Match::Exact))),
+            ("a.x.test.", Some((0, Match::Exact))),
+            ("z.x.test", Some((1, Match::Wildcard))),
+            ("x.test", Some((2, Match::Exact))),
+            ("q.b.x.test", Some((3, Match::Wildcard))),
+            ("b.x.test", Some((1, Match::Wildcard))),
+            ("q.z.x.test", None),
+            ("bücher.example", Some((4, Match::Exact))),
+            ("test", None),
+            ("a..x.test", None),
+            ("*.x.test", None),
+            ("127.0.0.1", Some((2, Match::NoSni))),
+            ("", None),
+        ];
+        for (sni, want) in cases {
+            let got = t
+                .resolve_sni(Some(sni))
+                .ok()
+                .map(|r| (r.binding.site, r.by));
+            assert_eq!(got, *want, "sni {sni:?}");
+            if let (Ok(name), Some((_, Match::Exact | Match::Wildcard))) =
+                (HostName::parse(sni), want)
+            {
+                let slow = t.lookup(&name).map(|r| (r.binding.site, r.by));
+                assert_eq!(slow, *want, "lookup {sni:?}");
+            }
+        }
+        let wild = HostName::parse("*.x.test").expect("wildcard");
+        assert_eq!(t.lookup(&wild).map(|r| r.binding.site), Some(1));
+        assert_eq!(t.len(), 5);
+    }
 }
