@@ -5,6 +5,7 @@
 //! listener, name, site and certificate, [`tls`] terminates, [`http`] serves. [`config`] and
 //! [`runtime`] turn a file into the immutable tables all of that reads.
 
+pub mod acme;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -393,6 +393,32 @@ fn alert_record(description: u8) -> [u8; 7] {
     [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]
 }
 
+/// Completes a TLS-ALPN-01 handshake with the challenge certificate, then closes: the CA
+/// only looks at the certificate.
+async fn acme_tls_alpn(
+    cert: Arc<rustls::sign::CertifiedKey>,
+    io: PrefixedIo<TcpStream>,
+    client: SocketAddr,
+    deadline: Instant,
+) {
+    let config = match crate::acme::tls_alpn_config(cert) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            tracing::warn!(%client, error = %e, "cannot make the TLS-ALPN-01 configuration");
+            return;
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    match tokio::time::timeout_at(deadline, acceptor.accept(io)).await {
+        Ok(Ok(mut tls)) => {
+            tracing::info!(%client, "answered an ACME TLS-ALPN-01 challenge");
+            let _ = tls.shutdown().await;
+        }
+        Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS-ALPN-01 handshake failed"),
+        Err(_) => tracing::debug!(%client, "TLS-ALPN-01 handshake timed out"),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn https(
     rt: Arc<Runtime>,
@@ -425,6 +451,16 @@ async fn https(
     let (unread, mut tcp) = io.into_parts();
     let prefix = [read, unread].concat();
     let sni_sent = hello.server_name.as_deref();
+    // An ACME CA validating TLS-ALPN-01 gets the challenge certificate and nothing else.
+    if hello.alpn.iter().any(|p| p == crate::acme::ACME_TLS_ALPN) {
+        let challenge = sni_sent
+            .and_then(|s| HostName::parse(s).ok())
+            .and_then(|h| rt.challenges.tls_alpn(h.as_str()));
+        if let Some(cert) = challenge {
+            acme_tls_alpn(cert, PrefixedIo::new(prefix, tcp), client, deadline).await;
+            return;
+        }
+    }
     let resolved = match rt.decide(li, sni_sent) {
         Decision::Terminate(r) => r,
         Decision::Passthrough { backend, .. } => {

@@ -43,6 +43,8 @@ pub enum Mode {
 #[derive(Clone)]
 pub struct Shared {
     pub ticketer: Arc<dyn ProducesTickets>,
+    /// ACME challenge answers, filled by the ACME tasks and read by the listeners.
+    pub challenges: Arc<crate::acme::Challenges>,
     loaded: Arc<Mutex<HashMap<CertFiles, Loaded>>>,
 }
 
@@ -67,6 +69,7 @@ impl Shared {
     pub fn new() -> Result<Shared, rustls::Error> {
         Ok(Shared {
             ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()?,
+            challenges: Arc::default(),
             loaded: Arc::default(),
         })
     }
@@ -100,6 +103,12 @@ impl Shared {
     /// Forgets certificates no longer named by `config`, so removed ones are freed once the
     /// runtimes holding them are gone.
     fn retain(&self, config: &Config) {
+        let acme: Vec<CertFiles> = config
+            .sites
+            .iter()
+            .filter(|s| s.tls == TlsMode::Acme)
+            .map(|s| crate::acme::cert_files(&config.state_dir, &s.name))
+            .collect();
         let named: std::collections::HashSet<&CertFiles> = config
             .certificates
             .iter()
@@ -107,6 +116,7 @@ impl Shared {
                 TlsMode::Pinned(f) => Some(f),
                 _ => None,
             }))
+            .chain(&acme)
             .collect();
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         loaded.retain(|k, _| named.contains(k));
@@ -164,6 +174,8 @@ pub struct Runtime {
     pub pool: Pool,
     /// Certificates issued by the local CA or pinned by sites, by site index.
     pub site_certs: Vec<Option<Arc<Cert>>>,
+    /// ACME challenge answers (shared by every runtime of one process).
+    pub challenges: Arc<crate::acme::Challenges>,
     /// Set once a newer runtime replaced this one: its connections finish what they are
     /// doing and close, so old certificates and sites do not live on in keep-alive
     /// connections.
@@ -412,6 +424,34 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                         }
                     }
                 }
+                // Without an [acme] table the file check has reported an error already.
+                TlsMode::Acme if config.acme.is_none() => {}
+                TlsMode::Acme => {
+                    let files = crate::acme::cert_files(&config.state_dir, &site.name);
+                    // Until the first order succeeds there is nothing to load: the site's
+                    // names are refused at the handshake, and that is not an error.
+                    let usable = if files.cert.exists() && files.key.exists() {
+                        shared.load(&files).ok().filter(|c| {
+                            c.is_valid_at(now) && site.hosts.iter().all(|h| c.covers(h))
+                        })
+                    } else {
+                        None
+                    };
+                    match usable {
+                        Some(cert) => {
+                            for host in &site.hosts {
+                                choices
+                                    .insert((si, host), Choice::single(cert.clone(), How::Pinned));
+                            }
+                            site_cert = Some(cert);
+                        }
+                        None => report.warning(
+                            format!("{at}.tls"),
+                            format!("the ACME certificate is pending: {} has none yet that is valid and covers every host; its names are refused at the handshake until it is issued", files.cert.display()),
+                            Some("make sure the [acme] directory is reachable and the CA can reach an http listener on port 80 or an https listener on port 443 for these names".to_string()),
+                        ),
+                    }
+                }
                 TlsMode::Pool => {
                     for (hi, host) in site.hosts.iter().enumerate() {
                         match pool.best(host, now) {
@@ -503,6 +543,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             sites,
             pool,
             site_certs,
+            challenges: shared.challenges.clone(),
             retired: tokio::sync::watch::Sender::new(false),
         }),
         report,

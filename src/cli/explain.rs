@@ -289,9 +289,16 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
                 hosts.join(", ")
             );
         }
-        TlsMode::Internal | TlsMode::Pinned(_) => {
+        TlsMode::Acme if b.certs.is_none() => {
+            ex.certs_why = format!(
+                "ACME: {site_name}'s certificate is pending (not issued yet); its names are refused at the handshake until it is"
+            );
+        }
+        TlsMode::Internal | TlsMode::Pinned(_) | TlsMode::Acme => {
             ex.certs_why = if matches!(site.tls, TlsMode::Pinned(_)) {
                 format!("pinned: {site_name} names its certificate (tls = {{ cert, key }}); the pool is not consulted")
+            } else if site.tls == TlsMode::Acme {
+                format!("ACME: issued for {site_name}'s hosts and stored in state_dir/acme/")
             } else {
                 format!("internal CA: issued by the local CA for {site_name}'s hosts")
             };

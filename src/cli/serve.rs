@@ -188,6 +188,19 @@ fn cert_files(config: &Config) -> Vec<(PathBuf, Option<FileStamp>)> {
         .collect()
 }
 
+/// Whether a reload changed what the ACME tasks work from: the `[acme]` table, the state
+/// directory, or the names of an ACME site.
+fn acme_changed(old: &Config, new: &Config) -> bool {
+    let acme_sites = |c: &Config| -> Vec<(String, Vec<crate::names::HostName>)> {
+        c.sites
+            .iter()
+            .filter(|s| s.tls == TlsMode::Acme)
+            .map(|s| (s.name.clone(), s.hosts.clone()))
+            .collect()
+    };
+    old.acme != new.acme || old.state_dir != new.state_dir || acme_sites(old) != acme_sites(new)
+}
+
 async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     let shared = Shared::new().context("cannot set up TLS session tickets")?;
     let rt = match load(&path, &shared) {
@@ -251,18 +264,39 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     // Files seen changed at the previous tick; rebuilt once they stop changing (debounce).
     let mut pending: Option<Vec<_>> = None;
     let mut upgrade = Upgrade::default();
+    // ACME tasks for the configuration being served; restarted when a reload changes it.
+    let (issued_tx, mut issued) = tokio::sync::mpsc::unbounded_channel();
+    let start_acme = |config: &Config| {
+        crate::acme::Manager::start(config, shared.challenges.clone(), issued_tx.clone())
+    };
+    let mut acme_config = server.runtime().config.clone();
+    let mut acme = start_acme(&acme_config);
     loop {
         tokio::select! {
             _ = hup.recv() => {
                 install(&mut server, load(&path, &shared), "SIGHUP");
                 files = cert_files(&server.runtime().config);
                 watch = tokio::time::interval(watch_period(files.len()));
+                if acme_changed(&acme_config, &server.runtime().config) {
+                    acme_config = server.runtime().config.clone();
+                    acme = start_acme(&acme_config);
+                }
+            }
+            Some(site) = issued.recv() => {
+                // The configuration in memory: a new certificate must not apply edits
+                // nobody asked to load yet.
+                let config = server.runtime().config.clone();
+                install(&mut server, build(config, &shared), &format!("ACME certificate for site {site}"));
             }
             Some(request) = commands.recv() => match request.command {
                 Command::Reload => {
                     let answer = install(&mut server, load(&path, &shared), "portico reload");
                     files = cert_files(&server.runtime().config);
                     watch = tokio::time::interval(watch_period(files.len()));
+                    if acme_changed(&acme_config, &server.runtime().config) {
+                        acme_config = server.runtime().config.clone();
+                        acme = start_acme(&acme_config);
+                    }
                     let _ = request.reply.send(Reply::Text(answer));
                 }
                 Command::Upgrade => match upgrade.start(&exe, &path, &state_dir) {
@@ -343,6 +377,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
             _ = int.recv() => break,
         }
     }
+    drop(acme);
     let drain = server.runtime().config.limits.drain_timeout;
     tracing::info!(deadline = ?drain, "draining");
     let clean = server.shutdown(drain).await;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::raw::{self, RawConfig, RawListener, RawSite, RawTls, Unknown};
 use super::{
-    Action, CertFiles, Config, Limits, ListenAddr, Listener, ListenerKind, NoSni, Report, Site,
-    TlsMode, UnknownSni,
+    Acme, Action, CertFiles, Challenge, Config, Limits, ListenAddr, Listener, ListenerKind, NoSni,
+    Report, Site, TlsMode, UnknownSni,
 };
 use crate::names::HostName;
 
@@ -60,7 +60,14 @@ impl Checker<'_> {
             self.report,
             "",
             &raw.unknown,
-            &["state_dir", "listener", "certificate", "site", "limits"],
+            &[
+                "state_dir",
+                "listener",
+                "certificate",
+                "site",
+                "limits",
+                "acme",
+            ],
         );
         let state_dir = self.path(raw.state_dir.as_deref().unwrap_or("state"));
         let limits = self.limits(raw.limits);
@@ -72,6 +79,22 @@ impl Checker<'_> {
             .filter_map(|(i, c)| self.cert_files(&format!("certificate[{i}]"), c))
             .collect();
         let sites = self.sites(raw.site, &listeners);
+        let acme = raw.acme.and_then(|a| self.acme(a));
+        if acme.is_none() {
+            for s in sites.iter().filter(|s| s.tls == TlsMode::Acme) {
+                self.report.error(
+                    format!("site[{}].tls", s.index),
+                    format!(
+                        "site {:?} wants an ACME certificate, but there is no [acme] table",
+                        s.name
+                    ),
+                    Some(
+                        "add [acme] with directory = \"https://...\" (the ACME CA's directory URL)"
+                            .to_string(),
+                    ),
+                );
+            }
+        }
         let config = Config {
             file: file.to_path_buf(),
             state_dir,
@@ -79,6 +102,7 @@ impl Checker<'_> {
             certificates,
             sites,
             limits,
+            acme,
         };
         self.bindings(&config);
         config
@@ -381,6 +405,82 @@ impl Checker<'_> {
         out
     }
 
+    /// The `[acme]` table; None (with errors reported) when it cannot be used.
+    fn acme(&mut self, raw: raw::RawAcme) -> Option<Acme> {
+        unknown_keys(
+            self.report,
+            "acme",
+            &raw.unknown,
+            &["directory", "email", "ca", "challenges"],
+        );
+        let directory = match raw.directory {
+            Some(d) if d.starts_with("https://") => Some(d),
+            Some(d) => {
+                self.report.error(
+                    "acme.directory",
+                    format!("{d:?} is not an https:// URL"),
+                    Some("give the CA's ACME v2 directory URL, such as \"https://acme-v02.api.letsencrypt.org/directory\"".to_string()),
+                );
+                None
+            }
+            None => {
+                self.report.error(
+                    "acme.directory",
+                    "directory is missing",
+                    Some("give the CA's ACME v2 directory URL, such as \"https://acme-v02.api.letsencrypt.org/directory\"".to_string()),
+                );
+                None
+            }
+        };
+        if let Some(email) = &raw.email {
+            if !email.contains('@') || email.contains(char::is_whitespace) {
+                self.report.error(
+                    "acme.email",
+                    format!("{email:?} is not an email address"),
+                    Some(
+                        "write an address such as \"ops@example.com\", or remove email".to_string(),
+                    ),
+                );
+            }
+        }
+        let mut challenges = Vec::new();
+        match raw.challenges {
+            None => challenges = vec![Challenge::TlsAlpn01, Challenge::Http01],
+            Some(list) => {
+                for (i, c) in list.iter().enumerate() {
+                    let c = match c.as_str() {
+                        "tls-alpn-01" => Challenge::TlsAlpn01,
+                        "http-01" => Challenge::Http01,
+                        other => {
+                            self.report.error(
+                                format!("acme.challenges[{i}]"),
+                                format!("unknown challenge type {other:?}"),
+                                Some("use \"tls-alpn-01\" and/or \"http-01\"".to_string()),
+                            );
+                            continue;
+                        }
+                    };
+                    if !challenges.contains(&c) {
+                        challenges.push(c);
+                    }
+                }
+                if list.is_empty() {
+                    self.report.error(
+                        "acme.challenges",
+                        "no challenge type is allowed",
+                        Some("list at least one of \"tls-alpn-01\", \"http-01\", or remove challenges".to_string()),
+                    );
+                }
+            }
+        }
+        Some(Acme {
+            directory: directory?,
+            email: raw.email,
+            ca: raw.ca.map(|c| self.path(&c)),
+            challenges,
+        })
+    }
+
     fn cert_files(&mut self, at: &str, raw: raw::RawCertificate) -> Option<CertFiles> {
         unknown_keys(self.report, at, &raw.unknown, &["cert", "key"]);
         match (raw.cert, raw.key) {
@@ -497,12 +597,13 @@ impl Checker<'_> {
                 None => TlsMode::Pool,
                 Some(RawTls::Mode(m)) if m == "pool" => TlsMode::Pool,
                 Some(RawTls::Mode(m)) if m == "internal" => TlsMode::Internal,
+                Some(RawTls::Mode(m)) if m == "acme" => TlsMode::Acme,
                 Some(RawTls::Mode(m)) => {
                     self.report.error(
                         format!("{at}.tls"),
                         format!("unknown value {m:?}"),
                         Some(
-                            "use \"pool\", \"internal\" or { cert = \"...\", key = \"...\" }"
+                            "use \"pool\", \"internal\", \"acme\" or { cert = \"...\", key = \"...\" }"
                                 .to_string(),
                         ),
                     );

@@ -35,6 +35,30 @@ pub struct Config {
     pub certificates: Vec<CertFiles>,
     pub sites: Vec<Site>,
     pub limits: Limits,
+    /// The ACME account and CA that `tls = "acme"` sites get their certificates from.
+    pub acme: Option<Acme>,
+}
+
+/// The `[acme]` table: which ACME v2 directory to order certificates from, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acme {
+    /// The directory URL (`https://...`).
+    pub directory: String,
+    /// A contact address for the account (`mailto:` is added).
+    pub email: Option<String>,
+    /// An extra root certificate (PEM) to trust for the directory's own TLS (test CAs).
+    pub ca: Option<PathBuf>,
+    /// Challenge types in order of preference.
+    pub challenges: Vec<Challenge>,
+}
+
+/// An ACME challenge type Portico can answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// `acme-tls/1` on an https listener (port 443 for a public CA).
+    TlsAlpn01,
+    /// `/.well-known/acme-challenge/` on an http listener (port 80 for a public CA).
+    Http01,
 }
 
 /// Where a listener accepts: one IP or every address (`*`), and a port.
@@ -145,6 +169,8 @@ pub enum TlsMode {
     Internal,
     /// This certificate, whatever the pool holds.
     Pinned(CertFiles),
+    /// Ordered from the `[acme]` directory and stored in `state_dir/acme/`.
+    Acme,
 }
 
 #[derive(Debug, Clone)]

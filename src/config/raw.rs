@@ -20,6 +20,17 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) site: Vec<RawSite>,
     pub(crate) limits: Option<RawLimits>,
+    pub(crate) acme: Option<RawAcme>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawAcme {
+    pub(crate) directory: Option<String>,
+    pub(crate) email: Option<String>,
+    pub(crate) ca: Option<String>,
+    pub(crate) challenges: Option<Vec<String>>,
     #[serde(flatten)]
     pub(crate) unknown: Unknown,
 }

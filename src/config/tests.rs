@@ -970,10 +970,10 @@ fn cases() -> Vec<Case> {
             "unknown tls mode",
             [
                 base(),
-                site("a", &["a.test"], &[r#"tls = "acme""#, RESPOND]),
+                site("a", &["a.test"], &[r#"tls = "letsencrypt""#, RESPOND]),
             ]
             .concat(),
-            vec![error("site[0].tls", "unknown value \"acme\"")],
+            vec![error("site[0].tls", "unknown value \"letsencrypt\"")],
         ),
         case(
             "pinned tls without key",
@@ -1309,6 +1309,37 @@ fn cases() -> Vec<Case> {
             setup: Some(make_www),
             ..case("valid multi-site configuration", valid_config(), vec![])
         },
+        // ---- ACME ------------------------------------------------------------------------------
+        case(
+            "acme site without an [acme] table",
+            [base(), site("a", &["a.test"], &[r#"tls = "acme""#, RESPOND])].concat(),
+            vec![error("site[0].tls", "there is no [acme] table")],
+        ),
+        case(
+            "acme site before its first certificate: a warning, not an error",
+            [
+                "[acme]\ndirectory = \"https://acme.test/dir\"\n".to_string(),
+                base(),
+                site("a", &["a.test"], &[r#"tls = "acme""#, RESPOND]),
+            ]
+            .concat(),
+            vec![warning("site[0].tls", "certificate is pending")],
+        ),
+        case(
+            "acme table problems, all reported",
+            [
+                "[acme]\ndirectory = \"http://acme.test/dir\"\nemail = \"nobody\"\nchallenges = [\"dns-01\"]\nkey = \"x\"\n".to_string(),
+                base(),
+                site("a", &["a.test"], &[RESPOND]),
+            ]
+            .concat(),
+            vec![
+                error("acme.directory", "is not an https:// URL"),
+                error("acme.email", "is not an email address"),
+                error("acme.challenges[0]", "unknown challenge type \"dns-01\""),
+                error("acme.key", "unknown key \"key\""),
+            ],
+        ),
     ]
 }
 

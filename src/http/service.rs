@@ -89,6 +89,23 @@ async fn respond(
     conn: &Conn,
     req: Request<Incoming>,
 ) -> (Response<Body>, Option<HostName>, Option<String>) {
+    // ACME HTTP-01: answered on plain listeners for any host, before the redirect to https.
+    if conn.cert.is_none() && req.method() == http::Method::GET {
+        if let Some(token) = req
+            .uri()
+            .path()
+            .strip_prefix("/.well-known/acme-challenge/")
+        {
+            if let Some(key_authorization) = conn.runtime.challenges.http(token) {
+                let mut resp = text(StatusCode::OK, key_authorization);
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                return (resp, request_host(&req).ok(), None);
+            }
+        }
+    }
     let host = match request_host(&req) {
         Ok(h) => h,
         Err(HostProblem::NotAName) if conn.cert.is_some() => {

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod acme;
 mod bad_input;
 mod http;
 mod inspect;

@@ -1,0 +1,306 @@
+//! ACME against a real Pebble (the Debian package) on loopback: Pebble validates the
+//! challenges against Portico's own listeners (never `PEBBLE_VA_ALWAYS_VALID`), with names
+//! resolved to 127.0.0.1 by pebble-challtestsrv.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::client::{connect, Opts};
+use crate::support::free_port;
+use crate::support::pki::{Key, Pki, Validity};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portico");
+const PEBBLE: &str = "/usr/bin/pebble";
+const CHALLTESTSRV: &str = "/usr/bin/pebble-challtestsrv";
+
+/// A child process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Pebble and its DNS server, both on loopback.
+struct Pebble {
+    _dns: Running,
+    _pebble: Running,
+    directory: String,
+    /// The root Pebble's own HTTPS listener is signed by (not the issuing CA).
+    ca: PathBuf,
+}
+
+fn wait_port(port: u16, what: &str) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what} did not start listening on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts Pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`.
+fn pebble(dir: &Path, http_port: u16, tls_port: u16) -> Pebble {
+    assert!(
+        Path::new(PEBBLE).exists() && Path::new(CHALLTESTSRV).exists(),
+        "these tests need the Debian package pebble (apt-get install pebble)"
+    );
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let pki = Pki::new(&dir.join("pki"));
+    let (cert, key) = pki.leaf(
+        "pebble",
+        &["localhost", "127.0.0.1"],
+        Key::Ecdsa,
+        Validity::Current,
+    );
+    let (dns_port, dns_mgmt, port, mgmt) = (free_port(), free_port(), free_port(), free_port());
+    let log = |name: &str| std::fs::File::create(dir.join(name)).expect("log file");
+    let dns = Command::new(CHALLTESTSRV)
+        .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+        .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+        .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+        .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
+        .stdout(log("challtestsrv.log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pebble-challtestsrv");
+    let dns = Running(dns);
+    wait_port(dns_port, "pebble-challtestsrv");
+    let config = dir.join("pebble.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"pebble": {{"listenAddress": "127.0.0.1:{port}", "managementListenAddress": "127.0.0.1:{mgmt}", "certificate": "{}", "privateKey": "{}", "httpPort": {http_port}, "tlsPort": {tls_port}, "ocspResponderURL": "", "externalAccountBindingRequired": false}}}}"#,
+            cert.display(),
+            key.display()
+        ),
+    )
+    .expect("write pebble config");
+    let child = Command::new(PEBBLE)
+        .arg("-config")
+        .arg(&config)
+        .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .env("PEBBLE_WFE_NONCEREJECT", "0")
+        .env("PEBBLE_AUTHZREUSE", "0")
+        .stdout(log("pebble.log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pebble");
+    let pebble = Running(child);
+    wait_port(port, "pebble");
+    Pebble {
+        _dns: dns,
+        _pebble: pebble,
+        directory: format!("https://127.0.0.1:{port}/dir"),
+        ca: pki.root_file(),
+    }
+}
+
+/// A Portico process serving `dir/portico.toml`, its log in `dir/portico.log`.
+fn portico(dir: &Path, log: &str) -> Running {
+    let child = Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(dir.join("portico.toml"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(log)).expect("log file"))
+        .spawn()
+        .expect("start portico");
+    Running(child)
+}
+
+/// The configuration: an http and an https listener on loopback, and `sites`.
+fn write_config(dir: &Path, pebble: &Pebble, challenges: &str, ports: (u16, u16), sites: &str) {
+    std::fs::write(
+        dir.join("portico.toml"),
+        format!(
+            "state_dir = \"state\"\n[acme]\ndirectory = \"{}\"\nemail = \"ops@example.test\"\nca = \"{}\"\nchallenges = {challenges}\n\n[[listener]]\naddress = \"127.0.0.1:{}\"\nkind = \"http\"\n[[listener]]\naddress = \"127.0.0.1:{}\"\n\n{sites}",
+            pebble.directory,
+            pebble.ca.display(),
+            ports.0,
+            ports.1
+        ),
+    )
+    .expect("write config");
+}
+
+/// Polls (generously) until the https port presents a certificate for `name` whose names are
+/// `sans`; panics with the log if that never happens.
+async fn served(port: u16, name: &str, sans: &[&str], dir: &Path, log: &str) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    loop {
+        if let Ok((_, presented)) = connect(addr, &Opts::sni(name)).await {
+            let mut got = presented.sans.clone();
+            got.sort();
+            let mut want: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+            want.sort();
+            assert_eq!(got, want, "the certificate served for {name}");
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            panic!(
+                "no certificate for {name}; portico log:\n{}",
+                std::fs::read_to_string(dir.join(log)).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn assert_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{} is not private", path.display());
+}
+
+/// Issues a certificate for one site through `challenges`, and checks what was stored.
+async fn issue(dir: &Path, challenges: &str, hosts: &[&str]) -> (Pebble, (u16, u16)) {
+    let ports = (free_port(), free_port());
+    let pebble = pebble(&dir.join("pebble"), ports.0, ports.1);
+    let hosts_toml: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
+    write_config(
+        dir,
+        &pebble,
+        challenges,
+        ports,
+        &format!(
+            "[[site]]\nname = \"shop\"\nhosts = [{}]\ntls = \"acme\"\nrespond = {{ body = \"shop\" }}\n",
+            hosts_toml.join(", ")
+        ),
+    );
+    let _portico = portico(dir, "portico.log");
+    wait_port(ports.1, "portico");
+    for h in hosts {
+        served(ports.1, h, hosts, dir, "portico.log").await;
+    }
+    assert_private(&dir.join("state/acme/account.json"));
+    assert_private(&dir.join("state/acme/shop.key"));
+    assert!(dir.join("state/acme/shop.pem").exists());
+    let log = std::fs::read_to_string(dir.join("portico.log")).expect("log");
+    // Pebble really validated against Portico: the answers show in the log.
+    if challenges.contains("tls-alpn-01") && !challenges.contains("http-01") {
+        assert!(
+            log.contains("answered an ACME TLS-ALPN-01 challenge"),
+            "{log}"
+        );
+    }
+    if challenges.contains("http-01") && !challenges.contains("tls-alpn-01") {
+        for h in hosts {
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("/.well-known/acme-challenge/")
+                        && l.contains(&format!("host=\"{h}\""))
+                        && l.contains("status=200")),
+                "no HTTP-01 answer for {h}:\n{log}"
+            );
+        }
+    }
+    (pebble, ports)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuance_through_http_01_for_a_site_with_two_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    issue(
+        dir.path(),
+        r#"["http-01"]"#,
+        &["shop.example.test", "www.shop.example.test"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuance_through_tls_alpn_01() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    issue(dir.path(), r#"["tls-alpn-01"]"#, &["shop.example.test"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_reuses_the_stored_certificate_without_a_new_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pebble, ports) = issue(
+        dir.path(),
+        r#"["tls-alpn-01", "http-01"]"#,
+        &["shop.example.test"],
+    )
+    .await;
+    let stored = std::fs::read(dir.path().join("state/acme/shop.pem")).expect("stored");
+    // Pebble is gone: only the stored certificate can be served now.
+    drop(pebble);
+    let _portico = portico(dir.path(), "restart.log");
+    served(
+        ports.1,
+        "shop.example.test",
+        &["shop.example.test"],
+        dir.path(),
+        "restart.log",
+    )
+    .await;
+    assert_eq!(
+        std::fs::read(dir.path().join("state/acme/shop.pem")).expect("stored"),
+        stored
+    );
+    let log = std::fs::read_to_string(dir.path().join("restart.log")).expect("log");
+    assert!(
+        !log.contains("ACME order started"),
+        "the restart ordered again:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_order_leaves_other_sites_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = (free_port(), free_port());
+    // Pebble validates HTTP-01 on a port nobody listens on: the order must fail.
+    let pebble = pebble(&dir.path().join("pebble"), free_port(), ports.1);
+    write_config(
+        dir.path(),
+        &pebble,
+        r#"["http-01"]"#,
+        ports,
+        "[[site]]\nname = \"dev\"\nhosts = [\"dev.example.test\"]\ntls = \"internal\"\nrespond = { body = \"dev\" }\n[[site]]\nname = \"shop\"\nhosts = [\"shop.example.test\"]\ntls = \"acme\"\nrespond = { body = \"shop\" }\n",
+    );
+    let _portico = portico(dir.path(), "portico.log");
+    wait_port(ports.1, "portico");
+    let start = Instant::now();
+    let log = loop {
+        let log = std::fs::read_to_string(dir.path().join("portico.log")).unwrap_or_default();
+        if log.contains("ACME order failed") {
+            break log;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the order never failed:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The CA's problem document is in the log line.
+    assert!(log.contains("urn:ietf:params:acme:error:"), "{log}");
+    served(
+        ports.1,
+        "dev.example.test",
+        &["dev.example.test"],
+        dir.path(),
+        "portico.log",
+    )
+    .await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], ports.1));
+    assert!(
+        connect(addr, &Opts::sni("shop.example.test"))
+            .await
+            .is_err(),
+        "a site without its certificate must be refused at the handshake"
+    );
+    assert!(!dir.path().join("state/acme/shop.pem").exists());
+}
