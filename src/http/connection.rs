@@ -135,7 +135,12 @@ async fn drive<C: Graceful>(
     tokio::pin!(served);
     tokio::select! {
         r = served.as_mut() => return log_end(r.err()),
-        _ = shutting_down(shutdown) => {}
+        // Draining: like a reload, but for good. A connection accepted just before still
+        // serves the request its client is sending.
+        _ = async {
+            shutting_down(shutdown).await;
+            activity.done_after_retire(RETIRE_GRACE).await;
+        } => {}
         // A reload replaced this connection's runtime: new requests belong on a new
         // connection, which will see the new certificates and sites.
         _ = async {

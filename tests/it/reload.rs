@@ -388,19 +388,26 @@ async fn binary_upgrade_under_load_refuses_no_connection() {
         Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicUsize::new(0)),
     );
+    // What went wrong, for the assertion messages.
+    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut load = Vec::new();
     for _ in 0..2 {
         let (stop, ok, refused, failed) =
             (stop.clone(), ok.clone(), refused.clone(), failed.clone());
+        let errors = errors.clone();
         load.push(tokio::spawn(async move {
             // Bounded: at most 3000 new connections per client.
             for _ in 0..3000 {
                 if stop.load(Ordering::Relaxed) == 1 {
                     break;
                 }
-                let Ok((tls, _)) = connect(addr, &Opts::sni("up.test")).await else {
-                    refused.fetch_add(1, Ordering::Relaxed);
-                    continue;
+                let tls = match connect(addr, &Opts::sni("up.test")).await {
+                    Ok((tls, _)) => tls,
+                    Err(e) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        errors.lock().expect("errors").push(format!("connect: {e}"));
+                        continue;
+                    }
                 };
                 match Http::over(tls).await.try_get("up.test", "/").await {
                     Some(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
@@ -476,7 +483,8 @@ async fn binary_upgrade_under_load_refuses_no_connection() {
     assert_eq!(
         refused.load(Ordering::Relaxed),
         0,
-        "no connection refused during the upgrade"
+        "no connection refused during the upgrade: {:?}",
+        errors.lock().expect("errors")
     );
     assert_eq!(
         failed.load(Ordering::Relaxed),
