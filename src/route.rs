@@ -42,6 +42,8 @@ pub enum Refusal {
     NoSni,
     /// The name is not bound on this listener and `unknown_sni = "reject"`.
     UnknownName(String),
+    /// The name is bound, but its site has no certificate yet (an ACME order is pending).
+    NoCertificate(String),
 }
 
 impl Refusal {
@@ -50,7 +52,7 @@ impl Refusal {
     pub fn alert(&self) -> u8 {
         match self {
             Refusal::NoSni => 40,
-            Refusal::UnknownName(_) => 112,
+            Refusal::UnknownName(_) | Refusal::NoCertificate(_) => 112,
         }
     }
 }

@@ -203,6 +203,13 @@ impl Runtime {
                     backend,
                     resolved: Some(r),
                 },
+                // Refused here, with the alert that says the name is not served (yet),
+                // rather than by rustls finding no certificate.
+                _ if r.binding.certs.is_none()
+                    && self.config.sites[r.binding.site].tls == TlsMode::Acme =>
+                {
+                    Decision::Refuse(Refusal::NoCertificate(r.binding.host.to_string()))
+                }
                 _ => Decision::Terminate(r),
             },
             Err(Refusal::UnknownName(name)) => match (

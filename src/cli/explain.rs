@@ -237,6 +237,11 @@ fn step_binding(
             alert_name(refusal),
             refusal.alert()
         ),
+        Err(refusal @ Refusal::NoCertificate(host)) => format!(
+            "{host} is bound on {listener}, but its site has no certificate yet (ACME order pending): the handshake is refused with alert {} ({})",
+            alert_name(refusal),
+            refusal.alert()
+        ),
         Err(refusal @ Refusal::UnknownName(raw)) => format!(
             "{} is not bound on {listener} and unknown_sni = \"reject\": the handshake is refused with alert {} ({})",
             match Sni::parse(Some(raw)) {
@@ -535,7 +540,11 @@ pub fn explain<'a>(rt: &'a Runtime, host: &str, opts: &Options, now: i64) -> Exp
         );
         return ex;
     }
-    let resolved = rt.listeners[li].table.resolve_sni(ex.sni.as_deref());
+    let resolved = match rt.decide(li, ex.sni.as_deref()) {
+        // Bound, but refused: the site's ACME certificate does not exist yet.
+        Decision::Refuse(refusal @ Refusal::NoCertificate(_)) => Err(refusal),
+        _ => rt.listeners[li].table.resolve_sni(ex.sni.as_deref()),
+    };
     ex.binding_why = step_binding(rt, li, ex.sni.as_deref(), &resolved);
     match &resolved {
         Ok(r) => {

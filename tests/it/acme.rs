@@ -296,11 +296,13 @@ async fn a_failing_order_leaves_other_sites_serving() {
     )
     .await;
     let addr = SocketAddr::from(([127, 0, 0, 1], ports.1));
-    assert!(
-        connect(addr, &Opts::sni("shop.example.test"))
-            .await
-            .is_err(),
-        "a site without its certificate must be refused at the handshake"
+    let refused = connect(addr, &Opts::sni("shop.example.test"))
+        .await
+        .expect_err("a site without its certificate must be refused at the handshake");
+    assert_eq!(
+        crate::support::client::alert(&refused),
+        Some(rustls::AlertDescription::UnrecognisedName),
+        "with the alert that says the name is not served (yet)"
     );
     assert!(!dir.path().join("state/acme/shop.pem").exists());
 }
