@@ -109,15 +109,8 @@ impl Shared {
             .filter(|s| s.tls == TlsMode::Acme)
             .map(|s| crate::acme::cert_files(&config.state_dir, &s.name))
             .collect();
-        let named: std::collections::HashSet<&CertFiles> = config
-            .certificates
-            .iter()
-            .chain(config.sites.iter().filter_map(|s| match &s.tls {
-                TlsMode::Pinned(f) => Some(f),
-                _ => None,
-            }))
-            .chain(&acme)
-            .collect();
+        let named: std::collections::HashSet<&CertFiles> =
+            config.cert_files().chain(&acme).collect();
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         loaded.retain(|k, _| named.contains(k));
     }

@@ -172,14 +172,8 @@ fn watch_period(n: usize) -> Duration {
 /// The certificate and key files a runtime was built from, with what identifies their
 /// content on disk (size, modification time, inode: a rename or a symlink swap changes it).
 fn cert_files(config: &Config) -> Vec<(PathBuf, Option<FileStamp>)> {
-    let pinned = config.sites.iter().filter_map(|s| match &s.tls {
-        TlsMode::Pinned(files) => Some(files),
-        _ => None,
-    });
     config
-        .certificates
-        .iter()
-        .chain(pinned)
+        .cert_files()
         .flat_map(|f| [f.cert.clone(), f.key.clone()])
         .map(|p| {
             let stamp = runtime::stamp(&p);

@@ -235,6 +235,15 @@ impl Default for Limits {
 }
 
 impl Config {
+    /// The certificate files the configuration names: the pool's and the pinned ones.
+    pub fn cert_files(&self) -> impl Iterator<Item = &CertFiles> {
+        let pinned = self.sites.iter().filter_map(|s| match &s.tls {
+            TlsMode::Pinned(files) => Some(files),
+            _ => None,
+        });
+        self.certificates.iter().chain(pinned)
+    }
+
     /// Reads and checks the file. Errors and warnings go into the report; the configuration
     /// is returned only when there is no error.
     pub fn load(file: &Path) -> (Option<Config>, Report) {

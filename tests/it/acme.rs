@@ -4,26 +4,16 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::client::{connect, Opts};
-use crate::support::free_port;
 use crate::support::pki::{Key, Pki, Validity};
+use crate::support::{free_port, Running};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portico");
 const PEBBLE: &str = "/usr/bin/pebble";
 const CHALLTESTSRV: &str = "/usr/bin/pebble-challtestsrv";
-
-/// A child process killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Pebble and its DNS server, both on loopback.
 struct Pebble {

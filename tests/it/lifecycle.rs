@@ -3,13 +3,13 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::client::{connect, Opts};
 use crate::support::pki::{Key, Pki, Validity};
-use crate::support::{free_port, serve, site_root};
+use crate::support::{eventually, free_port, serve, site_root, Running};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portico");
 
@@ -125,15 +125,6 @@ async fn request_in_flight_finishes_during_drain() {
     );
 }
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn signal(child: &Child, sig: &str) {
     let status = Command::new("sh")
         .args(["-c", &format!("kill -{sig} {}", child.id())])
@@ -156,21 +147,6 @@ fn curl(ca: &std::path::Path, host: &str, port: u16) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Polls until `f` returns Some, for at most 30 seconds (a bound, not a timing assertion).
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "gave up waiting: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

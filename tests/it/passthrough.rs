@@ -2,7 +2,6 @@
 //! unknown names, PROXY protocol out to backends and in from trusted load balancers.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -25,27 +24,13 @@ async fn backend(
     SocketAddr,
     mpsc::UnboundedReceiver<Option<proxy_protocol::Header>>,
 ) {
-    use rustls::pki_types::pem::PemObject;
     let (cert, key) = pki.leaf(
         &format!("backend-{name}"),
         &[name],
         Key::Ecdsa,
         Validity::Current,
     );
-    let chain = rustls::pki_types::CertificateDer::pem_file_iter(&cert)
-        .expect("chain")
-        .map(|c| c.expect("cert"))
-        .collect();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).expect("key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = crate::support::pki::acceptor(&cert, &key);
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");

@@ -5,14 +5,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 
 use portico::cli::probe::{
     probe, render_human, render_table, Report, Sni, Target, Trust, Verdict, Verification, TIMEOUT,
 };
 use portico::names::HostName;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::support::nginx::{self, Nginx};
 use crate::support::pki::{Key, Pki, Validity};
@@ -395,20 +392,7 @@ async fn probe_binary_usage_errors_exit_2() {
 
 /// Serves one chain with rustls for every name: for certificates Portico refuses to load.
 async fn tiny_server(cert: &Path, key: &Path) -> SocketAddr {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .expect("cert file")
-        .collect::<Result<_, _>>()
-        .expect("certs");
-    let key = PrivateKeyDer::from_pem_file(key).expect("key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = crate::support::pki::acceptor(cert, key);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -7,7 +7,6 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -177,27 +176,13 @@ async fn backend(name: &'static str) -> SocketAddr {
 
 /// A TLS backend named `name` whose certificate (from `pki`) covers `cert_name`.
 async fn tls_backend(pki: &Pki, name: &'static str, cert_name: &str) -> SocketAddr {
-    use rustls::pki_types::pem::PemObject;
     let (cert, key) = pki.leaf(
         &format!("backend-{name}"),
         &[cert_name],
         Key::Ecdsa,
         Validity::Current,
     );
-    let chain = rustls::pki_types::CertificateDer::pem_file_iter(&cert)
-        .expect("chain")
-        .map(|c| c.expect("cert"))
-        .collect();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).expect("key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = crate::support::pki::acceptor(&cert, &key);
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");

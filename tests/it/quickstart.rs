@@ -1,17 +1,9 @@
 //! The README's quickstart, run as a user would: the real binary and curl.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::free_port;
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::support::{free_port, Running};
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).expect("mkdir");
@@ -60,7 +52,7 @@ fn quickstart_serves_three_sites_to_curl() {
         .stderr(Stdio::null())
         .spawn()
         .expect("serve starts");
-    let mut child = Kill(child);
+    let mut child = Running(child);
     let ca = dir.path().join("state/ca.pem");
     let curl = |args: &[&str]| {
         Command::new("curl")
@@ -146,7 +138,7 @@ fn quickstart_serves_three_sites_to_curl() {
         .stderr(Stdio::null())
         .spawn()
         .expect("serve restarts");
-    child = Kill(again);
+    child = Running(again);
     let started = Instant::now();
     loop {
         let out = curl(&[

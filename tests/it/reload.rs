@@ -1,7 +1,7 @@
 //! Reloads without a failed request: runtime swaps under load, `portico reload` through the
 //! control socket, new and removed listener addresses, and certificate files replaced on disk.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use portico::runtime::{self, Mode, Shared};
 
 use crate::support::client::{connect, Http, Opts};
 use crate::support::pki::{Key, Pki, Validity};
-use crate::support::{free_port, serve};
+use crate::support::{eventually, free_port, serve, Running};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portico");
 
@@ -120,29 +120,6 @@ async fn twenty_reloads_under_load_fail_no_request() {
         0,
         "no request failed during 20 reloads"
     );
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "gave up waiting: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The subject of the certificate served for `name` on `port`, via openssl.

@@ -22,11 +22,10 @@
 //! - HEAD is answered exactly like GET (including `206`/`416` for ranges and
 //!   `304`/`412` for conditions) but with an empty body.
 
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +37,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
 
+use self::cache::{Cached, FileCache};
 use crate::http::Body;
 
 /// How much of a file is read from disk and handed to the connection at once.
@@ -92,51 +92,6 @@ impl PartialEq for Root {
 }
 
 impl Eq for Root {}
-
-/// How long a small file read from disk is served from memory before it is looked at
-/// again (nginx's `open_file_cache_valid` idea, with a short default).
-const CACHE_VALID: Duration = Duration::from_secs(1);
-/// The most file bytes one root keeps in memory.
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
-
-/// Small files recently served, by request path: a hot file costs no system call. Entries
-/// are trusted for [`CACHE_VALID`], then checked again; the cache is emptied when full.
-#[derive(Debug, Default)]
-struct FileCache {
-    entries: Mutex<(HashMap<String, Cached>, usize)>,
-}
-
-#[derive(Debug, Clone)]
-struct Cached {
-    type_name: String,
-    modified: Option<SystemTime>,
-    data: Bytes,
-    checked: Instant,
-}
-
-impl FileCache {
-    fn get(&self, key: &str) -> Option<Cached> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .0
-            .get(key)
-            .filter(|c| c.checked.elapsed() < CACHE_VALID)
-            .cloned()
-    }
-
-    fn put(&self, key: String, entry: Cached) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let (map, bytes) = &mut *entries;
-        if *bytes + entry.data.len() > CACHE_BYTES {
-            map.clear();
-            *bytes = 0;
-        }
-        *bytes += entry.data.len();
-        if let Some(old) = map.insert(key, entry) {
-            *bytes -= old.data.len();
-        }
-    }
-}
 
 impl Root {
     /// Canonicalizes `path` (resolving symlinks) and checks it is a directory.
@@ -967,6 +922,8 @@ fn insert_text(headers: &mut HeaderMap, name: HeaderName, value: &str) {
         headers.insert(name, value);
     }
 }
+
+mod cache;
 
 #[cfg(all(test, unix))]
 mod tests;

@@ -1,3 +1,4 @@
+use super::cache::CACHE_VALID;
 use super::*;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::sync::atomic::{AtomicUsize, Ordering};
