@@ -66,6 +66,10 @@ def rows(res):
         row(sec, "CPU used to start, s", lambda s, k=k: _get(s, "startup", k, "startup_cpu_s"), digits=2)
         row(sec, "resident memory (VmRSS, process tree), MiB", lambda s, k=k: _mib(_get(s, "startup", k, "rss_kib")))
         row(sec, "proportional memory (PSS, process tree), MiB", lambda s, k=k: _mib(_get(s, "startup", k, "pss_kib")))
+    px = "Reverse proxy to one local backend, 1 KiB file"
+    for proto, label in [("http1", "HTTP/1.1"), ("http2", "HTTP/2")]:
+        row(px, f"{label}: requests/s", lambda s, p=proto: _get(s, "proxy", p, "req_per_s"), lower=False)
+        row(px, f"{label}: server CPU µs per request", lambda s, p=proto: _get(s, "proxy", p, "server_cpu_us_per_request"), digits=2)
     sec = f"Reload, {meta['reload_size']:,} sites + 1"
     row(sec, "time until the new site answers, s", lambda s: _get(s, "reload", "reload_s"), digits=2)
     row(sec, "server CPU during it, s", lambda s: _get(s, "reload", "reload_server_cpu_s"), digits=2)
@@ -153,7 +157,12 @@ def details(res):
                     f"{r['ok']} answered 200, {r['resumed']} resumed, {r['errors']} errors, "
                     f"{r['elapsed_s']} s, server CPU {r['server_cpu_s']} s, other load on CPU 0: {r['other_load_on_server_cpu']:.0%}"
                 )
-        for key, r in list(hs.items()) + list((s.get("keepalive") or {}).items()):
+        px = s.get("proxy") or {}
+        if px.get("error"):
+            out.append(f"- proxy: {px['error']}\n\n```\n{px.get('log', '')}\n```")
+        elif px.get("command"):
+            out.append(f"- proxy: `{px['command']}` (configuration: `write_proxy_config` in bench/servers.py)")
+        for key, r in list(hs.items()) + list((s.get("keepalive") or {}).items()) + [(f"proxy {k}", v) for k, v in px.items()]:
             if isinstance(r, dict) and "cmd" in r:
                 out.append(
                     f"- `{r['cmd']}`: {_fmt(r.get('succeeded'))} succeeded, "
@@ -286,7 +295,16 @@ def write(res, path):
         "asked for (Portico: SIGHUP; nginx: SIGHUP, as `nginx -s reload`; HAProxy: SIGUSR2 to the "
         "master; Caddy: `POST /load` on its admin API). Portico gives no completion signal yet, so "
         "for every server the time is until the new site answers a verified handshake.",
-        "- **Proxy**: not measured yet; it waits for the reverse-proxy issue.",
+        "- **Proxy**: each server is started again with one site that forwards every request to "
+        "one backend, nginx on plain HTTP serving the same 1 KiB file "
+        f"({meta.get('proxy_backend', 'not run')}; its CPU is not counted as the server's). Each "
+        "proxy is configured as an operator would for keep-alive to the backend and the usual "
+        "forwarded headers (nginx: `upstream` with `keepalive 32`, `proxy_http_version 1.1`, "
+        "`Host`, `X-Forwarded-For`, `X-Forwarded-Proto`; HAProxy: `option forwardfor`, default "
+        "connection reuse; Caddy and Portico: their defaults, which add X-Forwarded-* and keep "
+        "connections). h2load as for keep-alive, HTTP/1.1 and HTTP/2 from the client; HTTP/1.1 "
+        "to the backend. Requests/s is bounded by CPU 1, which carries both h2load and the "
+        "backend; server CPU per request is the figure to compare.",
         "",
         "### Exact commands",
         "",

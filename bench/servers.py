@@ -99,6 +99,20 @@ class Portico(Server):
         self.config = os.path.join(self.dir, "portico.toml")
         _write(self.config, "".join(parts))
 
+    def write_proxy_config(self, backend_port):
+        pem = self.pem(0)
+        self.config = os.path.join(self.dir, "portico.toml")
+        _write(
+            self.config,
+            f'state_dir = "{self.dir}/state"\n\n'
+            f'[[listener]]\nname = "https"\naddress = "127.0.0.1:{self.port}"\n\n'
+            f'[[certificate]]\ncert = "{pem}"\nkey = "{pem}"\n\n'
+            # Defaults otherwise: forwarded headers added, keep-alive pool to the backend.
+            f'[[site]]\nname = "s0"\nhosts = ["{pki.host(0)}"]\n'
+            f'proxy = {{ upstreams = ["http://127.0.0.1:{backend_port}"] }}\n'
+            "\n[limits]\nmax_connections = 100000\n",
+        )
+
     def command(self):
         return [self.binary, "serve", "-c", self.config]
 
@@ -118,11 +132,9 @@ class Nginx(Server):
         out = subprocess.run(["nginx", "-v"], capture_output=True, text=True)
         return out.stderr.strip().replace("nginx version: ", "")
 
-    def write_config(self, sites):
-        n = len(sites)
+    def _head(self, n):
         d = self.dir
-        parts = [
-            f"""# One worker: the server is pinned to one CPU.
+        return f"""# One worker: the server is pinned to one CPU.
 worker_processes 1;
 daemon off;
 master_process on;
@@ -149,7 +161,10 @@ http {{
     server_names_hash_max_size {max(512, 2 * n)};
     server_names_hash_bucket_size 128;
 """
-        ]
+
+    def write_config(self, sites):
+        d = self.dir
+        parts = [self._head(len(sites))]
         for i in sites:
             pem = self.pem(i)
             parts.append(
@@ -160,6 +175,29 @@ http {{
         os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
         self.config = os.path.join(d, "nginx.conf")
         _write(self.config, "".join(parts))
+
+    def write_proxy_config(self, backend_port):
+        # What an operator writes for a keep-alive proxy with forwarded headers: without
+        # `keepalive` and HTTP/1.1 nginx opens a new backend connection per request.
+        d, pem = self.dir, self.pem(0)
+        text = self._head(1) + f"""    upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{self.port} ssl http2; server_name {pki.host(0)};
+        ssl_certificate {pem}; ssl_certificate_key {pem};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}
+}}
+"""
+        os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
+        self.config = os.path.join(d, "nginx.conf")
+        _write(self.config, text)
 
     def command(self):
         return ["nginx", "-p", self.dir, "-e", os.path.join(self.dir, "error.log"), "-c", self.config]
@@ -205,6 +243,37 @@ frontend bench
     # HAProxy has no file server: it answers with the file, read once at start. This is
     # cheaper than serving it from disk, so HAProxy's request figures are a lower bound.
     http-request return status 200 content-type text/html file {static}
+""",
+        )
+
+    def write_proxy_config(self, backend_port):
+        d = self.dir
+        crt_list = os.path.join(d, "crt-list.txt")
+        _write(crt_list, self.pem(0) + "\n")
+        self.config = os.path.join(d, "haproxy.cfg")
+        # Connections to the backend are kept and reused by default (`http-reuse safe`).
+        _write(
+            self.config,
+            f"""global
+    nbthread 1
+    maxconn 9000
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+
+defaults
+    mode http
+    option forwardfor
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+
+frontend bench
+    bind 127.0.0.1:{self.port} ssl crt-list {crt_list} alpn h2,http/1.1
+    http-request set-header X-Forwarded-Proto https
+    default_backend app
+
+backend app
+    server app1 127.0.0.1:{backend_port}
 """,
         )
 
@@ -268,6 +337,15 @@ class Caddy(Server):
         self._body = json.dumps(self._config(sites))
         _write(self.config, self._body)
 
+    def write_proxy_config(self, backend_port):
+        # Caddy's reverse_proxy adds X-Forwarded-* and keeps backend connections by default.
+        cfg = self._config([0])
+        route = cfg["apps"]["http"]["servers"]["bench"]["routes"][0]
+        route["handle"] = [{"handler": "reverse_proxy", "upstreams": [{"dial": f"127.0.0.1:{backend_port}"}]}]
+        self.config = os.path.join(self.dir, "caddy.json")
+        self._body = json.dumps(cfg)
+        _write(self.config, self._body)
+
     def command(self):
         return ["caddy", "run", "--config", self.config]
 
@@ -291,6 +369,44 @@ class Caddy(Server):
 
         self.reload_error = None
         threading.Thread(target=post, daemon=True).start()
+
+
+class Backend:
+    """The one backend every proxy forwards to: nginx on plain HTTP, serving the same static
+    file, one worker, pinned by bench/run to the load generator's CPU (its CPU is not the
+    proxy's, so it is not counted)."""
+
+    def __init__(self, work, www, port):
+        self.dir = os.path.join(work, "backend")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(os.path.join(self.dir, "tmp"))
+        self.port = port
+        self.config = os.path.join(self.dir, "nginx.conf")
+        d = self.dir
+        _write(
+            self.config,
+            f"""worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    default_type text/html;
+    keepalive_requests 100000000;
+    keepalive_timeout 60s;
+    client_body_temp_path {d}/tmp;
+    proxy_temp_path {d}/tmp;
+    fastcgi_temp_path {d}/tmp;
+    uwsgi_temp_path {d}/tmp;
+    scgi_temp_path {d}/tmp;
+    server {{ listen 127.0.0.1:{port}; root {www}; }}
+}}
+""",
+        )
+
+    def command(self):
+        return ["nginx", "-p", self.dir, "-e", os.path.join(self.dir, "error.log"), "-c", self.config]
 
 
 def env_of(server):
