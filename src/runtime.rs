@@ -329,11 +329,19 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
     // (site index, host) -> certificates, for hosts on https listeners.
     let mut choices: HashMap<(usize, &crate::names::HostName), Choice> = HashMap::new();
     let mut judged: std::collections::HashSet<*const Cert> = std::collections::HashSet::new();
+    let mut roots: HashMap<std::path::PathBuf, static_files::Root> = HashMap::new();
     for (si, site) in config.sites.iter().enumerate() {
         let at = format!("site[{}]", site.index);
         let action = match &site.action {
             Action::Root(path) => match static_files::Root::new(path) {
-                Ok(root) => SiteAction::Root(root),
+                // Sites serving the same directory share one root, so a hot file is read
+                // and cached once for all of them.
+                Ok(root) => SiteAction::Root(
+                    roots
+                        .entry(root.path().to_path_buf())
+                        .or_insert(root)
+                        .clone(),
+                ),
                 Err(e) => {
                     report.error(format!("{at}.root"), format!("cannot serve {}: {e}", path.display()), Some("create the directory, or fix the path (relative to the configuration file)".to_string()));
                     // Go on to check the site's certificates (every problem at once). The
@@ -664,11 +672,11 @@ fn server_config(
     table: Arc<Table>,
     shared: &Shared,
 ) -> Result<ServerConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+    let mut config = ServerConfig::builder_with_provider(crate::tls::server_provider())
+        .with_protocol_versions(crate::tls::VERSIONS)?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Resolver::new(table)));
+    crate::tls::prefer_server_order(&mut config);
     config.alpn_protocols = l.alpn.clone();
     config.ticketer = shared.ticketer.clone();
     Ok(config)

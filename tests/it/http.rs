@@ -162,3 +162,34 @@ async fn http_listener_redirects_bound_hosts_to_https_and_404s_others() {
         .expect("response");
     assert_eq!(r.status(), 404);
 }
+
+#[test]
+fn sites_serving_one_directory_share_one_file_cache() {
+    use portico::runtime::{self, Mode, Shared, SiteAction};
+    let dir = tempfile::tempdir().expect("tempdir");
+    site_root(dir.path(), "www", "shared");
+    site_root(dir.path(), "other", "own");
+    let file = dir.path().join("portico.toml");
+    // `www` is named two ways: the comparison is by canonical path.
+    std::fs::write(
+        &file,
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:{}\"\nkind = \"http\"\n\
+             [[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nroot = \"www\"\n\
+             [[site]]\nname = \"b\"\nhosts = [\"b.test\"]\nroot = \"./other/../www/\"\n\
+             [[site]]\nname = \"c\"\nhosts = [\"c.test\"]\nroot = \"other\"\n",
+            free_port()
+        ),
+    )
+    .expect("write");
+    let (config, report) = portico::config::Config::load(&file);
+    let config = config.unwrap_or_else(|| panic!("{report}"));
+    let (rt, report) = runtime::build(config, Mode::Check, &Shared::new().expect("shared"));
+    let rt = rt.unwrap_or_else(|| panic!("{report}"));
+    let root = |i: usize| match &rt.sites[i].action {
+        SiteAction::Root(r) => r.clone(),
+        _ => panic!("site {i} serves files"),
+    };
+    assert!(root(0).shares_cache_with(&root(1)));
+    assert!(!root(0).shares_cache_with(&root(2)));
+}

@@ -400,3 +400,36 @@ async fn sni_case_trailing_dot_and_ip_literal_with_openssl() {
         "unknown names get unrecognized_name:\n{unknown}"
     );
 }
+
+#[tokio::test]
+async fn the_server_prefers_aes_128_gcm_but_accepts_what_the_client_offers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let (cert, key) = pki.leaf("s", &["s.test"], Key::Ecdsa, Validity::Current);
+    let toml = format!(
+        "[[listener]]\naddress = \"127.0.0.1:{}\"\n[[site]]\nhosts = [\"s.test\"]\ntls = {{ cert = \"{}\", key = \"{}\" }}\nrespond = {{ body = \"ok\" }}\n",
+        free_port(),
+        p(&cert),
+        p(&key)
+    );
+    let server = serve(dir.path(), &toml).await;
+    let addr = server.addr("127.0.0.1");
+    // rustls clients, like OpenSSL's, list AES-256-GCM first; the server's order wins.
+    let (_, presented) = connect(addr, &Opts::sni("s.test"))
+        .await
+        .expect("handshake");
+    assert_eq!(
+        presented.suite,
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
+    // A client that offers only another suite still gets it.
+    let mut opts = Opts::sni("s.test");
+    opts.suites = Some(vec![
+        rustls::crypto::aws_lc_rs::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ]);
+    let (_, presented) = connect(addr, &opts).await.expect("handshake");
+    assert_eq!(
+        presented.suite,
+        Some(rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256)
+    );
+}

@@ -113,6 +113,12 @@ impl Root {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Whether `other` serves from the same in-memory file cache (sites with one document
+    /// root share it, see `runtime::build`).
+    pub fn shares_cache_with(&self, other: &Root) -> bool {
+        Arc::ptr_eq(&self.cache, &other.cache)
+    }
 }
 
 /// Serve one request from the root. `path` is the request URI's path exactly

@@ -27,6 +27,8 @@ pub struct Opts {
     pub tls12_only: bool,
     /// Verify the chain against this root (for the SNI name) instead of accepting anything.
     pub root: Option<CertificateDer<'static>>,
+    /// Offer only these cipher suites (default: rustls' own list and order).
+    pub suites: Option<Vec<rustls::SupportedCipherSuite>>,
 }
 
 impl Opts {
@@ -37,6 +39,7 @@ impl Opts {
             rsa_only: false,
             tls12_only: false,
             root: None,
+            suites: None,
         }
     }
 
@@ -62,6 +65,7 @@ pub struct Presented {
     pub version: rustls::ProtocolVersion,
     pub alpn: Option<Vec<u8>>,
     pub resumed: bool,
+    pub suite: Option<rustls::CipherSuite>,
 }
 
 #[derive(Debug)]
@@ -117,7 +121,11 @@ impl ServerCertVerifier for AcceptAll {
 }
 
 pub fn client_config(opts: &Opts) -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if let Some(suites) = &opts.suites {
+        provider.cipher_suites = suites.clone();
+    }
+    let provider = Arc::new(provider);
     let versions: &[&rustls::SupportedProtocolVersion] = if opts.tls12_only {
         &[&rustls::version::TLS12]
     } else {
@@ -199,6 +207,7 @@ pub async fn connect_with(
             version: conn.protocol_version().expect("version"),
             alpn: conn.alpn_protocol().map(|p| p.to_vec()),
             resumed: matches!(conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
+            suite: conn.negotiated_cipher_suite().map(|s| s.suite()),
         }
     };
     Ok((tls, presented))
