@@ -204,10 +204,10 @@ async fn respond(
                 .insert(header::CONTENT_TYPE, content_type.clone());
             resp
         }
+        // Boxed: forwarding is by far the largest state machine here, and HTTP/2 moves each
+        // request's future several times when it spawns the stream's task.
         SiteAction::Proxy(upstreams) => {
-            upstreams
-                .forward(conn.peer, req, conn.runtime.clone())
-                .await
+            Box::pin(upstreams.forward(conn.peer, req, conn.runtime.clone())).await
         }
         // A passthrough site's TLS ends at its backend; a connection Portico terminated can
         // never carry its requests.
