@@ -2,6 +2,7 @@
 
 mod support;
 
+mod access_log;
 mod acme;
 mod bad_input;
 mod http;
