@@ -11,6 +11,7 @@ mod lifecycle;
 mod passthrough;
 mod probe;
 mod proxy;
+mod proxy_balance;
 mod quickstart;
 mod reload;
 mod scale;
