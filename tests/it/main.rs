@@ -12,6 +12,7 @@ mod passthrough;
 mod probe;
 mod proxy;
 mod proxy_balance;
+mod proxy_h2;
 mod quickstart;
 mod reload;
 mod scale;
