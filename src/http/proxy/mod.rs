@@ -129,7 +129,8 @@ fn pooled(config: &Proxy, connector: Connector) -> Pooled {
 
 impl Upstreams {
     /// Loads the roots for https upstreams (the `ca` file or the system bundle) and makes the
-    /// client. Starts nothing; see [`Upstreams::start_health_checks`].
+    /// clients, two per https upstream. Starts nothing; see
+    /// [`Upstreams::start_health_checks`].
     pub fn new(config: &Proxy) -> Result<Upstreams, BuildError> {
         let tls = if config.upstreams.iter().any(|u| u.scheme == Scheme::Https) {
             let base = connector::client_config(config.ca.as_deref())?;
