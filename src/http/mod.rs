@@ -1,6 +1,7 @@
 //! HTTP: the request lifecycle on a terminated connection (`service`), static files, and the
 //! small responses Portico makes itself.
 
+mod access;
 pub mod connection;
 pub mod proxy;
 pub mod service;

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::{static_files, text, Body};
+use super::{access, static_files, text, Body};
 use crate::names::{host_from_authority, HostName};
 use crate::runtime::{Runtime, SiteAction};
 use crate::tls::load::Cert;
@@ -60,29 +61,22 @@ pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<
     let path = req.uri().path().to_string();
     let version = req.version();
     let (resp, host, site) = respond(&conn, req).await;
-    let bytes = resp
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
-    tracing::info!(
-        target: "access",
-        listener = %conn.runtime.listeners[conn.listener].config.name,
-        site = site.as_deref().unwrap_or("-"),
-        peer = %conn.peer,
-        sni = conn.sni.as_ref().map(HostName::as_str).unwrap_or("-"),
-        host = host.as_ref().map(HostName::as_str).unwrap_or("-"),
-        method = %method,
-        path = %path,
-        version = ?version,
-        status = resp.status().as_u16(),
-        bytes = %bytes,
-        duration_us = start.elapsed().as_micros() as u64,
-        tls = conn.tls_version,
-        "request"
-    );
-    Ok(resp)
+    let (parts, body) = resp.into_parts();
+    let line = access::Line {
+        conn,
+        start,
+        method,
+        path,
+        version,
+        host,
+        site,
+        status: parts.status,
+    };
+    // The line is written when the body ends, with the bytes actually sent.
+    Ok(Response::from_parts(
+        parts,
+        BodyExt::boxed(access::Logged::new(body, line)),
+    ))
 }
 
 async fn respond(

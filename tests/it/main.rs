@@ -2,6 +2,7 @@
 
 mod support;
 
+mod access_log;
 mod acme;
 mod bad_input;
 mod http;
@@ -10,6 +11,8 @@ mod lifecycle;
 mod passthrough;
 mod probe;
 mod proxy;
+mod proxy_balance;
+mod proxy_h2;
 mod quickstart;
 mod reload;
 mod scale;

@@ -1,6 +1,11 @@
 //! Connections to upstreams for hyper-util's pooled client: TCP through `HttpConnector`, then
 //! TLS through rustls for `https://` upstreams, with SNI and certificate verification.
 //!
+//! A connector is bound to one upstream: it connects there whatever the request URI says,
+//! because the URI's authority carries the host the upstream should see (HTTP/2's
+//! `:authority`), not where to connect. It reports an `h2` ALPN result to the client, which
+//! then speaks HTTP/2 on that connection.
+//!
 //! Verification is never turned off: roots come from the site's `ca` file or the system bundle.
 
 use std::future::Future;
@@ -22,6 +27,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use crate::config::{Scheme, Upstream};
+
 /// Where https upstreams' roots come from when a site names no `ca`.
 pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -41,9 +48,15 @@ pub enum RootsError {
     Tls(#[from] rustls::Error),
 }
 
+/// ALPN offered to https upstreams that may speak HTTP/2.
+pub(super) const ALPN_H2_H1: &[&[u8]] = &[b"h2", b"http/1.1"];
+/// ALPN for connections that must stay on HTTP/1.1 (upgrades).
+pub(super) const ALPN_H1: &[&[u8]] = &[b"http/1.1"];
+
 /// Loads the roots from `ca` or, without one, from the system bundle. The PEM must parse;
 /// certificates webpki cannot use as roots are skipped, but at least one must be usable.
-pub(super) fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, RootsError> {
+/// ALPN is left empty for the caller to set ([`with_alpn`]).
+pub(super) fn client_config(ca: Option<&Path>) -> Result<ClientConfig, RootsError> {
     let path = ca.unwrap_or(Path::new(SYSTEM_BUNDLE));
     let pem = std::fs::read(path).map_err(|source| RootsError::Read {
         path: path.to_path_buf(),
@@ -63,12 +76,17 @@ pub(super) fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, Root
         });
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
+    Ok(ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+        .with_no_client_auth())
+}
+
+/// `config` offering `alpn`.
+pub(super) fn with_alpn(config: &ClientConfig, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    let mut config = config.clone();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
 }
 
 /// Why a connection to an upstream could not be made.
@@ -82,22 +100,29 @@ pub enum ConnectError {
     TlsTimeout(Duration),
     #[error("https upstream, but no TLS configuration (a bug)")]
     NoTls,
+    #[error("{0} does not make a URI (a bug): {1}")]
+    BadTarget(String, #[source] http::Error),
     #[error("{0:?} is not a name to send as SNI")]
     BadName(String),
 }
 
-/// Makes TCP or TLS connections; cloned by the pool for each new connection.
+/// Makes TCP or TLS connections to one upstream; cloned by the pool for each new connection.
 #[derive(Clone)]
 pub(super) struct Connector {
     http: HttpConnector,
-    tls: Option<TlsConnector>,
-    /// Sent as SNI and verified instead of the upstream's host.
-    server_name: Option<ServerName<'static>>,
+    /// Where to connect: the upstream's `scheme://host:port`.
+    target: Uri,
+    /// Set for https upstreams: the TLS configuration and the name sent as SNI and verified
+    /// (`server_name`, else the upstream's host).
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     timeout: Duration,
 }
 
 impl Connector {
+    /// A connector to `upstream`; `tls` is required for an https upstream and unused for
+    /// an http one.
     pub(super) fn new(
+        upstream: &Upstream,
         tls: Option<Arc<ClientConfig>>,
         server_name: Option<&str>,
         connect_timeout: Duration,
@@ -106,15 +131,26 @@ impl Connector {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
-        let server_name = server_name
-            .map(|n| {
-                ServerName::try_from(n.to_string()).map_err(|_| ConnectError::BadName(n.into()))
-            })
-            .transpose()?;
+        let target = Uri::builder()
+            .scheme(upstream.scheme.as_str())
+            .authority(upstream.authority())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| ConnectError::BadTarget(upstream.to_string(), e))?;
+        let tls = match upstream.scheme {
+            Scheme::Http => None,
+            Scheme::Https => {
+                let config = tls.ok_or(ConnectError::NoTls)?;
+                let name = server_name.unwrap_or(&upstream.host);
+                let name = ServerName::try_from(name.to_string())
+                    .map_err(|_| ConnectError::BadName(name.into()))?;
+                Some((TlsConnector::from(config), name))
+            }
+        };
         Ok(Connector {
             http,
-            tls: tls.map(TlsConnector::from),
-            server_name,
+            target,
+            tls,
             timeout: connect_timeout,
         })
     }
@@ -131,32 +167,20 @@ impl tower_service::Service<Uri> for Connector {
             .map_err(|e| ConnectError::Tcp(e.into()))
     }
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
+    /// Connects to the bound upstream; `_uri` names the pool the connection goes to, not
+    /// where it goes.
+    fn call(&mut self, _uri: Uri) -> Self::Future {
         let mut http = self.http.clone();
+        let target = self.target.clone();
         let tls = self.tls.clone();
-        let server_name = self.server_name.clone();
         let timeout = self.timeout;
         Box::pin(async move {
-            let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-            let host = uri
-                .host()
-                .unwrap_or_default()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
             let tcp = http
-                .call(uri)
+                .call(target)
                 .await
                 .map_err(|e| ConnectError::Tcp(e.into()))?;
-            if !https {
+            let Some((tls, name)) = tls else {
                 return Ok(Stream::Plain(tcp));
-            }
-            let tls = tls.ok_or(ConnectError::NoTls)?;
-            let name = match server_name {
-                Some(n) => n,
-                None => {
-                    ServerName::try_from(host.clone()).map_err(|_| ConnectError::BadName(host))?
-                }
             };
             let stream = tokio::time::timeout(timeout, tls.connect(name, tcp.into_inner()))
                 .await

@@ -22,6 +22,20 @@ pub(super) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Whether `TE` lists `trailers`: the client will take trailers, so the upstream may send
+/// them (gRPC servers require it).
+pub(super) fn te_has_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let coding = t.split(';').next().unwrap_or_default();
+            coding.trim().eq_ignore_ascii_case("trailers")
+        })
+}
+
 /// Removes the headers that belong to one connection, not to the message (RFC 9110 7.6.1):
 /// `Connection` and every header it names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`,
 /// `Transfer-Encoding` and `Upgrade`. With `upgrade`, `Upgrade` and `Connection: upgrade`
@@ -175,6 +189,17 @@ mod tests {
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn te_trailers_is_found_among_other_codings() {
+        assert!(te_has_trailers(&map(&[("te", "gzip;q=0.5, Trailers")])));
+        assert!(te_has_trailers(&map(&[
+            ("te", "deflate"),
+            ("te", "trailers")
+        ])));
+        assert!(!te_has_trailers(&map(&[("te", "gzip, trailersx")])));
+        assert!(!te_has_trailers(&map(&[])));
     }
 
     #[test]

@@ -45,19 +45,23 @@ pub(super) fn spawn(upstreams: &Arc<Upstreams>) {
 /// One check of upstream `i`.
 async fn probe(up: &Upstreams, i: usize, path: &str) -> bool {
     let peer = &up.balancer.peers[i];
-    let Ok(uri) = Uri::builder()
-        .scheme(peer.scheme.clone())
-        .authority(peer.authority.clone())
-        .path_and_query(path)
-        .build()
-    else {
-        return false;
-    };
     let host = up
         .config
         .host
         .clone()
         .unwrap_or_else(|| peer.authority.to_string());
+    // The client requests would use, so an upstream that speaks HTTP/2 is checked over it.
+    let Ok((client, authority)) = up.route(i, Some(&host), false) else {
+        return false;
+    };
+    let Ok(uri) = Uri::builder()
+        .scheme(peer.scheme.clone())
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+    else {
+        return false;
+    };
     let Ok(mut req) = Request::builder()
         .uri(uri)
         .version(Version::HTTP_11)
@@ -72,7 +76,7 @@ async fn probe(up: &Upstreams, i: usize, path: &str) -> bool {
         header::USER_AGENT,
         HeaderValue::from_static("portico-health-check"),
     );
-    match tokio::time::timeout(up.config.response_timeout, up.client.request(req)).await {
+    match tokio::time::timeout(up.config.response_timeout, client.request(req)).await {
         Ok(Ok(resp)) => {
             let s = resp.status();
             s.is_success() || s.is_redirection()

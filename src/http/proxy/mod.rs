@@ -3,6 +3,10 @@
 //!
 //! Bodies are streamed frame by frame both ways, never collected. Connections to upstreams
 //! are pooled by hyper-util's client; choosing an upstream takes no lock (`balance.rs`).
+//! An https upstream is offered `h2` and `http/1.1` by ALPN and spoken to in whichever it
+//! chooses, HTTP/2 requests multiplexed on one connection; upgrades (WebSocket) and CONNECT
+//! always go over HTTP/1.1, on connections that offer only that. Cleartext upstreams get
+//! HTTP/1.1: there is no h2c.
 //! Failures say which side failed: the upstream (502, 504), the client (400, 413), or
 //! Portico itself (500). This module never decides which site answers: the service has done
 //! that, by the 421 rule, before it gets here.
@@ -17,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
+use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -55,6 +60,8 @@ enum ProxyError {
     TooLarge(u64),
     #[error("the client's request body could not be read")]
     ClientBody,
+    #[error("the host {0:?} cannot be sent to an upstream")]
+    BadHost(String),
     #[error("cannot make the upstream request: {0}")]
     Internal(#[from] http::Error),
 }
@@ -78,6 +85,10 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST,
                 "400 bad request: the request body could not be read\n",
             ),
+            ProxyError::BadHost(_) => text(
+                StatusCode::BAD_REQUEST,
+                "400 bad request: the Host cannot be forwarded\n",
+            ),
             ProxyError::Internal(_) => text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "500 internal server error\n",
@@ -86,34 +97,73 @@ impl ProxyError {
     }
 }
 
-/// A site's upstreams: the pooled client, and what is known about each upstream.
+type Pooled = Client<Connector, ReqBody>;
+
+/// The pooled clients of one upstream. For an https upstream, `auto` offers `h2` and
+/// `http/1.1` and speaks what was chosen; `h1` offers only `http/1.1`, for requests that must
+/// stay on HTTP/1.1. For an http upstream both are the same HTTP/1.1 client.
+struct PeerClients {
+    auto: Pooled,
+    h1: Pooled,
+    https: bool,
+}
+
+/// A site's upstreams: their pooled clients, and what is known about each.
 pub struct Upstreams {
     config: Proxy,
-    client: Client<Connector, ReqBody>,
+    /// By upstream, in the balancer's order.
+    clients: Vec<PeerClients>,
     balancer: Balancer,
+}
+
+/// A pooled client for one upstream's connector, with the site's timeouts.
+fn pooled(config: &Proxy, connector: Connector) -> Pooled {
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(config.idle_timeout)
+        // The Host header is set here, from the client's request or `host`.
+        .set_host(false)
+        .build(connector)
 }
 
 impl Upstreams {
     /// Loads the roots for https upstreams (the `ca` file or the system bundle) and makes the
-    /// client. Starts nothing; see [`Upstreams::start_health_checks`].
+    /// clients, two per https upstream. Starts nothing; see
+    /// [`Upstreams::start_health_checks`].
     pub fn new(config: &Proxy) -> Result<Upstreams, BuildError> {
         let tls = if config.upstreams.iter().any(|u| u.scheme == Scheme::Https) {
-            Some(connector::client_config(config.ca.as_deref())?)
+            let base = connector::client_config(config.ca.as_deref())?;
+            Some((
+                connector::with_alpn(&base, connector::ALPN_H2_H1),
+                connector::with_alpn(&base, connector::ALPN_H1),
+            ))
         } else {
             None
         };
-        let connector = Connector::new(
-            tls,
-            config.server_name.as_ref().map(|n| n.as_str()),
-            config.connect_timeout,
-        )?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(config.idle_timeout)
-            // The Host header is set here, from the client's request or `host`.
-            .set_host(false)
-            .build(connector);
+        let server_name = config.server_name.as_ref().map(|n| n.as_str());
+        let connector = |u, tls| Connector::new(u, tls, server_name, config.connect_timeout);
+        let clients = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                Ok(match (u.scheme, &tls) {
+                    (Scheme::Https, Some((auto, h1))) => PeerClients {
+                        auto: pooled(config, connector(u, Some(auto.clone()))?),
+                        h1: pooled(config, connector(u, Some(h1.clone()))?),
+                        https: true,
+                    },
+                    _ => {
+                        let client = pooled(config, connector(u, None)?);
+                        PeerClients {
+                            auto: client.clone(),
+                            h1: client,
+                            https: false,
+                        }
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, connector::ConnectError>>()?;
         let balancer = Balancer::new(
             &config.upstreams,
             config.lb,
@@ -122,9 +172,32 @@ impl Upstreams {
         )?;
         Ok(Upstreams {
             config: config.clone(),
-            client,
+            clients,
             balancer,
         })
+    }
+
+    /// The client for upstream `i` and the authority of the request URI. The URI's authority
+    /// names the pool and, over HTTP/2, is sent as `:authority`, which must be the host the
+    /// upstream should see (RFC 9113 8.3.1): so on a client that may speak HTTP/2 it is
+    /// `host`, and connections are pooled per upstream and host. HTTP/1.1-only clients
+    /// send `Host` as a header and pool per upstream.
+    fn route(
+        &self,
+        i: usize,
+        host: Option<&str>,
+        http1_only: bool,
+    ) -> Result<(&Pooled, Authority), ProxyError> {
+        let clients = &self.clients[i];
+        let peer = &self.balancer.peers[i];
+        if http1_only || !clients.https {
+            return Ok((&clients.h1, peer.authority.clone()));
+        }
+        let authority = match host {
+            Some(h) => Authority::try_from(h).map_err(|_| ProxyError::BadHost(h.to_string()))?,
+            None => peer.authority.clone(),
+        };
+        Ok((&clients.auto, authority))
     }
 
     /// Starts the active health checks, if configured and inside a tokio runtime. The task
@@ -135,10 +208,9 @@ impl Upstreams {
     }
 
     /// Forwards `req` from `client` (the real client address) and returns the upstream's
-    /// response, or a 4xx/5xx that says which side failed.
-    /// Forwards one request. `runtime` is the connection's runtime: an upgraded connection
-    /// (WebSocket) it starts is closed once that runtime is replaced and the drain deadline
-    /// has passed, like any other long-lived connection.
+    /// response, or a 4xx/5xx that says which side failed. `runtime` is the connection's
+    /// runtime: an upgraded connection (WebSocket) it starts is closed once that runtime is
+    /// replaced and the drain deadline has passed, like any other long-lived connection.
     pub async fn forward(
         &self,
         client: SocketAddr,
@@ -149,7 +221,7 @@ impl Upstreams {
             Ok(resp) => resp,
             Err(e) => {
                 match &e {
-                    ProxyError::TooLarge(_) | ProxyError::ClientBody => {
+                    ProxyError::TooLarge(_) | ProxyError::ClientBody | ProxyError::BadHost(_) => {
                         tracing::debug!(error = %e, "proxy: client side failed")
                     }
                     _ => tracing::warn!(error = %ErrorChain(&e), "proxy failed"),
@@ -174,6 +246,8 @@ impl Upstreams {
         let upgrade = req.version() == Version::HTTP_11
             && req.headers().contains_key(header::UPGRADE)
             && headers::connection_has(req.headers(), "upgrade");
+        // HTTP/2 has no Upgrade, and an HTTP/1.1 CONNECT is not an HTTP/2 one.
+        let http1_only = upgrade || req.method() == Method::CONNECT;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let method = parts.method;
@@ -189,7 +263,13 @@ impl Upstreams {
             .and_then(|h| h.to_str().ok())
             .map(str::to_string)
             .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()));
+        let te_trailers = headers::te_has_trailers(&headers);
         headers::remove_hop_by_hop(&mut headers, upgrade);
+        if te_trailers {
+            // The one TE value allowed over HTTP/2, which gRPC servers require; trailers are
+            // passed through both ways. (Kept as Go's ReverseProxy does.)
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         let trusted = self
             .config
             .trusted_proxies
@@ -228,11 +308,15 @@ impl Upstreams {
             };
             tried.push(i);
             let peer = self.balancer.peers[i].clone();
+            let (client, authority) = self.route(i, host, http1_only)?;
             let uri = Uri::builder()
                 .scheme(peer.scheme.clone())
-                .authority(peer.authority.clone())
+                .authority(authority)
                 .path_and_query(path_and_query.as_str())
                 .build()?;
+            // HTTP/1.1 whatever the client spoke: the pooled client sends it as HTTP/2 on a
+            // connection that negotiated h2 (an absolute URI's version is not looked at
+            // there), and a request marked HTTP/2 would be refused on an HTTP/1.1 one.
             let mut up_req = Request::builder()
                 .method(method.clone())
                 .uri(uri)
@@ -241,8 +325,7 @@ impl Upstreams {
             *up_req.headers_mut() = headers.clone();
             let in_flight = self.balancer.start(i);
             let sent =
-                tokio::time::timeout(self.config.response_timeout, self.client.request(up_req))
-                    .await;
+                tokio::time::timeout(self.config.response_timeout, client.request(up_req)).await;
             match sent {
                 Ok(Ok(resp)) => return Ok(self.respond(resp, in_flight, client_upgrade, runtime)),
                 Ok(Err(e)) => {

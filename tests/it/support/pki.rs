@@ -121,13 +121,18 @@ impl Pki {
 /// A rustls acceptor presenting the chain and key in these PEM files, for test backends
 /// and for servers presenting certificates Portico itself refuses to load.
 pub fn acceptor(cert: &Path, key: &Path) -> tokio_rustls::TlsAcceptor {
+    acceptor_alpn(cert, key, &[])
+}
+
+/// Like [`acceptor`], choosing among `alpn` (in the server's order of preference).
+pub fn acceptor_alpn(cert: &Path, key: &Path, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::pem::PemObject;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .expect("cert file")
         .collect::<Result<_, _>>()
         .expect("certs");
     let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).expect("key");
-    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
@@ -135,5 +140,6 @@ pub fn acceptor(cert: &Path, key: &Path) -> tokio_rustls::TlsAcceptor {
     .with_no_client_auth()
     .with_single_cert(chain, key)
     .expect("server config");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
 }
