@@ -1,18 +1,36 @@
 //! The background tasks: one per `tls = "acme"` site, each ordering a certificate when the
-//! site has none (or its certificate is due for renewal), retrying failures with exponential
-//! backoff, and telling the serve loop when a certificate was stored.
+//! site has none or its certificate is due for renewal, retrying failures with exponential
+//! backoff, telling the serve loop when a certificate was stored, and recording what it does
+//! in the site's status file (`status.rs`) for `portico certs`.
+//!
+//! When to renew (decided here, written down in docs/acme.md):
+//! - no stored certificate that is valid and covers every host: order now;
+//! - the CA offers ACME Renewal Information (RFC 9773): a uniformly random time inside the
+//!   window it suggests (now, if the window has started), asked again when its Retry-After
+//!   says (at least every [`ARI_RECHECK_MIN`], at most every [`ARI_RECHECK_MAX`]). A CA
+//!   that revokes a certificate moves its window into the past, so revocation leads to a
+//!   new order at the next check;
+//! - otherwise: when a third of the lifetime is left, less a random spread of up to a
+//!   fifteenth of the lifetime (about six days for a 90-day certificate), so that many sites
+//!   issued together do not all renew in the same minute, and never later than the
+//!   one-third point.
+//!
+//! The random time is drawn once per certificate (and ARI window), so the plan shown to
+//! operators does not move each time the task wakes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use instant_acme::Account;
+use instant_acme::{Account, CertificateIdentifier};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
-use super::{cert_files, order, Challenges};
+use super::status::{self, LastError, Rule, State, Status, Window};
+use super::{cert_files, lock, order, Challenges};
 use crate::config::{Acme, Config, Site, TlsMode};
 use crate::runtime::unix_now;
+use crate::tls::load::Cert;
 
 /// The first wait after a failed order; it doubles after each failure.
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
@@ -20,6 +38,11 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// A site's task looks at its certificate at least this often.
 const MAX_SLEEP: Duration = Duration::from_secs(12 * 3600);
+/// Bounds on how often the CA's renewal information is asked for, whatever it says.
+const ARI_RECHECK_MIN: i64 = 60;
+const ARI_RECHECK_MAX: i64 = 6 * 3600;
+/// How long to wait while another process holds the site's order lock.
+const LOCKED_WAIT: Duration = Duration::from_secs(5);
 
 /// The running ACME tasks for one configuration; dropping it stops them.
 #[derive(Default)]
@@ -72,19 +95,11 @@ impl Manager {
     }
 }
 
-/// How long until `site` needs a new certificate: zero when it has none that loads and
-/// covers its hosts, else until a third of its lifetime is left.
-fn due_in(common: &Common, site: &Site) -> Duration {
+/// The site's stored certificate, if it loads, is valid now and covers every host.
+fn usable(common: &Common, site: &Site, now: i64) -> Option<Cert> {
     let files = cert_files(&common.state_dir, &site.name);
-    let Ok(cert) = crate::tls::load::load(&files.cert, &files.key) else {
-        return Duration::ZERO;
-    };
-    if !site.hosts.iter().all(|h| cert.covers(h)) {
-        return Duration::ZERO;
-    }
-    let lifetime = cert.not_after.saturating_sub(cert.not_before).max(0);
-    let renew_at = cert.not_after.saturating_sub(lifetime / 3);
-    Duration::from_secs(u64::try_from(renew_at.saturating_sub(unix_now())).unwrap_or(0))
+    let cert = crate::tls::load::load(&files.cert, &files.key).ok()?;
+    (cert.is_valid_at(now) && site.hosts.iter().all(|h| cert.covers(h))).then_some(cert)
 }
 
 async fn account(common: &Common) -> Result<Account, super::AcmeError> {
@@ -98,16 +113,198 @@ async fn account(common: &Common) -> Result<Account, super::AcmeError> {
     Ok(a)
 }
 
+/// A uniformly random number in `0..=max` (0 if the system generator fails, which only
+/// loses the spread).
+fn random_upto(max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    let mut bytes = [0u8; 8];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        return 0;
+    }
+    // The modulo bias is below 2^-40 for any spread a certificate lifetime gives.
+    u64::from_le_bytes(bytes) % (max + 1)
+}
+
+/// The random spread for the one-third rule: up to a fifteenth of the lifetime.
+fn one_third_time(not_before: i64, not_after: i64, random: impl Fn(u64) -> u64) -> i64 {
+    let lifetime = not_after.saturating_sub(not_before).max(0);
+    let spread = u64::try_from(lifetime / 15).unwrap_or(0);
+    let jitter = i64::try_from(random(spread)).unwrap_or(0);
+    not_after - lifetime / 3 - jitter
+}
+
+/// A time in an ARI window: uniformly random inside it, or now if it has started.
+fn ari_time(window: Window, now: i64, random: impl Fn(u64) -> u64) -> i64 {
+    if window.start <= now {
+        return now;
+    }
+    let span = u64::try_from(window.end.saturating_sub(window.start)).unwrap_or(0);
+    window.start + i64::try_from(random(span)).unwrap_or(0)
+}
+
+/// When to order next for one certificate.
+#[derive(Debug, Clone)]
+struct Plan {
+    /// The certificate planned for (SHA-256), None when there is no usable one.
+    cert: Option<[u8; 32]>,
+    at: i64,
+    rule: Rule,
+    window: Option<Window>,
+    explanation: Option<String>,
+    /// When to ask the CA's renewal information again (ARI plans only).
+    recheck: Option<i64>,
+    /// The certificate as ARI names it, for the order's `replaces`.
+    id: Option<CertificateIdentifier<'static>>,
+}
+
+/// Makes the plan for `cert`: ARI if the CA offers it, else the one-third rule.
+async fn plan(common: &Common, site: &Site, cert: Option<&Cert>, now: i64) -> Plan {
+    let Some(cert) = cert else {
+        return Plan {
+            cert: None,
+            at: now,
+            rule: Rule::NoCertificate,
+            window: None,
+            explanation: None,
+            recheck: None,
+            id: None,
+        };
+    };
+    let one_third = Plan {
+        cert: Some(cert.sha256),
+        at: one_third_time(cert.not_before, cert.not_after, random_upto),
+        rule: Rule::OneThird,
+        window: None,
+        explanation: None,
+        recheck: None,
+        id: None,
+    };
+    let Some(leaf) = cert.certified.cert.first() else {
+        return one_third;
+    };
+    let id = match CertificateIdentifier::try_from(leaf) {
+        Ok(id) => id.into_owned(),
+        Err(e) => {
+            tracing::debug!(site = %site.name, error = %e, "no ARI identifier for the certificate; renewing at one third of its lifetime");
+            return one_third;
+        }
+    };
+    let info = match account(common).await {
+        Ok(account) => account.renewal_info(&id).await,
+        Err(e) => {
+            tracing::warn!(site = %site.name, error = %e, "cannot reach the ACME account to ask for renewal information; renewing at one third of the certificate's lifetime for now");
+            return Plan {
+                recheck: Some(now + ARI_RECHECK_MAX),
+                ..one_third
+            };
+        }
+    };
+    match info {
+        Ok((info, retry_after)) => {
+            let window = Window {
+                start: info.suggested_window.start.unix_timestamp(),
+                end: info.suggested_window.end.unix_timestamp(),
+            };
+            let retry = i64::try_from(retry_after.as_secs()).unwrap_or(ARI_RECHECK_MAX);
+            Plan {
+                cert: Some(cert.sha256),
+                at: ari_time(window, now, random_upto),
+                rule: Rule::Ari,
+                window: Some(window),
+                explanation: info.explanation_url,
+                recheck: Some(now + retry.clamp(ARI_RECHECK_MIN, ARI_RECHECK_MAX)),
+                id: Some(id),
+            }
+        }
+        // The CA's directory has no renewalInfo: the one-third rule is the plan.
+        Err(instant_acme::Error::Unsupported(_)) => one_third,
+        Err(e) => {
+            tracing::warn!(site = %site.name, error = %e, "the CA's renewal information could not be read; renewing at one third of the certificate's lifetime for now");
+            Plan {
+                recheck: Some(now + ARI_RECHECK_MIN.max(300)),
+                ..one_third
+            }
+        }
+    }
+}
+
+/// The wait until `at` (unix seconds), zero if it has passed.
+fn until(at: i64, now: i64) -> Duration {
+    Duration::from_secs(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
+}
+
 async fn site_task(common: Arc<Common>, site: Site) {
     let files = cert_files(&common.state_dir, &site.name);
+    let hosts = site.hosts.iter().map(|h| h.to_string()).collect();
+    let mut st = Status::new(&site.name, hosts);
+    // A restart keeps showing the last failure until an order succeeds.
+    if let Some(old) = status::read(&common.state_dir, &site.name) {
+        st.attempts = old.attempts;
+        st.last_attempt = old.last_attempt;
+        st.last_success = old.last_success;
+        st.last_error = old.last_error;
+    }
     let mut backoff = FIRST_BACKOFF;
+    let mut current: Option<Plan> = None;
     loop {
-        let due = due_in(&common, &site);
-        if !due.is_zero() {
-            tokio::time::sleep(due.min(MAX_SLEEP)).await;
+        let now = unix_now();
+        let cert = usable(&common, &site, now);
+        let stale = match &current {
+            None => true,
+            Some(p) => {
+                p.cert != cert.as_ref().map(|c| c.sha256) || p.recheck.is_some_and(|r| r <= now)
+            }
+        };
+        if stale {
+            current = Some(plan(&common, &site, cert.as_ref(), now).await);
+        }
+        let Some(p) = current.clone() else {
+            continue;
+        };
+        let now = unix_now();
+        if p.at > now {
+            st.state = State::Waiting;
+            st.next_renewal = Some(p.at);
+            st.rule = p.rule;
+            st.ari_window = p.window;
+            st.ari_explanation = p.explanation.clone();
+            status::write(&common.state_dir, &mut st, now);
+            let wake = p.recheck.map_or(p.at, |r| r.min(p.at));
+            tokio::time::sleep(until(wake, now).min(MAX_SLEEP)).await;
             continue;
         }
-        tracing::info!(site = %site.name, directory = %common.acme.directory, "ACME order started");
+        // Another process (a binary upgrade in progress) may be ordering this certificate.
+        let _lock = match lock::try_lock(&common.state_dir, &site.name) {
+            Ok(Some(l)) => Some(l),
+            Ok(None) => {
+                tracing::info!(site = %site.name, "another process is ordering this site's certificate; waiting");
+                st.state = State::Locked;
+                st.next_renewal = Some(now + LOCKED_WAIT.as_secs() as i64);
+                status::write(&common.state_dir, &mut st, now);
+                tokio::time::sleep(LOCKED_WAIT).await;
+                continue;
+            }
+            Err(e) => {
+                // The lock only guards against a rare double order: go on without it.
+                tracing::warn!(site = %site.name, error = %e, "cannot take the ACME order lock");
+                None
+            }
+        };
+        // The other process may have stored a certificate while this one waited.
+        if usable(&common, &site, now).map(|c| c.sha256) != p.cert {
+            current = None;
+            continue;
+        }
+        tracing::info!(site = %site.name, directory = %common.acme.directory, rule = ?p.rule, "ACME order started");
+        st.state = State::Ordering;
+        st.next_renewal = None;
+        st.last_attempt = Some(now);
+        status::write(&common.state_dir, &mut st, now);
+        // Name the certificate being replaced only on a first try: a CA may refuse a
+        // second order that replaces the same one.
+        let replaces = p.id.clone().filter(|_| st.attempts == 0);
         let result = match account(&common).await {
             Ok(account) => {
                 order::issue(
@@ -116,21 +313,32 @@ async fn site_task(common: Arc<Common>, site: Site) {
                     &common.acme.challenges,
                     &common.challenges,
                     &files,
+                    replaces,
                 )
                 .await
             }
             Err(e) => Err(e),
         };
+        drop(_lock);
+        let now = unix_now();
         match result {
             Ok(()) => {
                 tracing::info!(site = %site.name, cert = %files.cert.display(), "ACME certificate stored");
+                st.attempts = 0;
+                st.last_success = Some(now);
+                st.last_error = None;
+                current = None;
                 if common.issued.send(site.name.clone()).is_err() {
                     return;
                 }
-                if due_in(&common, &site).is_zero() {
-                    // Issued but still not usable (the CA left out a name, or it is already
-                    // due): back off rather than order again at once.
-                    tracing::warn!(site = %site.name, retry_in = ?backoff, "the issued ACME certificate does not cover every host or is already due for renewal");
+                if usable(&common, &site, now).is_none() {
+                    // Issued but not usable (the CA left out a name): back off rather than
+                    // order again at once.
+                    tracing::warn!(site = %site.name, retry_in = ?backoff, "the issued ACME certificate does not cover every host or is not valid now");
+                    st.state = State::Backoff;
+                    st.rule = Rule::Retry;
+                    st.next_renewal = Some(now + backoff.as_secs() as i64);
+                    status::write(&common.state_dir, &mut st, now);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 } else {
@@ -138,10 +346,63 @@ async fn site_task(common: Arc<Common>, site: Site) {
                 }
             }
             Err(e) => {
-                tracing::warn!(site = %site.name, error = %e, retry_in = ?backoff, "ACME order failed");
+                let problem = e
+                    .problem()
+                    .map(|p| serde_json::to_string(&status::Problem::from(p)).unwrap_or_default());
+                tracing::warn!(site = %site.name, error = %e, problem = problem.as_deref().unwrap_or(""), retry_in = ?backoff, "ACME order failed");
+                st.attempts += 1;
+                st.last_error = Some(LastError::new(now, &e));
+                st.state = State::Backoff;
+                st.rule = Rule::Retry;
+                st.next_renewal = Some(now + backoff.as_secs() as i64);
+                status::write(&common.state_dir, &mut st, now);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ari_time, one_third_time, random_upto, Window};
+
+    #[test]
+    fn one_third_rule_spreads_before_the_one_third_point_never_after() {
+        let (nb, na) = (0, 90 * 86_400);
+        let latest = na - 30 * 86_400;
+        assert_eq!(one_third_time(nb, na, |_| 0), latest);
+        assert_eq!(one_third_time(nb, na, |max| max), latest - 6 * 86_400);
+        for _ in 0..100 {
+            let t = one_third_time(nb, na, random_upto);
+            assert!((latest - 6 * 86_400..=latest).contains(&t), "{t}");
+        }
+    }
+
+    #[test]
+    fn ari_time_is_inside_the_window_or_now_once_it_started() {
+        let w = Window {
+            start: 1_000,
+            end: 2_000,
+        };
+        assert_eq!(ari_time(w, 500, |_| 0), 1_000);
+        assert_eq!(ari_time(w, 500, |max| max), 2_000);
+        assert_eq!(ari_time(w, 1_500, |max| max), 1_500);
+        // A window in the past (a revoked certificate): now.
+        let past = Window { start: 10, end: 20 };
+        assert_eq!(ari_time(past, 500, |max| max), 500);
+        for _ in 0..100 {
+            let t = ari_time(w, 0, random_upto);
+            assert!((1_000..=2_000).contains(&t), "{t}");
+        }
+    }
+
+    #[test]
+    fn random_upto_stays_in_range() {
+        assert_eq!(random_upto(0), 0);
+        assert!((0..100).map(|_| random_upto(3)).all(|r| r <= 3));
+        // Not constant (the chance that 100 draws from 0..=1000 are equal is nil).
+        let first = random_upto(1000);
+        assert!((0..100).any(|_| random_upto(1000) != first));
     }
 }

@@ -8,8 +8,10 @@
 //! A failure for one site is logged and retried with backoff; it never touches other sites.
 
 mod challenge;
+mod lock;
 mod manager;
 mod order;
+pub mod status;
 mod store;
 
 use std::collections::HashMap;
@@ -57,6 +59,16 @@ pub enum AcmeError {
     OrderStatus(instant_acme::OrderStatus),
     #[error("the issued certificate does not load: {0}")]
     Load(#[from] crate::tls::load::LoadError),
+}
+
+impl AcmeError {
+    /// The CA's problem document, when the failure is one.
+    pub fn problem(&self) -> Option<&instant_acme::Problem> {
+        match self {
+            AcmeError::Acme(instant_acme::Error::Api(p)) | AcmeError::Challenge(_, p) => Some(p),
+            _ => None,
+        }
+    }
 }
 
 /// Challenge answers the ACME tasks publish and the listeners read: HTTP-01 key

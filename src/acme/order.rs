@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
+    ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 
 use super::{challenge, store, AcmeError, Challenges};
@@ -16,7 +16,8 @@ use crate::config::{Acme, CertFiles, Challenge, Site};
 /// How long one order may wait for the CA to validate and to issue.
 const POLL: Duration = Duration::from_secs(120);
 
-/// The account in `state_dir/acme/account.json`, created on the CA first if there is none.
+/// The account in `state_dir/acme/account.json`, created on the CA first if there is none
+/// (with the External Account Binding, when one is configured: it is only needed then).
 pub(super) async fn account(acme: &Acme, state_dir: &Path) -> Result<Account, AcmeError> {
     let builder = || match &acme.ca {
         Some(ca) => Account::builder_with_root(ca),
@@ -32,6 +33,10 @@ pub(super) async fn account(acme: &Acme, state_dir: &Path) -> Result<Account, Ac
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let contact = acme.email.as_ref().map(|e| format!("mailto:{e}"));
             let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
+            let eab = acme
+                .eab
+                .as_ref()
+                .map(|e| ExternalAccountKey::new(e.kid.clone(), &e.hmac_key));
             let (account, credentials) = builder()?
                 .create(
                     &NewAccount {
@@ -40,7 +45,7 @@ pub(super) async fn account(acme: &Acme, state_dir: &Path) -> Result<Account, Ac
                         only_return_existing: false,
                     },
                     acme.directory.clone(),
-                    None,
+                    eab.as_ref(),
                 )
                 .await?;
             let json =
@@ -49,7 +54,7 @@ pub(super) async fn account(acme: &Acme, state_dir: &Path) -> Result<Account, Ac
                     source,
                 })?;
             store::write_private(&path, &json)?;
-            tracing::info!(account = account.id(), file = %path.display(), "ACME account created");
+            tracing::info!(account = account.id(), file = %path.display(), external_account_binding = acme.eab.is_some(), "ACME account created");
             Ok(account)
         }
         Err(source) => Err(AcmeError::Io {
@@ -85,20 +90,26 @@ fn challenge_type(c: Challenge) -> ChallengeType {
     }
 }
 
-/// Orders a certificate for `site` and stores it in `files`.
+/// Orders a certificate for `site` and stores it in `files`. `replaces` names the
+/// certificate being renewed, for a CA that offers ARI (RFC 9773 section 5).
 pub(super) async fn issue(
     account: &Account,
     site: &Site,
     allowed: &[Challenge],
     challenges: &Challenges,
     files: &CertFiles,
+    replaces: Option<CertificateIdentifier<'static>>,
 ) -> Result<(), AcmeError> {
     let ids: Vec<Identifier> = site
         .hosts
         .iter()
         .map(|h| Identifier::Dns(h.to_string()))
         .collect();
-    let mut order = account.new_order(&NewOrder::new(&ids)).await?;
+    let mut new_order = NewOrder::new(&ids);
+    if let Some(r) = replaces {
+        new_order = new_order.replaces(r);
+    }
+    let mut order = account.new_order(&new_order).await?;
     let mut published = Published {
         challenges,
         tokens: Vec::new(),

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::acme::status::{State, Status};
 use crate::config::{Diagnostic, ListenerKind, Report, TlsMode, UnknownSni};
 use crate::route::{Binding, Refusal};
 use crate::runtime::{format_time, unix_now, Runtime};
@@ -157,6 +158,63 @@ pub fn cert_lines(cert: &Cert, now: i64, indent: usize) -> Vec<String> {
     lines
 }
 
+/// What a site's ACME task last reported, in words: "no order tried yet", "ordering since
+/// ...", "last order failed ... (N attempts): ...; next try ...". Shared by `bindings`,
+/// `explain` and `certs`.
+pub fn acme_progress(status: Option<&Status>) -> String {
+    let Some(st) = status else {
+        return "no order tried yet (no status file: the server has not run this site's task)"
+            .to_string();
+    };
+    let mut out = match (st.state, st.last_attempt) {
+        (State::Ordering, Some(at)) => format!("an order is in progress since {}", format_time(at)),
+        (State::Ordering, None) => "an order is in progress".to_string(),
+        (State::Locked, _) => {
+            "another process holds the order lock (an upgrade in progress)".to_string()
+        }
+        _ => String::new(),
+    };
+    if let Some(e) = &st.last_error {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        let attempts = match st.attempts {
+            1 => "1 failed attempt".to_string(),
+            n => format!("{n} failed attempts"),
+        };
+        out.push_str(&format!(
+            "last order failed {} ({attempts}): {}",
+            format_time(e.at),
+            e.message
+        ));
+    }
+    if let Some(next) = st.next_renewal {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str(&format!("next try {}", format_time(next)));
+    }
+    if out.is_empty() {
+        out.push_str("waiting");
+    }
+    out
+}
+
+/// Why an ACME site's names have no certificate, with what its task last reported; None when
+/// the site (index into the configuration's sites) is not an ACME site waiting for its first
+/// certificate. The one wording of "pending" for `bindings`, `explain` and `certs`.
+pub fn acme_pending(rt: &Runtime, si: usize) -> Option<String> {
+    let site = rt.config.sites.get(si)?;
+    let waiting = site.tls == TlsMode::Acme && rt.site_certs.get(si).is_some_and(Option::is_none);
+    waiting.then(|| {
+        let status = crate::acme::status::read(&rt.config.state_dir, &site.name);
+        format!(
+            "ACME certificate pending: none issued yet, so the names are refused at the handshake (unrecognized_name, 112) until one is; {}",
+            acme_progress(status.as_ref())
+        )
+    })
+}
+
 /// One row: a binding of a host on a listener, or the listener's answer to clients without SNI.
 #[derive(Debug)]
 pub struct Row<'a> {
@@ -171,6 +229,8 @@ pub struct Row<'a> {
     pub certs: Vec<&'a Arc<Cert>>,
     /// An internal site in check mode: the local CA issues its certificate at start.
     pub internal_pending: bool,
+    /// An ACME site without its first certificate: why, and what its task last did.
+    pub acme_pending: Option<String>,
     pub refused: Option<Refusal>,
     /// On http listeners: the https port bound hosts are redirected to.
     pub https_port: Option<u16>,
@@ -233,6 +293,9 @@ fn row<'a>(rt: &'a Runtime, on: &On<'_>, b: &'a Binding, warnings: &[&'a Diagnos
             .or(internal_pending.then_some(How::Internal)),
         certs: b.certs.iter().flat_map(|c| c.variants.iter()).collect(),
         internal_pending,
+        acme_pending: (kind == ListenerKind::Https && b.certs.is_none())
+            .then(|| acme_pending(rt, b.site))
+            .flatten(),
         refused: None,
         https_port: b.https_port,
         warnings: warnings
@@ -283,6 +346,7 @@ pub fn collect<'a>(
                 how: None,
                 certs: Vec::new(),
                 internal_pending: false,
+                acme_pending: None,
                 refused: Some(refusal),
                 https_port: None,
                 warnings: Vec::new(),
@@ -333,6 +397,7 @@ pub fn alert_name(refusal: &Refusal) -> &'static str {
 fn how_text(row: &Row<'_>) -> String {
     match (row.internal_pending, row.how) {
         (true, _) => "internal CA (issued at start)".to_string(),
+        (false, None) if row.acme_pending.is_some() => "ACME (pending)".to_string(),
         (false, Some(how)) => how.to_string(),
         (false, None) => String::new(),
     }
@@ -363,6 +428,9 @@ fn human_row(out: &mut String, row: &Row<'_>, view: &ListenerView<'_>, now: i64)
         (Some(host), None) => format!("  {host} -> {site} · {}", how_text(row)),
     };
     let _ = writeln!(out, "{head}");
+    if let Some(pending) = &row.acme_pending {
+        let _ = writeln!(out, "{}", fill("    !", pending, 6));
+    }
     for cert in &row.certs {
         for line in cert_lines(cert, now, 4) {
             let _ = writeln!(out, "{line}");
@@ -438,6 +506,7 @@ fn row_json(row: &Row<'_>, now: i64) -> Json {
         ("site", Json::opt_str(row.site)),
         ("how", Json::opt_str(row.how.map(how_key))),
         ("internal_pending", Json::Bool(row.internal_pending)),
+        ("acme_pending", Json::opt_str(row.acme_pending.as_deref())),
         (
             "certificates",
             Json::Arr(row.certs.iter().map(|c| cert_json(c, now)).collect()),

@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use rustls::SignatureScheme;
 
-use super::bindings::{alert_name, cert_json, cert_lines, fill, how_key, short_fingerprint, Json};
+use super::bindings::{
+    acme_pending, alert_name, cert_json, cert_lines, fill, how_key, short_fingerprint, Json,
+};
 use crate::config::{Action, ListenerKind, TlsMode};
 use crate::names::host_from_authority;
 use crate::route::{certificate_for, Match, Refusal, Resolved, Sni};
@@ -237,11 +239,16 @@ fn step_binding(
             alert_name(refusal),
             refusal.alert()
         ),
-        Err(refusal @ Refusal::NoCertificate(host)) => format!(
-            "{host} is bound on {listener}, but its site has no certificate yet (ACME order pending): the handshake is refused with alert {} ({})",
-            alert_name(refusal),
-            refusal.alert()
-        ),
+        Err(refusal @ Refusal::NoCertificate(host)) => {
+            let site = table.resolve_sni(sni).ok().map(|r| r.binding.site);
+            format!(
+                "{host} is bound on {listener}{}, but {}: the handshake is refused with alert {} ({})",
+                site.map_or(String::new(), |si| format!(" -> {}", site_label(rt, si))),
+                site.and_then(|si| acme_pending(rt, si)).unwrap_or_else(|| "its site has no certificate yet".to_string()),
+                alert_name(refusal),
+                refusal.alert()
+            )
+        }
         Err(refusal @ Refusal::UnknownName(raw)) => format!(
             "{} is not bound on {listener} and unknown_sni = \"reject\": the handshake is refused with alert {} ({})",
             match Sni::parse(Some(raw)) {
@@ -296,7 +303,8 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
         }
         TlsMode::Acme if b.certs.is_none() => {
             ex.certs_why = format!(
-                "ACME: {site_name}'s certificate is pending (not issued yet); its names are refused at the handshake until it is"
+                "{site_name}: {}",
+                acme_pending(rt, b.site).unwrap_or_default()
             );
         }
         TlsMode::Internal | TlsMode::Pinned(_) | TlsMode::Acme => {

@@ -2,6 +2,7 @@
 //! command early are `anyhow` errors printed by `main`.
 
 pub mod bindings;
+pub mod certs;
 pub mod check;
 pub mod explain;
 pub mod json;
@@ -58,6 +59,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show every certificate: its source (file, internal, acme), names, expiry, next
+    /// renewal and, for ACME, the last error.
+    Certs {
+        #[arg(short, long, default_value = "portico.toml")]
+        config: PathBuf,
+        /// Print JSON (schema in docs/cli.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Explain, step by step, how a connection for HOST is resolved, with the server's code.
     Explain {
         #[arg(short, long, default_value = "portico.toml")]
@@ -89,6 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reload { config } => reload::run(&config, crate::control::Command::Reload),
         Command::Upgrade { config } => reload::run(&config, crate::control::Command::Upgrade),
         Command::Bindings { config, json } => Ok(bindings::run(&config, json)),
+        Command::Certs { config, json } => Ok(certs::run(&config, json)),
         Command::Explain {
             config,
             host,

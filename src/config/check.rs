@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::raw::{self, RawConfig, RawListener, RawSite, RawTls, Unknown};
 use super::{
-    Acme, Action, CertFiles, Challenge, Config, Limits, ListenAddr, Listener, ListenerKind, NoSni,
-    Report, Site, TlsMode, UnknownSni,
+    Acme, Action, CertFiles, Challenge, Config, Eab, Limits, ListenAddr, Listener, ListenerKind,
+    NoSni, Report, Site, TlsMode, UnknownSni,
 };
 use crate::names::HostName;
 
@@ -411,8 +411,16 @@ impl Checker<'_> {
             self.report,
             "acme",
             &raw.unknown,
-            &["directory", "email", "ca", "challenges"],
+            &[
+                "directory",
+                "email",
+                "ca",
+                "challenges",
+                "eab_kid",
+                "eab_hmac_key",
+            ],
         );
+        let eab = self.eab(raw.eab_kid, raw.eab_hmac_key);
         let directory = match raw.directory {
             Some(d) if d.starts_with("https://") => Some(d),
             Some(d) => {
@@ -478,7 +486,69 @@ impl Checker<'_> {
             email: raw.email,
             ca: raw.ca.map(|c| self.path(&c)),
             challenges,
+            eab: eab?,
         })
+    }
+
+    /// `eab_kid` and `eab_hmac_key`: both or neither; the key is base64url (padding
+    /// optional, as CAs hand it out either way). `Some(None)` is "no binding";
+    /// None means an error was reported.
+    fn eab(&mut self, kid: Option<String>, key: Option<String>) -> Option<Option<Eab>> {
+        use base64::Engine as _;
+        let fix =
+            "give both eab_kid and eab_hmac_key, as the CA's account page shows them, or neither";
+        match (kid, key) {
+            (None, None) => Some(None),
+            (Some(_), None) => {
+                self.report.error(
+                    "acme.eab_hmac_key",
+                    "eab_kid is set but eab_hmac_key is missing: External Account Binding needs both",
+                    Some(fix.to_string()),
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.report.error(
+                    "acme.eab_kid",
+                    "eab_hmac_key is set but eab_kid is missing: External Account Binding needs both",
+                    Some(fix.to_string()),
+                );
+                None
+            }
+            (Some(kid), Some(key)) => {
+                let mut ok = true;
+                if kid.trim().is_empty() {
+                    self.report
+                        .error("acme.eab_kid", "eab_kid is empty", Some(fix.to_string()));
+                    ok = false;
+                }
+                let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(key.trim().trim_end_matches('='));
+                let hmac_key = match decoded {
+                    Ok(k) if !k.is_empty() => Some(k),
+                    Ok(_) => {
+                        self.report.error(
+                            "acme.eab_hmac_key",
+                            "eab_hmac_key is empty",
+                            Some(fix.to_string()),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.report.error(
+                            "acme.eab_hmac_key",
+                            format!("eab_hmac_key is not base64url: {e}"),
+                            Some("copy the HMAC key exactly as the CA shows it (base64url: letters, digits, '-' and '_')".to_string()),
+                        );
+                        None
+                    }
+                };
+                match (ok, hmac_key) {
+                    (true, Some(hmac_key)) => Some(Some(Eab { kid, hmac_key })),
+                    _ => None,
+                }
+            }
+        }
     }
 
     fn cert_files(&mut self, at: &str, raw: raw::RawCertificate) -> Option<CertFiles> {

@@ -50,6 +50,27 @@ pub struct Acme {
     pub ca: Option<PathBuf>,
     /// Challenge types in order of preference.
     pub challenges: Vec<Challenge>,
+    /// External Account Binding, for CAs that tie ACME accounts to an account of theirs.
+    pub eab: Option<Eab>,
+}
+
+/// An External Account Binding (RFC 8555 section 7.3.4): the key identifier and the HMAC
+/// key the CA gave out, used once, when the ACME account is created.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Eab {
+    pub kid: String,
+    /// The raw key (the file holds it base64url-encoded).
+    pub hmac_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Eab {
+    // The key is a secret: never in logs or debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Eab")
+            .field("kid", &self.kid)
+            .field("hmac_key", &"<redacted>")
+            .finish()
+    }
 }
 
 /// An ACME challenge type Portico can answer.

@@ -31,6 +31,8 @@ pub(crate) struct RawAcme {
     pub(crate) email: Option<String>,
     pub(crate) ca: Option<String>,
     pub(crate) challenges: Option<Vec<String>>,
+    pub(crate) eab_kid: Option<String>,
+    pub(crate) eab_hmac_key: Option<String>,
     #[serde(flatten)]
     pub(crate) unknown: Unknown,
 }

@@ -1340,6 +1340,46 @@ fn cases() -> Vec<Case> {
                 error("acme.key", "unknown key \"key\""),
             ],
         ),
+        case(
+            "acme External Account Binding with a kid but no key",
+            [
+                "[acme]\ndirectory = \"https://acme.test/dir\"\neab_kid = \"kid-1\"\n".to_string(),
+                base(),
+                site("a", &["a.test"], &[RESPOND]),
+            ]
+            .concat(),
+            vec![error("acme.eab_hmac_key", "eab_kid is set but eab_hmac_key is missing")],
+        ),
+        case(
+            "acme External Account Binding with a key but no kid",
+            [
+                "[acme]\ndirectory = \"https://acme.test/dir\"\neab_hmac_key = \"c2VjcmV0\"\n".to_string(),
+                base(),
+                site("a", &["a.test"], &[RESPOND]),
+            ]
+            .concat(),
+            vec![error("acme.eab_kid", "eab_hmac_key is set but eab_kid is missing")],
+        ),
+        case(
+            "acme External Account Binding key that is not base64url",
+            [
+                "[acme]\ndirectory = \"https://acme.test/dir\"\neab_kid = \"kid-1\"\neab_hmac_key = \"not/base64+\"\n".to_string(),
+                base(),
+                site("a", &["a.test"], &[RESPOND]),
+            ]
+            .concat(),
+            vec![error("acme.eab_hmac_key", "is not base64url")],
+        ),
+        case(
+            "acme External Account Binding, both set (padding allowed)",
+            [
+                "[acme]\ndirectory = \"https://acme.test/dir\"\neab_kid = \"kid-1\"\neab_hmac_key = \"c2VjcmV0MQ==\"\n".to_string(),
+                base(),
+                site("a", &["a.test"], &[RESPOND]),
+            ]
+            .concat(),
+            vec![],
+        ),
     ]
 }
 

@@ -49,6 +49,16 @@ pub struct LocalCa {
     subject_raw: Vec<u8>,
 }
 
+/// Where a site's internal certificate and key live (`portico certs` reads them).
+pub fn leaf_paths(state_dir: &Path, site: &str) -> (PathBuf, PathBuf) {
+    let dir = state_dir.join("internal");
+    let stem = file_stem(site);
+    (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    )
+}
+
 /// Where the CA certificate lives, for users to trust it.
 pub fn ca_cert_path(state_dir: &Path) -> PathBuf {
     state_dir.join("ca.pem")
@@ -166,11 +176,8 @@ impl LocalCa {
     /// The certificate for a site: the stored one if this CA issued it for exactly these hosts
     /// and it is not due for renewal, else a new one.
     pub fn leaf(&self, site: &str, hosts: &[HostName]) -> Result<Cert, CaError> {
-        let dir = self.dir.join("internal");
-        ensure_dir(&dir)?;
-        let stem = file_stem(site);
-        let cert_path = dir.join(format!("{stem}.pem"));
-        let key_path = dir.join(format!("{stem}.key"));
+        ensure_dir(&self.dir.join("internal"))?;
+        let (cert_path, key_path) = leaf_paths(&self.dir, site);
         if let Ok(cert) = load::load(&cert_path, &key_path) {
             if self.reusable(&cert, hosts) {
                 return Ok(cert);

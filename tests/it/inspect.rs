@@ -342,14 +342,19 @@ async fn bindings_show_what_the_live_server_presents() {
 /// Masks what changes between runs: the temporary directory, ports, dates, day counts and
 /// fingerprints.
 fn mask(text: &str, s: &Setup) -> String {
+    mask_in(text, s.dir.path(), &[s.port, s.http_port])
+}
+
+/// [`mask`] for any directory and ports.
+pub(crate) fn mask_in(text: &str, dir: &Path, ports: &[u16]) -> String {
     // Warnings wrap at a width that depends on the temporary path: unwrap them (their
     // continuation lines, alone, are indented by exactly six spaces).
     let mut t = text
         .replace("\n      ", "\n\u{0}")
         .replace("\n\u{0} ", "\n       ");
     t = t.replace("\n\u{0}", " ");
-    t = t.replace(&p(s.dir.path()), "<DIR>");
-    for port in [s.port, s.http_port] {
+    t = t.replace(&p(dir), "<DIR>");
+    for &port in ports {
         t = t.replace(&format!(":{port}"), ":<PORT>");
         t = t.replace(&format!("port {port}"), "port <PORT>");
     }
@@ -762,6 +767,7 @@ fn json_shapes_are_the_documented_ones() {
         "site",
         "how",
         "internal_pending",
+        "acme_pending",
         "certificates",
         "https_port",
         "refused",

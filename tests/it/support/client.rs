@@ -60,6 +60,8 @@ impl Opts {
 #[derive(Debug, Clone)]
 pub struct Presented {
     pub sans: Vec<String>,
+    /// The leaf's serial number, in hex.
+    pub serial: String,
     pub subject: String,
     pub rsa: bool,
     pub version: rustls::ProtocolVersion,
@@ -202,6 +204,7 @@ pub async fn connect_with(
             .unwrap_or_default();
         Presented {
             sans,
+            serial: leaf.raw_serial_as_string(),
             subject: leaf.subject().to_string(),
             rsa: leaf.public_key().algorithm.algorithm.to_id_string() == "1.2.840.113549.1.1.1",
             version: conn.protocol_version().expect("version"),

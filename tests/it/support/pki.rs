@@ -99,6 +99,8 @@ impl Pki {
             .push(DnType::CommonName, format!("{stem} {key:?}"));
         params.is_ca = IsCa::ExplicitNoCa;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        // As public CAs do; ACME Renewal Information names a certificate by it.
+        params.use_authority_key_identifier_extension = true;
         let now = OffsetDateTime::now_utc();
         let (nb, na) = match validity {
             Validity::Current => (now - Duration::days(1), now + Duration::days(90)),

@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod certs;
+mod fake_ca;
+mod renewal;
+
 use crate::support::client::{connect, Opts};
 use crate::support::pki::{Key, Pki, Validity};
 use crate::support::{free_port, Running};
@@ -37,6 +41,16 @@ fn wait_port(port: u16, what: &str) {
 
 /// Starts Pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`.
 fn pebble(dir: &Path, http_port: u16, tls_port: u16) -> Pebble {
+    pebble_with(
+        dir,
+        http_port,
+        tls_port,
+        r#""externalAccountBindingRequired": false"#,
+    )
+}
+
+/// Pebble with `extra` fields in its configuration (certificate lifetime, EAB keys).
+fn pebble_with(dir: &Path, http_port: u16, tls_port: u16, extra: &str) -> Pebble {
     assert!(
         Path::new(PEBBLE).exists() && Path::new(CHALLTESTSRV).exists(),
         "these tests need the Debian package pebble (apt-get install pebble)"
@@ -66,7 +80,7 @@ fn pebble(dir: &Path, http_port: u16, tls_port: u16) -> Pebble {
     std::fs::write(
         &config,
         format!(
-            r#"{{"pebble": {{"listenAddress": "127.0.0.1:{port}", "managementListenAddress": "127.0.0.1:{mgmt}", "certificate": "{}", "privateKey": "{}", "httpPort": {http_port}, "tlsPort": {tls_port}, "ocspResponderURL": "", "externalAccountBindingRequired": false}}}}"#,
+            r#"{{"pebble": {{"listenAddress": "127.0.0.1:{port}", "managementListenAddress": "127.0.0.1:{mgmt}", "certificate": "{}", "privateKey": "{}", "httpPort": {http_port}, "tlsPort": {tls_port}, "ocspResponderURL": "", {extra}}}}}"#,
             cert.display(),
             key.display()
         ),
@@ -108,10 +122,22 @@ fn portico(dir: &Path, log: &str) -> Running {
 
 /// The configuration: an http and an https listener on loopback, and `sites`.
 fn write_config(dir: &Path, pebble: &Pebble, challenges: &str, ports: (u16, u16), sites: &str) {
+    write_config_with(dir, pebble, challenges, "", ports, sites)
+}
+
+/// The configuration, with `acme_extra` lines in the `[acme]` table.
+fn write_config_with(
+    dir: &Path,
+    pebble: &Pebble,
+    challenges: &str,
+    acme_extra: &str,
+    ports: (u16, u16),
+    sites: &str,
+) {
     std::fs::write(
         dir.join("portico.toml"),
         format!(
-            "state_dir = \"state\"\n[acme]\ndirectory = \"{}\"\nemail = \"ops@example.test\"\nca = \"{}\"\nchallenges = {challenges}\n\n[[listener]]\naddress = \"127.0.0.1:{}\"\nkind = \"http\"\n[[listener]]\naddress = \"127.0.0.1:{}\"\n\n{sites}",
+            "state_dir = \"state\"\n[acme]\ndirectory = \"{}\"\nemail = \"ops@example.test\"\nca = \"{}\"\nchallenges = {challenges}\n{acme_extra}\n[[listener]]\naddress = \"127.0.0.1:{}\"\nkind = \"http\"\n[[listener]]\naddress = \"127.0.0.1:{}\"\n\n{sites}",
             pebble.directory,
             pebble.ca.display(),
             ports.0,
@@ -156,20 +182,35 @@ fn assert_private(path: &Path) {
 
 /// Issues a certificate for one site through `challenges`, and checks what was stored.
 async fn issue(dir: &Path, challenges: &str, hosts: &[&str]) -> (Pebble, (u16, u16)) {
+    let pebble_extra = r#""externalAccountBindingRequired": false"#;
+    let (pebble, ports, _portico) = issue_with(dir, challenges, hosts, pebble_extra, "").await;
+    (pebble, ports)
+}
+
+/// [`issue`] with extra Pebble configuration and extra `[acme]` lines; the Portico process
+/// is returned running.
+async fn issue_with(
+    dir: &Path,
+    challenges: &str,
+    hosts: &[&str],
+    pebble_extra: &str,
+    acme_extra: &str,
+) -> (Pebble, (u16, u16), Running) {
     let ports = (free_port(), free_port());
-    let pebble = pebble(&dir.join("pebble"), ports.0, ports.1);
+    let pebble = pebble_with(&dir.join("pebble"), ports.0, ports.1, pebble_extra);
     let hosts_toml: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
-    write_config(
+    write_config_with(
         dir,
         &pebble,
         challenges,
+        acme_extra,
         ports,
         &format!(
             "[[site]]\nname = \"shop\"\nhosts = [{}]\ntls = \"acme\"\nrespond = {{ body = \"shop\" }}\n",
             hosts_toml.join(", ")
         ),
     );
-    let _portico = portico(dir, "portico.log");
+    let portico = portico(dir, "portico.log");
     wait_port(ports.1, "portico");
     for h in hosts {
         served(ports.1, h, hosts, dir, "portico.log").await;
@@ -196,7 +237,7 @@ async fn issue(dir: &Path, challenges: &str, hosts: &[&str]) -> (Pebble, (u16, u
             );
         }
     }
-    (pebble, ports)
+    (pebble, ports, portico)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,4 +336,53 @@ async fn a_failing_order_leaves_other_sites_serving() {
         "with the alert that says the name is not served (yet)"
     );
     assert!(!dir.path().join("state/acme/shop.pem").exists());
+    // The operator sees why: the failure with the CA's problem document, and when the task
+    // tries again (backoff).
+    let start = Instant::now();
+    let entry = loop {
+        let entry = renewal::acme_entry(&renewal::certs_json(dir.path()), "shop");
+        if entry["acme"]["state"] == "backoff" {
+            break entry;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no backoff status: {entry:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(entry["certificate"].is_null());
+    assert!(entry["pending"].is_string(), "{entry:#}");
+    assert!(entry["next_renewal"].is_string(), "{entry:#}");
+    assert_eq!(entry["acme"]["rule"], "retry");
+    let problem = &entry["acme"]["last_error"]["problem"];
+    assert!(
+        problem["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("urn:ietf:params:acme:error:")),
+        "{entry:#}"
+    );
+    let out = Command::new(BIN)
+        .args(["certs", "-c"])
+        .arg(dir.path().join("portico.toml"))
+        .output()
+        .expect("portico certs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("last order failed"), "{text}");
+    assert!(
+        text.contains("ACME problem: urn:ietf:params:acme:error:"),
+        "{text}"
+    );
+    // The other site is not affected.
+    let dev = doc_entry(&renewal::certs_json(dir.path()), "dev");
+    assert!(
+        dev["pending"].is_null() && dev["certificate"].is_object(),
+        "{dev:#}"
+    );
+}
+
+fn doc_entry(doc: &serde_json::Value, site: &str) -> serde_json::Value {
+    doc["certificates"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["sites"][0] == site).cloned())
+        .unwrap_or_else(|| panic!("no entry for {site}: {doc:#}"))
 }

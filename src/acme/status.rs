@@ -1,0 +1,165 @@
+//! What each site's ACME task is doing, for operators: one small JSON file per site,
+//! `state_dir/acme/<site>.status.json`, rewritten (write-then-rename) by the task whenever its
+//! state changes, and read by `portico certs` and `portico bindings`, which do not talk to
+//! the server. The file is informative only: the task never reads it back to decide anything
+//! except, at start, to carry the last error and the count of failed attempts over a restart.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{store, AcmeError};
+
+/// The current version of the file's layout.
+const VERSION: u32 = 1;
+
+/// What the task is doing now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Waiting for the next renewal time.
+    Waiting,
+    /// An order is in progress.
+    Ordering,
+    /// The last order failed; waiting to retry.
+    Backoff,
+    /// Another process (the other side of a binary upgrade) holds this site's order lock.
+    Locked,
+}
+
+/// Why the next order is planned when it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// There is no stored certificate that is valid and covers every host.
+    NoCertificate,
+    /// A random time in the CA's ACME Renewal Information window (RFC 9773).
+    Ari,
+    /// A third of the certificate's lifetime left, less a small random spread.
+    OneThird,
+    /// The previous order failed: exponential backoff.
+    Retry,
+}
+
+/// An ACME problem document (RFC 8555 section 6.7), as the CA sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub detail: Option<String>,
+    pub status: Option<u16>,
+    /// Per-identifier problems: `identifier: type: detail`.
+    #[serde(default)]
+    pub subproblems: Vec<String>,
+}
+
+impl From<&instant_acme::Problem> for Problem {
+    fn from(p: &instant_acme::Problem) -> Problem {
+        Problem {
+            kind: p.r#type.clone(),
+            detail: p.detail.clone(),
+            status: p.status,
+            subproblems: p.subproblems.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// A failed order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    /// Unix seconds.
+    pub at: i64,
+    pub message: String,
+    /// The CA's problem document, when the failure was one.
+    pub problem: Option<Problem>,
+}
+
+impl LastError {
+    pub(super) fn new(at: i64, e: &AcmeError) -> LastError {
+        LastError {
+            at,
+            message: e.to_string(),
+            problem: e.problem().map(Problem::from),
+        }
+    }
+}
+
+/// The suggested renewal window the CA gave (unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub start: i64,
+    pub end: i64,
+}
+
+/// One site's task, as last written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: u32,
+    pub site: String,
+    pub hosts: Vec<String>,
+    pub state: State,
+    /// When the task plans to order next (unix seconds): the renewal time, or the retry
+    /// time after a failure. None while an order runs.
+    pub next_renewal: Option<i64>,
+    pub rule: Rule,
+    /// The ARI window the renewal time was picked from.
+    pub ari_window: Option<Window>,
+    /// The CA's explanation URL for the window, if it gave one.
+    pub ari_explanation: Option<String>,
+    /// Failed orders since the last success.
+    pub attempts: u32,
+    pub last_attempt: Option<i64>,
+    pub last_success: Option<i64>,
+    /// The most recent failure; cleared by a success.
+    pub last_error: Option<LastError>,
+    /// When the file was written (unix seconds).
+    pub updated: i64,
+}
+
+impl Status {
+    pub(super) fn new(site: &str, hosts: Vec<String>) -> Status {
+        Status {
+            version: VERSION,
+            site: site.to_string(),
+            hosts,
+            state: State::Waiting,
+            next_renewal: None,
+            rule: Rule::NoCertificate,
+            ari_window: None,
+            ari_explanation: None,
+            attempts: 0,
+            last_attempt: None,
+            last_success: None,
+            last_error: None,
+            updated: 0,
+        }
+    }
+}
+
+/// Where a site's status file is.
+pub fn path(state_dir: &Path, site: &str) -> PathBuf {
+    store::dir(state_dir).join(format!("{}.status.json", store::file_stem(site)))
+}
+
+/// The status the site's task last wrote, if there is a readable one.
+pub fn read(state_dir: &Path, site: &str) -> Option<Status> {
+    let bytes = std::fs::read(path(state_dir, site)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Writes `status` (stamped with `now`), replacing the file in one rename. A failure is
+/// logged, never fatal: the status is for people, the task goes on without it.
+pub(super) fn write(state_dir: &Path, status: &mut Status, now: i64) {
+    status.updated = now;
+    let file = path(state_dir, &status.site);
+    let result = serde_json::to_vec_pretty(status)
+        .map_err(|e| AcmeError::Io {
+            what: "cannot encode",
+            path: file.clone(),
+            source: std::io::Error::other(e),
+        })
+        .and_then(|json| store::write_private(&file, &json));
+    if let Err(e) = result {
+        tracing::warn!(site = %status.site, error = %e, "cannot write the ACME status file");
+    }
+}
