@@ -56,6 +56,11 @@ fn request_host<B>(req: &Request<B>) -> Result<HostName, HostProblem> {
 }
 
 pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    // With the access log filtered out (RUST_LOG=warn and the like), nothing is gathered
+    // for it and the body is not wrapped: one allocation and one copy fewer per request.
+    if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+        return Ok(respond(&conn, req).await.0);
+    }
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
