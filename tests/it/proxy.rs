@@ -714,3 +714,30 @@ async fn upgraded_connection_closes_after_a_reload_drain_deadline() {
         "the upgraded connection is closed after the drain deadline"
     );
 }
+
+#[tokio::test]
+async fn connect_is_answered_405_by_portico_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = backend("one").await;
+    let server = portico(
+        dir.path(),
+        &[("app.test", format!("{{ upstreams = [\"http://{up}\"] }}"))],
+    )
+    .await;
+    let (mut tls, _) = connect(server.addr("127.0.0.1"), &Opts::sni("app.test").http1())
+        .await
+        .expect("connect");
+    // (A CONNECT naming another authority gets 421 from the service, as any request does.)
+    tls.write_all(b"CONNECT app.test:443 HTTP/1.1\r\nHost: app.test:443\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = vec![0u8; 4096];
+    let n = tls.read(&mut got).await.expect("read");
+    let head = String::from_utf8_lossy(&got[..n]).to_lowercase();
+    assert!(head.starts_with("http/1.1 405"), "{head}");
+    assert!(head.contains("allow: get, head, post"), "{head}");
+    assert!(head.contains("connect is not forwarded"), "{head}");
+    // Ordinary requests to the site still go through.
+    let (status, body) = get(server.addr("127.0.0.1"), "app.test", "/x", &[]).await;
+    assert_eq!(status, 200, "{body}");
+}

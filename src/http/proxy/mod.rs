@@ -4,9 +4,9 @@
 //! Bodies are streamed frame by frame both ways, never collected. Connections to upstreams
 //! are pooled by hyper-util's client; choosing an upstream takes no lock (`balance.rs`).
 //! An https upstream is offered `h2` and `http/1.1` by ALPN and spoken to in whichever it
-//! chooses, HTTP/2 requests multiplexed on one connection; upgrades (WebSocket) and CONNECT
-//! always go over HTTP/1.1, on connections that offer only that. Cleartext upstreams get
-//! HTTP/1.1: there is no h2c.
+//! chooses, HTTP/2 requests multiplexed on one connection; upgrades (WebSocket) always go
+//! over HTTP/1.1, on connections that offer only that. Cleartext upstreams get HTTP/1.1:
+//! there is no h2c. CONNECT is answered 405: a reverse proxy opens no tunnels.
 //! Failures say which side failed: the upstream (502, 504), the client (400, 413), or
 //! Portico itself (500). This module never decides which site answers: the service has done
 //! that, by the 421 rule, before it gets here.
@@ -62,6 +62,8 @@ enum ProxyError {
     ClientBody,
     #[error("the host {0:?} cannot be sent to an upstream")]
     BadHost(String),
+    #[error("CONNECT is not forwarded")]
+    Connect,
     #[error("cannot make the upstream request: {0}")]
     Internal(#[from] http::Error),
 }
@@ -89,6 +91,19 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST,
                 "400 bad request: the Host cannot be forwarded\n",
             ),
+            ProxyError::Connect => {
+                let mut resp = text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "405 method not allowed: CONNECT is not forwarded (this is a reverse proxy)\n",
+                );
+                resp.headers_mut().insert(
+                    header::ALLOW,
+                    http::HeaderValue::from_static(
+                        "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE",
+                    ),
+                );
+                resp
+            }
             ProxyError::Internal(_) => text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "500 internal server error\n",
@@ -221,7 +236,10 @@ impl Upstreams {
             Ok(resp) => resp,
             Err(e) => {
                 match &e {
-                    ProxyError::TooLarge(_) | ProxyError::ClientBody | ProxyError::BadHost(_) => {
+                    ProxyError::TooLarge(_)
+                    | ProxyError::ClientBody
+                    | ProxyError::BadHost(_)
+                    | ProxyError::Connect => {
                         tracing::debug!(error = %e, "proxy: client side failed")
                     }
                     _ => tracing::warn!(error = %ErrorChain(&e), "proxy failed"),
@@ -237,6 +255,11 @@ impl Upstreams {
         mut req: Request<Incoming>,
         runtime: Arc<Runtime>,
     ) -> Result<Response<Body>, ProxyError> {
+        // A reverse proxy opens no tunnels to arbitrary authorities (nginx answers 405 too);
+        // the upstream is chosen by the site, not by the request target.
+        if req.method() == Method::CONNECT {
+            return Err(ProxyError::Connect);
+        }
         let limit = self.config.max_body_bytes;
         if let (Some(limit), Some(len)) = (limit, content_length(req.headers())) {
             if len > limit {
@@ -246,8 +269,8 @@ impl Upstreams {
         let upgrade = req.version() == Version::HTTP_11
             && req.headers().contains_key(header::UPGRADE)
             && headers::connection_has(req.headers(), "upgrade");
-        // HTTP/2 has no Upgrade, and an HTTP/1.1 CONNECT is not an HTTP/2 one.
-        let http1_only = upgrade || req.method() == Method::CONNECT;
+        // HTTP/2 has no Upgrade.
+        let http1_only = upgrade;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let method = parts.method;
