@@ -280,12 +280,18 @@ impl Upstreams {
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".to_string());
         let mut headers = parts.headers;
-        // HTTP/2 has no Host header: the authority is the host the client asked for.
-        let asked_host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()));
+        // The host the client asked for, by the rule the service routed by: `:authority`
+        // (HTTP/2, or an absolute-form target) wins over `Host`.
+        let asked_host = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            });
         let te_trailers = headers::te_has_trailers(&headers);
         headers::remove_hop_by_hop(&mut headers, upgrade);
         if te_trailers {
