@@ -449,7 +449,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                         Some(cert) => {
                             for host in &site.hosts {
                                 choices
-                                    .insert((si, host), Choice::single(cert.clone(), How::Pinned));
+                                    .insert((si, host), Choice::single(cert.clone(), How::Acme));
                             }
                             site_cert = Some(cert);
                         }

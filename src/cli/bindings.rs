@@ -28,6 +28,7 @@ pub fn how_key(how: How) -> &'static str {
     match how {
         How::Pinned => "pinned",
         How::Internal => "internal",
+        How::Acme => "acme",
         How::Exact => "exact",
         How::Wildcard => "wildcard",
     }

@@ -23,6 +23,8 @@ pub enum How {
     Pinned,
     /// Issued by Portico's local CA (`tls = "internal"`).
     Internal,
+    /// Issued by the ACME CA for the site (`tls = "acme"`), read from `state_dir/acme`.
+    Acme,
     /// A pool certificate with the host among its SAN names.
     Exact,
     /// A pool certificate covering the host with a wildcard SAN.
@@ -34,6 +36,7 @@ impl std::fmt::Display for How {
         f.write_str(match self {
             How::Pinned => "pinned",
             How::Internal => "internal CA",
+            How::Acme => "ACME",
             How::Exact => "pool, exact name",
             How::Wildcard => "pool, wildcard",
         })

@@ -287,6 +287,25 @@ async fn restart_reuses_the_stored_certificate_without_a_new_order() {
         !log.contains("ACME order started"),
         "the restart ordered again:\n{log}"
     );
+    // `bindings` says where the certificate came from.
+    let out = Command::new(BIN)
+        .args(["bindings", "--json", "-c"])
+        .arg(dir.path().join("portico.toml"))
+        .output()
+        .expect("portico bindings");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bindings JSON");
+    let row = doc["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|l| l["bindings"].as_array().into_iter().flatten())
+        .find(|r| {
+            r["host"] == "shop.example.test"
+                && !r["certificates"].as_array().is_none_or(Vec::is_empty)
+        })
+        .unwrap_or_else(|| panic!("no https row for shop.example.test: {doc:#}"));
+    assert_eq!(row["how"], "acme", "{row:#}");
+    assert!(row["acme_pending"].is_null(), "{row:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
