@@ -2,6 +2,7 @@ use super::cache::CACHE_VALID;
 use super::*;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const DIGITS: &[u8] = b"0123456789";
 
