@@ -41,16 +41,18 @@ pub(super) fn te_has_trailers(headers: &HeaderMap) -> bool {
 /// `Transfer-Encoding` and `Upgrade`. With `upgrade`, `Upgrade` and `Connection: upgrade`
 /// stay, because the upgrade is what is being forwarded.
 pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        if !(upgrade && name == header::UPGRADE) {
-            headers.remove(&name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if !(upgrade && name == header::UPGRADE) {
+                headers.remove(&name);
+            }
         }
     }
     for name in [
@@ -67,13 +69,12 @@ pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         headers.remove(header::UPGRADE);
     }
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-") || k.as_str() == "proxy")
-        .cloned()
-        .collect();
-    for name in proxy {
-        headers.remove(&name);
+    let is_proxy = |k: &HeaderName| k.as_str().starts_with("proxy-") || k.as_str() == "proxy";
+    if headers.keys().any(is_proxy) {
+        let proxy: Vec<HeaderName> = headers.keys().filter(|k| is_proxy(k)).cloned().collect();
+        for name in proxy {
+            headers.remove(&name);
+        }
     }
 }
 
@@ -87,20 +88,10 @@ pub(super) struct Forward<'a> {
     pub(super) trusted: bool,
 }
 
-/// Joins every value of `name` with ", " (several header lines are one list).
-fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let values: Vec<&str> = headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.join(", "))
-}
-
-fn set(headers: &mut HeaderMap, name: &HeaderName, value: String) {
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
     // Every part is an IP, a checked host or a fixed token; a failure would be a bug, and
     // dropping the header is safer than sending a wrong one.
-    match HeaderValue::from_str(&value) {
+    match HeaderValue::from_str(value) {
         Ok(v) => {
             headers.insert(name.clone(), v);
         }
@@ -111,24 +102,27 @@ fn set(headers: &mut HeaderMap, name: &HeaderName, value: String) {
 }
 
 /// Adds `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`.
+///
+/// This runs for every proxied request, so each value is written once into one buffer.
 pub(super) fn add_forwarded(headers: &mut HeaderMap, f: &Forward<'_>) {
+    use std::fmt::Write as _;
     let client = f.client.to_canonical();
-    let prior_xff = f
-        .trusted
-        .then(|| joined(headers, &X_FORWARDED_FOR))
-        .flatten();
-    let xff = match prior_xff {
-        Some(prior) => format!("{prior}, {client}"),
-        None => client.to_string(),
-    };
-    set(headers, &X_FORWARDED_FOR, xff);
+    // Formatted once: an address's Display is the costliest part of this function.
+    let ip = client.to_string();
+    let mut value = String::with_capacity(64);
+
+    if f.trusted {
+        append_prior(&mut value, headers, &X_FORWARDED_FOR);
+    }
+    value.push_str(&ip);
+    set(headers, &X_FORWARDED_FOR, &value);
 
     if !(f.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
     }
     if !(f.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
         match f.host {
-            Some(h) => set(headers, &X_FORWARDED_HOST, h.to_string()),
+            Some(h) => set(headers, &X_FORWARDED_HOST, h),
             None => {
                 headers.remove(&X_FORWARDED_HOST);
             }
@@ -137,24 +131,28 @@ pub(super) fn add_forwarded(headers: &mut HeaderMap, f: &Forward<'_>) {
 
     // RFC 7239: an IPv6 node is quoted and bracketed; host is quoted because a port's ':'
     // is not a token character.
-    let node = match client {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("\"[{ip}]\""),
-    };
-    let mut element = format!("for={node}");
-    if let Some(h) = f.host {
-        element.push_str(&format!(";host=\"{h}\""));
+    value.clear();
+    if f.trusted {
+        append_prior(&mut value, headers, &header::FORWARDED);
     }
-    element.push_str(&format!(";proto={}", f.proto));
-    let prior = f
-        .trusted
-        .then(|| joined(headers, &header::FORWARDED))
-        .flatten();
-    let forwarded = match prior {
-        Some(prior) => format!("{prior}, {element}"),
-        None => element,
+    let _ = match client {
+        IpAddr::V4(_) => write!(value, "for={ip}"),
+        IpAddr::V6(_) => write!(value, "for=\"[{ip}]\""),
     };
-    set(headers, &header::FORWARDED, forwarded);
+    if let Some(h) = f.host {
+        let _ = write!(value, ";host=\"{h}\"");
+    }
+    let _ = write!(value, ";proto={}", f.proto);
+    set(headers, &header::FORWARDED, &value);
+}
+
+/// Writes every value of `name` joined with ", ", and a final ", " when there was any
+/// (several header lines are one list).
+fn append_prior(out: &mut String, headers: &HeaderMap, name: &HeaderName) {
+    for v in headers.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
+        out.push_str(v);
+        out.push_str(", ");
+    }
 }
 
 #[cfg(test)]
