@@ -601,7 +601,7 @@ impl J {
                 .find(|(k, _)| k == key)
                 .map(|(_, v)| v)
                 .unwrap_or_else(|| panic!("no key {key:?} in {self:?}")),
-            _ => panic!("not an object: {self:?}"),
+            _ => panic!("looking for {key:?} in something that is not an object: {self:?}"),
         }
     }
 
