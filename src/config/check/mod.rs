@@ -1,0 +1,430 @@
+//! The checks that need only the file: raw serde values -> typed [`Config`] values, with
+//! every problem recorded in the [`Report`] (with its path) instead of stopping at the first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{self, RawConfig, RawListener, RawSite, RawTls, Unknown};
+use super::{
+    Acme, Action, CertFiles, Challenge, Config, Eab, Limits, ListenAddr, Listener, ListenerKind,
+    NoSni, Report, Site, TlsMode, UnknownSni,
+};
+use crate::names::HostName;
+
+mod acme;
+mod sites;
+
+pub(super) struct Checker<'r> {
+    pub(super) base: PathBuf,
+    pub(super) report: &'r mut Report,
+}
+
+pub(super) fn unknown_keys(report: &mut Report, path: &str, unknown: &Unknown, known: &[&str]) {
+    for key in unknown.keys() {
+        let at = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        report.error(
+            at,
+            format!("unknown key {key:?}"),
+            Some(format!("known keys here: {}", known.join(", "))),
+        );
+    }
+}
+
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        _ => None,
+    }
+}
+
+/// The longest accepted limit duration.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// The most connections a listener may be allowed.
+pub const MAX_CONNECTIONS: usize = 10_000_000;
+
+impl Checker<'_> {
+    fn path(&self, p: &str) -> PathBuf {
+        self.base.join(p)
+    }
+
+    pub(super) fn check(mut self, raw: RawConfig, file: &Path) -> Config {
+        unknown_keys(
+            self.report,
+            "",
+            &raw.unknown,
+            &[
+                "state_dir",
+                "listener",
+                "certificate",
+                "site",
+                "limits",
+                "acme",
+            ],
+        );
+        let state_dir = self.path(raw.state_dir.as_deref().unwrap_or("state"));
+        let limits = self.limits(raw.limits);
+        let listeners = self.listeners(raw.listener, &limits);
+        let certificates = raw
+            .certificate
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, c)| self.cert_files(&format!("certificate[{i}]"), c))
+            .collect();
+        let sites = self.sites(raw.site, &listeners);
+        let acme = raw.acme.and_then(|a| self.acme(a));
+        if acme.is_none() {
+            for s in sites.iter().filter(|s| s.tls == TlsMode::Acme) {
+                self.report.error(
+                    format!("site[{}].tls", s.index),
+                    format!(
+                        "site {:?} wants an ACME certificate, but there is no [acme] table",
+                        s.name
+                    ),
+                    Some(
+                        "add [acme] with directory = \"https://...\" (the ACME CA's directory URL)"
+                            .to_string(),
+                    ),
+                );
+            }
+        }
+        let config = Config {
+            file: file.to_path_buf(),
+            state_dir,
+            listeners,
+            certificates,
+            sites,
+            limits,
+            acme,
+        };
+        self.bindings(&config);
+        config
+    }
+
+    fn limits(&mut self, raw: Option<raw::RawLimits>) -> Limits {
+        let mut limits = Limits::default();
+        let Some(raw) = raw else { return limits };
+        unknown_keys(
+            self.report,
+            "limits",
+            &raw.unknown,
+            &[
+                "handshake_timeout",
+                "header_timeout",
+                "idle_timeout",
+                "drain_timeout",
+                "max_header_bytes",
+                "max_connections",
+            ],
+        );
+        for (key, value, slot) in [
+            (
+                "handshake_timeout",
+                raw.handshake_timeout,
+                &mut limits.handshake_timeout,
+            ),
+            (
+                "header_timeout",
+                raw.header_timeout,
+                &mut limits.header_timeout,
+            ),
+            ("idle_timeout", raw.idle_timeout, &mut limits.idle_timeout),
+            (
+                "drain_timeout",
+                raw.drain_timeout,
+                &mut limits.drain_timeout,
+            ),
+        ] {
+            let Some(value) = value else { continue };
+            match parse_duration(&value) {
+                // A day is far beyond any sensible limit, and the cap keeps deadline
+                // arithmetic (now + limit) from overflowing.
+                Some(d) if !d.is_zero() && d <= MAX_DURATION => *slot = d,
+                _ => self.report.error(
+                    format!("limits.{key}"),
+                    format!("{value:?} is not a duration between 1ms and 24h"),
+                    Some(
+                        "write a positive number with a unit: \"500ms\", \"10s\", \"2m\" or \"1h\""
+                            .to_string(),
+                    ),
+                ),
+            }
+        }
+        if let Some(n) = raw.max_header_bytes {
+            match usize::try_from(n) {
+                // hyper's HTTP/1.1 read buffer cannot be smaller than 8 KiB.
+                Ok(n) if (8192..=1024 * 1024).contains(&n) => limits.max_header_bytes = n,
+                _ => self.report.error(
+                    "limits.max_header_bytes",
+                    format!("{n} is out of range"),
+                    Some("use a size between 8192 and 1048576 bytes".to_string()),
+                ),
+            }
+        }
+        if let Some(n) = raw.max_connections {
+            match usize::try_from(n) {
+                Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => limits.max_connections = n,
+                _ => self.report.error(
+                    "limits.max_connections",
+                    format!("{n} is not between 1 and {MAX_CONNECTIONS}"),
+                    Some("use a number of connections of 1 or more".to_string()),
+                ),
+            }
+        }
+        limits
+    }
+
+    fn listeners(&mut self, raw: Vec<RawListener>, limits: &Limits) -> Vec<Listener> {
+        let mut out = Vec::new();
+        let mut by_addr: HashMap<ListenAddr, usize> = HashMap::new();
+        let mut by_name: HashMap<String, usize> = HashMap::new();
+        if raw.is_empty() {
+            self.report.error(
+                "listener",
+                "no listener is configured",
+                Some("add a [[listener]] with address = \"*:443\"".to_string()),
+            );
+        }
+        for (i, l) in raw.into_iter().enumerate() {
+            let at = format!("listener[{i}]");
+            unknown_keys(
+                self.report,
+                &at,
+                &l.unknown,
+                &[
+                    "name",
+                    "address",
+                    "kind",
+                    "no_sni",
+                    "unknown_sni",
+                    "alpn",
+                    "max_connections",
+                    "default_passthrough",
+                    "proxy_protocol_from",
+                ],
+            );
+            let address = match l.address.as_deref().map(ListenAddr::parse) {
+                Some(Ok(a)) => Some(a),
+                Some(Err(e)) => {
+                    self.report.error(
+                        format!("{at}.address"),
+                        e,
+                        Some("write \"127.0.0.1:8443\", \"[::1]:8443\" or \"*:8443\"".to_string()),
+                    );
+                    None
+                }
+                None => {
+                    self.report.error(
+                        &at,
+                        "the listener has no address",
+                        Some("add address = \"*:443\"".to_string()),
+                    );
+                    None
+                }
+            };
+            let mut address_taken = false;
+            if let Some(a) = address {
+                if let Some(j) = by_addr.insert(a, i) {
+                    address_taken = true;
+                    self.report.error(format!("{at}.address"), format!("address {a} is already used by listener[{j}]"), Some("give each listener its own address; put several sites on one listener instead".to_string()));
+                }
+            }
+            let kind = match l.kind.as_deref() {
+                None | Some("https") => ListenerKind::Https,
+                Some("http") => ListenerKind::Http,
+                Some(other) => {
+                    self.report.error(
+                        format!("{at}.kind"),
+                        format!("unknown kind {other:?}"),
+                        Some("use \"https\" or \"http\"".to_string()),
+                    );
+                    ListenerKind::Https
+                }
+            };
+            let name = l
+                .name
+                .clone()
+                .unwrap_or_else(|| address.map(|a| a.to_string()).unwrap_or_else(|| at.clone()));
+            // A name defaulted from an address already reported as taken is the same problem.
+            if let Some(j) = by_name
+                .insert(name.clone(), i)
+                .filter(|_| !address_taken || l.name.is_some())
+            {
+                self.report.error(
+                    format!("{at}.name"),
+                    format!("name {name:?} is already used by listener[{j}]"),
+                    Some("give each listener a unique name".to_string()),
+                );
+            }
+            let no_sni = match l.no_sni.as_deref() {
+                None | Some("reject") => NoSni::Reject,
+                Some(host) => match HostName::parse(host) {
+                    Ok(h) if !h.is_wildcard() => NoSni::Host(h),
+                    Ok(_) => {
+                        self.report.error(
+                            format!("{at}.no_sni"),
+                            format!("{host:?} is a wildcard"),
+                            Some("name one host, or \"reject\"".to_string()),
+                        );
+                        NoSni::Reject
+                    }
+                    Err(e) => {
+                        self.report.error(
+                            format!("{at}.no_sni"),
+                            format!("{host:?}: {e}"),
+                            Some("name one host bound on this listener, or \"reject\"".to_string()),
+                        );
+                        NoSni::Reject
+                    }
+                },
+            };
+            let unknown_sni = match l.unknown_sni.as_deref() {
+                None | Some("reject") => UnknownSni::Reject,
+                Some("no_sni") => UnknownSni::NoSni,
+                Some("passthrough") => UnknownSni::Passthrough,
+                Some(other) => {
+                    self.report.error(
+                        format!("{at}.unknown_sni"),
+                        format!("unknown value {other:?}"),
+                        Some("use \"reject\", \"no_sni\" or \"passthrough\"".to_string()),
+                    );
+                    UnknownSni::Reject
+                }
+            };
+            if unknown_sni == UnknownSni::NoSni && no_sni == NoSni::Reject {
+                self.report.error(
+                    format!("{at}.unknown_sni"),
+                    "unknown_sni = \"no_sni\" needs a no_sni host on this listener",
+                    Some("set no_sni = \"HOST\" or unknown_sni = \"reject\"".to_string()),
+                );
+            }
+            let default_passthrough = l.default_passthrough.as_ref().and_then(|raw| {
+                super::backend::check_passthrough(
+                    self.report,
+                    &format!("{at}.default_passthrough"),
+                    raw,
+                )
+            });
+            if unknown_sni == UnknownSni::Passthrough && l.default_passthrough.is_none() {
+                self.report.error(
+                    format!("{at}.unknown_sni"),
+                    "unknown_sni = \"passthrough\" needs default_passthrough on this listener",
+                    Some("add default_passthrough = { backend = \"host:port\" }".to_string()),
+                );
+            }
+            if l.default_passthrough.is_some() && unknown_sni != UnknownSni::Passthrough {
+                self.report.warning(
+                    format!("{at}.default_passthrough"),
+                    "default_passthrough is used only with unknown_sni = \"passthrough\"",
+                    Some(
+                        "set unknown_sni = \"passthrough\", or remove default_passthrough"
+                            .to_string(),
+                    ),
+                );
+            }
+            let mut proxy_protocol_from = Vec::new();
+            for (j, source) in l.proxy_protocol_from.iter().flatten().enumerate() {
+                match super::Cidr::parse(source) {
+                    Some(c) => proxy_protocol_from.push(c),
+                    None => self.report.error(
+                        format!("{at}.proxy_protocol_from[{j}]"),
+                        format!("{source:?} is not an IP address or range"),
+                        Some("write \"10.0.0.5\", \"10.0.0.0/8\" or \"2001:db8::/32\"".to_string()),
+                    ),
+                }
+            }
+            if kind == ListenerKind::Http
+                && (l.no_sni.is_some()
+                    || l.unknown_sni.is_some()
+                    || l.alpn.is_some()
+                    || l.default_passthrough.is_some())
+            {
+                self.report.warning(
+                    &at,
+                    "no_sni, unknown_sni, default_passthrough and alpn mean nothing on an http listener",
+                    Some("remove them".to_string()),
+                );
+            }
+            let alpn = match l.alpn {
+                None => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+                Some(list) => {
+                    for (j, p) in list.iter().enumerate() {
+                        if p != "h2" && p != "http/1.1" {
+                            self.report.error(
+                                format!("{at}.alpn[{j}]"),
+                                format!("unsupported protocol {p:?}"),
+                                Some("use \"h2\" and/or \"http/1.1\"".to_string()),
+                            );
+                        }
+                    }
+                    if list.is_empty() {
+                        self.report.error(
+                            format!("{at}.alpn"),
+                            "the list is empty",
+                            Some("use [\"h2\", \"http/1.1\"]".to_string()),
+                        );
+                    }
+                    list.into_iter().map(String::into_bytes).collect()
+                }
+            };
+            let max_connections = match l.max_connections {
+                None => limits.max_connections,
+                Some(n) => match usize::try_from(n) {
+                    Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => n,
+                    _ => {
+                        self.report.error(
+                            format!("{at}.max_connections"),
+                            format!("{n} is not between 1 and {MAX_CONNECTIONS}"),
+                            Some("use a number of connections of 1 or more, or remove it to use limits.max_connections".to_string()),
+                        );
+                        limits.max_connections
+                    }
+                },
+            };
+            // Keep the index aligned with the file even when the address is bad, so later
+            // paths stay right; a config with errors never serves anyway.
+            out.push(Listener {
+                name,
+                address: address.unwrap_or(ListenAddr { ip: None, port: 0 }),
+                kind,
+                no_sni,
+                unknown_sni,
+                alpn,
+                max_connections,
+                default_passthrough,
+                proxy_protocol_from,
+            });
+        }
+        out
+    }
+
+    fn cert_files(&mut self, at: &str, raw: raw::RawCertificate) -> Option<CertFiles> {
+        unknown_keys(self.report, at, &raw.unknown, &["cert", "key"]);
+        match (raw.cert, raw.key) {
+            (Some(cert), Some(key)) => Some(CertFiles {
+                cert: self.path(&cert),
+                key: self.path(&key),
+            }),
+            (cert, key) => {
+                let missing = if cert.is_none() { "cert" } else { "key" };
+                let _ = key;
+                self.report.error(
+                    at,
+                    format!("{missing} is missing"),
+                    Some("give both cert = \"chain.pem\" and key = \"key.pem\"".to_string()),
+                );
+                None
+            }
+        }
+    }
+}
