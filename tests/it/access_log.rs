@@ -15,7 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::support::client::{connect, Opts};
+use crate::support::client::send_h1;
 use crate::support::{free_port, serve, site_root};
 
 /// Collects what the subscriber writes.
@@ -90,21 +90,19 @@ async fn chunked_backend() -> SocketAddr {
 
 /// One request on a new HTTP/1.1 connection; returns the status, whether Content-Length
 /// was sent, and the body length.
-async fn request(addr: SocketAddr, method: Method, path: &str) -> (StatusCode, bool, usize) {
-    let (tls, _) = connect(addr, &Opts::sni("app.test").http1())
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
+async fn request(
+    addr: SocketAddr,
+    host: &str,
+    method: Method,
+    path: &str,
+) -> (StatusCode, bool, usize) {
     let req = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "app.test")
+        .header("host", host)
         .body(Empty::<Bytes>::new())
         .expect("request");
-    let resp = sender.send_request(req).await.expect("response");
+    let resp = send_h1(addr, host, req).await;
     let status = resp.status();
     let has_length = resp.headers().contains_key(http::header::CONTENT_LENGTH);
     let body = resp.into_body().collect().await.expect("body").to_bytes();
@@ -137,7 +135,7 @@ async fn access_log_counts_body_bytes_actually_sent() {
     let server = serve(dir.path(), &toml).await;
     let addr = server.addr("127.0.0.1");
 
-    let (status, has_length, len) = request(addr, Method::GET, "/chunked").await;
+    let (status, has_length, len) = request(addr, "app.test", Method::GET, "/chunked").await;
     assert_eq!(status, StatusCode::OK);
     assert!(!has_length, "the proxied response is chunked");
     assert_eq!(len, 3000);
@@ -147,34 +145,13 @@ async fn access_log_counts_body_bytes_actually_sent() {
     assert!(line.contains(" status=200 "), "{line}");
 
     // A static file and a HEAD of it (nothing sent), on the other site.
-    let get = |method: Method| async move {
-        let (tls, _) = connect(addr, &Opts::sni("www.test").http1())
-            .await
-            .expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
-        let req = Request::builder()
-            .method(method)
-            .uri("/index.html")
-            .header("host", "www.test")
-            .body(Empty::<Bytes>::new())
-            .expect("request");
-        let resp = sender.send_request(req).await.expect("response");
-        resp.into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes()
-            .len()
-    };
-    assert_eq!(get(Method::GET).await, 12);
+    let get = |method: Method| request(addr, "www.test", method, "/index.html");
+    assert_eq!(get(Method::GET).await.2, 12);
     let line = capture.line_for("/index.html").await;
     assert!(line.contains(" method=GET "), "{line}");
     assert!(line.contains(" bytes=12 "), "{line}");
     capture.0.lock().expect("capture").clear();
-    assert_eq!(get(Method::HEAD).await, 0);
+    assert_eq!(get(Method::HEAD).await.2, 0);
     let line = capture.line_for("/index.html").await;
     assert!(line.contains(" method=HEAD "), "{line}");
     assert!(line.contains(" bytes=0 "), "{line}");

@@ -4,70 +4,23 @@
 //! bounded memory.
 
 use std::convert::Infallible;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body::Body;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::support::client::{connect, Opts};
+use crate::support::body::{full, gen, Gen, TBody};
+use crate::support::client::{connect, expect_echo, send_h1, websocket, Opts};
 use crate::support::pki::{Key, Pki, Validity};
 use crate::support::{free_port, nginx, serve, TestServer};
-
-type TBody = BoxBody<Bytes, io::Error>;
-
-fn full(b: impl Into<Bytes>) -> TBody {
-    Full::new(b.into()).map_err(|never| match never {}).boxed()
-}
-
-static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
-
-/// `left` bytes of 'x', made as they are read (nothing held in memory).
-struct Gen {
-    left: u64,
-    /// Whether the length is announced (Content-Length) or not (chunked).
-    exact: bool,
-}
-
-fn gen(left: u64) -> Gen {
-    Gen { left, exact: true }
-}
-
-impl Body for Gen {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        if self.left == 0 {
-            return Poll::Ready(None);
-        }
-        let n = self.left.min(CHUNK.len() as u64) as usize;
-        self.left -= n as u64;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&CHUNK[..n])))))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        if self.exact {
-            SizeHint::with_exact(self.left)
-        } else {
-            SizeHint::default()
-        }
-    }
-}
 
 /// Reads a body to its end, counting bytes and checking each one is 'x'.
 async fn drain_x<B>(mut body: B) -> Result<u64, String>
@@ -223,13 +176,6 @@ async fn send(
     headers: &[(&str, &str)],
     body: TBody,
 ) -> Response<Incoming> {
-    let (tls, _) = connect(addr, &Opts::sni(host).http1())
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
     let mut req = Request::builder()
         .method(method)
         .uri(path)
@@ -237,10 +183,7 @@ async fn send(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    sender
-        .send_request(req.body(body).expect("request"))
-        .await
-        .expect("response")
+    send_h1(addr, host, req.body(body).expect("request")).await
 }
 
 async fn text(resp: Response<Incoming>) -> (StatusCode, HeaderMap, String) {
@@ -587,34 +530,10 @@ async fn upgrade_is_tunneled_to_the_upstream() {
         &[("app.test", format!("{{ upstreams = [\"http://{up}\"] }}"))],
     )
     .await;
-    let (mut tls, _) = connect(server.addr("127.0.0.1"), &Opts::sni("app.test").http1())
-        .await
-        .expect("connect");
-    tls.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-    )
-    .await
-    .expect("write");
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            tls.read(&mut b).await.expect("read"),
-            1,
-            "closed: {}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let (mut tls, head) = websocket(server.addr("127.0.0.1"), "app.test").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
-    for msg in [&b"ping"[..], b"and more bytes"] {
-        tls.write_all(msg).await.expect("write");
-        let mut got = vec![0u8; msg.len()];
-        tls.read_exact(&mut got).await.expect("echo");
-        assert_eq!(got, msg);
-    }
+    expect_echo(&mut tls, &[b"ping", b"and more bytes"]).await;
 }
 
 #[tokio::test]
@@ -672,24 +591,9 @@ async fn upgraded_connection_closes_after_a_reload_drain_deadline() {
         free_port()
     );
     let mut server = serve(dir.path(), &toml).await;
-    let (mut tls, _) = connect(server.addr("127.0.0.1"), &Opts::sni("app.test").http1())
-        .await
-        .expect("connect");
-    tls.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-    )
-    .await
-    .expect("write");
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(tls.read(&mut b).await.expect("read"), 1);
-        head.push(b[0]);
-    }
-    tls.write_all(b"ping").await.expect("write");
-    let mut got = [0u8; 4];
-    tls.read_exact(&mut got).await.expect("echo");
-    assert_eq!(&got, b"ping");
+    let (mut tls, head) = websocket(server.addr("127.0.0.1"), "app.test").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    expect_echo(&mut tls, &[b"ping"]).await;
 
     // A reload: the tunnel belongs to the replaced runtime and is closed at its drain deadline.
     let (config, report) = portico::config::Config::load(&dir.path().join("portico.toml"));

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::support::client::{connect, Opts};
+use crate::support::client::send_h1;
 use crate::support::{free_port, serve, TestServer};
 
 /// What a test can do to a backend while it runs.
@@ -108,18 +108,11 @@ async fn portico(dir: &std::path::Path, proxy: &str) -> TestServer {
 
 /// GET `path` on a new connection; the status and the name of the backend that answered.
 async fn get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
-    let (tls, _) = connect(addr, &Opts::sni("app.test").http1())
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
     let req = Request::get(path)
         .header("host", "app.test")
         .body(Empty::<Bytes>::new())
         .expect("request");
-    let resp = sender.send_request(req).await.expect("response");
+    let resp = send_h1(addr, "app.test", req).await;
     let status = resp.status();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())

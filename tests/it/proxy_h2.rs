@@ -15,8 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -24,15 +23,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Barrier};
 
-use crate::support::client::{connect, Opts};
+use crate::support::body::{full, Gen, TBody};
+use crate::support::client::{connect, expect_echo, send_h1, websocket, Opts};
 use crate::support::pki::{acceptor_alpn, Key, Pki, Validity};
 use crate::support::{free_port, serve, TestServer};
-
-type TBody = BoxBody<Bytes, io::Error>;
-
-fn full(b: impl Into<Bytes>) -> TBody {
-    Full::new(b.into()).map_err(|never| match never {}).boxed()
-}
 
 /// How many requests `/together` waits for before any of them is answered.
 const TOGETHER: usize = 6;
@@ -70,7 +64,13 @@ async fn handle(
         }
         "/download" => {
             let n: u64 = req.uri().query().and_then(|q| q.parse().ok()).unwrap_or(0);
-            Response::new(Chunks { left: n }.boxed())
+            Response::new(
+                Gen {
+                    left: n,
+                    exact: false,
+                }
+                .boxed(),
+            )
         }
         "/trailers" => {
             let te = req.headers().get("te").cloned();
@@ -116,30 +116,6 @@ async fn handle(
         resp.headers_mut().insert("x-version", v);
     }
     Ok(resp)
-}
-
-/// `left` bytes of 'x', made as they are read.
-struct Chunks {
-    left: u64,
-}
-
-static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
-
-impl Body for Chunks {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        if self.left == 0 {
-            return Poll::Ready(None);
-        }
-        let n = self.left.min(CHUNK.len() as u64) as usize;
-        self.left -= n as u64;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&CHUNK[..n])))))
-    }
 }
 
 /// Fixed frames, data and trailers.
@@ -228,20 +204,13 @@ async fn portico(dir: &std::path::Path, pki: &Pki, up: SocketAddr) -> TestServer
 
 /// One request to Portico on a new HTTP/1.1 connection.
 async fn send(addr: SocketAddr, method: Method, path: &str, body: TBody) -> Response<Incoming> {
-    let (tls, _) = connect(addr, &Opts::sni("app.test").http1())
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
     let req = Request::builder()
         .method(method)
         .uri(path)
         .header("host", "app.test")
         .body(body)
         .expect("request");
-    sender.send_request(req).await.expect("response")
+    send_h1(addr, "app.test", req).await
 }
 
 /// A client speaking HTTP/2 to Portico.
@@ -348,7 +317,17 @@ async fn bodies_stream_both_ways_over_h2_and_trailers_pass() {
     assert!(rest.to_bytes().is_empty());
 
     // Large bodies each way, length not announced.
-    let resp = send(addr, Method::POST, "/upload", Chunks { left: SIZE }.boxed()).await;
+    let resp = send(
+        addr,
+        Method::POST,
+        "/upload",
+        Gen {
+            left: SIZE,
+            exact: false,
+        }
+        .boxed(),
+    )
+    .await;
     assert_eq!(version(&resp), "HTTP/2.0");
     assert_eq!(text(resp).await, format!("got {SIZE}"));
     let resp = send(addr, Method::GET, &format!("/download?{SIZE}"), full("")).await;
@@ -387,34 +366,10 @@ async fn websocket_upgrade_to_an_h2_upstream_goes_over_http1() {
     let resp = send(addr, Method::GET, "/", full("")).await;
     assert_eq!(version(&resp), "HTTP/2.0");
 
-    let (mut tls, _) = connect(addr, &Opts::sni("app.test").http1())
-        .await
-        .expect("connect");
-    tls.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-    )
-    .await
-    .expect("write");
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            tls.read(&mut b).await.expect("read"),
-            1,
-            "closed: {}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let (mut tls, head) = websocket(addr, "app.test").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("x-version: http/1.1\r\n"), "{head}");
-    for msg in [&b"ping"[..], b"and more bytes"] {
-        tls.write_all(msg).await.expect("write");
-        let mut got = vec![0u8; msg.len()];
-        tls.read_exact(&mut got).await.expect("echo");
-        assert_eq!(got, msg);
-    }
+    expect_echo(&mut tls, &[b"ping", b"and more bytes"]).await;
 }
 
 #[tokio::test]

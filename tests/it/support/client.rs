@@ -311,3 +311,61 @@ pub async fn get(addr: SocketAddr, opts: &Opts, host: &str, path: &str) -> (Pres
     let mut http = Http::over(tls).await;
     (presented, http.get(host, path).await)
 }
+
+/// Sends `req` on a new HTTP/1.1 connection to `addr` with SNI `host` (certificates are not
+/// verified) and returns the response; the connection lives until the response is read.
+pub async fn send_h1<B>(
+    addr: SocketAddr,
+    host: &str,
+    req: Request<B>,
+) -> http::Response<hyper::body::Incoming>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (tls, _) = connect(addr, &Opts::sni(host).http1())
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    sender.send_request(req).await.expect("response")
+}
+
+/// Opens a connection to `addr` with SNI `host`, asks for a WebSocket upgrade of `/ws` over
+/// HTTP/1.1, and returns the stream and the response head, lowercased.
+pub async fn websocket(addr: SocketAddr, host: &str) -> (TlsStream<TcpStream>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut tls, _) = connect(addr, &Opts::sni(host).http1())
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    );
+    tls.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            tls.read(&mut b).await.expect("read"),
+            1,
+            "closed: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    (tls, String::from_utf8_lossy(&head).to_lowercase())
+}
+
+/// Writes each message and expects it echoed back whole.
+pub async fn expect_echo(tls: &mut TlsStream<TcpStream>, messages: &[&[u8]]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for msg in messages {
+        tls.write_all(msg).await.expect("write");
+        let mut got = vec![0u8; msg.len()];
+        tls.read_exact(&mut got).await.expect("echo");
+        assert_eq!(&got, msg);
+    }
+}
