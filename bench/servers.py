@@ -215,13 +215,13 @@ class Haproxy(Server):
         out = subprocess.run(["haproxy", "-v"], capture_output=True, text=True)
         return out.stdout.splitlines()[0].replace("HAProxy version ", "").split(" ")[0]
 
-    def write_config(self, sites):
-        d = self.dir
-        crt_list = os.path.join(d, "crt-list.txt")
+    def _write(self, pems, defaults, frontend, rest=""):
+        """The configuration: the same global and defaults sections for every figure, one
+        frontend on the port with the given certificates."""
+        crt_list = os.path.join(self.dir, "crt-list.txt")
         # Without an SNI filter, HAProxy indexes each certificate by its own names.
-        _write(crt_list, "".join(self.pem(i) + "\n" for i in sites))
-        static = os.path.join(self.www, STATIC_NAME)
-        self.config = os.path.join(d, "haproxy.cfg")
+        _write(crt_list, "".join(p + "\n" for p in pems))
+        self.config = os.path.join(self.dir, "haproxy.cfg")
         _write(
             self.config,
             f"""global
@@ -233,48 +233,33 @@ class Haproxy(Server):
 
 defaults
     mode http
-    timeout connect 5s
+{defaults}    timeout connect 5s
     timeout client 60s
     timeout server 60s
     timeout http-keep-alive 60s
 
 frontend bench
     bind 127.0.0.1:{self.port} ssl crt-list {crt_list} alpn h2,http/1.1
-    # HAProxy has no file server: it answers with the file, read once at start. This is
-    # cheaper than serving it from disk, so HAProxy's request figures are a lower bound.
-    http-request return status 200 content-type text/html file {static}
-""",
+{frontend}{rest}""",
+        )
+
+    def write_config(self, sites):
+        static = os.path.join(self.www, STATIC_NAME)
+        # HAProxy has no file server: it answers with the file, read once at start. This is
+        # cheaper than serving it from disk, so HAProxy's request figures are a lower bound.
+        self._write(
+            [self.pem(i) for i in sites],
+            "",
+            f"    http-request return status 200 content-type text/html file {static}\n",
         )
 
     def write_proxy_config(self, backend_port):
-        d = self.dir
-        crt_list = os.path.join(d, "crt-list.txt")
-        _write(crt_list, self.pem(0) + "\n")
-        self.config = os.path.join(d, "haproxy.cfg")
         # Connections to the backend are kept and reused by default (`http-reuse safe`).
-        _write(
-            self.config,
-            f"""global
-    nbthread 1
-    maxconn 9000
-    ssl-default-bind-options ssl-min-ver TLSv1.2
-
-defaults
-    mode http
-    option forwardfor
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 60s
-
-frontend bench
-    bind 127.0.0.1:{self.port} ssl crt-list {crt_list} alpn h2,http/1.1
-    http-request set-header X-Forwarded-Proto https
-    default_backend app
-
-backend app
-    server app1 127.0.0.1:{backend_port}
-""",
+        self._write(
+            [self.pem(0)],
+            "    option forwardfor\n",
+            "    http-request set-header X-Forwarded-Proto https\n    default_backend app\n",
+            f"\nbackend app\n    server app1 127.0.0.1:{backend_port}\n",
         )
 
     def command(self):
