@@ -103,11 +103,12 @@ impl Shared {
     /// Forgets certificates no longer named by `config`, so removed ones are freed once the
     /// runtimes holding them are gone.
     fn retain(&self, config: &Config) {
+        let home = crate::acme::home(config);
         let acme: Vec<CertFiles> = config
             .sites
             .iter()
             .filter(|s| s.tls == TlsMode::Acme)
-            .map(|s| crate::acme::cert_files(&config.state_dir, &s.name))
+            .filter_map(|s| Some(crate::acme::cert_files(home.as_deref()?, &s.name)))
             .collect();
         let named: std::collections::HashSet<&CertFiles> =
             config.cert_files().chain(&acme).collect();
@@ -330,6 +331,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
     let mut choices: HashMap<(usize, &crate::names::HostName), Choice> = HashMap::new();
     let mut judged: std::collections::HashSet<*const Cert> = std::collections::HashSet::new();
     let mut roots: HashMap<std::path::PathBuf, static_files::Root> = HashMap::new();
+    let acme_home = crate::acme::home(&config);
     for (si, site) in config.sites.iter().enumerate() {
         let at = format!("site[{}]", site.index);
         let action = match &site.action {
@@ -433,31 +435,32 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                     }
                 }
                 // Without an [acme] table the file check has reported an error already.
-                TlsMode::Acme if config.acme.is_none() => {}
                 TlsMode::Acme => {
-                    let files = crate::acme::cert_files(&config.state_dir, &site.name);
-                    // Until the first order succeeds there is nothing to load: the site's
-                    // names are refused at the handshake, and that is not an error.
-                    let usable = if files.cert.exists() && files.key.exists() {
-                        shared.load(&files).ok().filter(|c| {
-                            c.is_valid_at(now) && site.hosts.iter().all(|h| c.covers(h))
-                        })
-                    } else {
-                        None
-                    };
-                    match usable {
-                        Some(cert) => {
-                            for host in &site.hosts {
-                                choices
-                                    .insert((si, host), Choice::single(cert.clone(), How::Acme));
+                    if let Some(home) = &acme_home {
+                        let files = crate::acme::cert_files(home, &site.name);
+                        // Until the first order succeeds there is nothing to load: the site's
+                        // names are refused at the handshake, and that is not an error.
+                        let usable = if files.cert.exists() && files.key.exists() {
+                            shared.load(&files).ok().filter(|c| {
+                                c.is_valid_at(now) && site.hosts.iter().all(|h| c.covers(h))
+                            })
+                        } else {
+                            None
+                        };
+                        match usable {
+                            Some(cert) => {
+                                for host in &site.hosts {
+                                    choices
+                                        .insert((si, host), Choice::single(cert.clone(), How::Acme));
+                                }
+                                site_cert = Some(cert);
                             }
-                            site_cert = Some(cert);
+                            None => report.warning(
+                                format!("{at}.tls"),
+                                format!("the ACME certificate is pending: {} has none yet that is valid and covers every host; its names are refused at the handshake until it is issued", files.cert.display()),
+                                Some("make sure the [acme] directory is reachable and the CA can reach an http listener on port 80 or an https listener on port 443 for these names".to_string()),
+                            ),
                         }
-                        None => report.warning(
-                            format!("{at}.tls"),
-                            format!("the ACME certificate is pending: {} has none yet that is valid and covers every host; its names are refused at the handshake until it is issued", files.cert.display()),
-                            Some("make sure the [acme] directory is reachable and the CA can reach an http listener on port 80 or an https listener on port 443 for these names".to_string()),
-                        ),
                     }
                 }
                 TlsMode::Pool => {

@@ -1,6 +1,6 @@
 //! At most one order per site at a time, across processes. During a binary upgrade the old
 //! and the new process both run ACME tasks for a moment; an advisory lock (`flock`) on
-//! `state_dir/acme/<site>.lock`, held for the length of an order, keeps them from ordering
+//! `state_dir/acme/<directory>/<site>.lock`, held for the length of an order, keeps them from ordering
 //! the same certificate twice. The kernel drops the lock with the file descriptor, so a
 //! process that dies never leaves a site locked. The lock files are never removed (removing
 //! a lock file would let two processes lock two different files).
@@ -19,15 +19,14 @@ pub(super) struct OrderLock {
 }
 
 /// Takes the site's order lock, or returns None when another process holds it.
-pub(super) fn try_lock(state_dir: &Path, site: &str) -> Result<Option<OrderLock>, AcmeError> {
-    let path = store::dir(state_dir).join(format!("{}.lock", store::file_stem(site)));
+pub(super) fn try_lock(home: &Path, site: &str) -> Result<Option<OrderLock>, AcmeError> {
+    let path = home.join(format!("{}.lock", store::file_stem(site)));
     let io = |what, source| AcmeError::Io {
         what,
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(store::dir(state_dir))
-        .map_err(|e| io("cannot create the directory for", e))?;
+    std::fs::create_dir_all(home).map_err(|e| io("cannot create the directory for", e))?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

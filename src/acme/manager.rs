@@ -61,7 +61,8 @@ impl Drop for Manager {
 /// What every site's task shares: the account, made once.
 struct Common {
     acme: Acme,
-    state_dir: PathBuf,
+    /// This directory's folder in `state_dir/acme` (see `store::home`).
+    home: PathBuf,
     challenges: Arc<Challenges>,
     account: tokio::sync::Mutex<Option<Account>>,
     issued: UnboundedSender<String>,
@@ -79,8 +80,8 @@ impl Manager {
             return Manager::default();
         };
         let common = Arc::new(Common {
+            home: super::store::home(&config.state_dir, &acme.directory),
             acme,
-            state_dir: config.state_dir.clone(),
             challenges,
             account: tokio::sync::Mutex::new(None),
             issued,
@@ -97,7 +98,7 @@ impl Manager {
 
 /// The site's stored certificate, if it loads, is valid now and covers every host.
 fn usable(common: &Common, site: &Site, now: i64) -> Option<Cert> {
-    let files = cert_files(&common.state_dir, &site.name);
+    let files = cert_files(&common.home, &site.name);
     let cert = crate::tls::load::load(&files.cert, &files.key).ok()?;
     (cert.is_valid_at(now) && site.hosts.iter().all(|h| cert.covers(h))).then_some(cert)
 }
@@ -108,7 +109,7 @@ async fn account(common: &Common) -> Result<Account, super::AcmeError> {
     if let Some(a) = &*slot {
         return Ok(a.clone());
     }
-    let a = order::account(&common.acme, &common.state_dir).await?;
+    let a = order::account(&common.acme, &common.home).await?;
     *slot = Some(a.clone());
     Ok(a)
 }
@@ -236,11 +237,11 @@ fn until(at: i64, now: i64) -> Duration {
 }
 
 async fn site_task(common: Arc<Common>, site: Site) {
-    let files = cert_files(&common.state_dir, &site.name);
+    let files = cert_files(&common.home, &site.name);
     let hosts = site.hosts.iter().map(|h| h.to_string()).collect();
     let mut st = Status::new(&site.name, hosts);
     // A restart keeps showing the last failure until an order succeeds.
-    if let Some(old) = status::read(&common.state_dir, &site.name) {
+    if let Some(old) = status::read(&common.home, &site.name) {
         st.attempts = old.attempts;
         st.last_attempt = old.last_attempt;
         st.last_success = old.last_success;
@@ -270,19 +271,19 @@ async fn site_task(common: Arc<Common>, site: Site) {
             st.rule = p.rule;
             st.ari_window = p.window;
             st.ari_explanation = p.explanation.clone();
-            status::write(&common.state_dir, &mut st, now);
+            status::write(&common.home, &mut st, now);
             let wake = p.recheck.map_or(p.at, |r| r.min(p.at));
             tokio::time::sleep(until(wake, now).min(MAX_SLEEP)).await;
             continue;
         }
         // Another process (a binary upgrade in progress) may be ordering this certificate.
-        let _lock = match lock::try_lock(&common.state_dir, &site.name) {
+        let _lock = match lock::try_lock(&common.home, &site.name) {
             Ok(Some(l)) => Some(l),
             Ok(None) => {
                 tracing::info!(site = %site.name, "another process is ordering this site's certificate; waiting");
                 st.state = State::Locked;
                 st.next_renewal = Some(now + LOCKED_WAIT.as_secs() as i64);
-                status::write(&common.state_dir, &mut st, now);
+                status::write(&common.home, &mut st, now);
                 tokio::time::sleep(LOCKED_WAIT).await;
                 continue;
             }
@@ -301,7 +302,7 @@ async fn site_task(common: Arc<Common>, site: Site) {
         st.state = State::Ordering;
         st.next_renewal = None;
         st.last_attempt = Some(now);
-        status::write(&common.state_dir, &mut st, now);
+        status::write(&common.home, &mut st, now);
         // Name the certificate being replaced only on a first try: a CA may refuse a
         // second order that replaces the same one.
         let replaces = p.id.clone().filter(|_| st.attempts == 0);
@@ -338,7 +339,7 @@ async fn site_task(common: Arc<Common>, site: Site) {
                     st.state = State::Backoff;
                     st.rule = Rule::Retry;
                     st.next_renewal = Some(now + backoff.as_secs() as i64);
-                    status::write(&common.state_dir, &mut st, now);
+                    status::write(&common.home, &mut st, now);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 } else {
@@ -355,7 +356,7 @@ async fn site_task(common: Arc<Common>, site: Site) {
                 st.state = State::Backoff;
                 st.rule = Rule::Retry;
                 st.next_renewal = Some(now + backoff.as_secs() as i64);
-                status::write(&common.state_dir, &mut st, now);
+                status::write(&common.home, &mut st, now);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }

@@ -1,4 +1,6 @@
-//! Automatic certificates with ACME (RFC 8555): an account kept in `state_dir/acme/`, one
+//! Automatic certificates with ACME (RFC 8555): an account kept in `state_dir/acme/<directory>/`
+//! (one folder per directory URL, so another CA never sees this one's account or
+//! certificates), one
 //! order at a time per `tls = "acme"` site, the HTTP-01 and TLS-ALPN-01 challenges answered by
 //! the running listeners, and the issued certificate stored next to the account.
 //!
@@ -123,11 +125,19 @@ impl Challenges {
     }
 }
 
-/// Where a site's ACME certificate and key are stored.
-pub fn cert_files(state_dir: &Path, site: &str) -> CertFiles {
-    let dir = store::dir(state_dir);
+pub use store::home as directory_home;
+
+/// The folder of the configured ACME directory's account, certificates, status and lock
+/// files (see `store::home`); None without an `[acme]` table.
+pub fn home(config: &crate::config::Config) -> Option<std::path::PathBuf> {
+    let acme = config.acme.as_ref()?;
+    Some(store::home(&config.state_dir, &acme.directory))
+}
+
+/// Where a site's ACME certificate and key are stored, in `home`.
+pub fn cert_files(home: &Path, site: &str) -> CertFiles {
     CertFiles {
-        cert: dir.join(format!("{}.pem", store::file_stem(site))),
-        key: dir.join(format!("{}.key", store::file_stem(site))),
+        cert: home.join(format!("{}.pem", store::file_stem(site))),
+        key: home.join(format!("{}.key", store::file_stem(site))),
     }
 }

@@ -16,14 +16,14 @@ use crate::config::{Acme, CertFiles, Challenge, Site};
 /// How long one order may wait for the CA to validate and to issue.
 const POLL: Duration = Duration::from_secs(120);
 
-/// The account in `state_dir/acme/account.json`, created on the CA first if there is none
+/// The account in `home/account.json`, created on the CA first if there is none
 /// (with the External Account Binding, when one is configured: it is only needed then).
-pub(super) async fn account(acme: &Acme, state_dir: &Path) -> Result<Account, AcmeError> {
+pub(super) async fn account(acme: &Acme, home: &Path) -> Result<Account, AcmeError> {
     let builder = || match &acme.ca {
         Some(ca) => Account::builder_with_root(ca),
         None => Account::builder(),
     };
-    let path = store::account_path(state_dir);
+    let path = store::account_path(home);
     match std::fs::read(&path) {
         Ok(bytes) => {
             let credentials: AccountCredentials = serde_json::from_slice(&bytes)

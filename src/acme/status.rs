@@ -1,5 +1,5 @@
 //! What each site's ACME task is doing, for operators: one small JSON file per site,
-//! `state_dir/acme/<site>.status.json`, rewritten (write-then-rename) by the task whenever its
+//! `state_dir/acme/<directory>/<site>.status.json`, rewritten (write-then-rename) by the task whenever its
 //! state changes, and read by `portico certs` and `portico bindings`, which do not talk to
 //! the server. The file is informative only: the task never reads it back to decide anything
 //! except, at start, to carry the last error and the count of failed attempts over a restart.
@@ -137,21 +137,21 @@ impl Status {
 }
 
 /// Where a site's status file is.
-pub fn path(state_dir: &Path, site: &str) -> PathBuf {
-    store::dir(state_dir).join(format!("{}.status.json", store::file_stem(site)))
+pub fn path(home: &Path, site: &str) -> PathBuf {
+    home.join(format!("{}.status.json", store::file_stem(site)))
 }
 
 /// The status the site's task last wrote, if there is a readable one.
-pub fn read(state_dir: &Path, site: &str) -> Option<Status> {
-    let bytes = std::fs::read(path(state_dir, site)).ok()?;
+pub fn read(home: &Path, site: &str) -> Option<Status> {
+    let bytes = std::fs::read(path(home, site)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
 /// Writes `status` (stamped with `now`), replacing the file in one rename. A failure is
 /// logged, never fatal: the status is for people, the task goes on without it.
-pub(super) fn write(state_dir: &Path, status: &mut Status, now: i64) {
+pub(super) fn write(home: &Path, status: &mut Status, now: i64) {
     status.updated = now;
-    let file = path(state_dir, &status.site);
+    let file = path(home, &status.site);
     let result = serde_json::to_vec_pretty(status)
         .map_err(|e| AcmeError::Io {
             what: "cannot encode",

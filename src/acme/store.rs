@@ -1,4 +1,5 @@
-//! Files in `state_dir/acme/`: the account credentials and each site's certificate and key.
+//! Files in `state_dir/acme/<directory>/`: the account credentials and each site's
+//! certificate and key.
 //! Secrets are written with mode 0600 to a temporary file, then renamed over the old one, so a
 //! reader never sees half a file.
 
@@ -8,12 +9,22 @@ use std::path::{Path, PathBuf};
 
 use super::AcmeError;
 
-pub(super) fn dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("acme")
+/// The folder of one ACME directory's files: `state_dir/acme/<directory URL as a file
+/// name>`. An account belongs to one CA, and so do the certificates it obtained: pointing
+/// `directory` elsewhere (staging, then production) starts with a new account and orders
+/// new certificates, and pointing it back finds the old ones again.
+pub fn home(state_dir: &Path, directory: &str) -> PathBuf {
+    let url = directory
+        .strip_prefix("https://")
+        .or_else(|| directory.strip_prefix("http://"))
+        .unwrap_or(directory);
+    state_dir
+        .join("acme")
+        .join(file_stem(url.trim_end_matches('/')))
 }
 
-pub(super) fn account_path(state_dir: &Path) -> PathBuf {
-    dir(state_dir).join("account.json")
+pub(super) fn account_path(home: &Path) -> PathBuf {
+    home.join("account.json")
 }
 
 /// A site name made safe as a file name: anything but `[A-Za-z0-9._-]` becomes `_`, and a
@@ -57,4 +68,34 @@ pub(super) fn write_private(path: &Path, data: &[u8]) -> Result<(), AcmeError> {
         .and_then(|()| f.sync_all())
         .map_err(|e| io("cannot write", e))?;
     std::fs::rename(&tmp, path).map_err(|e| io("cannot rename into", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_directory_url_has_its_own_folder() {
+        let state = Path::new("/var/lib/portico");
+        let le = home(state, "https://acme-v02.api.letsencrypt.org/directory");
+        assert_eq!(
+            le,
+            Path::new("/var/lib/portico/acme/acme-v02.api.letsencrypt.org_directory")
+        );
+        assert_eq!(
+            home(state, "https://acme-v02.api.letsencrypt.org/directory/"),
+            le
+        );
+        assert_ne!(
+            home(
+                state,
+                "https://acme-staging-v02.api.letsencrypt.org/directory"
+            ),
+            le
+        );
+        assert_eq!(
+            home(state, "https://127.0.0.1:14000/dir"),
+            Path::new("/var/lib/portico/acme/127.0.0.1_14000_dir")
+        );
+    }
 }

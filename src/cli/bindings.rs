@@ -208,7 +208,8 @@ pub fn acme_pending(rt: &Runtime, si: usize) -> Option<String> {
     let site = rt.config.sites.get(si)?;
     let waiting = site.tls == TlsMode::Acme && rt.site_certs.get(si).is_some_and(Option::is_none);
     waiting.then(|| {
-        let status = crate::acme::status::read(&rt.config.state_dir, &site.name);
+        let status = crate::acme::home(&rt.config)
+            .and_then(|home| crate::acme::status::read(&home, &site.name));
         format!(
             "ACME certificate pending: none issued yet, so the names are refused at the handshake (unrecognized_name, 112) until one is; {}",
             acme_progress(status.as_ref())

@@ -149,7 +149,7 @@ pub fn collect(rt: &Runtime) -> Vec<Entry> {
                 }
             }
             TlsMode::Acme => {
-                let st = status::read(state_dir, &site.name);
+                let st = crate::acme::home(&rt.config).and_then(|h| status::read(&h, &site.name));
                 Entry {
                     source: Source::Acme,
                     sites: vec![site.name.clone()],

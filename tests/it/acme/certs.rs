@@ -31,10 +31,18 @@ fn run(args: &[&str], config: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The ACME directory `setup` configures (nothing listens there).
+const DIRECTORY: &str = "https://127.0.0.1:1/dir";
+
+/// The ACME folder of the directory `setup` configures.
+fn home(state: &Path) -> std::path::PathBuf {
+    portico::acme::directory_home(state, DIRECTORY)
+}
+
 fn write_status(state: &Path, st: &Status) {
-    std::fs::create_dir_all(state.join("acme")).expect("mkdir");
+    std::fs::create_dir_all(home(state)).expect("mkdir");
     std::fs::write(
-        portico::acme::status::path(state, &st.site),
+        portico::acme::status::path(&home(state), &st.site),
         serde_json::to_vec_pretty(st).expect("json"),
     )
     .expect("write status");
@@ -48,10 +56,10 @@ fn setup(dir: &Path) -> (std::path::PathBuf, u16) {
     let (pool_c, pool_k) = pki.leaf("pool", &["pool.test"], Key::Ecdsa, cur);
     let (pin_c, pin_k) = pki.leaf("pin", &["pin.test"], Key::Ecdsa, cur);
     let state = dir.join("state");
-    std::fs::create_dir_all(state.join("acme")).expect("mkdir");
+    std::fs::create_dir_all(home(&state)).expect("mkdir");
     let (blog_c, blog_k) = pki.leaf("blog", &["blog.test"], Key::Ecdsa, cur);
-    std::fs::copy(&blog_c, state.join("acme/blog.pem")).expect("copy");
-    std::fs::copy(&blog_k, state.join("acme/blog.key")).expect("copy");
+    std::fs::copy(&blog_c, home(&state).join("blog.pem")).expect("copy");
+    std::fs::copy(&blog_k, home(&state).join("blog.key")).expect("copy");
     let now = portico::runtime::unix_now();
     let mut blog = Status {
         version: 1,
@@ -96,7 +104,7 @@ fn setup(dir: &Path) -> (std::path::PathBuf, u16) {
     let toml = format!(
         r#"state_dir = "state"
 [acme]
-directory = "https://127.0.0.1:1/dir"
+directory = "{DIRECTORY}"
 
 [[listener]]
 address = "127.0.0.1:{port}"
@@ -266,7 +274,7 @@ acme  site "blog"
   ECDSA  CN=blog Ecdsa  issued by CN=Portico Test Intermediate
          expires <DATE> (N days left)  SHA-256 <FP>
          SANs: blog.test
-         file: <DIR>/state/acme/blog.pem
+         file: <DIR>/state/acme/127.0.0.1_1_dir/blog.pem
   next renewal: <DATE> (a random time in the CA's ACME Renewal Information window)
   ARI window: <DATE> to <DATE>
 

@@ -157,7 +157,7 @@ async fn start(pki: &Pki, window: (i64, i64)) -> FakeCa {
 /// Identifier, as ARI needs) and account are already stored. Returns the https port and
 /// the stored certificate's serial.
 fn setup(dir: &Path, pki: &Pki, ca: &FakeCa) -> (u16, PathBuf) {
-    let state = dir.join("state/acme");
+    let state = portico::acme::directory_home(&dir.join("state"), &format!("{}/dir", ca.base));
     std::fs::create_dir_all(&state).expect("mkdir");
     let (cert, key) = pki.leaf(
         "shop",
@@ -195,7 +195,7 @@ fn setup(dir: &Path, pki: &Pki, ca: &FakeCa) -> (u16, PathBuf) {
 async fn status_until(dir: &Path, done: impl Fn(&status::Status) -> bool) -> status::Status {
     let start = Instant::now();
     loop {
-        if let Some(st) = status::read(&dir.join("state"), "shop") {
+        if let Some(st) = status::read(&super::acme_home(dir), "shop") {
             if done(&st) {
                 return st;
             }
@@ -203,7 +203,7 @@ async fn status_until(dir: &Path, done: impl Fn(&status::Status) -> bool) -> sta
         if start.elapsed() > Duration::from_secs(60) {
             panic!(
                 "status never got there: {:?}\nportico log:\n{}",
-                status::read(&dir.join("state"), "shop"),
+                status::read(&super::acme_home(dir), "shop"),
                 std::fs::read_to_string(dir.join("portico.log")).unwrap_or_default()
             );
         }

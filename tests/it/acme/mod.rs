@@ -215,9 +215,9 @@ async fn issue_with(
     for h in hosts {
         served(ports.1, h, hosts, dir, "portico.log").await;
     }
-    assert_private(&dir.join("state/acme/account.json"));
-    assert_private(&dir.join("state/acme/shop.key"));
-    assert!(dir.join("state/acme/shop.pem").exists());
+    assert_private(&acme_home(dir).join("account.json"));
+    assert_private(&acme_home(dir).join("shop.key"));
+    assert!(acme_home(dir).join("shop.pem").exists());
     let log = std::fs::read_to_string(dir.join("portico.log")).expect("log");
     // Pebble really validated against Portico: the answers show in the log.
     if challenges.contains("tls-alpn-01") && !challenges.contains("http-01") {
@@ -266,7 +266,7 @@ async fn restart_reuses_the_stored_certificate_without_a_new_order() {
         &["shop.example.test"],
     )
     .await;
-    let stored = std::fs::read(dir.path().join("state/acme/shop.pem")).expect("stored");
+    let stored = std::fs::read(acme_home(dir.path()).join("shop.pem")).expect("stored");
     // Pebble is gone: only the stored certificate can be served now.
     drop(pebble);
     let _portico = portico(dir.path(), "restart.log");
@@ -279,7 +279,7 @@ async fn restart_reuses_the_stored_certificate_without_a_new_order() {
     )
     .await;
     assert_eq!(
-        std::fs::read(dir.path().join("state/acme/shop.pem")).expect("stored"),
+        std::fs::read(acme_home(dir.path()).join("shop.pem")).expect("stored"),
         stored
     );
     let log = std::fs::read_to_string(dir.path().join("restart.log")).expect("log");
@@ -306,6 +306,41 @@ async fn restart_reuses_the_stored_certificate_without_a_new_order() {
         .unwrap_or_else(|| panic!("no https row for shop.example.test: {doc:#}"));
     assert_eq!(row["how"], "acme", "{row:#}");
     assert!(row["acme_pending"].is_null(), "{row:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_directory_gets_its_own_account_and_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pebble, ports) = issue(dir.path(), r#"["tls-alpn-01"]"#, &["shop.example.test"]).await;
+    let first_home = acme_home(dir.path());
+    let first = std::fs::read(first_home.join("shop.pem")).expect("stored");
+    // The same CA under another URL, as when moving from staging to production: the stored
+    // certificate and account belong to the first one and must not be used for the second.
+    let file = dir.path().join("portico.toml");
+    let toml = std::fs::read_to_string(&file).expect("config");
+    let other = pebble.directory.replace("127.0.0.1", "localhost");
+    std::fs::write(&file, toml.replace(&pebble.directory, &other)).expect("write");
+    let second_home = acme_home(dir.path());
+    assert_ne!(first_home, second_home);
+    let _portico = portico(dir.path(), "switch.log");
+    served(
+        ports.1,
+        "shop.example.test",
+        &["shop.example.test"],
+        dir.path(),
+        "switch.log",
+    )
+    .await;
+    assert_private(&second_home.join("account.json"));
+    let second = std::fs::read(second_home.join("shop.pem")).expect("a new certificate");
+    assert_ne!(second, first);
+    assert_eq!(
+        std::fs::read(first_home.join("shop.pem")).expect("the first one is kept"),
+        first
+    );
+    let log = std::fs::read_to_string(dir.path().join("switch.log")).expect("log");
+    assert!(log.contains("ACME account created"), "{log}");
+    assert!(log.contains("ACME order started"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,7 +389,7 @@ async fn a_failing_order_leaves_other_sites_serving() {
         Some(rustls::AlertDescription::UnrecognisedName),
         "with the alert that says the name is not served (yet)"
     );
-    assert!(!dir.path().join("state/acme/shop.pem").exists());
+    assert!(!acme_home(dir.path()).join("shop.pem").exists());
     // The operator sees why: the failure with the CA's problem document, and when the task
     // tries again (backoff).
     let start = Instant::now();
@@ -397,6 +432,14 @@ async fn a_failing_order_leaves_other_sites_serving() {
         dev["pending"].is_null() && dev["certificate"].is_object(),
         "{dev:#}"
     );
+}
+
+/// The folder where Portico keeps the ACME files (account, certificates, status) of the
+/// directory configured in `dir/portico.toml`.
+pub(super) fn acme_home(dir: &Path) -> PathBuf {
+    let (config, report) = portico::config::Config::load(&dir.join("portico.toml"));
+    let config = config.unwrap_or_else(|| panic!("{report}"));
+    portico::acme::home(&config).expect("an [acme] table")
 }
 
 fn doc_entry(doc: &serde_json::Value, site: &str) -> serde_json::Value {
