@@ -76,7 +76,14 @@ impl Shared {
 
     /// Loads a certificate, or reuses the one loaded before if neither file changed since.
     fn load(&self, files: &CertFiles) -> Result<Arc<Cert>, load::LoadError> {
-        let stamps = stamp(&files.cert).zip(stamp(&files.key));
+        let cert_stamp = stamp(&files.cert);
+        // One file holding both (as is common) needs one look.
+        let key_stamp = if files.key == files.cert {
+            cert_stamp
+        } else {
+            stamp(&files.key)
+        };
+        let stamps = cert_stamp.zip(key_stamp);
         if let Some(stamps) = stamps {
             // Build-time only (never on the handshake path), so a mutex is fine here.
             let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
@@ -330,18 +337,12 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
     let mut choices: HashMap<(usize, &crate::names::HostName), Choice> = HashMap::new();
     let mut judged: std::collections::HashSet<*const Cert> = std::collections::HashSet::new();
     let mut roots: HashMap<std::path::PathBuf, static_files::Root> = HashMap::new();
+    let mut root_paths: HashMap<&std::path::Path, static_files::Root> = HashMap::new();
     for (si, site) in config.sites.iter().enumerate() {
         let at = format!("site[{}]", site.index);
         let action = match &site.action {
-            Action::Root(path) => match static_files::Root::new(path) {
-                // Sites serving the same directory share one root, so a hot file is read
-                // and cached once for all of them.
-                Ok(root) => SiteAction::Root(
-                    roots
-                        .entry(root.path().to_path_buf())
-                        .or_insert(root)
-                        .clone(),
-                ),
+            Action::Root(path) => match root_for(path, &mut roots, &mut root_paths) {
+                Ok(root) => SiteAction::Root(root),
                 Err(e) => {
                     report.error(format!("{at}.root"), format!("cannot serve {}: {e}", path.display()), Some("create the directory, or fix the path (relative to the configuration file)".to_string()));
                     // Go on to check the site's certificates (every problem at once). The
@@ -556,6 +557,27 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
         }),
         report,
     )
+}
+
+/// The document root for a site's `root` path. Sites serving the same directory share one
+/// root, so a hot file is read and cached once for all of them; and a path already opened
+/// for another site is not resolved again (thousands of sites often name one directory).
+/// Failures are not remembered: each site naming a bad path gets its own error.
+fn root_for<'c>(
+    path: &'c std::path::Path,
+    roots: &mut HashMap<std::path::PathBuf, static_files::Root>,
+    root_paths: &mut HashMap<&'c std::path::Path, static_files::Root>,
+) -> std::io::Result<static_files::Root> {
+    if let Some(root) = root_paths.get(path) {
+        return Ok(root.clone());
+    }
+    let root = static_files::Root::new(path)?;
+    let root = roots
+        .entry(root.path().to_path_buf())
+        .or_insert(root)
+        .clone();
+    root_paths.insert(path, root.clone());
+    Ok(root)
 }
 
 /// A proxy site's upstreams, with their active health checks started when serving. A

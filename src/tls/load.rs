@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{PemObject, SectionKind};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::{CertifiedKey, SigningKey};
 use rustls::SignatureAlgorithm;
@@ -170,6 +170,9 @@ fn has_pem(bytes: &[u8]) -> bool {
 
 /// Loads a chain and its key, checking that the key matches the leaf and that the chain is
 /// leaf-first. Validity dates are recorded, not judged: that depends on the time of use.
+///
+/// When the chain and the key are in one file (as many deployments keep them), the file is
+/// read and its PEM decoded once.
 pub fn load(cert_file: &Path, key_file: &Path) -> Result<Cert, LoadError> {
     let cert_pem = read(cert_file)?;
     if !has_pem(&cert_pem) {
@@ -177,34 +180,96 @@ pub fn load(cert_file: &Path, key_file: &Path) -> Result<Cert, LoadError> {
             path: cert_file.to_path_buf(),
         });
     }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .filter_map(Result::ok)
-        .collect();
+    let same_file = cert_file == key_file;
+    let (chain, key_in_cert_file) = sections(&cert_pem, same_file);
     if chain.is_empty() {
         return Err(LoadError::NoCertificate {
             path: cert_file.to_path_buf(),
         });
     }
-    let key_pem = read(key_file)?;
-    if !has_pem(&key_pem) {
-        return Err(LoadError::NotPem {
-            path: key_file.to_path_buf(),
-        });
-    }
-    let key = match PrivateKeyDer::from_pem_slice(&key_pem) {
-        Ok(key) => key,
-        Err(_) if key_pem.windows(9).any(|w| w == b"ENCRYPTED") => {
+    let (key_pem, key) = if same_file {
+        (cert_pem, key_in_cert_file)
+    } else {
+        let key_pem = read(key_file)?;
+        if !has_pem(&key_pem) {
+            return Err(LoadError::NotPem {
+                path: key_file.to_path_buf(),
+            });
+        }
+        let key = sections(&key_pem, true).1;
+        (key_pem, key)
+    };
+    let key = match key {
+        Some(Ok(key)) => key,
+        Some(Err(_)) | None if key_pem.windows(9).any(|w| w == b"ENCRYPTED") => {
             return Err(LoadError::EncryptedKey {
                 path: key_file.to_path_buf(),
             })
         }
-        Err(_) => {
+        Some(Err(_)) | None => {
             return Err(LoadError::NoKey {
                 path: key_file.to_path_buf(),
             })
         }
     };
     from_der(chain, key, cert_file, key_file)
+}
+
+/// One pass over the PEM sections of a file: every certificate that decodes, and, when
+/// `want_key`, what `PrivateKeyDer::from_pem_slice` would say (the first private key, or
+/// the first section that fails to decode before one; None when there is neither). Every
+/// section's base64 is decoded once, which matters with 100,000 files.
+type KeySection = Option<Result<PrivateKeyDer<'static>, rustls::pki_types::pem::Error>>;
+
+fn sections(pem: &[u8], want_key: bool) -> (Vec<CertificateDer<'static>>, KeySection) {
+    let mut chain = Vec::new();
+    let mut key = None;
+    for item in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem) {
+        match item {
+            Ok((kind, der)) => {
+                if kind == SectionKind::Certificate {
+                    chain.push(CertificateDer::from(der));
+                } else if want_key && key.is_none() {
+                    key = PrivateKeyDer::from_pem(kind, der).map(Ok);
+                }
+            }
+            Err(e) => {
+                if want_key && key.is_none() {
+                    key = Some(Err(e));
+                }
+            }
+        }
+    }
+    (chain, key)
+}
+
+/// The signing key for `key`. rustls' `any_supported_type` tries RSA first, and aws-lc
+/// parses (and checks, with a scalar multiplication) an EC key completely before saying it
+/// is not RSA; for an EC key that doubles the cost of loading it. So a key that looks like
+/// EC is tried as ECDSA first; anything else, or an EC-looking key ECDSA refuses, goes the
+/// usual way, which gives the same key or the same error as before.
+fn signing_key(key: &PrivateKeyDer<'_>) -> Result<Arc<dyn SigningKey>, rustls::Error> {
+    if looks_ec(key) {
+        if let Ok(signing) = rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(key) {
+            return Ok(signing);
+        }
+    }
+    rustls::crypto::aws_lc_rs::sign::any_supported_type(key)
+}
+
+/// SEC1 keys are EC keys; a PKCS#8 key is one when its algorithm is id-ecPublicKey
+/// (1.2.840.10045.2.1), which comes within the first few bytes of the encoding.
+fn looks_ec(key: &PrivateKeyDer<'_>) -> bool {
+    const EC_PUBLIC_KEY_OID: [u8; 9] = [0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    match key {
+        PrivateKeyDer::Sec1(_) => true,
+        PrivateKeyDer::Pkcs8(der) => {
+            let head = &der.secret_pkcs8_der()[..der.secret_pkcs8_der().len().min(32)];
+            head.windows(EC_PUBLIC_KEY_OID.len())
+                .any(|w| w == EC_PUBLIC_KEY_OID)
+        }
+        _ => false,
+    }
 }
 
 /// Builds a [`Cert`] from DER values already in memory (used by the local CA and tests).
@@ -214,8 +279,8 @@ pub fn from_der(
     cert_file: &Path,
     key_file: &Path,
 ) -> Result<Cert, LoadError> {
-    let signing: Arc<dyn SigningKey> = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
-        .map_err(|source| LoadError::UnsupportedKey {
+    let signing: Arc<dyn SigningKey> =
+        signing_key(&key).map_err(|source| LoadError::UnsupportedKey {
             path: key_file.to_path_buf(),
             source,
         })?;
