@@ -107,6 +107,12 @@ impl Shared {
         Ok(cert)
     }
 
+    /// The stamps (cert, key) of `files` when they were last loaded, if they could be read.
+    pub fn stamps(&self, files: &CertFiles) -> Option<(FileStamp, FileStamp)> {
+        let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        loaded.get(files).map(|l| l.stamps)
+    }
+
     /// Forgets certificates no longer named by `config`, so removed ones are freed once the
     /// runtimes holding them are gone.
     fn retain(&self, config: &Config) {
