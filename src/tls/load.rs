@@ -15,6 +15,7 @@ use rustls::sign::{CertifiedKey, SigningKey};
 use rustls::SignatureAlgorithm;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+use super::key::LazyEcdsaKey;
 use crate::names::HostName;
 
 /// The kind of private key, which decides which clients can use the certificate.
@@ -243,6 +244,26 @@ fn sections(pem: &[u8], want_key: bool) -> (Vec<CertificateDer<'static>>, KeySec
     (chain, key)
 }
 
+/// The key parsed now: a [`CertifiedKey`] whose keys are not checked yet, its key type,
+/// and false (not known to match).
+fn eager(
+    chain: Vec<CertificateDer<'static>>,
+    key: &PrivateKeyDer<'_>,
+    key_file: &Path,
+) -> Result<(CertifiedKey, KeyType, bool), LoadError> {
+    let signing: Arc<dyn SigningKey> =
+        signing_key(key).map_err(|source| LoadError::UnsupportedKey {
+            path: key_file.to_path_buf(),
+            source,
+        })?;
+    let key_type = match signing.algorithm() {
+        SignatureAlgorithm::ECDSA => KeyType::Ecdsa,
+        SignatureAlgorithm::ED25519 => KeyType::Ed25519,
+        _ => KeyType::Rsa,
+    };
+    Ok((CertifiedKey::new(chain, signing), key_type, false))
+}
+
 /// The signing key for `key`. rustls' `any_supported_type` tries RSA first, and aws-lc
 /// parses (and checks, with a scalar multiplication) an EC key completely before saying it
 /// is not RSA; for an EC key that doubles the cost of loading it. So a key that looks like
@@ -279,18 +300,21 @@ pub fn from_der(
     cert_file: &Path,
     key_file: &Path,
 ) -> Result<Cert, LoadError> {
-    let signing: Arc<dyn SigningKey> =
-        signing_key(&key).map_err(|source| LoadError::UnsupportedKey {
-            path: key_file.to_path_buf(),
-            source,
-        })?;
-    let key_type = match signing.algorithm() {
-        SignatureAlgorithm::ECDSA => KeyType::Ecdsa,
-        SignatureAlgorithm::ED25519 => KeyType::Ed25519,
-        _ => KeyType::Rsa,
+    // An ECDSA key that names the leaf's public key is parsed when a handshake first needs
+    // it (tls/key.rs). Any other key is parsed now, with the errors it always had.
+    let (certified, key_type, matched) = match LazyEcdsaKey::new(&key) {
+        Some(lazy) => {
+            let certified = CertifiedKey::new(chain, Arc::new(lazy));
+            if certified.keys_match().is_ok() {
+                (certified, KeyType::Ecdsa, true)
+            } else {
+                eager(certified.cert, &key, key_file)?
+            }
+        }
+        None => eager(chain, &key, key_file)?,
     };
-    let mut parsed = Vec::with_capacity(chain.len());
-    for (index, der) in chain.iter().enumerate() {
+    let mut parsed = Vec::with_capacity(certified.cert.len());
+    for (index, der) in certified.cert.iter().enumerate() {
         let (_, x) = X509Certificate::from_der(der).map_err(|e| LoadError::BadCertificate {
             path: cert_file.to_path_buf(),
             index,
@@ -298,8 +322,7 @@ pub fn from_der(
         })?;
         parsed.push(x);
     }
-    let certified = CertifiedKey::new(chain.clone(), signing);
-    if certified.keys_match().is_err() {
+    if !matched && certified.keys_match().is_err() {
         // A key that matches a later certificate means the chain is out of order, which is
         // the more useful thing to say.
         if parsed.len() > 1 {
@@ -325,7 +348,7 @@ pub fn from_der(
         }
     }
     let sha256 = {
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &chain[0]);
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &certified.cert[0]);
         let mut out = [0u8; 32];
         out.copy_from_slice(d.as_ref());
         out
