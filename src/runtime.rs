@@ -45,7 +45,52 @@ pub struct Shared {
     pub ticketer: Arc<dyn ProducesTickets>,
     /// ACME challenge answers, filled by the ACME tasks and read by the listeners.
     pub challenges: Arc<crate::acme::Challenges>,
-    loaded: Arc<Mutex<HashMap<CertFiles, Loaded>>>,
+    loaded: Arc<Mutex<Cache>>,
+}
+
+/// Certificates loaded so far, found by their files. Keyed by a hash of the paths' bytes:
+/// `Path`'s own `Hash` walks the path component by component, which with 100,000
+/// certificates was 5% of a start. Two spellings of one path (`a//b`, `a/b`) may land in
+/// two entries, which costs only a second load.
+#[derive(Default)]
+struct Cache(HashMap<u64, Vec<(CertFiles, Loaded)>>);
+
+impl Cache {
+    fn key(files: &CertFiles) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        files.cert.as_os_str().as_encoded_bytes().hash(&mut h);
+        files.key.as_os_str().as_encoded_bytes().hash(&mut h);
+        h.finish()
+    }
+
+    fn get(&self, files: &CertFiles) -> Option<&Loaded> {
+        let entries = self.0.get(&Cache::key(files))?;
+        entries.iter().find(|(f, _)| f == files).map(|(_, l)| l)
+    }
+
+    fn insert(&mut self, files: &CertFiles, loaded: Loaded) {
+        let entries = self.0.entry(Cache::key(files)).or_default();
+        match entries.iter_mut().find(|(f, _)| f == files) {
+            Some(entry) => entry.1 = loaded,
+            None => entries.push((files.clone(), loaded)),
+        }
+    }
+
+    /// Keeps the entries for `named` files only.
+    fn retain<'a>(&mut self, named: impl Iterator<Item = &'a CertFiles>) {
+        let mut keep: HashMap<u64, Vec<&CertFiles>> = HashMap::new();
+        for f in named {
+            keep.entry(Cache::key(f)).or_default().push(f);
+        }
+        self.0.retain(|k, entries| {
+            let Some(named) = keep.get(k) else {
+                return false;
+            };
+            entries.retain(|(f, _)| named.contains(&f));
+            !entries.is_empty()
+        });
+    }
 }
 
 /// A loaded certificate and the stamps of the files it came from.
@@ -97,7 +142,7 @@ impl Shared {
         if let Some(stamps) = stamps {
             let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
             loaded.insert(
-                files.clone(),
+                files,
                 Loaded {
                     stamps,
                     cert: cert.clone(),
@@ -122,10 +167,8 @@ impl Shared {
             .filter(|s| s.tls == TlsMode::Acme)
             .map(|s| crate::acme::cert_files(&config.state_dir, &s.name))
             .collect();
-        let named: std::collections::HashSet<&CertFiles> =
-            config.cert_files().chain(&acme).collect();
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        loaded.retain(|k, _| named.contains(k));
+        loaded.retain(config.cert_files().chain(&acme));
     }
 }
 
@@ -343,7 +386,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
     let mut choices: HashMap<(usize, &crate::names::HostName), Choice> = HashMap::new();
     let mut judged: std::collections::HashSet<*const Cert> = std::collections::HashSet::new();
     let mut roots: HashMap<std::path::PathBuf, static_files::Root> = HashMap::new();
-    let mut root_paths: HashMap<&std::path::Path, static_files::Root> = HashMap::new();
+    let mut root_paths: HashMap<&std::ffi::OsStr, static_files::Root> = HashMap::new();
     for (si, site) in config.sites.iter().enumerate() {
         let at = format!("site[{}]", site.index);
         let action = match &site.action {
@@ -572,9 +615,10 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
 fn root_for<'c>(
     path: &'c std::path::Path,
     roots: &mut HashMap<std::path::PathBuf, static_files::Root>,
-    root_paths: &mut HashMap<&'c std::path::Path, static_files::Root>,
+    root_paths: &mut HashMap<&'c std::ffi::OsStr, static_files::Root>,
 ) -> std::io::Result<static_files::Root> {
-    if let Some(root) = root_paths.get(path) {
+    // By the path's bytes: hashing a `Path` walks its components.
+    if let Some(root) = root_paths.get(path.as_os_str()) {
         return Ok(root.clone());
     }
     let root = static_files::Root::new(path)?;
@@ -582,7 +626,7 @@ fn root_for<'c>(
         .entry(root.path().to_path_buf())
         .or_insert(root)
         .clone();
-    root_paths.insert(path, root.clone());
+    root_paths.insert(path.as_os_str(), root.clone());
     Ok(root)
 }
 
