@@ -170,6 +170,25 @@ fn make_pki() -> Vec<(&'static str, String)> {
     files.push(("other.key", ec_key().serialize_pem()));
     files.push(("k1.key", SECP256K1_PKCS8.to_string()));
     files.push(("garbage.pem", "this is not a certificate\n".to_string()));
+    // Certificate and key in one file, as many deployments keep them (read once, see
+    // tls/load.rs), in either order, and the same with something wrong.
+    let made = |name: &str| -> String {
+        files
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default()
+    };
+    let one_file = [
+        ("a-both.pem", made("a.pem") + &made("a.key")),
+        ("a-key-first.pem", made("a.key") + &made("a.pem")),
+        ("a-other-key.pem", made("a.pem") + &made("other.key")),
+        (
+            "chain-reversed-both.pem",
+            made("chain-reversed.pem") + &made("chain.key"),
+        ),
+    ];
+    files.extend(one_file);
     files
 }
 
@@ -1114,6 +1133,30 @@ fn cases() -> Vec<Case> {
             "a.pem",
             "a.pem",
             "{dir}/a.pem has no private key",
+        ),
+        case(
+            "certificate and key in one file",
+            [
+                listener("*:8443"),
+                pool("a-both.pem", "a-both.pem"),
+                pool("a-key-first.pem", "a-key-first.pem"),
+                site("a", &["a.test"], &[RESPOND]),
+            ]
+            .concat(),
+            vec![],
+        ),
+        bad_pool_cert(
+            "certificate and key in one file that do not match",
+            "a-other-key.pem",
+            "a-other-key.pem",
+            "the key in {dir}/a-other-key.pem does not match the certificate in {dir}/a-other-key.pem",
+        ),
+        bad_pool_cert(
+            "chain and key in one file, chain not leaf-first",
+            "chain-reversed-both.pem",
+            "chain-reversed-both.pem",
+            "{dir}/chain-reversed-both.pem: the chain is not in leaf-first order: certificate #0 \
+             (CN=Portico Test Root) is not issued by the next one (CN=chain leaf)",
         ),
         bad_pool_cert(
             "key does not match the certificate",
