@@ -45,7 +45,52 @@ pub struct Shared {
     pub ticketer: Arc<dyn ProducesTickets>,
     /// ACME challenge answers, filled by the ACME tasks and read by the listeners.
     pub challenges: Arc<crate::acme::Challenges>,
-    loaded: Arc<Mutex<HashMap<CertFiles, Loaded>>>,
+    loaded: Arc<Mutex<Cache>>,
+}
+
+/// Certificates loaded so far, found by their files. Keyed by a hash of the paths' bytes:
+/// `Path`'s own `Hash` walks the path component by component, which with 100,000
+/// certificates was 5% of a start. Two spellings of one path (`a//b`, `a/b`) may land in
+/// two entries, which costs only a second load.
+#[derive(Default)]
+struct Cache(HashMap<u64, Vec<(CertFiles, Loaded)>>);
+
+impl Cache {
+    fn key(files: &CertFiles) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        files.cert.as_os_str().as_encoded_bytes().hash(&mut h);
+        files.key.as_os_str().as_encoded_bytes().hash(&mut h);
+        h.finish()
+    }
+
+    fn get(&self, files: &CertFiles) -> Option<&Loaded> {
+        let entries = self.0.get(&Cache::key(files))?;
+        entries.iter().find(|(f, _)| f == files).map(|(_, l)| l)
+    }
+
+    fn insert(&mut self, files: &CertFiles, loaded: Loaded) {
+        let entries = self.0.entry(Cache::key(files)).or_default();
+        match entries.iter_mut().find(|(f, _)| f == files) {
+            Some(entry) => entry.1 = loaded,
+            None => entries.push((files.clone(), loaded)),
+        }
+    }
+
+    /// Keeps the entries for `named` files only.
+    fn retain<'a>(&mut self, named: impl Iterator<Item = &'a CertFiles>) {
+        let mut keep: HashMap<u64, Vec<&CertFiles>> = HashMap::new();
+        for f in named {
+            keep.entry(Cache::key(f)).or_default().push(f);
+        }
+        self.0.retain(|k, entries| {
+            let Some(named) = keep.get(k) else {
+                return false;
+            };
+            entries.retain(|(f, _)| named.contains(&f));
+            !entries.is_empty()
+        });
+    }
 }
 
 /// A loaded certificate and the stamps of the files it came from.
@@ -76,7 +121,14 @@ impl Shared {
 
     /// Loads a certificate, or reuses the one loaded before if neither file changed since.
     fn load(&self, files: &CertFiles) -> Result<Arc<Cert>, load::LoadError> {
-        let stamps = stamp(&files.cert).zip(stamp(&files.key));
+        let cert_stamp = stamp(&files.cert);
+        // One file holding both (as is common) needs one look.
+        let key_stamp = if files.key == files.cert {
+            cert_stamp
+        } else {
+            stamp(&files.key)
+        };
+        let stamps = cert_stamp.zip(key_stamp);
         if let Some(stamps) = stamps {
             // Build-time only (never on the handshake path), so a mutex is fine here.
             let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
@@ -90,7 +142,7 @@ impl Shared {
         if let Some(stamps) = stamps {
             let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
             loaded.insert(
-                files.clone(),
+                files,
                 Loaded {
                     stamps,
                     cert: cert.clone(),
@@ -98,6 +150,12 @@ impl Shared {
             );
         }
         Ok(cert)
+    }
+
+    /// The stamps (cert, key) of `files` when they were last loaded, if they could be read.
+    pub fn stamps(&self, files: &CertFiles) -> Option<(FileStamp, FileStamp)> {
+        let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        loaded.get(files).map(|l| l.stamps)
     }
 
     /// Forgets certificates no longer named by `config`, so removed ones are freed once the
@@ -110,10 +168,8 @@ impl Shared {
             .filter(|s| s.tls == TlsMode::Acme)
             .filter_map(|s| Some(crate::acme::cert_files(home.as_deref()?, &s.name)))
             .collect();
-        let named: std::collections::HashSet<&CertFiles> =
-            config.cert_files().chain(&acme).collect();
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        loaded.retain(|k, _| named.contains(k));
+        loaded.retain(config.cert_files().chain(&acme));
     }
 }
 
@@ -275,6 +331,21 @@ fn load_all(files: &[CertFiles], shared: &Shared) -> Vec<Result<Arc<Cert>, load:
     })
 }
 
+/// `check` parses every key whose parsing serving defers to the first handshake, so that a
+/// key aws-lc refuses is still an error before it is served.
+fn check_key(report: &mut Report, at: &str, cert: &Cert) {
+    if !cert.key_usable() {
+        report.error(
+            at,
+            format!(
+                "the private key in {} cannot sign: its public key matches the certificate, but the key itself is not valid (corrupt or edited)",
+                cert.key_file.display()
+            ),
+            Some("replace the key file with the key the certificate was issued for".to_string()),
+        );
+    }
+}
+
 /// Builds a runtime. Returns it only when the report has no error.
 pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, Report) {
     let mut report = Report::default();
@@ -290,7 +361,12 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
         .enumerate()
     {
         match r {
-            Ok(c) => certs.push(c),
+            Ok(c) => {
+                if mode == Mode::Check {
+                    check_key(&mut report, &format!("certificate[{i}]"), &c);
+                }
+                certs.push(c)
+            }
             Err(e) => {
                 unloaded.push(format!("certificate[{i}]"));
                 report.error(
@@ -331,19 +407,13 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
     let mut choices: HashMap<(usize, &crate::names::HostName), Choice> = HashMap::new();
     let mut judged: std::collections::HashSet<*const Cert> = std::collections::HashSet::new();
     let mut roots: HashMap<std::path::PathBuf, static_files::Root> = HashMap::new();
+    let mut root_paths: HashMap<&std::ffi::OsStr, static_files::Root> = HashMap::new();
     let acme_home = crate::acme::home(&config);
     for (si, site) in config.sites.iter().enumerate() {
         let at = format!("site[{}]", site.index);
         let action = match &site.action {
-            Action::Root(path) => match static_files::Root::new(path) {
-                // Sites serving the same directory share one root, so a hot file is read
-                // and cached once for all of them.
-                Ok(root) => SiteAction::Root(
-                    roots
-                        .entry(root.path().to_path_buf())
-                        .or_insert(root)
-                        .clone(),
-                ),
+            Action::Root(path) => match root_for(path, &mut roots, &mut root_paths) {
+                Ok(root) => SiteAction::Root(root),
                 Err(e) => {
                     report.error(format!("{at}.root"), format!("cannot serve {}: {e}", path.display()), Some("create the directory, or fix the path (relative to the configuration file)".to_string()));
                     // Go on to check the site's certificates (every problem at once). The
@@ -390,6 +460,9 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             match &site.tls {
                 TlsMode::Pinned(files) => match shared.load(files) {
                     Ok(cert) => {
+                        if mode == Mode::Check {
+                            check_key(&mut report, &format!("{at}.tls"), &cert);
+                        }
                         for (hi, host) in site.hosts.iter().enumerate() {
                             if cert.covers(host) {
                                 choices
@@ -559,6 +632,28 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
         }),
         report,
     )
+}
+
+/// The document root for a site's `root` path. Sites serving the same directory share one
+/// root, so a hot file is read and cached once for all of them; and a path already opened
+/// for another site is not resolved again (thousands of sites often name one directory).
+/// Failures are not remembered: each site naming a bad path gets its own error.
+fn root_for<'c>(
+    path: &'c std::path::Path,
+    roots: &mut HashMap<std::path::PathBuf, static_files::Root>,
+    root_paths: &mut HashMap<&'c std::ffi::OsStr, static_files::Root>,
+) -> std::io::Result<static_files::Root> {
+    // By the path's bytes: hashing a `Path` walks its components.
+    if let Some(root) = root_paths.get(path.as_os_str()) {
+        return Ok(root.clone());
+    }
+    let root = static_files::Root::new(path)?;
+    let root = roots
+        .entry(root.path().to_path_buf())
+        .or_insert(root)
+        .clone();
+    root_paths.insert(path.as_os_str(), root.clone());
+    Ok(root)
 }
 
 /// A proxy site's upstreams, with their active health checks started when serving. A

@@ -49,6 +49,10 @@ pub fn load(path: &Path, shared: &Shared) -> Result<(Runtime, Report), Report> {
 }
 
 fn summary(rt: &Runtime) {
+    // With 100,000 sites, building these lines costs time even when nobody logs them.
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
     for l in &rt.listeners {
         tracing::info!(listener = %l.config.name, address = %l.config.address, kind = ?l.config.kind, hosts = l.table.len(), "listener");
     }
@@ -174,25 +178,65 @@ fn watch_period(n: usize) -> Duration {
 fn cert_files(config: &Config) -> Vec<(PathBuf, Option<FileStamp>)> {
     config
         .cert_files()
-        .flat_map(|f| [f.cert.clone(), f.key.clone()])
-        .map(|p| {
-            let stamp = runtime::stamp(&p);
-            (p, stamp)
+        .flat_map(|f| {
+            let cert = runtime::stamp(&f.cert);
+            // One look at a file that holds both.
+            let key = if f.key == f.cert {
+                cert
+            } else {
+                runtime::stamp(&f.key)
+            };
+            [(f.cert.clone(), cert), (f.key.clone(), key)]
         })
         .collect()
 }
 
-/// Whether a reload changed what the ACME tasks work from: the `[acme]` table, the state
-/// directory, or the names of an ACME site.
-fn acme_changed(old: &Config, new: &Config) -> bool {
-    let acme_sites = |c: &Config| -> Vec<(String, Vec<crate::names::HostName>)> {
-        c.sites
-            .iter()
-            .filter(|s| s.tls == TlsMode::Acme)
-            .map(|s| (s.name.clone(), s.hosts.clone()))
-            .collect()
-    };
-    old.acme != new.acme || old.state_dir != new.state_dir || acme_sites(old) != acme_sites(new)
+/// Like [`cert_files`], but with the stamps taken when the certificates were loaded
+/// (looking only at files whose load did not record one): the watcher's starting point
+/// costs no second pass over 100,000 files, and a file changed since it was read is seen
+/// as changed.
+fn loaded_cert_files(config: &Config, shared: &Shared) -> Vec<(PathBuf, Option<FileStamp>)> {
+    config
+        .cert_files()
+        .flat_map(|f| {
+            let (cert, key) = match shared.stamps(f) {
+                Some((c, k)) => (Some(c), Some(k)),
+                None => (runtime::stamp(&f.cert), runtime::stamp(&f.key)),
+            };
+            [(f.cert.clone(), cert), (f.key.clone(), key)]
+        })
+        .collect()
+}
+
+/// The first tick of a timer that fires every `period`, one period from now: nothing
+/// periodic runs while the server starts.
+fn every(period: Duration) -> tokio::time::Interval {
+    tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+}
+
+/// What the ACME tasks work from: the `[acme]` table, the state directory, and the names
+/// of the ACME sites. A reload that changes it restarts them. (Kept instead of a copy of
+/// the whole configuration, which with 100,000 sites is costly to clone.)
+#[derive(PartialEq)]
+struct AcmeInputs {
+    acme: Option<crate::config::Acme>,
+    state_dir: PathBuf,
+    sites: Vec<(String, Vec<crate::names::HostName>)>,
+}
+
+impl AcmeInputs {
+    fn of(c: &Config) -> AcmeInputs {
+        AcmeInputs {
+            acme: c.acme.clone(),
+            state_dir: c.state_dir.clone(),
+            sites: c
+                .sites
+                .iter()
+                .filter(|s| s.tls == TlsMode::Acme)
+                .map(|s| (s.name.clone(), s.hosts.clone()))
+                .collect(),
+        }
+    }
 }
 
 async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
@@ -209,7 +253,6 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    summary(&rt);
     let state_dir = rt.config.state_dir.clone();
     // The path this binary was started from: an upgrade starts whatever is there now.
     let exe = std::env::current_exe().context("cannot find this program's path")?;
@@ -232,6 +275,9 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
             .await?
             .context("the running process did not let go")?;
     }
+    // Logged once the sockets accept: with many sites this takes a while at info level,
+    // and clients need not wait for it.
+    summary(&server.runtime());
     for addr in server.local_addrs() {
         tracing::info!(%addr, "listening");
     }
@@ -251,10 +297,9 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut renew = tokio::time::interval(RENEWAL_CHECK);
-    renew.tick().await;
-    let mut files = cert_files(&server.runtime().config);
-    let mut watch = tokio::time::interval(watch_period(files.len()));
+    let mut renew = every(RENEWAL_CHECK);
+    let mut files = loaded_cert_files(&server.runtime().config, &shared);
+    let mut watch = every(watch_period(files.len()));
     // Files seen changed at the previous tick; rebuilt once they stop changing (debounce).
     let mut pending: Option<Vec<_>> = None;
     let mut upgrade = Upgrade::default();
@@ -263,17 +308,18 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     let start_acme = |config: &Config| {
         crate::acme::Manager::start(config, shared.challenges.clone(), issued_tx.clone())
     };
-    let mut acme_config = server.runtime().config.clone();
-    let mut acme = start_acme(&acme_config);
+    let mut acme_inputs = AcmeInputs::of(&server.runtime().config);
+    let mut acme = start_acme(&server.runtime().config);
     loop {
         tokio::select! {
             _ = hup.recv() => {
                 install(&mut server, load(&path, &shared), "SIGHUP");
-                files = cert_files(&server.runtime().config);
-                watch = tokio::time::interval(watch_period(files.len()));
-                if acme_changed(&acme_config, &server.runtime().config) {
-                    acme_config = server.runtime().config.clone();
-                    acme = start_acme(&acme_config);
+                files = loaded_cert_files(&server.runtime().config, &shared);
+                watch = every(watch_period(files.len()));
+                let inputs = AcmeInputs::of(&server.runtime().config);
+                if inputs != acme_inputs {
+                    acme_inputs = inputs;
+                    acme = start_acme(&server.runtime().config);
                 }
             }
             Some(site) = issued.recv() => {
@@ -285,11 +331,12 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
             Some(request) = commands.recv() => match request.command {
                 Command::Reload => {
                     let answer = install(&mut server, load(&path, &shared), "portico reload");
-                    files = cert_files(&server.runtime().config);
-                    watch = tokio::time::interval(watch_period(files.len()));
-                    if acme_changed(&acme_config, &server.runtime().config) {
-                        acme_config = server.runtime().config.clone();
-                        acme = start_acme(&acme_config);
+                    files = loaded_cert_files(&server.runtime().config, &shared);
+                    watch = every(watch_period(files.len()));
+                    let inputs = AcmeInputs::of(&server.runtime().config);
+                    if inputs != acme_inputs {
+                        acme_inputs = inputs;
+                        acme = start_acme(&server.runtime().config);
                     }
                     let _ = request.reply.send(Reply::Text(answer));
                 }
@@ -336,8 +383,8 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
                 upgrade.deadline = None;
             }
             _ = watch.tick() => {
-                let config = server.runtime().config.clone();
-                let now = cert_files(&config);
+                let rt = server.runtime();
+                let now = cert_files(&rt.config);
                 if now == files {
                     pending = None;
                 } else if pending.as_ref() == Some(&now) {
@@ -345,7 +392,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
                     // configuration in memory; the file itself is not re-read.
                     let changed: Vec<String> = now.iter().zip(&files).filter(|(a, b)| a != b).map(|(a, _)| a.0.display().to_string()).collect();
                     tracing::info!(files = %changed.join(", "), "certificate files changed");
-                    let built = build(config, &shared);
+                    let built = build(rt.config.clone(), &shared);
                     if let Err(report) = &built {
                         for d in report.errors() {
                             tracing::error!("certificate change not applied: {d}");

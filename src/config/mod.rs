@@ -294,7 +294,20 @@ impl Config {
 
     /// Checks `text` as if read from `file` (relative paths resolve against its directory).
     pub fn from_str(text: &str, file: &Path, report: &mut Report) -> Option<Config> {
-        let raw: RawConfig = match toml::from_str(text) {
+        // The parser builds a whole document first: about 1.5 KB per table, 300 MB for
+        // 100,000 sites with one certificate each, freed once the raw structs are read out
+        // of it. In the main malloc arena those pages stayed resident for the life of the
+        // process, between long-lived allocations; parsed on a thread of its own, the
+        // document lives in that thread's arena, most of which glibc returns or reuses
+        // (measured at 100k sites: 580 -> 470 MiB resident once serving).
+        let parsed = std::thread::scope(|s| {
+            match s.spawn(|| toml::from_str::<RawConfig>(text)).join() {
+                Ok(parsed) => parsed,
+                // A panic in the parser is a bug; re-raise it rather than hide it.
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        });
+        let raw: RawConfig = match parsed {
             Ok(raw) => raw,
             Err(e) => {
                 report.error(

@@ -9,12 +9,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{PemObject, SectionKind};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::{CertifiedKey, SigningKey};
 use rustls::SignatureAlgorithm;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+use super::key::LazyEcdsaKey;
 use crate::names::HostName;
 
 /// The kind of private key, which decides which clients can use the certificate.
@@ -64,6 +65,21 @@ impl fmt::Debug for Cert {
 }
 
 impl Cert {
+    /// Whether the private key can sign: parses a key whose parsing was deferred
+    /// (`tls/key.rs`), so `portico check` still finds a key that matches its certificate's
+    /// public key but whose private part aws-lc refuses. Serving parses it on first use.
+    pub fn key_usable(&self) -> bool {
+        const ANY: &[rustls::SignatureScheme] = &[
+            rustls::SignatureScheme::ECDSA_NISTP256_SHA256,
+            rustls::SignatureScheme::ECDSA_NISTP384_SHA384,
+            rustls::SignatureScheme::ECDSA_NISTP521_SHA512,
+            rustls::SignatureScheme::ED25519,
+            rustls::SignatureScheme::RSA_PSS_SHA256,
+            rustls::SignatureScheme::RSA_PKCS1_SHA256,
+        ];
+        self.certified.key.choose_scheme(ANY).is_some()
+    }
+
     /// Whether this certificate covers `name` (exactly or by a wildcard SAN).
     pub fn covers(&self, name: &HostName) -> bool {
         self.names.iter().any(|n| n.covers(name))
@@ -170,6 +186,9 @@ fn has_pem(bytes: &[u8]) -> bool {
 
 /// Loads a chain and its key, checking that the key matches the leaf and that the chain is
 /// leaf-first. Validity dates are recorded, not judged: that depends on the time of use.
+///
+/// When the chain and the key are in one file (as many deployments keep them), the file is
+/// read and its PEM decoded once.
 pub fn load(cert_file: &Path, key_file: &Path) -> Result<Cert, LoadError> {
     let cert_pem = read(cert_file)?;
     if !has_pem(&cert_pem) {
@@ -177,34 +196,116 @@ pub fn load(cert_file: &Path, key_file: &Path) -> Result<Cert, LoadError> {
             path: cert_file.to_path_buf(),
         });
     }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .filter_map(Result::ok)
-        .collect();
+    let same_file = cert_file == key_file;
+    let (chain, key_in_cert_file) = sections(&cert_pem, same_file);
     if chain.is_empty() {
         return Err(LoadError::NoCertificate {
             path: cert_file.to_path_buf(),
         });
     }
-    let key_pem = read(key_file)?;
-    if !has_pem(&key_pem) {
-        return Err(LoadError::NotPem {
-            path: key_file.to_path_buf(),
-        });
-    }
-    let key = match PrivateKeyDer::from_pem_slice(&key_pem) {
-        Ok(key) => key,
-        Err(_) if key_pem.windows(9).any(|w| w == b"ENCRYPTED") => {
+    let (key_pem, key) = if same_file {
+        (cert_pem, key_in_cert_file)
+    } else {
+        let key_pem = read(key_file)?;
+        if !has_pem(&key_pem) {
+            return Err(LoadError::NotPem {
+                path: key_file.to_path_buf(),
+            });
+        }
+        let key = sections(&key_pem, true).1;
+        (key_pem, key)
+    };
+    let key = match key {
+        Some(Ok(key)) => key,
+        Some(Err(_)) | None if key_pem.windows(9).any(|w| w == b"ENCRYPTED") => {
             return Err(LoadError::EncryptedKey {
                 path: key_file.to_path_buf(),
             })
         }
-        Err(_) => {
+        Some(Err(_)) | None => {
             return Err(LoadError::NoKey {
                 path: key_file.to_path_buf(),
             })
         }
     };
     from_der(chain, key, cert_file, key_file)
+}
+
+/// One pass over the PEM sections of a file: every certificate that decodes, and, when
+/// `want_key`, what `PrivateKeyDer::from_pem_slice` would say (the first private key, or
+/// the first section that fails to decode before one; None when there is neither). Every
+/// section's base64 is decoded once, which matters with 100,000 files.
+type KeySection = Option<Result<PrivateKeyDer<'static>, rustls::pki_types::pem::Error>>;
+
+fn sections(pem: &[u8], want_key: bool) -> (Vec<CertificateDer<'static>>, KeySection) {
+    let mut chain = Vec::new();
+    let mut key = None;
+    for item in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem) {
+        match item {
+            Ok((kind, der)) => {
+                if kind == SectionKind::Certificate {
+                    chain.push(CertificateDer::from(der));
+                } else if want_key && key.is_none() {
+                    key = PrivateKeyDer::from_pem(kind, der).map(Ok);
+                }
+            }
+            Err(e) => {
+                if want_key && key.is_none() {
+                    key = Some(Err(e));
+                }
+            }
+        }
+    }
+    (chain, key)
+}
+
+/// The key parsed now: a [`CertifiedKey`] whose keys are not checked yet, its key type,
+/// and false (not known to match).
+fn eager(
+    chain: Vec<CertificateDer<'static>>,
+    key: &PrivateKeyDer<'_>,
+    key_file: &Path,
+) -> Result<(CertifiedKey, KeyType, bool), LoadError> {
+    let signing: Arc<dyn SigningKey> =
+        signing_key(key).map_err(|source| LoadError::UnsupportedKey {
+            path: key_file.to_path_buf(),
+            source,
+        })?;
+    let key_type = match signing.algorithm() {
+        SignatureAlgorithm::ECDSA => KeyType::Ecdsa,
+        SignatureAlgorithm::ED25519 => KeyType::Ed25519,
+        _ => KeyType::Rsa,
+    };
+    Ok((CertifiedKey::new(chain, signing), key_type, false))
+}
+
+/// The signing key for `key`. rustls' `any_supported_type` tries RSA first, and aws-lc
+/// parses (and checks, with a scalar multiplication) an EC key completely before saying it
+/// is not RSA; for an EC key that doubles the cost of loading it. So a key that looks like
+/// EC is tried as ECDSA first; anything else, or an EC-looking key ECDSA refuses, goes the
+/// usual way, which gives the same key or the same error as before.
+fn signing_key(key: &PrivateKeyDer<'_>) -> Result<Arc<dyn SigningKey>, rustls::Error> {
+    if looks_ec(key) {
+        if let Ok(signing) = rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(key) {
+            return Ok(signing);
+        }
+    }
+    rustls::crypto::aws_lc_rs::sign::any_supported_type(key)
+}
+
+/// SEC1 keys are EC keys; a PKCS#8 key is one when its algorithm is id-ecPublicKey
+/// (1.2.840.10045.2.1), which comes within the first few bytes of the encoding.
+fn looks_ec(key: &PrivateKeyDer<'_>) -> bool {
+    const EC_PUBLIC_KEY_OID: [u8; 9] = [0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    match key {
+        PrivateKeyDer::Sec1(_) => true,
+        PrivateKeyDer::Pkcs8(der) => {
+            let head = &der.secret_pkcs8_der()[..der.secret_pkcs8_der().len().min(32)];
+            head.windows(EC_PUBLIC_KEY_OID.len())
+                .any(|w| w == EC_PUBLIC_KEY_OID)
+        }
+        _ => false,
+    }
 }
 
 /// Builds a [`Cert`] from DER values already in memory (used by the local CA and tests).
@@ -214,18 +315,21 @@ pub fn from_der(
     cert_file: &Path,
     key_file: &Path,
 ) -> Result<Cert, LoadError> {
-    let signing: Arc<dyn SigningKey> = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
-        .map_err(|source| LoadError::UnsupportedKey {
-            path: key_file.to_path_buf(),
-            source,
-        })?;
-    let key_type = match signing.algorithm() {
-        SignatureAlgorithm::ECDSA => KeyType::Ecdsa,
-        SignatureAlgorithm::ED25519 => KeyType::Ed25519,
-        _ => KeyType::Rsa,
+    // An ECDSA key that names the leaf's public key is parsed when a handshake first needs
+    // it (tls/key.rs). Any other key is parsed now, with the errors it always had.
+    let (certified, key_type, matched) = match LazyEcdsaKey::new(&key) {
+        Some(lazy) => {
+            let certified = CertifiedKey::new(chain, Arc::new(lazy));
+            if certified.keys_match().is_ok() {
+                (certified, KeyType::Ecdsa, true)
+            } else {
+                eager(certified.cert, &key, key_file)?
+            }
+        }
+        None => eager(chain, &key, key_file)?,
     };
-    let mut parsed = Vec::with_capacity(chain.len());
-    for (index, der) in chain.iter().enumerate() {
+    let mut parsed = Vec::with_capacity(certified.cert.len());
+    for (index, der) in certified.cert.iter().enumerate() {
         let (_, x) = X509Certificate::from_der(der).map_err(|e| LoadError::BadCertificate {
             path: cert_file.to_path_buf(),
             index,
@@ -233,8 +337,7 @@ pub fn from_der(
         })?;
         parsed.push(x);
     }
-    let certified = CertifiedKey::new(chain.clone(), signing);
-    if certified.keys_match().is_err() {
+    if !matched && certified.keys_match().is_err() {
         // A key that matches a later certificate means the chain is out of order, which is
         // the more useful thing to say.
         if parsed.len() > 1 {
@@ -260,7 +363,7 @@ pub fn from_der(
         }
     }
     let sha256 = {
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &chain[0]);
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &certified.cert[0]);
         let mut out = [0u8; 32];
         out.copy_from_slice(d.as_ref());
         out

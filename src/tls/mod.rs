@@ -3,6 +3,7 @@
 
 pub mod client_hello;
 pub mod internal_ca;
+pub mod key;
 pub mod load;
 pub mod peek;
 pub mod pool;

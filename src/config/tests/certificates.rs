@@ -78,6 +78,36 @@ pub(super) fn cases() -> Vec<Case> {
             "a.pem",
             "{dir}/a.pem has no private key",
         ),
+        case(
+            "certificate and key in one file",
+            [
+                listener("*:8443"),
+                pool("a-both.pem", "a-both.pem"),
+                pool("a-key-first.pem", "a-key-first.pem"),
+                site("a", &["a.test"], &[RESPOND]),
+            ]
+            .concat(),
+            vec![],
+        ),
+        bad_pool_cert(
+            "key that names the certificate's public key but whose private part is corrupt",
+            "a.pem",
+            "a-bad-scalar.key",
+            "the private key in {dir}/a-bad-scalar.key cannot sign",
+        ),
+        bad_pool_cert(
+            "certificate and key in one file that do not match",
+            "a-other-key.pem",
+            "a-other-key.pem",
+            "the key in {dir}/a-other-key.pem does not match the certificate in {dir}/a-other-key.pem",
+        ),
+        bad_pool_cert(
+            "chain and key in one file, chain not leaf-first",
+            "chain-reversed-both.pem",
+            "chain-reversed-both.pem",
+            "{dir}/chain-reversed-both.pem: the chain is not in leaf-first order: certificate #0 \
+             (CN=Portico Test Root) is not issued by the next one (CN=chain leaf)",
+        ),
         bad_pool_cert(
             "key does not match the certificate",
             "a.pem",

@@ -175,7 +175,52 @@ fn make_pki() -> Vec<(&'static str, String)> {
     files.push(("other.key", ec_key().serialize_pem()));
     files.push(("k1.key", SECP256K1_PKCS8.to_string()));
     files.push(("garbage.pem", "this is not a certificate\n".to_string()));
+    // Certificate and key in one file, as many deployments keep them (read once, see
+    // tls/load.rs), in either order, and the same with something wrong.
+    let made = |name: &str| -> String {
+        files
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default()
+    };
+    let one_file = [
+        ("a-both.pem", made("a.pem") + &made("a.key")),
+        ("a-key-first.pem", made("a.key") + &made("a.pem")),
+        ("a-other-key.pem", made("a.pem") + &made("other.key")),
+        (
+            "chain-reversed-both.pem",
+            made("chain-reversed.pem") + &made("chain.key"),
+        ),
+    ];
+    let bad = ("a-bad-scalar.key", bad_scalar(&made("a.key")));
+    files.extend(one_file);
+    files.push(bad);
     files
+}
+
+/// The PKCS#8 EC key in `pem` with one bit of its private scalar flipped: the public key it
+/// carries still matches the certificate, but aws-lc refuses the key.
+fn bad_scalar(pem: &str) -> String {
+    use base64::Engine as _;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let mut der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("test key base64");
+    // ECPrivateKey: INTEGER 1, then OCTET STRING (32 bytes) with the scalar.
+    let at = der
+        .windows(5)
+        .position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20])
+        .expect("a P-256 ECPrivateKey");
+    der[at + 5 + 31] ^= 1;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    let mut out = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str("-----END PRIVATE KEY-----\n");
+    out
 }
 
 /// Writes the PKI and `toml` (as `portico.toml`) into a new temporary directory.
