@@ -303,7 +303,9 @@ def write(res, path):
         "- **Keep-alive**: h2load over HTTP/1.1 (16 connections) and HTTP/2 (16 connections, 10 "
         "streams each), after a warm-up run of 5% of the requests.",
         "- **Startup**: from starting the process until a verified handshake and `200` for the last "
-        "site's name (`s<N-1>.bench.test`), polled every 20 ms; memory 1 s later. VmRSS summed over "
+        "site's name (`s<N-1>.bench.test`), polled every 20 ms; memory 1 s later. Every certificate "
+        "file is read once just before each start, so every server starts with them in the page "
+        "cache. VmRSS summed over "
         "a master and its workers counts their shared pages twice; PSS divides them, so both are "
         "shown. A peer whose startup at the next size would take over 10 minutes (extrapolated "
         "linearly from the previous size), or need over 80% of the available memory, is skipped.",

@@ -47,7 +47,11 @@ impl HostName {
             .strip_prefix('[')
             .and_then(|s| s.strip_suffix(']'))
             .unwrap_or(trimmed);
-        if unbracketed.parse::<IpAddr>().is_ok() {
+        // Only something ending in a digit (IPv4) or holding a ':' (IPv6) can be an address;
+        // checking that first spares every ordinary name the two address parsers.
+        let may_be_ip =
+            unbracketed.ends_with(|c: char| c.is_ascii_digit()) || unbracketed.contains(':');
+        if may_be_ip && unbracketed.parse::<IpAddr>().is_ok() {
             return Err(NameError::IpLiteral(input.to_string()));
         }
         let ascii = if trimmed.is_ascii() {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -23,7 +23,7 @@ pub(super) struct FileCache {
 #[derive(Debug, Clone)]
 pub(super) struct Cached {
     pub(super) type_name: String,
-    pub(super) modified: Option<SystemTime>,
+    pub(super) validators: super::conditional::Validators,
     pub(super) data: Bytes,
     pub(super) checked: Instant,
 }

@@ -6,14 +6,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::{insert_text, HTTP_DATE_LIMIT_SECS};
+use super::HTTP_DATE_LIMIT_SECS;
 
-/// The validators of one version of a file, used for headers and conditions.
+/// The validators of one version of a file, used for headers and conditions. Made once
+/// per version of a file (a cached file keeps them), with their header values ready.
+#[derive(Debug, Clone)]
 pub(super) struct Validators {
     etag: String,
+    etag_header: Option<HeaderValue>,
     /// Modification time truncated to whole seconds, as HTTP dates are, or
     /// `None` when the file system gives none that can be written as a date.
     last_modified: Option<SystemTime>,
+    last_modified_header: Option<HeaderValue>,
 }
 
 impl Validators {
@@ -28,19 +32,20 @@ impl Validators {
             .filter(|secs| *secs < HTTP_DATE_LIMIT_SECS)
             .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
         Validators {
+            etag_header: HeaderValue::from_str(&etag).ok(),
             etag,
+            last_modified_header: last_modified
+                .and_then(|time| HeaderValue::from_str(&httpdate::fmt_http_date(time)).ok()),
             last_modified,
         }
     }
 
     pub(super) fn write_headers(&self, headers: &mut HeaderMap) {
-        insert_text(headers, header::ETAG, &self.etag);
-        if let Some(time) = self.last_modified {
-            insert_text(
-                headers,
-                header::LAST_MODIFIED,
-                &httpdate::fmt_http_date(time),
-            );
+        if let Some(v) = &self.etag_header {
+            headers.insert(header::ETAG, v.clone());
+        }
+        if let Some(v) = &self.last_modified_header {
+            headers.insert(header::LAST_MODIFIED, v.clone());
         }
     }
 }

@@ -160,8 +160,8 @@ async fn serve_get(root: &Root, raw_path: &str, headers: &HeaderMap) -> Response
         return text_response(StatusCode::BAD_REQUEST, "bad request\n");
     };
     let key = request.cache_key();
-    let (type_name, modified, source) = match root.cache.get(&key) {
-        Some(hit) => (hit.type_name, hit.modified, Source::Memory(hit.data)),
+    let (type_name, validators, source) = match root.cache.get(&key) {
+        Some(hit) => (hit.type_name, hit.validators, Source::Memory(hit.data)),
         None => {
             // Every file system call of the request runs in one trip to the blocking
             // pool: each trip costs more than the calls themselves when the page cache
@@ -185,20 +185,21 @@ async fn serve_get(root: &Root, raw_path: &str, headers: &HeaderMap) -> Response
             let modified = metadata.modified().ok();
             match data {
                 Some(data) => {
+                    let validators = Validators::new(data.len() as u64, modified);
                     root.cache.put(
                         key,
                         Cached {
                             type_name: target.type_name.clone(),
-                            modified,
+                            validators: validators.clone(),
                             data: data.clone(),
                             checked: Instant::now(),
                         },
                     );
-                    (target.type_name, modified, Source::Memory(data))
+                    (target.type_name, validators, Source::Memory(data))
                 }
                 None => (
                     target.type_name,
-                    modified,
+                    Validators::new(metadata.len(), modified),
                     Source::File(file, metadata.len()),
                 ),
             }
@@ -208,7 +209,6 @@ async fn serve_get(root: &Root, raw_path: &str, headers: &HeaderMap) -> Response
         Source::Memory(data) => data.len() as u64,
         Source::File(_, len) => *len,
     };
-    let validators = Validators::new(len, modified);
 
     match evaluate_preconditions(headers, &validators) {
         Precondition::Proceed => {}
