@@ -287,8 +287,9 @@ async fn serve_get(root: &Root, raw_path: &str, headers: &HeaderMap) -> Response
 
 /// A request path after decoding and validation, as plain file name segments.
 struct RequestPath {
-    /// Non-empty segments, none of them `.` or `..`, none containing `/`.
-    segments: Vec<String>,
+    /// The segments joined by `/`, with a final `/` when the decoded path ended in one: the
+    /// file cache's key. Segments are non-empty, none is `.` or `..`, none contains `/`.
+    key: String,
     /// Whether the decoded path ended in `/`, which decides between serving a
     /// directory's index and redirecting to the slash form.
     trailing_slash: bool,
@@ -297,55 +298,61 @@ struct RequestPath {
 impl RequestPath {
     /// The normalized path, as the file cache's key.
     fn cache_key(&self) -> String {
-        let mut key = self.segments.join("/");
-        if self.trailing_slash {
-            key.push('/');
-        }
-        key
+        self.key.clone()
+    }
+
+    fn segments(&self) -> impl Iterator<Item = &str> {
+        self.key.split('/').filter(|s| !s.is_empty())
     }
 
     /// Decodes once and rejects anything that could name a file outside the
-    /// root or that no sane client sends; `None` means 400.
+    /// root or that no sane client sends; `None` means 400. A path without escapes is not
+    /// copied to be decoded: only the key is allocated.
     fn parse(raw: &str) -> Option<RequestPath> {
         if !raw.starts_with('/') {
             return None;
         }
-        let bytes: Vec<u8> = percent_decode_str(raw).collect();
-        if bytes.contains(&0) {
-            return None;
-        }
-        let decoded = String::from_utf8(bytes).ok()?;
+        let decoded = percent_decode_str(raw).decode_utf8().ok()?;
         // Backslashes are separators on other systems and in some proxies, so
         // they are refused rather than allowed to mean two different things.
-        if decoded.contains('\\') {
+        if decoded.contains(['\0', '\\']) {
             return None;
         }
-        let mut segments = Vec::new();
+        let mut key = String::with_capacity(decoded.len());
         for segment in decoded.split('/') {
             match segment {
                 // Empty and `.` segments name the same directory, so they are
                 // dropped; the redirect target is rebuilt without them.
                 "" | "." => {}
                 ".." => return None,
-                name => segments.push(name.to_owned()),
+                name => {
+                    if !key.is_empty() {
+                        key.push('/');
+                    }
+                    key.push_str(name);
+                }
             }
         }
+        let trailing_slash = decoded.ends_with('/');
+        if trailing_slash {
+            key.push('/');
+        }
         Some(RequestPath {
-            segments,
-            trailing_slash: decoded.ends_with('/'),
+            key,
+            trailing_slash,
         })
     }
 
     /// Whether the path is longer than any file the OS could hold.
     fn exceeds_os_limits(&self) -> bool {
-        let total: usize = self.segments.iter().map(|s| s.len() + 1).sum();
-        total > MAX_PATH_LEN || self.segments.iter().any(|s| s.len() > MAX_NAME_LEN)
+        let total: usize = self.segments().map(|s| s.len() + 1).sum();
+        total > MAX_PATH_LEN || self.segments().any(|s| s.len() > MAX_NAME_LEN)
     }
 
     /// The same path with a trailing slash, percent-encoded for `Location`.
     fn slash_location(&self) -> String {
         let mut location = String::from("/");
-        for segment in &self.segments {
+        for segment in self.segments() {
             location.extend(utf8_percent_encode(segment, SEGMENT_ESCAPES));
             location.push('/');
         }
@@ -439,9 +446,9 @@ fn resolve(root: &Root, request: &RequestPath) -> Result<Target, Response<Body>>
         return Err(not_found());
     }
     let mut joined = root.path.clone();
-    joined.extend(&request.segments);
+    joined.extend(request.segments());
     let canonical = canonical_inside(root, &joined)?;
-    if is_hidden(request.segments.iter().map(String::as_str))
+    if is_hidden(request.segments())
         || is_hidden(
             canonical
                 .strip_prefix(&root.path)
@@ -479,7 +486,7 @@ fn resolve(root: &Root, request: &RequestPath) -> Result<Target, Response<Body>>
     }
     Ok(Target {
         path: canonical,
-        type_name: request.segments.last().cloned().unwrap_or_default(),
+        type_name: request.segments().last().unwrap_or_default().to_string(),
     })
 }
 
