@@ -84,7 +84,7 @@ pub fn cert_json(cert: &Cert, now: i64) -> Json {
     ])
 }
 
-/// Words joined by ", " after `first`, wrapped to [`WIDTH`]; continuation lines start with
+/// Words joined by ", " after `first`, wrapped to `WIDTH` columns; continuation lines start with
 /// `indent` spaces.
 pub fn wrap(first: &str, words: &[&str], indent: usize) -> Vec<String> {
     let mut lines = Vec::new();
@@ -113,7 +113,7 @@ pub fn wrap(first: &str, words: &[&str], indent: usize) -> Vec<String> {
     lines
 }
 
-/// `text` after `prefix`, wrapped at spaces to [`WIDTH`]; continuation lines start with
+/// `text` after `prefix`, wrapped at spaces to `WIDTH` columns; continuation lines start with
 /// `indent` spaces.
 pub fn fill(prefix: &str, text: &str, indent: usize) -> String {
     let mut out = String::new();
