@@ -336,12 +336,7 @@ async fn site_task(common: Arc<Common>, site: Site) {
                     // Issued but not usable (the CA left out a name): back off rather than
                     // order again at once.
                     tracing::warn!(site = %site.name, retry_in = ?backoff, "the issued ACME certificate does not cover every host or is not valid now");
-                    st.state = State::Backoff;
-                    st.rule = Rule::Retry;
-                    st.next_renewal = Some(now + backoff.as_secs() as i64);
-                    status::write(&common.home, &mut st, now);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    back_off(&common, &mut st, now, &mut backoff).await;
                 } else {
                     backoff = FIRST_BACKOFF;
                 }
@@ -353,15 +348,21 @@ async fn site_task(common: Arc<Common>, site: Site) {
                 tracing::warn!(site = %site.name, error = %e, problem = problem.as_deref().unwrap_or(""), retry_in = ?backoff, "ACME order failed");
                 st.attempts += 1;
                 st.last_error = Some(LastError::new(now, &e));
-                st.state = State::Backoff;
-                st.rule = Rule::Retry;
-                st.next_renewal = Some(now + backoff.as_secs() as i64);
-                status::write(&common.home, &mut st, now);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                back_off(&common, &mut st, now, &mut backoff).await;
             }
         }
     }
+}
+
+/// Records that the site waits `backoff` before its next order, waits, and doubles the
+/// wait for next time (up to [`MAX_BACKOFF`]).
+async fn back_off(common: &Common, st: &mut Status, now: i64, backoff: &mut Duration) {
+    st.state = State::Backoff;
+    st.rule = Rule::Retry;
+    st.next_renewal = Some(now + backoff.as_secs() as i64);
+    status::write(&common.home, st, now);
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
 }
 
 #[cfg(test)]

@@ -239,6 +239,40 @@ impl AcmeInputs {
     }
 }
 
+/// The ACME tasks for the configuration being served: restarted when a reload changes
+/// their inputs, stopped when dropped.
+struct AcmeTasks {
+    inputs: AcmeInputs,
+    manager: crate::acme::Manager,
+    challenges: std::sync::Arc<crate::acme::Challenges>,
+    issued: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl AcmeTasks {
+    fn start(
+        config: &Config,
+        challenges: std::sync::Arc<crate::acme::Challenges>,
+        issued: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> AcmeTasks {
+        AcmeTasks {
+            inputs: AcmeInputs::of(config),
+            manager: crate::acme::Manager::start(config, challenges.clone(), issued.clone()),
+            challenges,
+            issued,
+        }
+    }
+
+    /// Restarts the tasks when `config` (just installed) changed what they work from.
+    fn follow(&mut self, config: &Config) {
+        let inputs = AcmeInputs::of(config);
+        if inputs != self.inputs {
+            self.manager =
+                crate::acme::Manager::start(config, self.challenges.clone(), self.issued.clone());
+            self.inputs = inputs;
+        }
+    }
+}
+
 async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     let shared = Shared::new().context("cannot set up TLS session tickets")?;
     let rt = match load(&path, &shared) {
@@ -305,22 +339,18 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     let mut upgrade = Upgrade::default();
     // ACME tasks for the configuration being served; restarted when a reload changes it.
     let (issued_tx, mut issued) = tokio::sync::mpsc::unbounded_channel();
-    let start_acme = |config: &Config| {
-        crate::acme::Manager::start(config, shared.challenges.clone(), issued_tx.clone())
-    };
-    let mut acme_inputs = AcmeInputs::of(&server.runtime().config);
-    let mut acme = start_acme(&server.runtime().config);
+    let mut acme = AcmeTasks::start(
+        &server.runtime().config,
+        shared.challenges.clone(),
+        issued_tx,
+    );
     loop {
         tokio::select! {
             _ = hup.recv() => {
                 install(&mut server, load(&path, &shared), "SIGHUP");
                 files = loaded_cert_files(&server.runtime().config, &shared);
                 watch = every(watch_period(files.len()));
-                let inputs = AcmeInputs::of(&server.runtime().config);
-                if inputs != acme_inputs {
-                    acme_inputs = inputs;
-                    acme = start_acme(&server.runtime().config);
-                }
+                acme.follow(&server.runtime().config);
             }
             Some(site) = issued.recv() => {
                 // The configuration in memory: a new certificate must not apply edits
@@ -333,11 +363,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
                     let answer = install(&mut server, load(&path, &shared), "portico reload");
                     files = loaded_cert_files(&server.runtime().config, &shared);
                     watch = every(watch_period(files.len()));
-                    let inputs = AcmeInputs::of(&server.runtime().config);
-                    if inputs != acme_inputs {
-                        acme_inputs = inputs;
-                        acme = start_acme(&server.runtime().config);
-                    }
+                    acme.follow(&server.runtime().config);
                     let _ = request.reply.send(Reply::Text(answer));
                 }
                 Command::Upgrade => match upgrade.start(&exe, &path, &state_dir) {
