@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use portico::proxy_protocol;
 
 use crate::support::client::{get, Opts};
-use crate::support::pki::{Key, Pki, Validity};
+use crate::support::pki::Pki;
 use crate::support::{free_port, serve};
 
 /// A TLS backend with its own certificate. It reports the PROXY header it got (if told to
@@ -24,13 +24,7 @@ async fn backend(
     SocketAddr,
     mpsc::UnboundedReceiver<Option<proxy_protocol::Header>>,
 ) {
-    let (cert, key) = pki.leaf(
-        &format!("backend-{name}"),
-        &[name],
-        Key::Ecdsa,
-        Validity::Current,
-    );
-    let acceptor = crate::support::pki::acceptor(&cert, &key);
+    let acceptor = pki.backend_acceptor(&format!("backend-{name}"), &[name], &[]);
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 
 use crate::support::body::{full, gen, Gen, TBody};
 use crate::support::client::{connect, expect_echo, send_h1, websocket, Opts};
-use crate::support::pki::{Key, Pki, Validity};
+use crate::support::pki::Pki;
 use crate::support::{free_port, nginx, serve, TestServer};
 
 /// Reads a body to its end, counting bytes and checking each one is 'x'.
@@ -129,13 +129,7 @@ async fn backend(name: &'static str) -> SocketAddr {
 
 /// A TLS backend named `name` whose certificate (from `pki`) covers `cert_name`.
 async fn tls_backend(pki: &Pki, name: &'static str, cert_name: &str) -> SocketAddr {
-    let (cert, key) = pki.leaf(
-        &format!("backend-{name}"),
-        &[cert_name],
-        Key::Ecdsa,
-        Validity::Current,
-    );
-    let acceptor = crate::support::pki::acceptor(&cert, &key);
+    let acceptor = pki.backend_acceptor(&format!("backend-{name}"), &[cert_name], &[]);
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");
@@ -596,11 +590,8 @@ async fn upgraded_connection_closes_after_a_reload_drain_deadline() {
     expect_echo(&mut tls, &[b"ping"]).await;
 
     // A reload: the tunnel belongs to the replaced runtime and is closed at its drain deadline.
-    let (config, report) = portico::config::Config::load(&dir.path().join("portico.toml"));
-    let config = config.unwrap_or_else(|| panic!("{report}"));
     let shared = portico::runtime::Shared::new().expect("shared");
-    let (rt, report) = portico::runtime::build(config, portico::runtime::Mode::Serve, &shared);
-    let rt = rt.unwrap_or_else(|| panic!("{report}"));
+    let rt = crate::support::build(&dir.path().join("portico.toml"), &shared);
     server
         .server
         .as_mut()

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, Barrier};
 
 use crate::support::body::{full, Gen, TBody};
 use crate::support::client::{connect, expect_echo, send_h1, websocket, Opts};
-use crate::support::pki::{acceptor_alpn, Key, Pki, Validity};
+use crate::support::pki::Pki;
 use crate::support::{free_port, serve, TestServer};
 
 /// How many requests `/together` waits for before any of them is answered.
@@ -150,13 +150,7 @@ impl Body for Fed {
 
 /// Starts the backend: TLS for `backend.test` (from `pki`), ALPN `h2` then `http/1.1`.
 async fn h2_backend(pki: &Pki) -> (SocketAddr, Arc<Backend>) {
-    let (cert, key) = pki.leaf(
-        "h2-backend",
-        &["backend.test"],
-        Key::Ecdsa,
-        Validity::Current,
-    );
-    let acceptor = acceptor_alpn(&cert, &key, &[b"h2", b"http/1.1"]);
+    let acceptor = pki.backend_acceptor("h2-backend", &["backend.test"], &[b"h2", b"http/1.1"]);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let state = Arc::new(Backend {

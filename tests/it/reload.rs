@@ -6,21 +6,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portico::config::Config;
-use portico::runtime::{self, Mode, Shared};
+use portico::runtime::Shared;
 
 use crate::support::client::{connect, Http, Opts};
 use crate::support::pki::{Key, Pki, Validity};
-use crate::support::{eventually, free_port, serve, Running};
+use crate::support::{build, eventually, free_port, serve, Running};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portico");
-
-fn build(file: &std::path::Path, shared: &Shared) -> portico::runtime::Runtime {
-    let (config, report) = Config::load(file);
-    let config = config.unwrap_or_else(|| panic!("{report}"));
-    let (rt, report) = runtime::build(config, Mode::Serve, shared);
-    rt.unwrap_or_else(|| panic!("{report}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_reloads_under_load_fail_no_request() {

@@ -84,16 +84,21 @@ impl TestServer {
 pub async fn serve(dir: &Path, toml: &str) -> TestServer {
     let file = dir.join("portico.toml");
     std::fs::write(&file, toml).expect("write config");
-    let (config, report) = Config::load(&file);
-    let config = config.unwrap_or_else(|| panic!("config does not load:\n{report}"));
-    let shared = Shared::new().expect("ticketer");
-    let (rt, report) = runtime::build(config, Mode::Serve, &shared);
-    let rt = rt.unwrap_or_else(|| panic!("runtime does not build:\n{report}"));
+    let rt = build(&file, &Shared::new().expect("ticketer"));
     let server = Server::start(rt).await.expect("start server");
     TestServer {
         server: Some(server),
         dir: dir.to_path_buf(),
     }
+}
+
+/// Loads `file` and builds a serving runtime from it, as a reload does; panics with the
+/// report if either fails.
+pub fn build(file: &Path, shared: &Shared) -> runtime::Runtime {
+    let (config, report) = Config::load(file);
+    let config = config.unwrap_or_else(|| panic!("config does not load:\n{report}"));
+    let (rt, report) = runtime::build(config, Mode::Serve, shared);
+    rt.unwrap_or_else(|| panic!("runtime does not build:\n{report}"))
 }
 
 /// A directory with an index.html saying `text`.

@@ -75,6 +75,18 @@ impl Pki {
         self.dir.join("root.pem")
     }
 
+    /// A TLS acceptor for a test backend: a current ECDSA leaf for `sans` (files named
+    /// `stem`), choosing among `alpn`.
+    pub fn backend_acceptor(
+        &self,
+        stem: &str,
+        sans: &[&str],
+        alpn: &[&[u8]],
+    ) -> tokio_rustls::TlsAcceptor {
+        let (cert, key) = self.leaf(stem, sans, Key::Ecdsa, Validity::Current);
+        acceptor_alpn(&cert, &key, alpn)
+    }
+
     /// A leaf for `sans`, written as `<stem>.pem` (leaf + intermediate) and `<stem>.key`.
     /// Returns the two paths.
     pub fn leaf(
