@@ -162,14 +162,7 @@ fn sighup_reloads_broken_reload_changes_nothing_sigterm_drains() {
         .expect("write config");
     };
     write("[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\ntls = \"internal\"\nrespond = { body = \"one\" }\n");
-    let child = Command::new(BIN)
-        .args(["serve", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let mut child = Running(child);
+    let mut child = Running::serve(&config);
     let ca = dir.path().join("state/ca.pem");
     assert_eq!(
         eventually("first start", || curl(&ca, "a.test", port)),

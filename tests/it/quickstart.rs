@@ -1,6 +1,6 @@
 //! The README's quickstart, run as a user would: the real binary and curl.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::{free_port, Running};
@@ -45,14 +45,7 @@ fn quickstart_serves_three_sites_to_curl() {
         String::from_utf8_lossy(&check.stdout)
     );
 
-    let child = Command::new(env!("CARGO_BIN_EXE_portico"))
-        .args(["serve", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
-    let mut child = Running(child);
+    let mut child = Running::serve(&config);
     let ca = dir.path().join("state/ca.pem");
     let curl = |args: &[&str]| {
         Command::new("curl")
@@ -131,14 +124,7 @@ fn quickstart_serves_three_sites_to_curl() {
     let ca_before = std::fs::read(&ca).expect("ca");
     let _ = child.0.kill();
     let _ = child.0.wait();
-    let again = Command::new(env!("CARGO_BIN_EXE_portico"))
-        .args(["serve", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve restarts");
-    child = Running(again);
+    child = Running::serve(&config);
     let started = Instant::now();
     loop {
         let out = curl(&[

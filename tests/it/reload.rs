@@ -158,14 +158,7 @@ fn portico_reload_reports_and_binds_new_addresses() {
         format!("[[listener]]\naddress = \"127.0.0.1:{a}\"\n{site}"),
     )
     .expect("write");
-    let child = Command::new(BIN)
-        .args(["serve", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let _child = Running(child);
+    let _child = Running::serve(&config);
     let socket = dir.path().join("state/portico.sock");
     eventually("control socket", || socket.exists().then_some(()));
     use std::os::unix::fs::PermissionsExt;
@@ -237,14 +230,7 @@ fn replaced_certificate_files_are_served_without_a_reload() {
         format!("[[listener]]\naddress = \"127.0.0.1:{port}\"\n[[certificate]]\ncert = \"live/cert.pem\"\nkey = \"live/key.pem\"\n[[site]]\nhosts = [\"rot.test\"]\nrespond = {{ body = \"r\" }}\n"),
     )
     .expect("write");
-    let child = Command::new(BIN)
-        .args(["serve", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let _child = Running(child);
+    let _child = Running::serve(&config);
     eventually("v1 served", || {
         subject(port, "rot.test").filter(|s| s.contains("v1"))
     });
@@ -332,14 +318,7 @@ async fn binary_upgrade_under_load_refuses_no_connection() {
         format!("[[listener]]\naddress = \"127.0.0.1:{port}\"\n[[site]]\nhosts = [\"up.test\"]\ntls = \"internal\"\nrespond = {{ body = \"up\" }}\n"),
     )
     .expect("write");
-    let child = Command::new(BIN)
-        .args(["serve", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let mut old = Running(child);
+    let mut old = Running::serve(&config);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let socket = dir.path().join("state/portico.sock");
     let start = Instant::now();

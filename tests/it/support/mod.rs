@@ -27,6 +27,20 @@ pub fn free_port() -> u16 {
 /// A child process, killed (and reaped) when dropped.
 pub struct Running(pub std::process::Child);
 
+impl Running {
+    /// `portico serve -c config` from the binary under test, its output discarded.
+    pub fn serve(config: &Path) -> Running {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["serve", "-c"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("portico serve starts");
+        Running(child)
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
