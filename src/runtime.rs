@@ -48,48 +48,24 @@ pub struct Shared {
     loaded: Arc<Mutex<Cache>>,
 }
 
-/// Certificates loaded so far, found by their files. Keyed by a hash of the paths' bytes:
-/// `Path`'s own `Hash` walks the path component by component, which with 100,000
-/// certificates was 5% of a start. Two spellings of one path (`a//b`, `a/b`) may land in
-/// two entries, which costs only a second load.
+/// Certificates loaded so far, found by their files (compared by the paths' bytes, see
+/// [`CertFiles`]; two spellings of one path, `a//b` and `a/b`, cost only a second load).
 #[derive(Default)]
-struct Cache(HashMap<u64, Vec<(CertFiles, Loaded)>>);
+struct Cache(HashMap<CertFiles, Loaded>);
 
 impl Cache {
-    fn key(files: &CertFiles) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        files.cert.as_os_str().as_encoded_bytes().hash(&mut h);
-        files.key.as_os_str().as_encoded_bytes().hash(&mut h);
-        h.finish()
-    }
-
     fn get(&self, files: &CertFiles) -> Option<&Loaded> {
-        let entries = self.0.get(&Cache::key(files))?;
-        entries.iter().find(|(f, _)| f == files).map(|(_, l)| l)
+        self.0.get(files)
     }
 
     fn insert(&mut self, files: &CertFiles, loaded: Loaded) {
-        let entries = self.0.entry(Cache::key(files)).or_default();
-        match entries.iter_mut().find(|(f, _)| f == files) {
-            Some(entry) => entry.1 = loaded,
-            None => entries.push((files.clone(), loaded)),
-        }
+        self.0.insert(files.clone(), loaded);
     }
 
     /// Keeps the entries for `named` files only.
     fn retain<'a>(&mut self, named: impl Iterator<Item = &'a CertFiles>) {
-        let mut keep: HashMap<u64, Vec<&CertFiles>> = HashMap::new();
-        for f in named {
-            keep.entry(Cache::key(f)).or_default().push(f);
-        }
-        self.0.retain(|k, entries| {
-            let Some(named) = keep.get(k) else {
-                return false;
-            };
-            entries.retain(|(f, _)| named.contains(&f));
-            !entries.is_empty()
-        });
+        let keep: std::collections::HashSet<&CertFiles> = named.collect();
+        self.0.retain(|f, _| keep.contains(f));
     }
 }
 
@@ -138,7 +114,7 @@ impl Shared {
                 }
             }
         }
-        let cert = Arc::new(load::load(&files.cert, &files.key)?);
+        let cert = Arc::new(load::load_shared(&files.cert, &files.key)?);
         if let Some(stamps) = stamps {
             let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
             loaded.insert(

@@ -136,8 +136,8 @@ pub fn home(config: &crate::config::Config) -> Option<std::path::PathBuf> {
 
 /// Where a site's ACME certificate and key are stored, in `home`.
 pub fn cert_files(home: &Path, site: &str) -> CertFiles {
-    CertFiles {
-        cert: home.join(format!("{}.pem", store::file_stem(site))),
-        key: home.join(format!("{}.key", store::file_stem(site))),
-    }
+    CertFiles::new(
+        home.join(format!("{}.pem", store::file_stem(site))),
+        home.join(format!("{}.key", store::file_stem(site))),
+    )
 }

@@ -184,7 +184,7 @@ pub(super) async fn issue(
     for (from, to) in [(&new_key, &files.key), (&new_cert, &files.cert)] {
         std::fs::rename(from, to).map_err(|source| AcmeError::Io {
             what: "cannot rename into",
-            path: to.clone(),
+            path: to.to_path_buf(),
             source,
         })?;
     }

@@ -2,12 +2,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{Config, Report, TlsMode};
+use crate::config::{CertFiles, Config, Report, TlsMode};
 use crate::control::{Command, Reply};
 use crate::listener::Server;
 use crate::runtime::{self, format_time, FileStamp, Mode, Runtime, Shared};
@@ -175,37 +176,46 @@ fn watch_period(n: usize) -> Duration {
 
 /// The certificate and key files a runtime was built from, with what identifies their
 /// content on disk (size, modification time, inode: a rename or a symlink swap changes it).
-fn cert_files(config: &Config) -> Vec<(PathBuf, Option<FileStamp>)> {
-    config
-        .cert_files()
-        .flat_map(|f| {
-            let cert = runtime::stamp(&f.cert);
-            // One look at a file that holds both.
-            let key = if f.key == f.cert {
-                cert
-            } else {
-                runtime::stamp(&f.key)
-            };
-            [(f.cert.clone(), cert), (f.key.clone(), key)]
-        })
-        .collect()
+fn cert_files(config: &Config) -> Watched {
+    watched(config, |f| {
+        let cert = runtime::stamp(&f.cert);
+        let key = if f.same_file() {
+            cert
+        } else {
+            runtime::stamp(&f.key)
+        };
+        (cert, key)
+    })
+}
+
+/// Each certificate file with its stamp (None when it cannot be read); a file that holds
+/// both chain and key is there once.
+type Watched = Vec<(Arc<Path>, Option<FileStamp>)>;
+
+fn watched(
+    config: &Config,
+    stamps: impl Fn(&CertFiles) -> (Option<FileStamp>, Option<FileStamp>),
+) -> Watched {
+    let mut out = Vec::new();
+    for f in config.cert_files() {
+        let (cert, key) = stamps(f);
+        out.push((f.cert.clone(), cert));
+        if !f.same_file() {
+            out.push((f.key.clone(), key));
+        }
+    }
+    out
 }
 
 /// Like [`cert_files`], but with the stamps taken when the certificates were loaded
 /// (looking only at files whose load did not record one): the watcher's starting point
 /// costs no second pass over 100,000 files, and a file changed since it was read is seen
 /// as changed.
-fn loaded_cert_files(config: &Config, shared: &Shared) -> Vec<(PathBuf, Option<FileStamp>)> {
-    config
-        .cert_files()
-        .flat_map(|f| {
-            let (cert, key) = match shared.stamps(f) {
-                Some((c, k)) => (Some(c), Some(k)),
-                None => (runtime::stamp(&f.cert), runtime::stamp(&f.key)),
-            };
-            [(f.cert.clone(), cert), (f.key.clone(), key)]
-        })
-        .collect()
+fn loaded_cert_files(config: &Config, shared: &Shared) -> Watched {
+    watched(config, |f| match shared.stamps(f) {
+        Some((c, k)) => (Some(c), Some(k)),
+        None => (runtime::stamp(&f.cert), runtime::stamp(&f.key)),
+    })
 }
 
 /// The first tick of a timer that fires every `period`, one period from now: nothing

@@ -27,7 +27,10 @@ use rustls::{SignatureAlgorithm, SignatureScheme};
 pub struct LazyEcdsaKey {
     der: PrivateKeyDer<'static>,
     scheme: SignatureScheme,
-    spki: SubjectPublicKeyInfoDer<'static>,
+    /// Where the public key (the uncompressed point) starts in `der`. Its SPKI is built
+    /// when asked for, which is when loading checks it against the certificate: kept, it
+    /// would be about 90 bytes per certificate for nothing.
+    point_at: usize,
     /// None when aws-lc refused the key: every handshake needing it then fails.
     parsed: OnceLock<Option<Arc<dyn SigningKey>>>,
 }
@@ -45,17 +48,28 @@ impl LazyEcdsaKey {
     /// A lazy key for `der` when it is a P-256 or P-384 key that names its public key;
     /// None otherwise (the caller then parses it at once).
     pub fn new(der: &PrivateKeyDer<'_>) -> Option<LazyEcdsaKey> {
-        let (scheme, alg, point) = match der {
-            PrivateKeyDer::Pkcs8(k) => pkcs8_ec(k.secret_pkcs8_der())?,
-            PrivateKeyDer::Sec1(k) => sec1_ec(k.secret_sec1_der(), None)?,
-            _ => return None,
+        let bytes = key_bytes(der)?;
+        let (scheme, point) = match der {
+            PrivateKeyDer::Pkcs8(_) => pkcs8_ec(bytes)?,
+            _ => sec1_ec(bytes, None)?,
         };
         Some(LazyEcdsaKey {
-            spki: rustls::sign::public_key_to_spki(&alg, point),
+            point_at: point.as_ptr().addr() - bytes.as_ptr().addr(),
             der: der.clone_key(),
             scheme,
             parsed: OnceLock::new(),
         })
+    }
+
+    /// The uncompressed point and its algorithm, found again in the stored encoding.
+    fn point(&self) -> Option<(AlgorithmIdentifier, &[u8])> {
+        let alg = match self.scheme {
+            SignatureScheme::ECDSA_NISTP256_SHA256 => alg_id::ECDSA_P256,
+            _ => alg_id::ECDSA_P384,
+        };
+        let len = point_len(self.scheme);
+        let point = key_bytes(&self.der)?.get(self.point_at..self.point_at + len)?;
+        Some((alg, point))
     }
 
     fn key(&self) -> Option<&Arc<dyn SigningKey>> {
@@ -83,11 +97,30 @@ impl SigningKey for LazyEcdsaKey {
     }
 
     fn public_key(&self) -> Option<SubjectPublicKeyInfoDer<'_>> {
-        Some(self.spki.clone())
+        let (alg, point) = self.point()?;
+        Some(rustls::sign::public_key_to_spki(&alg, point))
     }
 
     fn algorithm(&self) -> SignatureAlgorithm {
         SignatureAlgorithm::ECDSA
+    }
+}
+
+/// The length of an uncompressed point: P-256 or P-384, the only curves made lazy.
+fn point_len(scheme: SignatureScheme) -> usize {
+    if scheme == SignatureScheme::ECDSA_NISTP256_SHA256 {
+        65
+    } else {
+        97
+    }
+}
+
+/// The encoding of a PKCS#8 or SEC1 key; None for any other kind.
+fn key_bytes<'a>(der: &'a PrivateKeyDer<'_>) -> Option<&'a [u8]> {
+    match der {
+        PrivateKeyDer::Pkcs8(k) => Some(k.secret_pkcs8_der()),
+        PrivateKeyDer::Sec1(k) => Some(k.secret_sec1_der()),
+        _ => None,
     }
 }
 
@@ -103,7 +136,7 @@ const OCTET_STRING: u8 = 0x04;
 const OID: u8 = 0x06;
 const BIT_STRING: u8 = 0x03;
 
-type Found<'a> = (SignatureScheme, AlgorithmIdentifier, &'a [u8]);
+type Found<'a> = (SignatureScheme, &'a [u8]);
 
 /// PKCS#8 PrivateKeyInfo: SEQUENCE { version, SEQUENCE { id-ecPublicKey, curve },
 /// OCTET STRING (an ECPrivateKey), ... }.
@@ -150,21 +183,13 @@ fn sec1_ec<'a>(der: &'a [u8], curve: Option<&'a [u8]>) -> Option<Found<'a>> {
         }
         rest = next;
     }
-    let (scheme, alg, len) = match curve? {
-        c if c == P256 => (
-            SignatureScheme::ECDSA_NISTP256_SHA256,
-            alg_id::ECDSA_P256,
-            65,
-        ),
-        c if c == P384 => (
-            SignatureScheme::ECDSA_NISTP384_SHA384,
-            alg_id::ECDSA_P384,
-            97,
-        ),
+    let scheme = match curve? {
+        c if c == P256 => SignatureScheme::ECDSA_NISTP256_SHA256,
+        c if c == P384 => SignatureScheme::ECDSA_NISTP384_SHA384,
         _ => return None,
     };
     let point = point?;
-    (point.len() == len).then_some((scheme, alg, point))
+    (point.len() == point_len(scheme)).then_some((scheme, point))
 }
 
 /// The contents of the DER element at the start of `input` if its tag is `tag`, and what

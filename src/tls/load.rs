@@ -49,8 +49,9 @@ pub struct Cert {
     pub not_after: i64,
     pub key_type: KeyType,
     pub sha256: [u8; 32],
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
+    /// Shared with the configuration's [`crate::config::CertFiles`] when loaded from it.
+    pub cert_file: Arc<Path>,
+    pub key_file: Arc<Path>,
 }
 
 impl fmt::Debug for Cert {
@@ -190,6 +191,17 @@ fn has_pem(bytes: &[u8]) -> bool {
 /// When the chain and the key are in one file (as many deployments keep them), the file is
 /// read and its PEM decoded once.
 pub fn load(cert_file: &Path, key_file: &Path) -> Result<Cert, LoadError> {
+    let cert: Arc<Path> = Arc::from(cert_file);
+    let key = if key_file == cert_file {
+        cert.clone()
+    } else {
+        Arc::from(key_file)
+    };
+    load_shared(&cert, &key)
+}
+
+/// [`load`], keeping the paths as given (shared, not copied, by the [`Cert`]).
+pub fn load_shared(cert_file: &Arc<Path>, key_file: &Arc<Path>) -> Result<Cert, LoadError> {
     let cert_pem = read(cert_file)?;
     if !has_pem(&cert_pem) {
         return Err(LoadError::NotPem {
@@ -256,6 +268,9 @@ fn sections(pem: &[u8], want_key: bool) -> (Vec<CertificateDer<'static>>, KeySec
             }
         }
     }
+    // Kept for as long as the certificate is: one or two entries, not the four a push
+    // reserves.
+    chain.shrink_to_fit();
     (chain, key)
 }
 
@@ -312,8 +327,8 @@ fn looks_ec(key: &PrivateKeyDer<'_>) -> bool {
 pub fn from_der(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-    cert_file: &Path,
-    key_file: &Path,
+    cert_file: &Arc<Path>,
+    key_file: &Arc<Path>,
 ) -> Result<Cert, LoadError> {
     // An ECDSA key that names the leaf's public key is parsed when a handshake first needs
     // it (tls/key.rs). Any other key is parsed now, with the errors it always had.
@@ -377,8 +392,8 @@ pub fn from_der(
         key_type,
         sha256,
         certified: Arc::new(certified),
-        cert_file: cert_file.to_path_buf(),
-        key_file: key_file.to_path_buf(),
+        cert_file: cert_file.clone(),
+        key_file: key_file.clone(),
     })
 }
 

@@ -75,12 +75,12 @@ impl Checker<'_> {
         let state_dir = self.path(raw.state_dir.as_deref().unwrap_or("state"));
         let limits = self.limits(raw.limits);
         let listeners = self.listeners(raw.listener, &limits);
-        let certificates = raw
-            .certificate
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, c)| self.cert_files(&format!("certificate[{i}]"), c))
-            .collect();
+        // Not collected from `raw.certificate.into_iter()`: that would reuse the raw
+        // vector's larger allocation for as long as the configuration lives.
+        let mut certificates = Vec::with_capacity(raw.certificate.len());
+        for (i, c) in raw.certificate.into_iter().enumerate() {
+            certificates.extend(self.cert_files(&format!("certificate[{i}]"), c));
+        }
         let sites = self.sites(raw.site, &listeners);
         let acme = raw.acme.and_then(|a| self.acme(a));
         if acme.is_none() {
@@ -411,10 +411,7 @@ impl Checker<'_> {
     fn cert_files(&mut self, at: &str, raw: raw::RawCertificate) -> Option<CertFiles> {
         unknown_keys(self.report, at, &raw.unknown, &["cert", "key"]);
         match (raw.cert, raw.key) {
-            (Some(cert), Some(key)) => Some(CertFiles {
-                cert: self.path(&cert),
-                key: self.path(&key),
-            }),
+            (Some(cert), Some(key)) => Some(CertFiles::new(self.path(&cert), self.path(&key))),
             (cert, key) => {
                 let missing = if cert.is_none() { "cert" } else { "key" };
                 let _ = key;

@@ -5,7 +5,7 @@ use super::*;
 
 impl Checker<'_> {
     pub(super) fn sites(&mut self, raw: Vec<RawSite>, listeners: &[Listener]) -> Vec<Site> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(raw.len());
         let mut names: HashMap<String, usize> = HashMap::new();
         for (i, mut s) in raw.into_iter().enumerate() {
             let at = format!("site[{i}]");
