@@ -81,8 +81,11 @@ pub type FileStamp = (u64, std::time::SystemTime, u64);
 
 /// The stamp of `path` (following symlinks), or None if it cannot be read.
 pub fn stamp(path: &std::path::Path) -> Option<FileStamp> {
+    stamp_of(&std::fs::metadata(path).ok()?)
+}
+
+fn stamp_of(m: &std::fs::Metadata) -> Option<FileStamp> {
     use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
     Some((m.len(), m.modified().ok()?, m.ino()))
 }
 
@@ -97,25 +100,27 @@ impl Shared {
 
     /// Loads a certificate, or reuses the one loaded before if neither file changed since.
     fn load(&self, files: &CertFiles) -> Result<Arc<Cert>, load::LoadError> {
-        let cert_stamp = stamp(&files.cert);
-        // One file holding both (as is common) needs one look.
-        let key_stamp = if files.key == files.cert {
-            cert_stamp
-        } else {
-            stamp(&files.key)
-        };
-        let stamps = cert_stamp.zip(key_stamp);
-        if let Some(stamps) = stamps {
-            // Build-time only (never on the handshake path), so a mutex is fine here.
-            let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(l) = loaded.get(files) {
-                if l.stamps == stamps {
+        // A reload finds most certificates loaded already: one look at the files says
+        // whether they changed. A first load takes the stamps from the files it reads.
+        let before = self.stamps(files);
+        if let Some(before) = before {
+            let cert_stamp = stamp(&files.cert);
+            let key_stamp = if files.same_file() {
+                cert_stamp
+            } else {
+                stamp(&files.key)
+            };
+            if cert_stamp.zip(key_stamp) == Some(before) {
+                // Build-time only (never on the handshake path), so a mutex is fine here.
+                let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(l) = loaded.get(files).filter(|l| l.stamps == before) {
                     return Ok(l.cert.clone());
                 }
             }
         }
-        let cert = Arc::new(load::load_shared(&files.cert, &files.key)?);
-        if let Some(stamps) = stamps {
+        let (cert, [cert_meta, key_meta]) = load::load_shared(&files.cert, &files.key)?;
+        let cert = Arc::new(cert);
+        if let Some(stamps) = stamp_of(&cert_meta).zip(stamp_of(&key_meta)) {
             let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
             loaded.insert(
                 files,

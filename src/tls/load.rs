@@ -174,11 +174,20 @@ impl LoadError {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|source| LoadError::Read {
+/// A file's bytes and its metadata, from one open: the metadata describes exactly the
+/// file that was read, and no second lookup of the path is needed for it.
+fn read(path: &Path) -> Result<(Vec<u8>, std::fs::Metadata), LoadError> {
+    use std::io::Read;
+    let fail = |source| LoadError::Read {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let mut file = std::fs::File::open(path).map_err(fail)?;
+    let meta = file.metadata().map_err(fail)?;
+    // A PEM file is small; the length is only a hint (a FIFO or /proc file says 0).
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0).min(1 << 20) + 1);
+    file.read_to_end(&mut bytes).map_err(fail)?;
+    Ok((bytes, meta))
 }
 
 fn has_pem(bytes: &[u8]) -> bool {
@@ -197,12 +206,16 @@ pub fn load(cert_file: &Path, key_file: &Path) -> Result<Cert, LoadError> {
     } else {
         Arc::from(key_file)
     };
-    load_shared(&cert, &key)
+    load_shared(&cert, &key).map(|(cert, _)| cert)
 }
 
-/// [`load`], keeping the paths as given (shared, not copied, by the [`Cert`]).
-pub fn load_shared(cert_file: &Arc<Path>, key_file: &Arc<Path>) -> Result<Cert, LoadError> {
-    let cert_pem = read(cert_file)?;
+/// [`load`], keeping the paths as given (shared, not copied, by the [`Cert`]), and with
+/// the metadata of the two files as they were read (the same for a file holding both).
+pub fn load_shared(
+    cert_file: &Arc<Path>,
+    key_file: &Arc<Path>,
+) -> Result<(Cert, [std::fs::Metadata; 2]), LoadError> {
+    let (cert_pem, cert_meta) = read(cert_file)?;
     if !has_pem(&cert_pem) {
         return Err(LoadError::NotPem {
             path: cert_file.to_path_buf(),
@@ -215,17 +228,17 @@ pub fn load_shared(cert_file: &Arc<Path>, key_file: &Arc<Path>) -> Result<Cert, 
             path: cert_file.to_path_buf(),
         });
     }
-    let (key_pem, key) = if same_file {
-        (cert_pem, key_in_cert_file)
+    let (key_pem, key, key_meta) = if same_file {
+        (cert_pem, key_in_cert_file, cert_meta.clone())
     } else {
-        let key_pem = read(key_file)?;
+        let (key_pem, key_meta) = read(key_file)?;
         if !has_pem(&key_pem) {
             return Err(LoadError::NotPem {
                 path: key_file.to_path_buf(),
             });
         }
         let key = sections(&key_pem, true).1;
-        (key_pem, key)
+        (key_pem, key, key_meta)
     };
     let key = match key {
         Some(Ok(key)) => key,
@@ -240,7 +253,8 @@ pub fn load_shared(cert_file: &Arc<Path>, key_file: &Arc<Path>) -> Result<Cert, 
             })
         }
     };
-    from_der(chain, key, cert_file, key_file)
+    let cert = from_der(chain, key, cert_file, key_file)?;
+    Ok((cert, [cert_meta, key_meta]))
 }
 
 /// One pass over the PEM sections of a file: every certificate that decodes, and, when
@@ -274,13 +288,11 @@ fn sections(pem: &[u8], want_key: bool) -> (Vec<CertificateDer<'static>>, KeySec
     (chain, key)
 }
 
-/// The key parsed now: a [`CertifiedKey`] whose keys are not checked yet, its key type,
-/// and false (not known to match).
+/// The key parsed now, and its key type.
 fn eager(
-    chain: Vec<CertificateDer<'static>>,
     key: &PrivateKeyDer<'_>,
     key_file: &Path,
-) -> Result<(CertifiedKey, KeyType, bool), LoadError> {
+) -> Result<(Arc<dyn SigningKey>, KeyType), LoadError> {
     let signing: Arc<dyn SigningKey> =
         signing_key(key).map_err(|source| LoadError::UnsupportedKey {
             path: key_file.to_path_buf(),
@@ -291,7 +303,15 @@ fn eager(
         SignatureAlgorithm::ED25519 => KeyType::Ed25519,
         _ => KeyType::Rsa,
     };
-    Ok((CertifiedKey::new(chain, signing), key_type, false))
+    Ok((signing, key_type))
+}
+
+/// Whether `key`'s public key is the one in the leaf certificate, by comparing their
+/// SubjectPublicKeyInfo encodings, as rustls' `CertifiedKey::keys_match` does, but with
+/// the leaf already parsed here.
+fn matches(key: &dyn SigningKey, leaf: &X509Certificate<'_>) -> bool {
+    key.public_key()
+        .is_some_and(|spki| spki.as_ref() == leaf.public_key().raw)
 }
 
 /// The signing key for `key`. rustls' `any_supported_type` tries RSA first, and aws-lc
@@ -330,21 +350,8 @@ pub fn from_der(
     cert_file: &Arc<Path>,
     key_file: &Arc<Path>,
 ) -> Result<Cert, LoadError> {
-    // An ECDSA key that names the leaf's public key is parsed when a handshake first needs
-    // it (tls/key.rs). Any other key is parsed now, with the errors it always had.
-    let (certified, key_type, matched) = match LazyEcdsaKey::new(&key) {
-        Some(lazy) => {
-            let certified = CertifiedKey::new(chain, Arc::new(lazy));
-            if certified.keys_match().is_ok() {
-                (certified, KeyType::Ecdsa, true)
-            } else {
-                eager(certified.cert, &key, key_file)?
-            }
-        }
-        None => eager(chain, &key, key_file)?,
-    };
-    let mut parsed = Vec::with_capacity(certified.cert.len());
-    for (index, der) in certified.cert.iter().enumerate() {
+    let mut parsed = Vec::with_capacity(chain.len());
+    for (index, der) in chain.iter().enumerate() {
         let (_, x) = X509Certificate::from_der(der).map_err(|e| LoadError::BadCertificate {
             path: cert_file.to_path_buf(),
             index,
@@ -352,19 +359,31 @@ pub fn from_der(
         })?;
         parsed.push(x);
     }
-    if !matched && certified.keys_match().is_err() {
-        // A key that matches a later certificate means the chain is out of order, which is
-        // the more useful thing to say.
-        if parsed.len() > 1 {
-            check_order(&parsed, cert_file)?;
-        }
-        return Err(LoadError::KeyMismatch {
-            cert: cert_file.to_path_buf(),
-            key: key_file.to_path_buf(),
+    let Some(leaf) = parsed.first() else {
+        return Err(LoadError::NoCertificate {
+            path: cert_file.to_path_buf(),
         });
-    }
+    };
+    // An ECDSA key that names the leaf's public key is parsed when a handshake first needs
+    // it (tls/key.rs). Any other key is parsed now, with the errors it always had.
+    let lazy = LazyEcdsaKey::new(&key).filter(|lazy| matches(lazy, leaf));
+    let (signing, key_type): (Arc<dyn SigningKey>, _) = match lazy {
+        Some(lazy) => (Arc::new(lazy), KeyType::Ecdsa),
+        None => {
+            let (signing, key_type) = eager(&key, key_file)?;
+            if !matches(signing.as_ref(), leaf) {
+                // A key that matches a later certificate means the chain is out of
+                // order, which is the more useful thing to say.
+                check_order(&parsed, cert_file)?;
+                return Err(LoadError::KeyMismatch {
+                    cert: cert_file.to_path_buf(),
+                    key: key_file.to_path_buf(),
+                });
+            }
+            (signing, key_type)
+        }
+    };
     check_order(&parsed, cert_file)?;
-    let leaf = &parsed[0];
     let mut names = Vec::new();
     if let Ok(Some(san)) = leaf.subject_alternative_name() {
         for gn in &san.value.general_names {
@@ -378,20 +397,25 @@ pub fn from_der(
         }
     }
     let sha256 = {
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &certified.cert[0]);
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &chain[0]);
         let mut out = [0u8; 32];
         out.copy_from_slice(d.as_ref());
         out
     };
+    let subject = leaf.subject().to_string();
+    let issuer = leaf.issuer().to_string();
+    let not_before = leaf.validity().not_before.timestamp();
+    let not_after = leaf.validity().not_after.timestamp();
+    drop(parsed);
     Ok(Cert {
         names,
-        subject: leaf.subject().to_string(),
-        issuer: leaf.issuer().to_string(),
-        not_before: leaf.validity().not_before.timestamp(),
-        not_after: leaf.validity().not_after.timestamp(),
+        subject,
+        issuer,
+        not_before,
+        not_after,
         key_type,
         sha256,
-        certified: Arc::new(certified),
+        certified: Arc::new(CertifiedKey::new(chain, signing)),
         cert_file: cert_file.clone(),
         key_file: key_file.clone(),
     })
