@@ -339,8 +339,20 @@ async fn tls12_and_tls13_with_alpn_and_resumption() {
     // TLS 1.3 tickets arrive after the handshake; read once so the client stores them.
     let mut http = crate::support::client::Http::over(tls).await;
     assert_eq!(http.get("one.test", "/").await.status, 200);
-    let (_, c) = connect_with(addr, &opts, config).await.expect("second");
+    let (tls, c) = connect_with(addr, &opts, config.clone())
+        .await
+        .expect("second");
     assert!(c.resumed, "the second handshake resumes the session");
+    // One ticket per handshake: the resumed connection brings the next one, and two
+    // connections opened on it resume once between them (rustls' default sends two).
+    let mut http = crate::support::client::Http::over(tls).await;
+    assert_eq!(http.get("one.test", "/").await.status, 200);
+    let (_, third) = connect_with(addr, &opts, config.clone())
+        .await
+        .expect("third");
+    let (_, fourth) = connect_with(addr, &opts, config).await.expect("fourth");
+    assert!(third.resumed, "each reconnect finds a fresh ticket");
+    assert!(!fourth.resumed, "one ticket per handshake, not two");
 }
 
 // Multi-threaded: the blocking openssl calls must not stall the in-process server.
