@@ -66,49 +66,7 @@ impl HostName {
                 idna::domain_to_ascii(rest).map_err(|e| NameError::Idna(format!("{e:?}")))?;
             format!("{star}{converted}")
         };
-        if ascii.len() > 253 {
-            return Err(NameError::TooLong);
-        }
-        let labels = ascii.split('.');
-        let mut first = true;
-        let mut count = 0;
-        let mut wildcard = false;
-        for label in labels {
-            count += 1;
-            if label == "*" && first {
-                wildcard = true;
-                first = false;
-                continue;
-            }
-            first = false;
-            if label.contains('*') {
-                return Err(NameError::BadWildcard);
-            }
-            if label.is_empty() || label.len() > 63 {
-                return Err(NameError::BadLabelLength(label.to_string()));
-            }
-            if !label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(NameError::BadCharacter(label.to_string()));
-            }
-            if label.starts_with('-') || label.ends_with('-') {
-                return Err(NameError::BadHyphen(label.to_string()));
-            }
-        }
-        if wildcard && count < 3 {
-            return Err(NameError::WildcardTooBroad);
-        }
-        // A name whose last label is all digits would be read as an IPv4 address by many
-        // resolvers; reject it like an IP literal.
-        if ascii
-            .rsplit('.')
-            .next()
-            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
-        {
-            return Err(NameError::IpLiteral(input.to_string()));
-        }
+        check_ascii(&ascii, input)?;
         Ok(HostName(ascii.into_boxed_str()))
     }
 
@@ -139,15 +97,20 @@ impl HostName {
     /// Whether a certificate or binding for `self` (exact or wildcard) covers `name`.
     /// A wildcard covers exactly one left-most label; it never covers the bare parent.
     pub fn covers(&self, name: &HostName) -> bool {
-        if self == name {
+        self == name || (!name.is_wildcard() && self.covers_name(name.as_str()))
+    }
+
+    /// [`HostName::covers`] for a name in normal form that is not a wildcard (see
+    /// [`is_normal_name`]), which need not be made a `HostName` first.
+    pub fn covers_name(&self, name: &str) -> bool {
+        if *self.0 == *name {
             return true;
         }
-        match (self.0.strip_prefix('*'), name.is_wildcard()) {
-            (Some(suffix), false) => name
-                .0
+        match self.0.strip_prefix('*') {
+            Some(suffix) => name
                 .split_once('.')
                 .is_some_and(|(_, rest)| rest.len() + 1 == suffix.len() && suffix[1..] == *rest),
-            _ => false,
+            None => false,
         }
     }
 }
@@ -178,6 +141,95 @@ impl std::str::FromStr for HostName {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         HostName::parse(s)
     }
+}
+
+/// The checks on a name already lowercase ASCII: length, labels, the wildcard's place, and
+/// a last label of digits (which resolvers read as an IPv4 address). `input` is the name
+/// as given, for the error.
+fn check_ascii(ascii: &str, input: &str) -> Result<(), NameError> {
+    if ascii.len() > 253 {
+        return Err(NameError::TooLong);
+    }
+    let labels = ascii.split('.');
+    let mut first = true;
+    let mut count = 0;
+    let mut wildcard = false;
+    for label in labels {
+        count += 1;
+        if label == "*" && first {
+            wildcard = true;
+            first = false;
+            continue;
+        }
+        first = false;
+        if label.contains('*') {
+            return Err(NameError::BadWildcard);
+        }
+        if label.is_empty() || label.len() > 63 {
+            return Err(NameError::BadLabelLength(label.to_string()));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(NameError::BadCharacter(label.to_string()));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(NameError::BadHyphen(label.to_string()));
+        }
+    }
+    if wildcard && count < 3 {
+        return Err(NameError::WildcardTooBroad);
+    }
+    // A name whose last label is all digits would be read as an IPv4 address by many
+    // resolvers; reject it like an IP literal.
+    if ascii
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(NameError::IpLiteral(input.to_string()));
+    }
+    Ok(())
+}
+
+/// Whether `s` is a host name exactly as [`HostName::parse`] would return it (lowercase
+/// A-labels, no trailing dot) and not a wildcard: a request's `Host` usually is, and then
+/// it can be used as it is, without a normalized copy.
+pub fn is_normal_name(s: &str) -> bool {
+    // One pass over the bytes: this runs for every request. A test checks that it agrees
+    // with `HostName::parse`.
+    if s.is_empty() || s.len() > 253 {
+        return false;
+    }
+    let mut label = 0usize;
+    let mut prev = b'.';
+    let mut digits_only = true;
+    for &c in s.as_bytes() {
+        match c {
+            b'.' => {
+                if label == 0 || prev == b'-' {
+                    return false;
+                }
+                label = 0;
+                digits_only = true;
+            }
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {
+                if c == b'-' && label == 0 {
+                    return false;
+                }
+                label += 1;
+                if label > 63 {
+                    return false;
+                }
+                digits_only &= c.is_ascii_digit();
+            }
+            _ => return false,
+        }
+        prev = c;
+    }
+    // Not ending in '.' or '-', and a last label of digits reads as an IPv4 address.
+    label > 0 && prev != b'-' && !digits_only
 }
 
 /// Parses the host part of a `Host` header or `:authority`: strips the port and IPv6
@@ -288,6 +340,14 @@ mod tests {
         fn parse_never_panics(s in "\\PC{0,80}") {
             let _ = HostName::parse(&s);
             let _ = host_from_authority(&s);
+        }
+
+        // The request path uses a Host as it came when is_normal_name says so: that must
+        // be exactly when parsing would give the same, non-wildcard name.
+        #[test]
+        fn is_normal_name_is_parse_unchanged(s in "[a-zA-Z0-9._*-]{0,70}|[a-z0-9-]{1,64}(\\.[a-z0-9_-]{0,64}){0,4}\\.?") {
+            let same = HostName::parse(&s).is_ok_and(|n| n.as_str() == s && !n.is_wildcard());
+            prop_assert_eq!(is_normal_name(&s), same, "{:?}", s);
         }
     }
 }

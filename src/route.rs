@@ -222,13 +222,16 @@ impl Table {
     /// The site a request with this `Host` goes to on a connection that presented `cert`:
     /// only when the certificate covers the host and the host is bound here (DESIGN rule 5).
     /// Checking coverage, not equality with the SNI, keeps HTTP/2 coalescing working.
-    pub fn route_request(&self, host: &HostName, cert: Option<&Cert>) -> Option<Resolved<'_>> {
+    ///
+    /// `host` is a name in normal form and not a wildcard (a parsed request host's
+    /// `as_str`, or a `Host` that [`crate::names::is_normal_name`] accepts as it is).
+    pub fn route_request(&self, host: &str, cert: Option<&Cert>) -> Option<Resolved<'_>> {
         if let Some(cert) = cert {
-            if !cert.covers(host) {
+            if !cert.covers_name(host) {
                 return None;
             }
         }
-        self.lookup(host)
+        self.lookup_str(host)
     }
 }
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 
-use super::service::Conn;
+use super::service::{Conn, RequestHost};
 use crate::names::HostName;
 
 /// What one access log line says, gathered while the request is handled.
@@ -24,8 +24,9 @@ pub(super) struct Line {
     pub(super) method: Method,
     pub(super) path: String,
     pub(super) version: Version,
-    pub(super) host: Option<HostName>,
-    pub(super) site: Option<String>,
+    pub(super) host: Option<RequestHost>,
+    /// The site's index in the connection's runtime.
+    pub(super) site: Option<usize>,
     pub(super) status: StatusCode,
 }
 
@@ -35,10 +36,10 @@ impl Line {
         tracing::info!(
             target: "access",
             listener = %conn.runtime.listeners[conn.listener].config.name,
-            site = self.site.as_deref().unwrap_or("-"),
+            site = self.site.and_then(|i| conn.runtime.sites.get(i)).map_or("-", |s| s.name.as_str()),
             peer = %conn.peer,
             sni = conn.sni.as_ref().map(HostName::as_str).unwrap_or("-"),
-            host = self.host.as_ref().map(HostName::as_str).unwrap_or("-"),
+            host = self.host.as_ref().map(RequestHost::as_str).unwrap_or("-"),
             method = %self.method,
             path = %self.path,
             version = ?self.version,

@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{access, static_files, text, Body};
-use crate::names::{host_from_authority, HostName};
+use crate::names::{host_from_authority, is_normal_name, HostName};
 use crate::runtime::{Runtime, SiteAction};
 use crate::tls::load::Cert;
 
@@ -41,18 +41,73 @@ enum HostProblem {
     NotAName,
 }
 
+/// A request's host name. Usually the `Host` header or `:authority` is already in normal
+/// form (lowercase, no trailing dot), and then it is kept as it came, by a clone of the
+/// header's shared bytes: no copy and no allocation per request. Anything else is parsed
+/// into a [`HostName`].
+pub(super) enum RequestHost {
+    /// A `Host` value whose first `usize` bytes (before any port) are the name.
+    Header(HeaderValue, usize),
+    /// An `:authority` (HTTP/2, or an absolute-form URI), likewise.
+    Authority(http::uri::Authority, usize),
+    Parsed(HostName),
+}
+
+impl RequestHost {
+    /// The name in normal form, never a wildcard.
+    pub(super) fn as_str(&self) -> &str {
+        let raw = match self {
+            RequestHost::Header(v, n) => v.as_bytes().get(..*n),
+            RequestHost::Authority(a, n) => a.as_str().as_bytes().get(..*n),
+            RequestHost::Parsed(name) => return name.as_str(),
+        };
+        // Checked to be a normal name (ASCII) when made.
+        raw.and_then(|r| std::str::from_utf8(r).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for RequestHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The request's host: `:authority` (HTTP/2, or an absolute-form URI) wins over `Host`.
-fn request_host<B>(req: &Request<B>) -> Result<HostName, HostProblem> {
+fn request_host<B>(req: &Request<B>) -> Result<RequestHost, HostProblem> {
     let raw = match req.uri().authority() {
-        Some(a) => a.as_str(),
-        None => req
-            .headers()
-            .get(header::HOST)
-            .ok_or(HostProblem::Missing)?
-            .to_str()
-            .map_err(|_| HostProblem::NotAscii)?,
+        Some(a) => {
+            if let Some(n) = normal_host_len(a.as_str()) {
+                return Ok(RequestHost::Authority(a.clone(), n));
+            }
+            a.as_str()
+        }
+        None => {
+            let value = req
+                .headers()
+                .get(header::HOST)
+                .ok_or(HostProblem::Missing)?;
+            let raw = value.to_str().map_err(|_| HostProblem::NotAscii)?;
+            if let Some(n) = normal_host_len(raw) {
+                return Ok(RequestHost::Header(value.clone(), n));
+            }
+            raw
+        }
     };
-    host_from_authority(raw).ok_or(HostProblem::NotAName)
+    host_from_authority(raw)
+        .map(RequestHost::Parsed)
+        .ok_or(HostProblem::NotAName)
+}
+
+/// The length of the name in `host[:port]` when that name is already in normal form, as
+/// [`host_from_authority`] would return it unchanged.
+fn normal_host_len(authority: &str) -> Option<usize> {
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        Some(_) => return None,
+        None => authority,
+    };
+    is_normal_name(host).then_some(host.len())
 }
 
 pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -87,7 +142,7 @@ pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<
 async fn respond(
     conn: &Conn,
     req: Request<Incoming>,
-) -> (Response<Body>, Option<HostName>, Option<String>) {
+) -> (Response<Body>, Option<RequestHost>, Option<usize>) {
     // ACME HTTP-01: answered on plain listeners for any host, before the redirect to https.
     if conn.cert.is_none() && req.method() == http::Method::GET {
         if let Some(token) = req
@@ -133,7 +188,10 @@ async fn respond(
     };
     let rt = &conn.runtime;
     let listener = &rt.listeners[conn.listener];
-    let Some(resolved) = listener.table.route_request(&host, conn.cert.as_deref()) else {
+    let Some(resolved) = listener
+        .table
+        .route_request(host.as_str(), conn.cert.as_deref())
+    else {
         let resp = if conn.cert.is_some() {
             text(
                 StatusCode::MISDIRECTED_REQUEST,
@@ -149,7 +207,7 @@ async fn respond(
     };
     let site_index = resolved.binding.site;
     let site = &rt.sites[site_index];
-    let name = Some(site.name.clone());
+    let name = Some(site_index);
     if conn.cert.is_none() {
         // Plain http listeners redirect bound hosts to https.
         let Some(port) = resolved.binding.https_port else {

@@ -86,6 +86,12 @@ impl Cert {
         self.names.iter().any(|n| n.covers(name))
     }
 
+    /// Whether this certificate covers a name in normal form that is not a wildcard
+    /// ([`crate::names::is_normal_name`]), such as a request's host.
+    pub fn covers_name(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n.covers_name(name))
+    }
+
     /// Valid at `now` (unix seconds).
     pub fn is_valid_at(&self, now: i64) -> bool {
         self.not_before <= now && now <= self.not_after

@@ -63,6 +63,10 @@ async fn host_not_covered_by_connection_certificate_gets_421() {
         assert_eq!(http.get("127.0.0.1", "/").await.status, 421);
         // The connection still works after a 421.
         assert_eq!(http.get("www.test:443", "/").await.status, 200);
+        // A host not in normal form is normalized before routing (the usual one is
+        // used as it came).
+        assert_eq!(http.get("WWW.Test.:443", "/").await.status, 200);
+        assert_eq!(http.get("-www.test", "/").await.status, 421);
     }
 }
 

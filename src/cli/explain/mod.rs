@@ -408,7 +408,7 @@ fn step_request(rt: &Runtime, li: usize, ex: &mut Explanation<'_>) {
         };
     };
     if !https {
-        let Some(r) = table.route_request(&host, None) else {
+        let Some(r) = table.route_request(host.as_str(), None) else {
             return done(
                 Outcome::NotFound,
                 Some(404),
@@ -451,7 +451,10 @@ fn step_request(rt: &Runtime, li: usize, ex: &mut Explanation<'_>) {
         }
         (false, None) => (true, None, "no certificate".to_string()),
     };
-    match covered.then(|| table.route_request(&host, cert)).flatten() {
+    match covered
+        .then(|| table.route_request(host.as_str(), cert))
+        .flatten()
+    {
         Some(r) => {
             let (action, status) = action_text(rt, r.binding.site);
             let by = match r.by {

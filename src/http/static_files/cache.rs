@@ -22,7 +22,7 @@ pub(super) struct FileCache {
 
 #[derive(Debug, Clone)]
 pub(super) struct Cached {
-    pub(super) type_name: String,
+    pub(super) content_type: &'static str,
     pub(super) validators: super::conditional::Validators,
     pub(super) data: Bytes,
     pub(super) checked: Instant,

@@ -160,8 +160,8 @@ async fn serve_get(root: &Root, raw_path: &str, headers: &HeaderMap) -> Response
         return text_response(StatusCode::BAD_REQUEST, "bad request\n");
     };
     let key = request.cache_key();
-    let (type_name, validators, source) = match root.cache.get(&key) {
-        Some(hit) => (hit.type_name, hit.validators, Source::Memory(hit.data)),
+    let (content_type, validators, source) = match root.cache.get(&key) {
+        Some(hit) => (hit.content_type, hit.validators, Source::Memory(hit.data)),
         None => {
             // Every file system call of the request runs in one trip to the blocking
             // pool: each trip costs more than the calls themselves when the page cache
@@ -189,16 +189,16 @@ async fn serve_get(root: &Root, raw_path: &str, headers: &HeaderMap) -> Response
                     root.cache.put(
                         key,
                         Cached {
-                            type_name: target.type_name.clone(),
+                            content_type: target.content_type,
                             validators: validators.clone(),
                             data: data.clone(),
                             checked: Instant::now(),
                         },
                     );
-                    (target.type_name, validators, Source::Memory(data))
+                    (target.content_type, validators, Source::Memory(data))
                 }
                 None => (
-                    target.type_name,
+                    target.content_type,
                     Validators::new(metadata.len(), modified),
                     Source::File(file, metadata.len()),
                 ),
@@ -267,10 +267,7 @@ async fn serve_get(root: &Root, raw_path: &str, headers: &HeaderMap) -> Response
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let response_headers = response.headers_mut();
-    response_headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type(&type_name)),
-    );
+    response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if status == StatusCode::PARTIAL_CONTENT {
@@ -370,9 +367,9 @@ fn is_hidden<'a>(mut segments: impl Iterator<Item = &'a str>) -> bool {
 struct Target {
     /// Canonical path, already checked to be inside the root.
     path: PathBuf,
-    /// The name as requested (or `index.html`), used to pick Content-Type so
-    /// a symlink is typed by its own name, as nginx does.
-    type_name: String,
+    /// Picked by the name as requested (or `index.html`), so a symlink is typed by its
+    /// own name, as nginx does.
+    content_type: &'static str,
 }
 
 /// Where a response's bytes come from.
@@ -474,7 +471,7 @@ fn resolve(root: &Root, request: &RequestPath) -> Result<Target, Response<Body>>
         }
         return Ok(Target {
             path: index,
-            type_name: INDEX_FILE.to_owned(),
+            content_type: content_type(INDEX_FILE),
         });
     }
 
@@ -486,7 +483,7 @@ fn resolve(root: &Root, request: &RequestPath) -> Result<Target, Response<Body>>
     }
     Ok(Target {
         path: canonical,
-        type_name: request.segments().last().unwrap_or_default().to_string(),
+        content_type: content_type(request.segments().last().unwrap_or_default()),
     })
 }
 
@@ -510,38 +507,44 @@ fn canonical_inside(root: &Root, path: &Path) -> Result<PathBuf, Response<Body>>
 /// that is what sites are written in today, and browsers would otherwise
 /// guess.
 fn content_type(name: &str) -> &'static str {
-    let extension = match name.rsplit_once('.') {
-        Some((_, extension)) => extension.to_ascii_lowercase(),
-        None => return "application/octet-stream",
+    let Some((_, extension)) = name.rsplit_once('.') else {
+        return "application/octet-stream";
     };
-    match extension.as_str() {
-        "html" | "htm" => "text/html; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "json" | "map" => "application/json",
-        "txt" => "text/plain; charset=utf-8",
-        "md" => "text/markdown; charset=utf-8",
-        "csv" => "text/csv; charset=utf-8",
-        "xml" => "application/xml",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "avif" => "image/avif",
-        "ico" => "image/x-icon",
-        "woff" => "font/woff",
-        "woff2" => "font/woff2",
-        "ttf" => "font/ttf",
-        "otf" => "font/otf",
-        "pdf" => "application/pdf",
-        "wasm" => "application/wasm",
-        "mp4" => "video/mp4",
-        "webm" => "video/webm",
-        "mp3" => "audio/mpeg",
-        "ogg" => "audio/ogg",
-        "zip" => "application/zip",
-        "gz" => "application/gzip",
+    // Extensions are short: lowercased on the stack, not in a new String.
+    let mut lower = [0u8; 8];
+    let Some(buf) = lower.get_mut(..extension.len()) else {
+        return "application/octet-stream";
+    };
+    buf.copy_from_slice(extension.as_bytes());
+    buf.make_ascii_lowercase();
+    match &*buf {
+        b"html" | b"htm" => "text/html; charset=utf-8",
+        b"css" => "text/css; charset=utf-8",
+        b"js" | b"mjs" => "text/javascript; charset=utf-8",
+        b"json" | b"map" => "application/json",
+        b"txt" => "text/plain; charset=utf-8",
+        b"md" => "text/markdown; charset=utf-8",
+        b"csv" => "text/csv; charset=utf-8",
+        b"xml" => "application/xml",
+        b"svg" => "image/svg+xml",
+        b"png" => "image/png",
+        b"jpg" | b"jpeg" => "image/jpeg",
+        b"gif" => "image/gif",
+        b"webp" => "image/webp",
+        b"avif" => "image/avif",
+        b"ico" => "image/x-icon",
+        b"woff" => "font/woff",
+        b"woff2" => "font/woff2",
+        b"ttf" => "font/ttf",
+        b"otf" => "font/otf",
+        b"pdf" => "application/pdf",
+        b"wasm" => "application/wasm",
+        b"mp4" => "video/mp4",
+        b"webm" => "video/webm",
+        b"mp3" => "audio/mpeg",
+        b"ogg" => "audio/ogg",
+        b"zip" => "application/zip",
+        b"gz" => "application/gzip",
         _ => "application/octet-stream",
     }
 }
