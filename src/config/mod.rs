@@ -337,29 +337,13 @@ impl Config {
 
     /// Checks `text` as if read from `file` (relative paths resolve against its directory).
     pub fn from_str(text: &str, file: &Path, report: &mut Report) -> Option<Config> {
-        // The parser builds a whole document first: about 1.5 KB per table, 300 MB for
-        // 100,000 sites with one certificate each, freed once the raw structs are read out
-        // of it. In the main malloc arena those pages stayed resident for the life of the
-        // process, between long-lived allocations; parsed on a thread of its own, the
-        // document lives in that thread's arena, most of which glibc returns or reuses
-        // (measured at 100k sites: 580 -> 470 MiB resident once serving).
-        let parsed = std::thread::scope(|s| {
-            match s.spawn(|| toml::from_str::<RawConfig>(text)).join() {
-                Ok(parsed) => parsed,
-                // A panic in the parser is a bug; re-raise it rather than hide it.
-                Err(p) => std::panic::resume_unwind(p),
-            }
-        });
+        let parsed = toml::from_str::<RawConfig>(text);
         let raw: RawConfig = match parsed {
             Ok(raw) => raw,
             Err(e) => {
                 report.error(
                     "",
-                    format!(
-                        "{} is not valid: {}",
-                        file.display(),
-                        e.to_string().trim_end()
-                    ),
+                    format!("{} is not valid: {}", file.display(), toml_error(&e, text)),
                     Some(
                         "fix the TOML at the line and column shown (values of the wrong type count too)"
                             .to_string(),
@@ -375,6 +359,20 @@ impl Config {
             base
         };
         Some(Checker { base, report }.check(raw, file))
+    }
+}
+
+/// The parser's message with its snippet of the file. A duplicate key is named: the
+/// parser says only "duplicate key" and marks it in the snippet.
+fn toml_error(e: &toml::de::Error, text: &str) -> String {
+    let shown = e.to_string();
+    let shown = shown.trim_end();
+    let key = e.span().and_then(|span| text.get(span)).map(str::trim);
+    match (e.message(), key) {
+        ("duplicate key", Some(key)) if shown.ends_with("duplicate key") => {
+            format!("{} `{key}` (set twice in one table)", shown)
+        }
+        _ => shown.to_string(),
     }
 }
 

@@ -11,6 +11,15 @@ pub(super) fn cases() -> Vec<Case> {
             vec![error("", "{dir}/portico.toml is not valid")],
         ),
         case(
+            "a key set twice is named",
+            [
+                listener("*:8443"),
+                "[[site]]\nname = \"a\"\nname = \"b\"\nhosts = [\"a.test\"]\n".to_string(),
+            ]
+            .concat(),
+            vec![error("", "duplicate key `name`")],
+        ),
+        case(
             "value of the wrong type",
             [
                 listener("*:8443"),
