@@ -69,7 +69,10 @@ pub(crate) struct RawCertificate {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "tls is \"internal\", \"acme\" or a table { cert = ..., key = ... }"
+)]
 pub(crate) enum RawTls {
     Mode(String),
     Files(RawCertificate),

@@ -32,6 +32,24 @@ pub(super) fn cases() -> Vec<Case> {
             ],
         ),
         case(
+            "an unknown key in a pinned tls table, and tls of the wrong type",
+            [
+                listener("*:8443"),
+                site(
+                    "a",
+                    &["a.test"],
+                    &[r#"tls = { cert = "a.pem", key = "a.key", chain = "x.pem" }"#, RESPOND],
+                ),
+            ]
+            .concat(),
+            vec![error("site[0].tls.chain", "unknown key \"chain\"")],
+        ),
+        case(
+            "tls that is neither a mode nor a table",
+            [listener("*:8443"), site("a", &["a.test"], &["tls = 5", RESPOND])].concat(),
+            vec![error("", "tls is \"internal\", \"acme\" or a table")],
+        ),
+        case(
             "pinned key file missing",
             [
                 listener("*:8443"),
