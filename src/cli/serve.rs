@@ -21,10 +21,29 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(super) fn run(path: &Path) -> anyhow::Result<ExitCode> {
     super::init_logging();
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    // With one CPU to run on (a pinned process, a container limited to one CPU), one
+    // thread runs every connection and this loop: tokio's multi-threaded scheduler would
+    // add a second thread for the loop and pay for handing tasks between threads it cannot
+    // run at once (about 8% of HTTP/2's CPU per request, bench/profiling.md section 7).
+    // The loop's heavy steps (reloads, the certificate watcher's pass) run on the
+    // blocking pool either way.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let tokio = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build()
+    .context("cannot start the async runtime")?;
+    tracing::info!(
+        scheduler = if one_cpu {
+            "one thread"
+        } else {
+            "a thread per CPU"
+        },
+        "async runtime"
+    );
     tokio.block_on(serve(path.to_path_buf()))
 }
 
@@ -186,6 +205,32 @@ impl Upgrade {
 }
 
 /// Builds a runtime from a configuration already in memory.
+/// Runs `f` on tokio's blocking pool. Building a runtime reads and parses every changed
+/// certificate, and the watcher looks at every certificate file: seconds with 100,000
+/// sites, which must never hold up a connection, whichever scheduler runs them.
+async fn off_loop<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        // The blocking pool is only cancelled when the runtime shuts down, after this loop.
+        Err(e) => std::panic::resume_unwind(
+            e.try_into_panic()
+                .unwrap_or_else(|e| Box::new(format!("a rebuild did not finish: {e}"))),
+        ),
+    }
+}
+
+/// [`load`] off the serving threads.
+async fn load_off(path: &Path, shared: &Shared) -> Result<(Runtime, Report), Report> {
+    let (path, shared) = (path.to_path_buf(), shared.clone());
+    off_loop(move || load(&path, &shared)).await
+}
+
+/// [`build`] off the serving threads.
+async fn build_off(config: Config, shared: &Shared) -> Result<(Runtime, Report), Report> {
+    let shared = shared.clone();
+    off_loop(move || build(config, &shared)).await
+}
+
 fn build(config: Config, shared: &Shared) -> Result<(Runtime, Report), Report> {
     let (rt, report) = runtime::build(config, Mode::Serve, shared);
     match rt {
@@ -384,7 +429,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                install(&mut server, load(&path, &shared), "SIGHUP");
+                install(&mut server, load_off(&path, &shared).await, "SIGHUP");
                 files = loaded_cert_files(&server.runtime().config, &shared);
                 watch = every(watch_period(files.len()));
                 acme.follow(&server.runtime().config);
@@ -393,11 +438,11 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
                 // The configuration in memory: a new certificate must not apply edits
                 // nobody asked to load yet.
                 let config = server.runtime().config.clone();
-                install(&mut server, build(config, &shared), &format!("ACME certificate for site {site}"));
+                install(&mut server, build_off(config, &shared).await, &format!("ACME certificate for site {site}"));
             }
             Some(request) = commands.recv() => match request.command {
                 Command::Reload => {
-                    let answer = install(&mut server, load(&path, &shared), "portico reload");
+                    let answer = install(&mut server, load_off(&path, &shared).await, "portico reload");
                     files = loaded_cert_files(&server.runtime().config, &shared);
                     watch = every(watch_period(files.len()));
                     acme.follow(&server.runtime().config);
@@ -447,7 +492,10 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
             }
             _ = watch.tick() => {
                 let rt = server.runtime();
-                let now = cert_files(&rt.config);
+                let now = {
+                    let rt = rt.clone();
+                    off_loop(move || cert_files(&rt.config)).await
+                };
                 if now == files {
                     pending = None;
                 } else if pending.as_ref() == Some(&now) {
@@ -455,7 +503,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
                     // configuration in memory; the file itself is not re-read.
                     let changed: Vec<String> = now.iter().zip(&files).filter(|(a, b)| a != b).map(|(a, _)| a.0.display().to_string()).collect();
                     tracing::info!(files = %changed.join(", "), "certificate files changed");
-                    let built = build(rt.config.clone(), &shared);
+                    let built = build_off(rt.config.clone(), &shared).await;
                     if let Err(report) = &built {
                         for d in report.errors() {
                             tracing::error!("certificate change not applied: {d}");
@@ -474,7 +522,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
                 // nobody asked to load yet.
                 let config = server.runtime().config.clone();
                 if config.sites.iter().any(|s| s.tls == TlsMode::Internal) {
-                    install(&mut server, build(config, &shared), "internal certificate renewal");
+                    install(&mut server, build_off(config, &shared).await, "internal certificate renewal");
                 }
             }
             _ = term.recv() => break,

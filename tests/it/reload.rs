@@ -149,6 +149,17 @@ fn reload(config: &std::path::Path) -> (bool, String) {
 
 #[test]
 fn portico_reload_reports_and_binds_new_addresses() {
+    reload_reports_and_binds_new_addresses(Running::serve);
+}
+
+/// The same with one CPU, where one thread runs the connections and the reload's build
+/// runs on the blocking pool.
+#[test]
+fn portico_reload_on_one_cpu() {
+    reload_reports_and_binds_new_addresses(Running::serve_on_one_cpu);
+}
+
+fn reload_reports_and_binds_new_addresses(start: fn(&std::path::Path) -> Running) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b) = (free_port(), free_port());
     let config = dir.path().join("portico.toml");
@@ -158,7 +169,7 @@ fn portico_reload_reports_and_binds_new_addresses() {
         format!("[[listener]]\naddress = \"127.0.0.1:{a}\"\n{site}"),
     )
     .expect("write");
-    let _child = Running::serve(&config);
+    let _child = start(&config);
     let socket = dir.path().join("state/portico.sock");
     eventually("control socket", || socket.exists().then_some(()));
     use std::os::unix::fs::PermissionsExt;

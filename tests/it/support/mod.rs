@@ -39,6 +39,19 @@ impl Running {
             .expect("portico serve starts");
         Running(child)
     }
+
+    /// [`Running::serve`] with the process limited to one CPU (`taskset -c 0`), where
+    /// Portico runs every connection on one thread.
+    pub fn serve_on_one_cpu(config: &Path) -> Running {
+        let child = std::process::Command::new("taskset")
+            .args(["-c", "0", env!("CARGO_BIN_EXE_portico"), "serve", "-c"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("taskset -c 0 portico serve starts");
+        Running(child)
+    }
 }
 
 impl Drop for Running {
