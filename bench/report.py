@@ -271,8 +271,9 @@ def write(res, path):
         "## How it was measured",
         "",
         "- **Placement.** Each server runs alone, pinned to CPU 0 (`taskset -c 0`), with one worker "
-        "(nginx `worker_processes 1`, HAProxy `nbthread 1`; Portico's and Caddy's runtimes size "
-        "themselves from the CPU affinity, so they get one too). bench/run and every client it starts "
+        "(nginx `worker_processes 1`, HAProxy `nbthread 1`; Portico and Caddy size themselves from "
+        "the CPU affinity: Portico then runs every connection on one thread, Caddy's Go runtime gets "
+        "`GOMAXPROCS` 1). bench/run and every client it starts "
         "are pinned to CPU 1. Servers run one after another, never at the same time.",
         "- **Sites.** N sites `s<i>.bench.test` on `127.0.0.1`, one certificate each (one CA, leaves "
         f"with one SAN), each site serving the same 1 KiB `index.html`. HAProxy has no file server and "
