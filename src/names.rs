@@ -235,18 +235,23 @@ pub fn is_normal_name(s: &str) -> bool {
 /// Parses the host part of a `Host` header or `:authority`: strips the port and IPv6
 /// brackets. Returns None for IP literals and malformed values.
 pub fn host_from_authority(authority: &str) -> Option<HostName> {
-    let host = if authority.starts_with('[') {
-        return None; // An IPv6 literal is never a host name.
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-            Some(_) => return None,
-            None => authority,
-        }
-    };
+    let host = authority_host(authority)?;
     let name = HostName::parse(host).ok()?;
     // A request names one host; a wildcard in Host is not a name.
     (!name.is_wildcard()).then_some(name)
+}
+
+/// The host in `host[:port]`, as written; None for an IPv6 literal (never a host name) or
+/// a port that is not digits.
+pub fn authority_host(authority: &str) -> Option<&str> {
+    if authority.starts_with('[') {
+        return None;
+    }
+    match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => Some(h),
+        Some(_) => None,
+        None => Some(authority),
+    }
 }
 
 #[cfg(test)]

@@ -760,7 +760,7 @@ fn server_config(
     config.ticketer = shared.ticketer.clone();
     // One resumption ticket per handshake, as Go's TLS (and so Caddy) sends: a client
     // reconnecting one connection at a time gets a fresh ticket each time. rustls' default
-    // of two cost about 4% of a full handshake's instructions for a ticket most clients
+    // of two cost about 3% of a full handshake's instructions for a ticket most clients
     // throw away. A client that wants more for parallel connections asks (RFC 9149).
     config.send_tls13_tickets = 1;
     config.max_tls13_tickets = 4;

@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{access, static_files, text, Body};
-use crate::names::{host_from_authority, is_normal_name, HostName};
+use crate::names::{authority_host, host_from_authority, is_normal_name, HostName};
 use crate::runtime::{Runtime, SiteAction};
 use crate::tls::load::Cert;
 
@@ -102,12 +102,9 @@ fn request_host<B>(req: &Request<B>) -> Result<RequestHost, HostProblem> {
 /// The length of the name in `host[:port]` when that name is already in normal form, as
 /// [`host_from_authority`] would return it unchanged.
 fn normal_host_len(authority: &str) -> Option<usize> {
-    let host = match authority.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        Some(_) => return None,
-        None => authority,
-    };
-    is_normal_name(host).then_some(host.len())
+    authority_host(authority)
+        .filter(|host| is_normal_name(host))
+        .map(str::len)
 }
 
 pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {

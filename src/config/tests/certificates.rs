@@ -32,7 +32,7 @@ pub(super) fn cases() -> Vec<Case> {
             ],
         ),
         case(
-            "an unknown key in a pinned tls table, and tls of the wrong type",
+            "an unknown key in a pinned tls table",
             [
                 listener("*:8443"),
                 site(

@@ -30,26 +30,28 @@ pub struct Running(pub std::process::Child);
 impl Running {
     /// `portico serve -c config` from the binary under test, its output discarded.
     pub fn serve(config: &Path) -> Running {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        Running::spawn(
+            std::process::Command::new(env!("CARGO_BIN_EXE_portico")),
+            config,
+        )
+    }
+
+    /// [`Running::serve`] with the process limited to one CPU (`taskset -c 0`), where
+    /// Portico runs every connection on one thread.
+    pub fn serve_on_one_cpu(config: &Path) -> Running {
+        let mut taskset = std::process::Command::new("taskset");
+        taskset.args(["-c", "0", env!("CARGO_BIN_EXE_portico")]);
+        Running::spawn(taskset, config)
+    }
+
+    fn spawn(mut command: std::process::Command, config: &Path) -> Running {
+        let child = command
             .args(["serve", "-c"])
             .arg(config)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("portico serve starts");
-        Running(child)
-    }
-
-    /// [`Running::serve`] with the process limited to one CPU (`taskset -c 0`), where
-    /// Portico runs every connection on one thread.
-    pub fn serve_on_one_cpu(config: &Path) -> Running {
-        let child = std::process::Command::new("taskset")
-            .args(["-c", "0", env!("CARGO_BIN_EXE_portico"), "serve", "-c"])
-            .arg(config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("taskset -c 0 portico serve starts");
         Running(child)
     }
 }
