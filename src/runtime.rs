@@ -751,18 +751,8 @@ fn server_config(
     table: Arc<Table>,
     shared: &Shared,
 ) -> Result<ServerConfig, rustls::Error> {
-    let mut config = ServerConfig::builder_with_provider(crate::tls::server_provider())
-        .with_protocol_versions(crate::tls::VERSIONS)?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Resolver::new(table)));
-    crate::tls::prefer_server_order(&mut config);
+    let mut config = crate::tls::server_config(Arc::new(Resolver::new(table)))?;
     config.alpn_protocols = l.alpn.clone();
     config.ticketer = shared.ticketer.clone();
-    // One resumption ticket per handshake, as Go's TLS (and so Caddy) sends: a client
-    // reconnecting one connection at a time gets a fresh ticket each time. rustls' default
-    // of two cost about 3% of a full handshake's instructions for a ticket most clients
-    // throw away. A client that wants more for parallel connections asks (RFC 9149).
-    config.send_tls13_tickets = 1;
-    config.max_tls13_tickets = 4;
     Ok(config)
 }

@@ -47,10 +47,7 @@ impl ResolvesServerCert for One {
 
 /// A TLS configuration that completes an `acme-tls/1` handshake with `cert` and nothing else.
 pub fn tls_alpn_config(cert: Arc<CertifiedKey>) -> Result<ServerConfig, rustls::Error> {
-    let mut config = ServerConfig::builder_with_provider(crate::tls::server_provider())
-        .with_protocol_versions(crate::tls::VERSIONS)?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(One(cert)));
+    let mut config = crate::tls::server_config(Arc::new(One(cert)))?;
     config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
     Ok(config)
 }

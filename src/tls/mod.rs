@@ -18,11 +18,12 @@ use rustls::crypto::CryptoProvider;
 pub const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
-/// The crypto every listener uses: aws-lc-rs with AES-128-GCM first. With
-/// [`prefer_server_order`] a TLS 1.3 handshake then runs its key schedule on SHA-256, which
-/// has hardware support on current x86-64 and ARMv8 CPUs, where OpenSSL clients' first
-/// choice (AES-256-GCM with SHA-384) runs SHA-512 in software on many of them. AES-128 is
-/// what Go (and so Caddy) servers pick for clients with AES hardware as well.
+/// The crypto every listener uses: aws-lc-rs with AES-128-GCM first. With the server's
+/// order winning ([`server_config`]) a TLS 1.3 handshake then runs its key schedule on
+/// SHA-256, which has hardware support on current x86-64 and ARMv8 CPUs, where OpenSSL
+/// clients' first choice (AES-256-GCM with SHA-384) runs SHA-512 in software on many of
+/// them. AES-128 is what Go (and so Caddy) servers pick for clients with AES hardware as
+/// well.
 pub fn server_provider() -> Arc<CryptoProvider> {
     let mut provider = default_provider();
     provider.cipher_suites = vec![
@@ -39,10 +40,23 @@ pub fn server_provider() -> Arc<CryptoProvider> {
     Arc::new(provider)
 }
 
-/// Applies the choices every listener shares to `config`: the cipher suite order of
-/// [`server_provider`] wins over the client's. Session tickets stay at rustls' two per full
-/// handshake (as OpenSSL's): one ticket would save about 3% of a full handshake's
-/// instructions but cost a full handshake to a client that opens a second connection.
-pub fn prefer_server_order(config: &mut rustls::ServerConfig) {
+/// The TLS configuration every listener (and the ACME TLS-ALPN-01 responder) starts from:
+/// [`server_provider`]'s suites in the server's order (which wins over the client's), TLS
+/// 1.3 and 1.2, no client certificates, and one session ticket per TLS 1.3 handshake (up
+/// to four for a client that asks, RFC 9149). rustls' default of two tickets cost about 3%
+/// of a full handshake's instructions; one is what Go's TLS (and so Caddy) sends, and a
+/// client reconnecting one connection at a time gets a fresh ticket each time. The
+/// trade-off, documented in docs/config.md: a client opening two connections at once
+/// from one earlier connection's ticket resumes only one of them.
+pub fn server_config(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(server_provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
     config.ignore_client_order = true;
+    config.send_tls13_tickets = 1;
+    config.max_tls13_tickets = 4;
+    Ok(config)
 }
