@@ -135,28 +135,13 @@ class Nginx(Server):
     def _head(self, n):
         d = self.dir
         return f"""# One worker: the server is pinned to one CPU.
-worker_processes 1;
-daemon off;
-master_process on;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
+{_nginx_top(d)}master_process on;
 worker_rlimit_nofile 20000;
 events {{ worker_connections 16384; }}
 http {{
-    access_log off;
-    default_type text/html;
-    sendfile on;
-    # nginx closes a keep-alive connection after 1000 requests by default; the other
-    # servers do not, so the keep-alive figures would include reconnections for nginx only.
-    keepalive_requests 100000000;
-    keepalive_timeout 60s;
+{_nginx_http_common(d)}    sendfile on;
     ssl_protocols TLSv1.2 TLSv1.3;
     # Session tickets are on by default (nginx's own keys); no session cache, as Portico.
-    client_body_temp_path {d}/tmp;
-    proxy_temp_path {d}/tmp;
-    fastcgi_temp_path {d}/tmp;
-    uwsgi_temp_path {d}/tmp;
-    scgi_temp_path {d}/tmp;
     # Sized so that N names fit the server_name hash without nginx refusing to start.
     server_names_hash_max_size {max(512, 2 * n)};
     server_names_hash_bucket_size 128;
@@ -370,14 +355,31 @@ class Backend:
         d = self.dir
         _write(
             self.config,
-            f"""worker_processes 1;
+            f"""{_nginx_top(d)}events {{ worker_connections 4096; }}
+http {{
+{_nginx_http_common(d)}    server {{ listen 127.0.0.1:{port}; root {www}; }}
+}}
+""",
+        )
+
+    command = Nginx.command
+
+
+def _nginx_top(d):
+    """The top of both nginx configurations: one worker, in the foreground, files in `d`."""
+    return f"""worker_processes 1;
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
+"""
+
+
+def _nginx_http_common(d):
+    """The http-block lines both nginx configurations share."""
+    return f"""    access_log off;
     default_type text/html;
+    # nginx closes a keep-alive connection after 1000 requests by default; the other
+    # servers do not, so the keep-alive figures would include reconnections for nginx only.
     keepalive_requests 100000000;
     keepalive_timeout 60s;
     client_body_temp_path {d}/tmp;
@@ -385,13 +387,7 @@ http {{
     fastcgi_temp_path {d}/tmp;
     uwsgi_temp_path {d}/tmp;
     scgi_temp_path {d}/tmp;
-    server {{ listen 127.0.0.1:{port}; root {www}; }}
-}}
-""",
-        )
-
-    def command(self):
-        return ["nginx", "-p", self.dir, "-e", os.path.join(self.dir, "error.log"), "-c", self.config]
+"""
 
 
 def env_of(server):
