@@ -52,14 +52,7 @@ impl Portico {
 async fn portico(unknown_sni: &str) -> Portico {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(&dir.path().join("pki"));
-    let (ec, ek) = pki.leaf("exact", &["exact.x.test"], Key::Ecdsa, Validity::Current);
-    let (wc, wk) = pki.leaf("wildcard", &["*.x.test"], Key::Ecdsa, Validity::Current);
-    let (sc, sk) = pki.leaf(
-        "san",
-        &["one.test", "two.test"],
-        Key::Ecdsa,
-        Validity::Current,
-    );
+    let certificates = pki.pool(Pki::X_TEST);
     site_root(dir.path(), "www", "hello");
     let toml = format!(
         r#"
@@ -69,15 +62,7 @@ address = "127.0.0.1:{port}"
 no_sni = "one.test"
 unknown_sni = "{unknown_sni}"
 
-[[certificate]]
-cert = "{ec}"
-key = "{ek}"
-[[certificate]]
-cert = "{wc}"
-key = "{wk}"
-[[certificate]]
-cert = "{sc}"
-key = "{sk}"
+{certificates}
 
 [[site]]
 name = "exact"
@@ -93,12 +78,6 @@ hosts = ["one.test", "two.test"]
 root = "www"
 "#,
         port = free_port(),
-        ec = p(&ec),
-        ek = p(&ek),
-        wc = p(&wc),
-        wk = p(&wk),
-        sc = p(&sc),
-        sk = p(&sk),
     );
     let server = serve(dir.path(), &toml).await;
     Portico { dir, pki, server }

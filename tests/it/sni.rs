@@ -50,15 +50,7 @@ struct Pool {
 async fn pool_server(extra_listener: &str) -> Pool {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(&dir.path().join("pki"));
-    let (wc, wk) = pki.leaf("wildcard", &["*.x.test"], Key::Ecdsa, Validity::Current);
-    let (ec, ek) = pki.leaf("exact", &["exact.x.test"], Key::Ecdsa, Validity::Current);
-    let (sc, sk) = pki.leaf(
-        "san",
-        &["one.test", "two.test"],
-        Key::Ecdsa,
-        Validity::Current,
-    );
-    let (ac, ak) = pki.leaf("deep", &["a.b.x.test"], Key::Ecdsa, Validity::Current);
+    let certificates = pki.pool(&[Pki::X_TEST, &[("deep", &["a.b.x.test"])]].concat());
     site_root(dir.path(), "w", "wildcard site");
     site_root(dir.path(), "e", "exact site");
     site_root(dir.path(), "one", "site one");
@@ -73,18 +65,7 @@ address = "127.0.0.1:{port}"
 no_sni = "one.test"
 {extra_listener}
 
-[[certificate]]
-cert = "{}"
-key = "{}"
-[[certificate]]
-cert = "{}"
-key = "{}"
-[[certificate]]
-cert = "{}"
-key = "{}"
-[[certificate]]
-cert = "{}"
-key = "{}"
+{certificates}
 
 [[site]]
 name = "wild"
@@ -111,15 +92,7 @@ name = "deep"
 hosts = ["a.b.x.test"]
 listeners = ["main"]
 root = "deep"
-"#,
-        p(&wc),
-        p(&wk),
-        p(&ec),
-        p(&ek),
-        p(&sc),
-        p(&sk),
-        p(&ac),
-        p(&ak)
+"#
     );
     let server = serve(dir.path(), &toml).await;
     Pool { _dir: dir, server }

@@ -89,6 +89,29 @@ impl Pki {
 
     /// A leaf for `sans`, written as `<stem>.pem` (leaf + intermediate) and `<stem>.key`.
     /// Returns the two paths.
+    /// The exact, wildcard and two-name leaves several tests resolve against:
+    /// `exact.x.test`, `*.x.test` and `one.test` + `two.test` (ECDSA, valid now).
+    pub const X_TEST: &'static [(&'static str, &'static [&'static str])] = &[
+        ("exact", &["exact.x.test"]),
+        ("wildcard", &["*.x.test"]),
+        ("san", &["one.test", "two.test"]),
+    ];
+
+    /// An ECDSA leaf, valid now, for each (file stem, SAN names), written as the
+    /// `[[certificate]]` entries of a configuration.
+    pub fn pool(&self, leaves: &[(&str, &[&str])]) -> String {
+        let mut toml = String::new();
+        for (stem, sans) in leaves {
+            let (cert, key) = self.leaf(stem, sans, Key::Ecdsa, Validity::Current);
+            toml.push_str(&format!(
+                "[[certificate]]\ncert = \"{}\"\nkey = \"{}\"\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        toml
+    }
+
     pub fn leaf(
         &self,
         stem: &str,
