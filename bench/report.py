@@ -142,6 +142,33 @@ def targets(res, table):
     return "\n".join(lines)
 
 
+REPEATED = [
+    ("full handshake + 1 request, server CPU µs", ("handshakes", "full"), 1),
+    ("resumed handshake + 1 request, server CPU µs", ("handshakes", "resumed"), 1),
+    ("HTTP/1.1 keep-alive, server CPU µs per request", ("keepalive", "http1"), 2),
+    ("HTTP/2 keep-alive, server CPU µs per request", ("keepalive", "http2"), 2),
+    ("proxy, HTTP/1.1, server CPU µs per request", ("proxy", "http1"), 2),
+    ("proxy, HTTP/2, server CPU µs per request", ("proxy", "http2"), 2),
+]
+
+
+def repeated(res):
+    """Every run of the figures measured more than once; the tables above show the median."""
+    names = list(res["servers"])
+    lines = []
+    for label, path, digits in REPEATED:
+        cells = []
+        for n in names:
+            runs = (_get(res, "servers", n, *path) or {}).get("runs") or []
+            cells.append(", ".join(_fmt(v, digits) for v in runs) if len(runs) > 1 else "—")
+        if any(c != "—" for c in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    head = "| figure | " + " | ".join(names) + " |\n" + "|---" * (1 + len(names)) + "|"
+    return head + "\n" + "\n".join(lines)
+
+
 def main_table(res, table):
     names = list(res["servers"])
     peers = [p for p in PEERS if p in names and "portico" in names]
@@ -260,6 +287,19 @@ def write(res, path):
         targets(res, table),
         "",
     ]
+    runs = repeated(res)
+    if runs:
+        parts += [
+            "## Every run of the repeated figures",
+            "",
+            "Handshake, keep-alive and proxy figures are measured three times per server, one "
+            "run after another; the tables above show the median run. Server CPU per request "
+            "moves by 10–15% from one run to the next on this shared machine, which is how far "
+            "apart a ratio and its target must be before the verdict means something.",
+            "",
+            runs,
+            "",
+        ]
     if crit:
         parts += ["## Micro-benchmarks (criterion)", "", "| benchmark | mean | measured |", "|---|---|---|"]
         for k, v in sorted(crit.items()):
