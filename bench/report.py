@@ -306,7 +306,7 @@ def write(res, path):
             mean = v["mean_ns"]
             shown = f"{mean / 1e6:.1f} ms" if mean > 1e6 else (f"{mean / 1e3:.2f} µs" if mean > 1e3 else f"{mean:.0f} ns")
             parts.append(f"| {k} | {shown} | {v.get('measured', '')} |")
-        parts += ["", "From `cargo bench` (benches/), which a full bench/run runs first (pinned to CPU 0); "
+        parts += ["", "From `cargo bench` (benches/), which a full bench/run runs last (pinned to CPU 0); "
                   "bench/run copies criterion's estimates from `target/criterion`, with the time each was measured.", ""]
     parts += [
         "## How it was measured",
