@@ -290,12 +290,13 @@ def write(res, path):
     runs = repeated(res)
     if runs:
         parts += [
-            "## Every run of the repeated figures",
+            "## Every round of the repeated figures",
             "",
-            "Handshake, keep-alive and proxy figures are measured three times per server, one "
-            "run after another; the tables above show the median run. Server CPU per request "
-            "moves by 10–15% from one run to the next on this shared machine, which is how far "
-            "apart a ratio and its target must be before the verdict means something.",
+            "Handshake, keep-alive and proxy figures are measured in rounds, each round going "
+            "through every server in turn (so each server's figures are spread over the whole "
+            "run, not taken back to back); the tables above show each server's median round. "
+            "Server CPU per request drifts by 10–15% over minutes on this shared machine, which "
+            "is how far apart a ratio and its target must be before the verdict means something.",
             "",
             runs,
             "",
