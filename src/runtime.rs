@@ -80,8 +80,20 @@ struct Loaded {
 pub type FileStamp = (u64, std::time::SystemTime, u64);
 
 /// The stamp of `path` (following symlinks), or None if it cannot be read.
-pub fn stamp(path: &std::path::Path) -> Option<FileStamp> {
+fn stamp(path: &std::path::Path) -> Option<FileStamp> {
     stamp_of(&std::fs::metadata(path).ok()?)
+}
+
+/// The stamps of a certificate's chain and key files now, with one look at a file that
+/// holds both.
+pub fn stamps_now(files: &CertFiles) -> (Option<FileStamp>, Option<FileStamp>) {
+    let cert = stamp(&files.cert);
+    let key = if files.same_file() {
+        cert
+    } else {
+        stamp(&files.key)
+    };
+    (cert, key)
 }
 
 fn stamp_of(m: &std::fs::Metadata) -> Option<FileStamp> {
@@ -102,20 +114,15 @@ impl Shared {
     fn load(&self, files: &CertFiles) -> Result<Arc<Cert>, load::LoadError> {
         // A reload finds most certificates loaded already: one look at the files says
         // whether they changed. A first load takes the stamps from the files it reads.
-        let before = self.stamps(files);
-        if let Some(before) = before {
-            let cert_stamp = stamp(&files.cert);
-            let key_stamp = if files.same_file() {
-                cert_stamp
-            } else {
-                stamp(&files.key)
-            };
-            if cert_stamp.zip(key_stamp) == Some(before) {
-                // Build-time only (never on the handshake path), so a mutex is fine here.
-                let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(l) = loaded.get(files).filter(|l| l.stamps == before) {
-                    return Ok(l.cert.clone());
-                }
+        let known = {
+            // Build-time only (never on the handshake path), so a mutex is fine here.
+            let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            loaded.get(files).map(|l| (l.stamps, l.cert.clone()))
+        };
+        if let Some((before, cert)) = known {
+            let (cert_now, key_now) = stamps_now(files);
+            if cert_now.zip(key_now) == Some(before) {
+                return Ok(cert);
             }
         }
         let (cert, [cert_meta, key_meta]) = load::load_shared(&files.cert, &files.key)?;

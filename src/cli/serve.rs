@@ -88,14 +88,14 @@ fn summary(rt: &Runtime) {
         .chain(rt.site_certs.iter().flatten())
         .filter(|c| seen.insert(c.sha256))
         .collect();
-    if rt.sites.len() > SITE_LINES_AT_INFO {
+    let at_info = rt.sites.len() <= SITE_LINES_AT_INFO;
+    if !at_info {
         tracing::info!(
             sites = rt.sites.len(),
             certificates = certs.len(),
             "serving (a line per site and certificate at debug level: RUST_LOG=debug)"
         );
     }
-    let at_info = rt.sites.len() <= SITE_LINES_AT_INFO;
     macro_rules! each {
         ($($field:tt)*) => {
             if at_info {
@@ -249,15 +249,7 @@ fn watch_period(n: usize) -> Duration {
 /// The certificate and key files a runtime was built from, with what identifies their
 /// content on disk (size, modification time, inode: a rename or a symlink swap changes it).
 fn cert_files(config: &Config) -> Watched {
-    watched(config, |f| {
-        let cert = runtime::stamp(&f.cert);
-        let key = if f.same_file() {
-            cert
-        } else {
-            runtime::stamp(&f.key)
-        };
-        (cert, key)
-    })
+    watched(config, runtime::stamps_now)
 }
 
 /// Each certificate file with its stamp (None when it cannot be read); a file that holds
@@ -286,7 +278,7 @@ fn watched(
 fn loaded_cert_files(config: &Config, shared: &Shared) -> Watched {
     watched(config, |f| match shared.stamps(f) {
         Some((c, k)) => (Some(c), Some(k)),
-        None => (runtime::stamp(&f.cert), runtime::stamp(&f.key)),
+        None => runtime::stamps_now(f),
     })
 }
 
