@@ -142,13 +142,16 @@ def targets(res, table):
     return "\n".join(lines)
 
 
+# The figures bench/run measures in rounds (its keep_medians): label, where in a server's
+# results, the figure, digits shown.
+HS, REQ = "server_cpu_us_per_handshake", "server_cpu_us_per_request"
 REPEATED = [
-    ("full handshake + 1 request, server CPU µs", ("handshakes", "full"), 1),
-    ("resumed handshake + 1 request, server CPU µs", ("handshakes", "resumed"), 1),
-    ("HTTP/1.1 keep-alive, server CPU µs per request", ("keepalive", "http1"), 2),
-    ("HTTP/2 keep-alive, server CPU µs per request", ("keepalive", "http2"), 2),
-    ("proxy, HTTP/1.1, server CPU µs per request", ("proxy", "http1"), 2),
-    ("proxy, HTTP/2, server CPU µs per request", ("proxy", "http2"), 2),
+    ("full handshake + 1 request, server CPU µs", ("handshakes", "full"), HS, 1),
+    ("resumed handshake + 1 request, server CPU µs", ("handshakes", "resumed"), HS, 1),
+    ("HTTP/1.1 keep-alive, server CPU µs per request", ("keepalive", "http1"), REQ, 2),
+    ("HTTP/2 keep-alive, server CPU µs per request", ("keepalive", "http2"), REQ, 2),
+    ("proxy, HTTP/1.1, server CPU µs per request", ("proxy", "http1"), REQ, 2),
+    ("proxy, HTTP/2, server CPU µs per request", ("proxy", "http2"), REQ, 2),
 ]
 
 
@@ -156,7 +159,7 @@ def repeated(res):
     """Every run of the figures measured more than once; the tables above show the median."""
     names = list(res["servers"])
     lines = []
-    for label, path, digits in REPEATED:
+    for label, path, _, digits in REPEATED:
         cells = []
         for n in names:
             runs = (_get(res, "servers", n, *path) or {}).get("runs") or []
