@@ -517,7 +517,7 @@ async fn https(
         tls_version,
     });
     if h2 {
-        connection::serve_h2(conn, TokioIo::new(tls), shutdown).await;
+        connection::serve_h2(conn, tls, shutdown).await;
     } else {
         connection::serve_http1(conn, TokioIo::new(tls), shutdown).await;
     }

@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::gather::{self, Flushed};
 use super::service::{self, Conn};
 
 /// Requests in flight and the time of the last one's end, for the idle timeout.
@@ -123,6 +124,16 @@ where
     }
 }
 
+impl<C, T> Graceful for Flushed<C, T>
+where
+    C: Graceful + Unpin,
+    T: AsyncWrite + Unpin,
+{
+    fn stop(self: Pin<&mut Self>) {
+        self.get_mut().conn().stop();
+    }
+}
+
 /// Runs `served` until it ends, stopping it gracefully when idle too long or when the server
 /// drains.
 async fn drive<C: Graceful>(
@@ -204,7 +215,8 @@ where
     .await;
 }
 
-pub async fn serve_h2<IO>(conn: Arc<Conn>, io: TokioIo<IO>, mut shutdown: watch::Receiver<bool>)
+/// Serves HTTP/2 on `io`. The responses a wake-up finds ready leave in one write (`gather`).
+pub async fn serve_h2<IO>(conn: Arc<Conn>, io: IO, mut shutdown: watch::Receiver<bool>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -219,8 +231,9 @@ where
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(250);
+    let (io, sender) = gather::gather(io);
     drive(
-        builder.serve_connection(io, svc),
+        Flushed::new(builder.serve_connection(TokioIo::new(io), svc), sender),
         &conn,
         &activity,
         &mut shutdown,

@@ -197,3 +197,61 @@ fn sites_serving_one_directory_share_one_file_cache() {
     assert!(root(0).shares_cache_with(&root(1)));
     assert!(!root(0).shares_cache_with(&root(2)));
 }
+
+/// Many streams answered at once on one HTTP/2 connection each get their own whole body,
+/// small ones and ones larger than the flow-control window alike: the responses a wake-up
+/// finds ready are written together, and none may be cut, mixed or held back.
+#[tokio::test]
+async fn concurrent_h2_streams_each_get_their_whole_body() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use std::time::Duration;
+
+    let (dir, server, _) = sites().await;
+    let large: Bytes = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("www/large.bin"), &large).expect("write");
+    let (tls, _) =
+        crate::support::client::connect(server.addr("127.0.0.1"), &Opts::sni("www.test"))
+            .await
+            .expect("handshake");
+    let Http::H2(send) = Http::over(tls).await else {
+        panic!("the server should choose h2");
+    };
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let mut send = send.clone();
+        let path = ["/large.bin", "/big.txt", "/docs/index.html", "/"][i % 4];
+        all.spawn(async move {
+            let req = hyper::Request::get(format!("https://www.test{path}"))
+                .body(Empty::<Bytes>::new())
+                .expect("request");
+            let resp = send.send_request(req).await.expect("response");
+            let status = resp.status();
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            (path, status, body)
+        });
+    }
+    let small = "0123456789".repeat(1000);
+    let mut answered = 0;
+    while let Some(done) = tokio::time::timeout(Duration::from_secs(60), all.join_next())
+        .await
+        .expect("every stream answered (bound)")
+    {
+        let (path, status, body) = done.expect("request task");
+        assert_eq!(status, 200, "{path}");
+        let want: &[u8] = match path {
+            "/large.bin" => &large,
+            "/big.txt" => small.as_bytes(),
+            "/docs/index.html" => b"docs index",
+            _ => b"<h1>home</h1>",
+        };
+        assert!(
+            body == want,
+            "{path}: got {} bytes, wanted {}",
+            body.len(),
+            want.len()
+        );
+        answered += 1;
+    }
+    assert_eq!(answered, 40);
+}

@@ -1,0 +1,299 @@
+//! The HTTP/2 responses a connection has ready at once leave in one write.
+//!
+//! h2 sends a DATA frame of 256 bytes or more on its own: it chains the payload instead of
+//! copying it and flushes before it takes the next frame. Ten streams answered in one
+//! wake-up thus made ten TLS records and ten `writev` calls, each a trip through the
+//! kernel's TCP stack. [`Gather`] sits between the HTTP/2 connection and TLS and keeps what
+//! the connection writes during one poll, up to a TLS record's worth; [`Flushed`] polls the
+//! connection and hands what was kept to TLS when the poll ends, before the task sleeps.
+//! Nothing waits for a timer or for more data: a write is only moved to the end of the poll
+//! that made it.
+//!
+//! The two share the I/O object behind a mutex that only the connection's task ever takes,
+//! so it is never contended.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The most kept back: one TLS record's payload.
+const LIMIT: usize = 16 * 1024;
+
+struct State<T> {
+    io: T,
+    /// Written by the connection, not yet handed to `io`.
+    kept: Vec<u8>,
+    /// How much of `kept` `io` has already taken.
+    sent: usize,
+    /// The connection asked for a flush that `io` has not had yet.
+    flush_owed: bool,
+    /// A write failed after the connection's poll: its next read or write reports it.
+    failed: Option<io::Error>,
+}
+
+impl<T: AsyncWrite + Unpin> State<T> {
+    /// Hands the kept bytes to `io`.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.kept.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.kept[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.kept.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Hands the kept bytes to `io` and flushes it if the connection asked to.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send(cx))?;
+        if self.flush_owed {
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.flush_owed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Makes room for `len` more bytes; `true` when they should bypass `kept` altogether.
+    fn poll_room(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<bool>> {
+        if let Some(e) = self.failed.take() {
+            return Poll::Ready(Err(e));
+        }
+        if self.kept.len() + len <= LIMIT {
+            return Poll::Ready(Ok(false));
+        }
+        ready!(self.poll_send(cx))?;
+        Poll::Ready(Ok(len >= LIMIT))
+    }
+}
+
+type Shared<T> = Arc<Mutex<State<T>>>;
+
+fn lock<T>(shared: &Shared<T>) -> MutexGuard<'_, State<T>> {
+    // Nothing panics while holding the lock; should it ever, the state is still consistent
+    // between calls, so carry on with it.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The I/O object as the HTTP/2 connection sees it.
+pub(super) struct Gather<T>(Shared<T>);
+
+/// The handle [`Flushed`] uses to send what [`Gather`] kept.
+pub(super) struct Sender<T>(Shared<T>);
+
+/// Wraps `io`; give the [`Gather`] to the connection and the [`Sender`] to [`Flushed::new`].
+pub(super) fn gather<T>(io: T) -> (Gather<T>, Sender<T>) {
+    let shared = Arc::new(Mutex::new(State {
+        io,
+        kept: Vec::new(),
+        sent: 0,
+        flush_owed: false,
+        failed: None,
+    }));
+    (Gather(shared.clone()), Sender(shared))
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Gather<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut st = lock(&self.0);
+        if let Some(e) = st.failed.take() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut st.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Gather<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut st = lock(&self.0);
+        if ready!(st.poll_room(cx, data.len()))? {
+            return Pin::new(&mut st.io).poll_write(cx, data);
+        }
+        st.kept.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        let mut st = lock(&self.0);
+        if ready!(st.poll_room(cx, len))? {
+            return Pin::new(&mut st.io).poll_write_vectored(cx, bufs);
+        }
+        for b in bufs {
+            st.kept.extend_from_slice(b);
+        }
+        Poll::Ready(Ok(len))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    /// Owed until the poll ends: [`Flushed`] pays it.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut st = lock(&self.0);
+        if let Some(e) = st.failed.take() {
+            return Poll::Ready(Err(e));
+        }
+        st.flush_owed = true;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut st = lock(&self.0);
+        ready!(st.poll_flush(cx))?;
+        Pin::new(&mut st.io).poll_shutdown(cx)
+    }
+}
+
+/// A connection future that sends what its [`Gather`] kept each time it has been polled.
+pub(super) struct Flushed<C: Future, T> {
+    conn: C,
+    sender: Sender<T>,
+    /// The connection's result, held while its last bytes are still going out.
+    ended: Option<C::Output>,
+}
+
+impl<C: Future, T> Flushed<C, T> {
+    pub(super) fn new(conn: C, sender: Sender<T>) -> Flushed<C, T> {
+        Flushed {
+            conn,
+            sender,
+            ended: None,
+        }
+    }
+
+    pub(super) fn conn(&mut self) -> Pin<&mut C>
+    where
+        C: Unpin,
+    {
+        Pin::new(&mut self.conn)
+    }
+}
+
+impl<C, T> Future for Flushed<C, T>
+where
+    C: Future + Unpin,
+    C::Output: Unpin,
+    T: AsyncWrite + Unpin,
+{
+    type Output = C::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+        let this = &mut *self;
+        if this.ended.is_none() {
+            if let Poll::Ready(out) = Pin::new(&mut this.conn).poll(cx) {
+                this.ended = Some(out);
+            }
+        }
+        let mut st = lock(&this.sender.0);
+        match st.poll_flush(cx) {
+            // `io` wakes the task when it can take more.
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) if this.ended.is_none() => {
+                // The connection learns of it from its next read or write, right away.
+                st.failed = Some(e);
+                cx.waker().wake_by_ref();
+            }
+            Poll::Ready(_) => {}
+        }
+        match this.ended.take() {
+            Some(out) => Poll::Ready(out),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Writes made in one poll reach the peer only when the poll ends, as one.
+    #[tokio::test]
+    async fn writes_of_one_poll_leave_together_when_it_ends() {
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let (mut io, sender) = gather(ours);
+        let mut step = 0;
+        let conn = poll_fn(move |cx| {
+            step += 1;
+            match step {
+                1 => {
+                    for part in [&b"one "[..], b"two ", b"three"] {
+                        assert!(Pin::new(&mut io).poll_write(cx, part).is_ready());
+                        assert!(Pin::new(&mut io).poll_flush(cx).is_ready());
+                    }
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                _ => Poll::Ready(step),
+            }
+        });
+        let mut flushed = Flushed::new(Box::pin(conn), sender);
+        let mut got = vec![0; 64];
+        // Nothing is handed over while the connection's poll runs, everything after it.
+        assert!(poll_fn(|cx| Poll::Ready(Pin::new(&mut flushed).poll(cx)))
+            .await
+            .is_pending());
+        let n = theirs.read(&mut got).await.expect("read");
+        assert_eq!(&got[..n], b"one two three");
+        assert_eq!(flushed.await, 2);
+    }
+
+    /// A write larger than the limit goes straight through, after what was kept before it.
+    #[tokio::test]
+    async fn a_large_write_follows_what_was_kept() {
+        let (ours, mut theirs) = tokio::io::duplex(4 * LIMIT);
+        let (mut io, sender) = gather(ours);
+        let big = vec![b'x'; LIMIT + 1];
+        let expect: Vec<u8> = b"head".iter().chain(&big).copied().collect();
+        let conn = Box::pin(async move {
+            io.write_all(b"head").await?;
+            io.write_all(&big).await?;
+            io.shutdown().await
+        });
+        Flushed::new(conn, sender).await.expect("all written");
+        let mut got = Vec::new();
+        theirs.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, expect);
+    }
+
+    /// When the peer has gone, the connection hears of it from its next read.
+    #[tokio::test]
+    async fn a_failed_send_reaches_the_connection() {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        drop(theirs);
+        let (mut io, sender) = gather(ours);
+        let conn = Box::pin(async move {
+            io.write_all(b"lost").await?;
+            io.flush().await?;
+            // The poll ends here: the send fails and the error waits for the next call.
+            tokio::task::yield_now().await;
+            let mut b = [0; 4];
+            io.read(&mut b).await.map(|_| ())
+        });
+        let err = Flushed::new(conn, sender)
+            .await
+            .expect_err("the peer is gone");
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+}
