@@ -9,6 +9,7 @@ pub mod acme;
 pub mod cli;
 pub mod config;
 pub mod control;
+mod gather;
 pub mod http;
 pub mod listener;
 pub mod names;

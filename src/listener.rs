@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::ListenerKind;
+use crate::gather::{gather, Flushed};
 use crate::http::connection;
 use crate::http::service::Conn;
 use crate::names::HostName;
@@ -487,38 +488,41 @@ async fn https(
         .collect();
     let cert = certificate_for(&resolved, &schemes).cloned();
     let sni = sni_sent.and_then(|s| HostName::parse(s).ok());
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
-    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(PrefixedIo::new(prefix, tcp)))
-        .await
-    {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%client, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%client, "TLS handshake timed out");
-            return;
+    // From the handshake on, what one wake-up of the connection writes leaves in one write.
+    let (io, sender) = gather(PrefixedIo::new(prefix, tcp));
+    let terminated = async move {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+        let tls = match tokio::time::timeout_at(deadline, acceptor.accept(io)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(%client, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%client, "TLS handshake timed out");
+                return;
+            }
+        };
+        let (_, session) = tls.get_ref();
+        let tls_version = match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "TLS",
+        };
+        let h2 = session.alpn_protocol() == Some(b"h2");
+        let conn = Arc::new(Conn {
+            runtime: rt,
+            listener: li,
+            peer: client,
+            sni,
+            cert,
+            tls_version,
+        });
+        if h2 {
+            connection::serve_h2(conn, TokioIo::new(tls), shutdown).await;
+        } else {
+            connection::serve_http1(conn, TokioIo::new(tls), shutdown).await;
         }
     };
-    let (_, session) = tls.get_ref();
-    let tls_version = match session.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-        _ => "TLS",
-    };
-    let h2 = session.alpn_protocol() == Some(b"h2");
-    let conn = Arc::new(Conn {
-        runtime: rt.clone(),
-        listener: li,
-        peer: client,
-        sni,
-        cert,
-        tls_version,
-    });
-    if h2 {
-        connection::serve_h2(conn, tls, shutdown).await;
-    } else {
-        connection::serve_http1(conn, TokioIo::new(tls), shutdown).await;
-    }
+    Flushed::new(Box::pin(terminated), sender).await;
 }

@@ -17,7 +17,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::gather::{self, Flushed};
 use super::service::{self, Conn};
 
 /// Requests in flight and the time of the last one's end, for the idle timeout.
@@ -124,16 +123,6 @@ where
     }
 }
 
-impl<C, T> Graceful for Flushed<C, T>
-where
-    C: Graceful + Unpin,
-    T: AsyncWrite + Unpin,
-{
-    fn stop(self: Pin<&mut Self>) {
-        self.get_mut().conn().stop();
-    }
-}
-
 /// Runs `served` until it ends, stopping it gracefully when idle too long or when the server
 /// drains.
 async fn drive<C: Graceful>(
@@ -215,8 +204,7 @@ where
     .await;
 }
 
-/// Serves HTTP/2 on `io`. The responses a wake-up finds ready leave in one write (`gather`).
-pub async fn serve_h2<IO>(conn: Arc<Conn>, io: IO, mut shutdown: watch::Receiver<bool>)
+pub async fn serve_h2<IO>(conn: Arc<Conn>, io: TokioIo<IO>, mut shutdown: watch::Receiver<bool>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -231,9 +219,8 @@ where
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(250);
-    let (io, sender) = gather::gather(io);
     drive(
-        Flushed::new(builder.serve_connection(TokioIo::new(io), svc), sender),
+        builder.serve_connection(io, svc),
         &conn,
         &activity,
         &mut shutdown,

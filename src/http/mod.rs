@@ -3,7 +3,6 @@
 
 mod access;
 pub mod connection;
-mod gather;
 pub mod proxy;
 pub mod service;
 pub mod static_files;

@@ -1,16 +1,21 @@
-//! The HTTP/2 responses a connection has ready at once leave in one write.
+//! What one wake-up of a terminated connection writes leaves in one write.
 //!
-//! h2 sends a DATA frame of 256 bytes or more on its own: it chains the payload instead of
-//! copying it and flushes before it takes the next frame. Ten streams answered in one
-//! wake-up thus made ten TLS records and ten `writev` calls, each a trip through the
-//! kernel's TCP stack. [`Gather`] sits between the HTTP/2 connection and TLS and keeps what
-//! the connection writes during one poll, up to a TLS record's worth; [`Flushed`] polls the
-//! connection and hands what was kept to TLS when the poll ends, before the task sleeps.
-//! Nothing waits for a timer or for more data: a write is only moved to the end of the poll
-//! that made it.
+//! [`Gather`] sits between TLS and the TCP socket and keeps the bytes written while
+//! [`Flushed`] polls the connection's future, up to 16 KiB; when that poll ends, before the
+//! task sleeps, [`Flushed`] sends them. Nothing waits for a timer or for more data: a write
+//! only moves to the end of the poll that made it. Each write to a loopback or LAN socket
+//! costs a pass through the kernel's TCP stack, so this is what it saves:
 //!
-//! The two share the I/O object behind a mutex that only the connection's task ever takes,
-//! so it is never contended.
+//! - HTTP/2: h2 writes every DATA frame of 256 bytes or more on its own (it chains the
+//!   payload instead of copying it and flushes before the next frame), so ten streams
+//!   answered in one wake-up were ten `writev` calls. They are now one.
+//! - A TLS 1.3 handshake followed by a request: the session ticket, the response and the
+//!   closing alert were three writes after the server's flight; they are now one when the
+//!   request came with the client's Finished.
+//!
+//! Writes made outside [`Flushed`]'s poll (an upgraded connection, which another task
+//! takes over) go straight through. [`Gather`] and [`Flushed`] share the socket behind a
+//! mutex that only the connection's task takes, so it is not contended.
 
 use std::future::Future;
 use std::io;
@@ -20,7 +25,8 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The most kept back: one TLS record's payload.
+/// The most kept back; a TLS record of 16 KiB of plaintext is a little more, so a large
+/// response's records go straight through, without a copy.
 const LIMIT: usize = 16 * 1024;
 
 struct State<T> {
@@ -33,6 +39,9 @@ struct State<T> {
     flush_owed: bool,
     /// A write failed after the connection's poll: its next read or write reports it.
     failed: Option<io::Error>,
+    /// Inside [`Flushed`]'s poll, which sends what is kept when it ends. Outside it (an
+    /// upgraded connection moved to another task, say) writes go straight through.
+    gathering: bool,
 }
 
 impl<T: AsyncWrite + Unpin> State<T> {
@@ -65,11 +74,11 @@ impl<T: AsyncWrite + Unpin> State<T> {
         if let Some(e) = self.failed.take() {
             return Poll::Ready(Err(e));
         }
-        if self.kept.len() + len <= LIMIT {
+        if self.gathering && self.kept.len() + len <= LIMIT {
             return Poll::Ready(Ok(false));
         }
         ready!(self.poll_send(cx))?;
-        Poll::Ready(Ok(len >= LIMIT))
+        Poll::Ready(Ok(!self.gathering || len >= LIMIT))
     }
 }
 
@@ -82,19 +91,20 @@ fn lock<T>(shared: &Shared<T>) -> MutexGuard<'_, State<T>> {
 }
 
 /// The I/O object as the HTTP/2 connection sees it.
-pub(super) struct Gather<T>(Shared<T>);
+pub(crate) struct Gather<T>(Shared<T>);
 
 /// The handle [`Flushed`] uses to send what [`Gather`] kept.
-pub(super) struct Sender<T>(Shared<T>);
+pub(crate) struct Sender<T>(Shared<T>);
 
 /// Wraps `io`; give the [`Gather`] to the connection and the [`Sender`] to [`Flushed::new`].
-pub(super) fn gather<T>(io: T) -> (Gather<T>, Sender<T>) {
+pub(crate) fn gather<T>(io: T) -> (Gather<T>, Sender<T>) {
     let shared = Arc::new(Mutex::new(State {
         io,
         kept: Vec::new(),
         sent: 0,
         flush_owed: false,
         failed: None,
+        gathering: false,
     }));
     (Gather(shared.clone()), Sender(shared))
 }
@@ -147,14 +157,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Gather<T> {
         true
     }
 
-    /// Owed until the poll ends: [`Flushed`] pays it.
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Owed until the poll ends, when [`Flushed`] pays it.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut st = lock(&self.0);
         if let Some(e) = st.failed.take() {
             return Poll::Ready(Err(e));
         }
         st.flush_owed = true;
-        Poll::Ready(Ok(()))
+        if st.gathering {
+            return Poll::Ready(Ok(()));
+        }
+        st.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -165,7 +178,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Gather<T> {
 }
 
 /// A connection future that sends what its [`Gather`] kept each time it has been polled.
-pub(super) struct Flushed<C: Future, T> {
+pub(crate) struct Flushed<C: Future, T> {
     conn: C,
     sender: Sender<T>,
     /// The connection's result, held while its last bytes are still going out.
@@ -173,19 +186,12 @@ pub(super) struct Flushed<C: Future, T> {
 }
 
 impl<C: Future, T> Flushed<C, T> {
-    pub(super) fn new(conn: C, sender: Sender<T>) -> Flushed<C, T> {
+    pub(crate) fn new(conn: C, sender: Sender<T>) -> Flushed<C, T> {
         Flushed {
             conn,
             sender,
             ended: None,
         }
-    }
-
-    pub(super) fn conn(&mut self) -> Pin<&mut C>
-    where
-        C: Unpin,
-    {
-        Pin::new(&mut self.conn)
     }
 }
 
@@ -200,11 +206,13 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
         let this = &mut *self;
         if this.ended.is_none() {
+            lock(&this.sender.0).gathering = true;
             if let Poll::Ready(out) = Pin::new(&mut this.conn).poll(cx) {
                 this.ended = Some(out);
             }
         }
         let mut st = lock(&this.sender.0);
+        st.gathering = false;
         match st.poll_flush(cx) {
             // `io` wakes the task when it can take more.
             Poll::Pending => return Poll::Pending,
@@ -275,6 +283,24 @@ mod tests {
         let mut got = Vec::new();
         theirs.read_to_end(&mut got).await.expect("read");
         assert_eq!(got, expect);
+    }
+
+    /// Outside the poll of a `Flushed` (an upgraded connection moved to another task),
+    /// writes are not kept: nothing would send them.
+    #[tokio::test]
+    async fn writes_outside_flushed_go_straight_through() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let (mut io, _sender) = gather(ours);
+        io.write_all(b"direct").await.expect("write");
+        let mut got = [0; 6];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            theirs.read_exact(&mut got),
+        )
+        .await
+        .expect("the bytes arrive without any flush")
+        .expect("read");
+        assert_eq!(&got, b"direct");
     }
 
     /// When the peer has gone, the connection hears of it from its next read.
