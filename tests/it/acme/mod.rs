@@ -39,6 +39,39 @@ fn wait_port(port: u16, what: &str) {
     }
 }
 
+/// Starts a child on `N` ports chosen free just before, and waits until it listens on all of
+/// them. `free_port` lets its port go before the child binds it, so another test (or an
+/// outgoing connection's ephemeral port) can take it in between; the child then exits, and
+/// it is started again on other ports.
+fn start_listening<const N: usize>(
+    what: &str,
+    mut spawn: impl FnMut([u16; N]) -> std::process::Child,
+) -> (Running, [u16; N]) {
+    for _ in 0..5 {
+        let ports: [u16; N] = std::array::from_fn(|_| free_port());
+        let mut child = Running(spawn(ports));
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.0.try_wait().expect("wait for the child") {
+                eprintln!("{what} exited ({status}) before listening on {ports:?}; other ports");
+                break;
+            }
+            if ports
+                .iter()
+                .all(|&p| TcpStream::connect(("127.0.0.1", p)).is_ok())
+            {
+                return (child, ports);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{what} did not start listening on {ports:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("{what} exited before listening five times; see its log");
+}
+
 /// Starts Pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`.
 fn pebble(dir: &Path, http_port: u16, tls_port: u16) -> Pebble {
     pebble_with(
@@ -63,42 +96,41 @@ fn pebble_with(dir: &Path, http_port: u16, tls_port: u16, extra: &str) -> Pebble
         Key::Ecdsa,
         Validity::Current,
     );
-    let (dns_port, dns_mgmt, port, mgmt) = (free_port(), free_port(), free_port(), free_port());
     let log = |name: &str| std::fs::File::create(dir.join(name)).expect("log file");
-    let dns = Command::new(CHALLTESTSRV)
-        .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-        .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
-        .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-        .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
-        .stdout(log("challtestsrv.log"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start pebble-challtestsrv");
-    let dns = Running(dns);
-    wait_port(dns_port, "pebble-challtestsrv");
+    let (dns, [dns_port, _]) = start_listening("pebble-challtestsrv", |[dns_port, mgmt]| {
+        Command::new(CHALLTESTSRV)
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-management", &format!("127.0.0.1:{mgmt}")])
+            .stdout(log("challtestsrv.log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pebble-challtestsrv")
+    });
     let config = dir.join("pebble.json");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{{"pebble": {{"listenAddress": "127.0.0.1:{port}", "managementListenAddress": "127.0.0.1:{mgmt}", "certificate": "{}", "privateKey": "{}", "httpPort": {http_port}, "tlsPort": {tls_port}, "ocspResponderURL": "", {extra}}}}}"#,
-            cert.display(),
-            key.display()
-        ),
-    )
-    .expect("write pebble config");
-    let child = Command::new(PEBBLE)
-        .arg("-config")
-        .arg(&config)
-        .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
-        .env("PEBBLE_VA_NOSLEEP", "1")
-        .env("PEBBLE_WFE_NONCEREJECT", "0")
-        .env("PEBBLE_AUTHZREUSE", "0")
-        .stdout(log("pebble.log"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start pebble");
-    let pebble = Running(child);
-    wait_port(port, "pebble");
+    let (pebble, [port, _]) = start_listening("pebble", |[port, mgmt]| {
+        std::fs::write(
+            &config,
+            format!(
+                r#"{{"pebble": {{"listenAddress": "127.0.0.1:{port}", "managementListenAddress": "127.0.0.1:{mgmt}", "certificate": "{}", "privateKey": "{}", "httpPort": {http_port}, "tlsPort": {tls_port}, "ocspResponderURL": "", {extra}}}}}"#,
+                cert.display(),
+                key.display()
+            ),
+        )
+        .expect("write pebble config");
+        Command::new(PEBBLE)
+            .arg("-config")
+            .arg(&config)
+            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdout(log("pebble.log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pebble")
+    });
     Pebble {
         _dns: dns,
         _pebble: pebble,
