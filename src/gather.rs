@@ -29,6 +29,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// response's records go straight through, without a copy.
 const LIMIT: usize = 16 * 1024;
 
+/// The buffer a connection keeps between polls: enough for a small response and its TLS
+/// record, so HTTP/1.1 keep-alive does not allocate for every response.
+const RETAIN: usize = 4 * 1024;
+
 struct State<T> {
     io: T,
     /// Written by the connection, not yet handed to `io`.
@@ -54,7 +58,13 @@ impl<T: AsyncWrite + Unpin> State<T> {
             }
             self.sent += n;
         }
-        self.kept.clear();
+        // A small buffer is kept for the next poll; a large one is freed, so that an idle
+        // connection (there may be many) holds little.
+        if self.kept.capacity() > RETAIN {
+            self.kept = Vec::new();
+        } else {
+            self.kept.clear();
+        }
         self.sent = 0;
         Poll::Ready(Ok(()))
     }
@@ -75,6 +85,17 @@ impl<T: AsyncWrite + Unpin> State<T> {
             return Poll::Ready(Err(e));
         }
         if self.gathering && self.kept.len() + len <= LIMIT {
+            let need = self.kept.len() + len;
+            if need > self.kept.capacity() {
+                // A small first write gets the small buffer; more goes straight to the limit,
+                // rather than doubling (and copying) its way there.
+                let size = if self.kept.capacity() == 0 {
+                    RETAIN.max(len)
+                } else {
+                    LIMIT
+                };
+                self.kept.reserve_exact(size - self.kept.len());
+            }
             return Poll::Ready(Ok(false));
         }
         ready!(self.poll_send(cx))?;
