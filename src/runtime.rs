@@ -125,7 +125,7 @@ impl Shared {
                 return Ok(cert);
             }
         }
-        let (cert, [cert_meta, key_meta]) = load::load_shared(&files.cert, &files.key)?;
+        let (cert, [cert_meta, key_meta]) = load::load_shared(files)?;
         let cert = Arc::new(cert);
         if let Some(stamps) = stamp_of(&cert_meta).zip(stamp_of(&key_meta)) {
             let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());

@@ -14,9 +14,10 @@ mod raw;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
+/// A certificate's two files; defined next to the loading that reads them.
+pub use crate::tls::load::CertFiles;
 pub use backend::{Backend, Cidr, ProxyProtocol};
 use check::Checker;
 pub use check::{MAX_CONNECTIONS, MAX_DURATION};
@@ -177,53 +178,6 @@ pub struct Listener {
 
 /// A certificate chain file and its key file.
 ///
-/// The paths are shared (`Arc`), not copied, by the configuration, the certificate cache,
-/// each loaded certificate and the file watcher: with 100,000 certificates every copy of
-/// both paths would cost about 9 MB. A file holding both is one path. Paths are compared
-/// and hashed by their bytes, as written (after joining to the configuration's folder):
-/// `Path`'s own comparison walks components, which showed in start-up profiles.
-#[derive(Debug, Clone)]
-pub struct CertFiles {
-    pub cert: Arc<Path>,
-    pub key: Arc<Path>,
-}
-
-impl CertFiles {
-    pub fn new(cert: PathBuf, key: PathBuf) -> CertFiles {
-        let cert: Arc<Path> = Arc::from(cert);
-        let key = if key == *cert {
-            cert.clone()
-        } else {
-            Arc::from(key)
-        };
-        CertFiles { cert, key }
-    }
-
-    /// Whether chain and key are one file.
-    pub fn same_file(&self) -> bool {
-        Arc::ptr_eq(&self.cert, &self.key) || bytes(&self.cert) == bytes(&self.key)
-    }
-}
-
-fn bytes(p: &Path) -> &[u8] {
-    p.as_os_str().as_encoded_bytes()
-}
-
-impl PartialEq for CertFiles {
-    fn eq(&self, other: &CertFiles) -> bool {
-        bytes(&self.cert) == bytes(&other.cert) && bytes(&self.key) == bytes(&other.key)
-    }
-}
-
-impl Eq for CertFiles {}
-
-impl std::hash::Hash for CertFiles {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        bytes(&self.cert).hash(h);
-        bytes(&self.key).hash(h);
-    }
-}
-
 /// Where a site's certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsMode {

@@ -49,7 +49,7 @@ pub struct Cert {
     pub not_after: i64,
     pub key_type: KeyType,
     pub sha256: [u8; 32],
-    /// Shared with the configuration's [`crate::config::CertFiles`] when loaded from it.
+    /// Shared with the [`CertFiles`] it was loaded from.
     pub cert_file: Arc<Path>,
     pub key_file: Arc<Path>,
 }
@@ -200,34 +200,77 @@ fn has_pem(bytes: &[u8]) -> bool {
     bytes.windows(11).any(|w| w == b"-----BEGIN ")
 }
 
+/// The paths are shared (`Arc`), not copied, by the configuration, the certificate cache,
+/// each loaded certificate and the file watcher: with 100,000 certificates every copy of
+/// both paths would cost about 9 MB. A file holding both is one path. Paths are compared
+/// and hashed by their bytes, as written (after joining to the configuration's folder):
+/// `Path`'s own comparison walks components, which showed in start-up profiles.
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    pub cert: Arc<Path>,
+    pub key: Arc<Path>,
+}
+
+impl CertFiles {
+    pub fn new(cert: PathBuf, key: PathBuf) -> CertFiles {
+        let cert: Arc<Path> = Arc::from(cert);
+        let key = if key == *cert {
+            cert.clone()
+        } else {
+            Arc::from(key)
+        };
+        CertFiles { cert, key }
+    }
+
+    /// Whether chain and key are one file.
+    pub fn same_file(&self) -> bool {
+        Arc::ptr_eq(&self.cert, &self.key) || bytes(&self.cert) == bytes(&self.key)
+    }
+}
+
+fn bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_encoded_bytes()
+}
+
+impl PartialEq for CertFiles {
+    fn eq(&self, other: &CertFiles) -> bool {
+        bytes(&self.cert) == bytes(&other.cert) && bytes(&self.key) == bytes(&other.key)
+    }
+}
+
+impl Eq for CertFiles {}
+
+impl std::hash::Hash for CertFiles {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        bytes(&self.cert).hash(h);
+        bytes(&self.key).hash(h);
+    }
+}
+
 /// Loads a chain and its key, checking that the key matches the leaf and that the chain is
 /// leaf-first. Validity dates are recorded, not judged: that depends on the time of use.
 ///
 /// When the chain and the key are in one file (as many deployments keep them), the file is
 /// read and its PEM decoded once.
 pub fn load(cert_file: &Path, key_file: &Path) -> Result<Cert, LoadError> {
-    let cert: Arc<Path> = Arc::from(cert_file);
-    let key = if key_file == cert_file {
-        cert.clone()
-    } else {
-        Arc::from(key_file)
-    };
-    load_shared(&cert, &key).map(|(cert, _)| cert)
+    let files = CertFiles::new(cert_file.into(), key_file.into());
+    load_shared(&files).map(|(cert, _)| cert)
 }
 
 /// [`load`], keeping the paths as given (shared, not copied, by the [`Cert`]), and with
 /// the metadata of the two files as they were read (the same for a file holding both).
-pub fn load_shared(
-    cert_file: &Arc<Path>,
-    key_file: &Arc<Path>,
-) -> Result<(Cert, [std::fs::Metadata; 2]), LoadError> {
+pub fn load_shared(files: &CertFiles) -> Result<(Cert, [std::fs::Metadata; 2]), LoadError> {
+    let CertFiles {
+        cert: cert_file,
+        key: key_file,
+    } = files;
     let (cert_pem, cert_meta) = read(cert_file)?;
     if !has_pem(&cert_pem) {
         return Err(LoadError::NotPem {
             path: cert_file.to_path_buf(),
         });
     }
-    let same_file = cert_file == key_file;
+    let same_file = files.same_file();
     let (chain, key_in_cert_file) = sections(&cert_pem, same_file);
     if chain.is_empty() {
         return Err(LoadError::NoCertificate {
