@@ -237,7 +237,24 @@ def details(res):
     return "\n".join(out)
 
 
-def write(res, path):
+def rsa_section(rsa):
+    """The handshake and start-up figures of a run with RSA-2048 certificates."""
+    meta = rsa["meta"]
+    table = [r for r in rows(rsa) if r[0].startswith(("Handshakes", "Startup"))]
+    return [
+        "## With RSA-2048 certificates",
+        "",
+        f"Run by `{meta['argv']}` on {meta['date']} at commit `{meta['git']['commit']}`"
+        f"{' (with uncommitted changes in src/)' if meta['git']['dirty'] else ''}; every site has an "
+        "RSA-2048 certificate instead. Only the figures a key type changes are shown: the "
+        "signature in each full handshake, and loading the keys at start. The results are in "
+        "bench/results-rsa.json.",
+        main_table(rsa, table),
+        "",
+    ]
+
+
+def write(res, path, rsa=None):
     meta = res["meta"]
     m = meta["machine"]
     table = rows(res)
@@ -290,6 +307,8 @@ def write(res, path):
         targets(res, table),
         "",
     ]
+    if rsa:
+        parts += rsa_section(rsa)
     runs = repeated(res)
     if runs:
         parts += [
