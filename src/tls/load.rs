@@ -15,7 +15,7 @@ use rustls::sign::{CertifiedKey, SigningKey};
 use rustls::SignatureAlgorithm;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use super::key::LazyEcdsaKey;
+use super::key::LazyKey;
 use crate::names::HostName;
 
 /// The kind of private key, which decides which clients can use the certificate.
@@ -347,12 +347,16 @@ fn eager(
             path: key_file.to_path_buf(),
             source,
         })?;
-    let key_type = match signing.algorithm() {
+    let key_type = key_type(signing.algorithm());
+    Ok((signing, key_type))
+}
+
+fn key_type(algorithm: SignatureAlgorithm) -> KeyType {
+    match algorithm {
         SignatureAlgorithm::ECDSA => KeyType::Ecdsa,
         SignatureAlgorithm::ED25519 => KeyType::Ed25519,
         _ => KeyType::Rsa,
-    };
-    Ok((signing, key_type))
+    }
 }
 
 /// Whether `key`'s public key is the one in the leaf certificate, by comparing their
@@ -413,11 +417,14 @@ pub fn from_der(
             path: cert_file.to_path_buf(),
         });
     };
-    // An ECDSA key that names the leaf's public key is parsed when a handshake first needs
-    // it (tls/key.rs). Any other key is parsed now, with the errors it always had.
-    let lazy = LazyEcdsaKey::new(&key).filter(|lazy| matches(lazy, leaf));
+    // An ECDSA or RSA key whose public key is the leaf's is parsed when a handshake first
+    // needs it (tls/key.rs). Any other key is parsed now, with the errors it always had.
+    let lazy = LazyKey::new(&key).filter(|lazy| matches(lazy, leaf));
     let (signing, key_type): (Arc<dyn SigningKey>, _) = match lazy {
-        Some(lazy) => (Arc::new(lazy), KeyType::Ecdsa),
+        Some(lazy) => {
+            let key_type = key_type(lazy.algorithm());
+            (Arc::new(lazy), key_type)
+        }
         None => {
             let (signing, key_type) = eager(&key, key_file)?;
             if !matches(signing.as_ref(), leaf) {

@@ -114,6 +114,12 @@ pub(super) fn cases() -> Vec<Case> {
             "the private key in {dir}/a-bad-scalar.key cannot sign",
         ),
         bad_pool_cert(
+            "RSA key that names the certificate's public key but whose private part is corrupt",
+            "rsa-a.pem",
+            "rsa-a-bad-prime.key",
+            "the private key in {dir}/rsa-a-bad-prime.key cannot sign",
+        ),
+        bad_pool_cert(
             "certificate and key in one file that do not match",
             "a-other-key.pem",
             "a-other-key.pem",

@@ -193,26 +193,45 @@ fn make_pki() -> Vec<(&'static str, String)> {
             made("chain-reversed.pem") + &made("chain.key"),
         ),
     ];
-    let bad = ("a-bad-scalar.key", bad_scalar(&made("a.key")));
+    let bad = [
+        ("a-bad-scalar.key", bad_scalar(&made("a.key"))),
+        ("rsa-a-bad-prime.key", bad_prime(&made("rsa-a.key"))),
+    ];
     files.extend(one_file);
-    files.push(bad);
+    files.extend(bad);
     files
 }
 
 /// The PKCS#8 EC key in `pem` with one bit of its private scalar flipped: the public key it
 /// carries still matches the certificate, but aws-lc refuses the key.
 fn bad_scalar(pem: &str) -> String {
+    edit_pkcs8(pem, |der| {
+        // ECPrivateKey: INTEGER 1, then OCTET STRING (32 bytes) with the scalar.
+        let at = der
+            .windows(5)
+            .position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20])
+            .expect("a P-256 ECPrivateKey");
+        der[at + 5 + 31] ^= 1;
+    })
+}
+
+/// The PKCS#8 RSA key in `pem` with a bit flipped near its end, in the CRT coefficient: the
+/// modulus and exponent still match the certificate, but aws-lc refuses the key.
+fn bad_prime(pem: &str) -> String {
+    edit_pkcs8(pem, |der| {
+        let last = der.len() - 1;
+        der[last - 10] ^= 1;
+    })
+}
+
+/// `pem` (one PKCS#8 key) decoded, changed by `edit`, and encoded again.
+fn edit_pkcs8(pem: &str, edit: impl FnOnce(&mut Vec<u8>)) -> String {
     use base64::Engine as _;
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let mut der = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .expect("test key base64");
-    // ECPrivateKey: INTEGER 1, then OCTET STRING (32 bytes) with the scalar.
-    let at = der
-        .windows(5)
-        .position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20])
-        .expect("a P-256 ECPrivateKey");
-    der[at + 5 + 31] ^= 1;
+    edit(&mut der);
     let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
     let mut out = String::from("-----BEGIN PRIVATE KEY-----\n");
     for line in b64.as_bytes().chunks(64) {
