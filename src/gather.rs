@@ -111,7 +111,7 @@ fn lock<T>(shared: &Shared<T>) -> MutexGuard<'_, State<T>> {
     shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The I/O object as the HTTP/2 connection sees it.
+/// The socket as TLS, above it, sees it.
 pub(crate) struct Gather<T>(Shared<T>);
 
 /// The handle [`Flushed`] uses to send what [`Gather`] kept.

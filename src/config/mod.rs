@@ -176,8 +176,6 @@ pub struct Listener {
     pub proxy_protocol_from: Vec<Cidr>,
 }
 
-/// A certificate chain file and its key file.
-///
 /// Where a site's certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsMode {

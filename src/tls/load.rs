@@ -200,6 +200,8 @@ fn has_pem(bytes: &[u8]) -> bool {
     bytes.windows(11).any(|w| w == b"-----BEGIN ")
 }
 
+/// A certificate chain file and its key file.
+///
 /// The paths are shared (`Arc`), not copied, by the configuration, the certificate cache,
 /// each loaded certificate and the file watcher: with 100,000 certificates every copy of
 /// both paths would cost about 9 MB. A file holding both is one path. Paths are compared
