@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::uri::Authority;
+use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -274,11 +274,12 @@ impl Upstreams {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let method = parts.method;
+        // Shared bytes: each try's URI takes it without copying or parsing it again.
         let path_and_query = parts
             .uri
             .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".to_string());
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let mut headers = parts.headers;
         // The host the client asked for, by the rule the service routed by: `:authority`
         // (HTTP/2, or an absolute-form target) wins over `Host`.
@@ -341,7 +342,7 @@ impl Upstreams {
             let uri = Uri::builder()
                 .scheme(peer.scheme.clone())
                 .authority(authority)
-                .path_and_query(path_and_query.as_str())
+                .path_and_query(path_and_query.clone())
                 .build()?;
             // HTTP/1.1 whatever the client spoke: the pooled client sends it as HTTP/2 on a
             // connection that negotiated h2 (an absolute URI's version is not looked at
@@ -351,7 +352,13 @@ impl Upstreams {
                 .uri(uri)
                 .version(Version::HTTP_11)
                 .body(body.take().unwrap_or_else(ReqBody::empty))?;
-            *up_req.headers_mut() = headers.clone();
+            // Kept for another try only when one can follow (see below).
+            let may_retry = retryable && tried.len() < self.balancer.peers.len();
+            *up_req.headers_mut() = if may_retry {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
             let in_flight = self.balancer.start(i);
             let sent =
                 tokio::time::timeout(self.config.response_timeout, client.request(up_req)).await;
@@ -366,7 +373,7 @@ impl Upstreams {
                         Stopped::Fine => {}
                     }
                     self.balancer.failed(i);
-                    if e.is_connect() && retryable && tried.len() < self.balancer.peers.len() {
+                    if e.is_connect() && may_retry {
                         tracing::warn!(upstream = %peer.upstream, error = %ErrorChain(&e), "proxy: upstream cannot be reached; trying another");
                         continue;
                     }
