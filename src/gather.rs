@@ -199,55 +199,46 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Gather<T> {
 }
 
 /// A connection future that sends what its [`Gather`] kept each time it has been polled.
-pub(crate) struct Flushed<C: Future, T> {
+pub(crate) struct Flushed<C, T> {
     conn: C,
     sender: Sender<T>,
-    /// The connection's result, held while its last bytes are still going out.
-    ended: Option<C::Output>,
 }
 
-impl<C: Future, T> Flushed<C, T> {
+impl<C, T> Flushed<C, T> {
     pub(crate) fn new(conn: C, sender: Sender<T>) -> Flushed<C, T> {
-        Flushed {
-            conn,
-            sender,
-            ended: None,
-        }
+        Flushed { conn, sender }
     }
 }
 
 impl<C, T> Future for Flushed<C, T>
 where
     C: Future + Unpin,
-    C::Output: Unpin,
     T: AsyncWrite + Unpin,
 {
     type Output = C::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
         let this = &mut *self;
-        if this.ended.is_none() {
-            lock(&this.sender.0).gathering = true;
-            if let Poll::Ready(out) = Pin::new(&mut this.conn).poll(cx) {
-                this.ended = Some(out);
-            }
-        }
+        lock(&this.sender.0).gathering = true;
+        let polled = Pin::new(&mut this.conn).poll(cx);
         let mut st = lock(&this.sender.0);
         st.gathering = false;
-        match st.poll_flush(cx) {
-            // `io` wakes the task when it can take more.
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Err(e)) if this.ended.is_none() => {
-                // The connection learns of it from its next read or write, right away.
-                st.failed = Some(e);
-                cx.waker().wake_by_ref();
-            }
-            Poll::Ready(_) => {}
+        let sent = st.poll_flush(cx);
+        if polled.is_ready() {
+            // The connection is over. A graceful end already sent everything (its shutdown
+            // goes through `Gather`, which then writes for real); after a drop at the drain
+            // deadline, what the socket does not take now goes with the connection, as it
+            // did before this module: waiting for a client that stopped reading would hold
+            // the connection, and its descriptor, for ever.
+            return polled;
         }
-        match this.ended.take() {
-            Some(out) => Poll::Ready(out),
-            None => Poll::Pending,
+        if let Poll::Ready(Err(e)) = sent {
+            // The connection learns of it from its next read or write, right away.
+            st.failed = Some(e);
+            cx.waker().wake_by_ref();
         }
+        // On Pending, `io` wakes the task when it can take more.
+        Poll::Pending
     }
 }
 
@@ -322,6 +313,25 @@ mod tests {
         .expect("the bytes arrive without any flush")
         .expect("read");
         assert_eq!(&got, b"direct");
+    }
+
+    /// A connection that ends while its client has stopped reading ends at once: what the
+    /// socket cannot take is dropped with it, not waited for.
+    #[tokio::test]
+    async fn an_ended_connection_does_not_wait_for_a_client_that_stopped_reading() {
+        let (ours, _theirs) = tokio::io::duplex(64);
+        let (mut io, sender) = gather(ours);
+        let conn = poll_fn(move |cx| {
+            // Kept (under the limit), more than the pipe holds, and the connection ends.
+            assert!(Pin::new(&mut io).poll_write(cx, &[7; 1000]).is_ready());
+            Poll::Ready(())
+        });
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            Flushed::new(Box::pin(conn), sender),
+        )
+        .await
+        .expect("the connection ends without waiting for the client");
     }
 
     /// When the peer has gone, the connection hears of it from its next read.
