@@ -204,7 +204,6 @@ impl Upgrade {
     }
 }
 
-/// Builds a runtime from a configuration already in memory.
 /// Runs `f` on tokio's blocking pool. Building a runtime reads and parses every changed
 /// certificate, and the watcher looks at every certificate file: seconds with 100,000
 /// sites, which must never hold up a connection, whichever scheduler runs them.
@@ -231,6 +230,7 @@ async fn build_off(config: Config, shared: &Shared) -> Result<(Runtime, Report),
     off_loop(move || build(config, &shared)).await
 }
 
+/// Builds a runtime from a configuration already in memory.
 fn build(config: Config, shared: &Shared) -> Result<(Runtime, Report), Report> {
     let (rt, report) = runtime::build(config, Mode::Serve, shared);
     match rt {

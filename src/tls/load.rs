@@ -304,7 +304,7 @@ pub fn load_shared(files: &CertFiles) -> Result<(Cert, [std::fs::Metadata; 2]), 
             })
         }
     };
-    let cert = from_der(chain, key, cert_file, key_file)?;
+    let cert = from_der(chain, key, files)?;
     Ok((cert, [cert_meta, key_meta]))
 }
 
@@ -398,13 +398,16 @@ fn looks_ec(key: &PrivateKeyDer<'_>) -> bool {
     }
 }
 
-/// Builds a [`Cert`] from DER values already in memory (used by the local CA and tests).
-pub fn from_der(
+/// Builds a [`Cert`] from the chain and key read from `files`.
+fn from_der(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-    cert_file: &Arc<Path>,
-    key_file: &Arc<Path>,
+    files: &CertFiles,
 ) -> Result<Cert, LoadError> {
+    let CertFiles {
+        cert: cert_file,
+        key: key_file,
+    } = files;
     let mut parsed = Vec::with_capacity(chain.len());
     for (index, der) in chain.iter().enumerate() {
         let (_, x) = X509Certificate::from_der(der).map_err(|e| LoadError::BadCertificate {

@@ -87,8 +87,6 @@ impl Pki {
         acceptor_alpn(&cert, &key, alpn)
     }
 
-    /// A leaf for `sans`, written as `<stem>.pem` (leaf + intermediate) and `<stem>.key`.
-    /// Returns the two paths.
     /// The exact, wildcard and two-name leaves several tests resolve against:
     /// `exact.x.test`, `*.x.test` and `one.test` + `two.test` (ECDSA, valid now).
     pub const X_TEST: &'static [(&'static str, &'static [&'static str])] = &[
@@ -112,6 +110,8 @@ impl Pki {
         toml
     }
 
+    /// A leaf for `sans`, written as `<stem>.pem` (leaf + intermediate) and `<stem>.key`.
+    /// Returns the two paths.
     pub fn leaf(
         &self,
         stem: &str,
