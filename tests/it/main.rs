@@ -16,4 +16,5 @@ mod proxy_h2;
 mod quickstart;
 mod reload;
 mod scale;
+mod setup;
 mod sni;
