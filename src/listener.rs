@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::TokioIo;
 use rustls::SignatureScheme;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -346,7 +345,7 @@ async fn connection(
                 cert: None,
                 tls_version: "-",
             });
-            connection::serve_http1(conn, TokioIo::new(tcp), shutdown).await;
+            connection::serve_http1(conn, tcp, shutdown).await;
         }
     }
 }
@@ -519,9 +518,9 @@ async fn https(
             tls_version,
         });
         if h2 {
-            connection::serve_h2(conn, TokioIo::new(tls), shutdown).await;
+            connection::serve_h2(conn, tls, shutdown).await;
         } else {
-            connection::serve_http1(conn, TokioIo::new(tls), shutdown).await;
+            connection::serve_http1(conn, tls, shutdown).await;
         }
     };
     Flushed::new(Box::pin(terminated), sender).await;

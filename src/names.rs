@@ -254,6 +254,39 @@ pub fn authority_host(authority: &str) -> Option<&str> {
     }
 }
 
+/// Whether two `host[:port]` authorities name the same origin: the same host (names
+/// compared in normal form, IP literals as written, ignoring case) and the same port, a
+/// missing port being `default_port`. Used to judge a request that names its host twice
+/// (`Host` and the target's or `:authority`).
+pub fn same_authority(a: &str, b: &str, default_port: u16) -> bool {
+    if a == b {
+        return true;
+    }
+    fn split(authority: &str) -> Option<(&str, Option<u16>)> {
+        let (host, port) = match authority.rfind(':') {
+            Some(i) if !authority[i..].contains(']') => {
+                (&authority[..i], Some(&authority[i + 1..]))
+            }
+            _ => (authority, None),
+        };
+        let port = match port {
+            Some(p) => Some(p.parse().ok()?),
+            None => None,
+        };
+        Some((host, port))
+    }
+    let (Some((host_a, port_a)), Some((host_b, port_b))) = (split(a), split(b)) else {
+        return false;
+    };
+    if port_a.unwrap_or(default_port) != port_b.unwrap_or(default_port) {
+        return false;
+    }
+    match (HostName::parse(host_a), HostName::parse(host_b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => host_a.eq_ignore_ascii_case(host_b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +294,24 @@ mod tests {
 
     fn n(s: &str) -> HostName {
         HostName::parse(s).expect("valid test name")
+    }
+
+    #[test]
+    fn same_authority_compares_hosts_in_normal_form_and_default_ports() {
+        for (a, b, same) in [
+            ("a.test", "a.test", true),
+            ("A.Test.", "a.test", true),
+            ("a.test:443", "a.test", true),
+            ("a.test:8443", "a.test", false),
+            ("a.test:8443", "A.TEST:8443", true),
+            ("a.test", "b.test", false),
+            ("[::1]:443", "[::1]", true),
+            ("[::1]:8443", "[::1]", false),
+            ("127.0.0.1", "127.0.0.1:443", true),
+            ("a.test:x", "a.test", false),
+        ] {
+            assert_eq!(same_authority(a, b, 443), same, "{a} vs {b}");
+        }
     }
 
     #[test]

@@ -231,8 +231,13 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// On shutdown, requests in flight get this long to finish.
     pub drain_timeout: Duration,
-    /// Larger request headers get 431.
+    /// Larger request heads get 431: on HTTP/1.1 the head as sent (request line, header
+    /// lines, the empty line); on HTTP/2 the header list size of RFC 9113 (name + value + 32
+    /// per field).
     pub max_header_bytes: usize,
+    /// More header fields than this get 431, on either protocol. HTTP/2's pseudo-header
+    /// fields are not counted, and the crumbs of a split `cookie` count as one field.
+    pub max_headers: usize,
     /// Per listener, unless the listener says otherwise.
     pub max_connections: usize,
 }
@@ -245,6 +250,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             max_header_bytes: 32 * 1024,
+            max_headers: 100,
             max_connections: 10_000,
         }
     }

@@ -145,6 +145,7 @@ pub(crate) struct RawLimits {
     pub(crate) idle_timeout: Option<String>,
     pub(crate) drain_timeout: Option<String>,
     pub(crate) max_header_bytes: Option<i64>,
+    pub(crate) max_headers: Option<i64>,
     pub(crate) max_connections: Option<i64>,
     #[serde(flatten)]
     pub(crate) unknown: Unknown,

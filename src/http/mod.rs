@@ -3,6 +3,8 @@
 
 mod access;
 pub mod connection;
+mod h2_guard;
+mod linger;
 pub mod proxy;
 pub mod service;
 pub mod static_files;

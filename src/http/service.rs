@@ -15,7 +15,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{access, static_files, text, Body};
-use crate::names::{authority_host, host_from_authority, is_normal_name, HostName};
+use crate::config::Limits;
+use crate::names::{authority_host, host_from_authority, is_normal_name, same_authority, HostName};
 use crate::runtime::{Runtime, SiteAction};
 use crate::tls::load::Cert;
 
@@ -136,10 +137,67 @@ pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<
     ))
 }
 
+/// A request head that must not be served, whatever its host: 400 or 431. What hyper and h2
+/// already refuse (heads over `max_header_bytes`, more than `max_headers` lines on
+/// HTTP/1.1) never gets here.
+fn malformed<B>(req: &Request<B>, limits: &Limits, https: bool) -> Option<Response<Body>> {
+    let headers = req.headers();
+    if req.version() == http::Version::HTTP_2 {
+        // One limit for both protocols. A `cookie` split into crumbs (RFC 9113 8.2.3) is one
+        // field, as it is one line on HTTP/1.1.
+        let cookies = headers.get_all(header::COOKIE).iter().count();
+        if headers.len() - cookies.saturating_sub(1) > limits.max_headers {
+            return Some(text(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "431 request header fields too large: more than {} header fields\n",
+                    limits.max_headers
+                ),
+            ));
+        }
+        // RFC 9113 8.2.1; HTTP/1.1's parser trims this white space, h2 keeps it.
+        let padded = |v: &HeaderValue| {
+            let b = v.as_bytes();
+            matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t'))
+        };
+        if headers.values().any(padded) {
+            return Some(text(
+                StatusCode::BAD_REQUEST,
+                "400 bad request: a header field value starts or ends with white space\n",
+            ));
+        }
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        // RFC 9112 3.2: a request with more than one Host is refused, not guessed at.
+        return Some(text(
+            StatusCode::BAD_REQUEST,
+            "400 bad request: more than one Host header\n",
+        ));
+    }
+    if let (Some(authority), Some(host)) = (req.uri().authority(), host) {
+        let default_port = if https { 443 } else { 80 };
+        let agrees = host
+            .to_str()
+            .is_ok_and(|h| same_authority(authority.as_str(), h, default_port));
+        if !agrees {
+            return Some(text(
+                StatusCode::BAD_REQUEST,
+                "400 bad request: the Host header and the request target name different hosts\n",
+            ));
+        }
+    }
+    None
+}
+
 async fn respond(
     conn: &Conn,
     req: Request<Incoming>,
 ) -> (Response<Body>, Option<RequestHost>, Option<usize>) {
+    if let Some(resp) = malformed(&req, &conn.runtime.config.limits, conn.cert.is_some()) {
+        return (resp, None, None);
+    }
     // ACME HTTP-01: answered on plain listeners for any host, before the redirect to https.
     if conn.cert.is_none() && req.method() == http::Method::GET {
         if let Some(token) = req

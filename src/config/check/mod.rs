@@ -52,6 +52,9 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// The most connections a listener may be allowed.
 pub const MAX_CONNECTIONS: usize = 10_000_000;
+/// The largest `limits.max_headers`: hyper keeps room for that many header lines per
+/// HTTP/1.1 request it parses.
+pub(crate) const MAX_HEADERS: usize = 1000;
 
 impl Checker<'_> {
     fn path(&self, p: &str) -> PathBuf {
@@ -124,6 +127,7 @@ impl Checker<'_> {
                 "idle_timeout",
                 "drain_timeout",
                 "max_header_bytes",
+                "max_headers",
                 "max_connections",
             ],
         );
@@ -168,6 +172,16 @@ impl Checker<'_> {
                     "limits.max_header_bytes",
                     format!("{n} is out of range"),
                     Some("use a size between 8192 and 1048576 bytes".to_string()),
+                ),
+            }
+        }
+        if let Some(n) = raw.max_headers {
+            match usize::try_from(n) {
+                Ok(n) if (1..=MAX_HEADERS).contains(&n) => limits.max_headers = n,
+                _ => self.report.error(
+                    "limits.max_headers",
+                    format!("{n} is not between 1 and {MAX_HEADERS}"),
+                    Some("use a number of header fields between 1 and 1000".to_string()),
                 ),
             }
         }

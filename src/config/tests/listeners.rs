@@ -363,13 +363,15 @@ pub(super) fn cases() -> Vec<Case> {
         case(
             "limits out of range",
             [
-                "[limits]\nmax_header_bytes = 10\nmax_connections = -1\n".to_string(),
+                "[limits]\nmax_header_bytes = 10\nmax_headers = 0\nmax_connections = -1\n"
+                    .to_string(),
                 base(),
                 site("a", &["a.test"], &[RESPOND]),
             ]
             .concat(),
             vec![
                 error("limits.max_header_bytes", "10 is out of range"),
+                error("limits.max_headers", "0 is not between 1 and 1000"),
                 error("limits.max_connections", "-1 is not between 1 and 10000000"),
             ],
         ),

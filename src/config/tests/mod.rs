@@ -401,6 +401,7 @@ header_timeout = "500ms"
 idle_timeout = "2m"
 drain_timeout = "1h"
 max_header_bytes = 16384
+max_headers = 50
 max_connections = 100
 
 [[listener]]

@@ -360,8 +360,12 @@ impl Upstreams {
                 std::mem::take(&mut headers)
             };
             let in_flight = self.balancer.start(i);
-            let sent =
-                tokio::time::timeout(self.config.response_timeout, client.request(up_req)).await;
+            let mut request = Finished::new(client.request(up_req), self.config.response_timeout);
+            let sent = tokio::time::timeout(self.config.response_timeout, &mut request).await;
+            if sent.is_err() {
+                // The upstream is slow: nothing is gained by waiting for it in the background.
+                request.abandon();
+            }
             match sent {
                 Ok(Ok(resp)) => return Ok(self.respond(resp, in_flight, client_upgrade, runtime)),
                 Ok(Err(e)) => {
@@ -411,6 +415,86 @@ impl Upstreams {
         let (mut parts, body) = resp.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers, false);
         Response::from_parts(parts, RespBody::new(body, in_flight).boxed())
+    }
+}
+
+/// An upstream request that is finished even when the client goes away first (an HTTP/2
+/// stream reset, a closed connection): dropped while pending, it goes on in a task of its
+/// own until the upstream's answer has been read, so the connection it is using, or
+/// dialling, goes back to the pool. Dropping it instead would close that connection, and
+/// a client that cancels every request would cost an upstream connection (and a socket
+/// in TIME_WAIT) per request. Bounded: the answer must come within the site's response
+/// timeout, and at most [`FINISH_DISCARD`] bytes of body are read and discarded.
+struct Finished {
+    request: Option<hyper_util::client::legacy::ResponseFuture>,
+    deadline: std::time::Duration,
+}
+
+/// The most body bytes read and discarded from an answer nobody waits for; a larger body
+/// closes its connection instead.
+const FINISH_DISCARD: u64 = 1024 * 1024;
+
+impl Finished {
+    fn new(
+        request: hyper_util::client::legacy::ResponseFuture,
+        deadline: std::time::Duration,
+    ) -> Finished {
+        Finished {
+            request: Some(request),
+            deadline,
+        }
+    }
+
+    /// Drop the request for good: its connection closes.
+    fn abandon(mut self) {
+        self.request = None;
+    }
+}
+
+impl std::future::Future for Finished {
+    type Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let Some(request) = self.request.as_mut() else {
+            return std::task::Poll::Pending;
+        };
+        let out = std::task::ready!(std::pin::Pin::new(request).poll(cx));
+        self.request = None;
+        std::task::Poll::Ready(out)
+    }
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let Some(request) = self.request.take() else {
+            return;
+        };
+        // Outside a tokio runtime (never on the request path) there is nothing to spawn on.
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let deadline = self.deadline;
+        handle.spawn(async move {
+            let finish = async {
+                let Ok(resp) = request.await else { return };
+                let mut body = resp.into_body();
+                let mut discarded = 0u64;
+                while let Some(Ok(frame)) = body.frame().await {
+                    if let Some(data) = frame.data_ref() {
+                        discarded += data.len() as u64;
+                        if discarded > FINISH_DISCARD {
+                            return;
+                        }
+                    }
+                }
+            };
+            if tokio::time::timeout(deadline, finish).await.is_err() {
+                tracing::debug!("proxy: the answer to a cancelled request did not come in time");
+            }
+        });
     }
 }
 
