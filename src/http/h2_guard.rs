@@ -555,3 +555,163 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for H2Guard<IO> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn pseudo_headers_are_seen_by_static_index_and_by_literal_name() {
+        let huffman_path = [0x84, 0xb9, 0x58, 0xd3, 0x3f]; // ":path", Huffman-coded
+        let huffman_hap = [0x83, 0x9c, 0x75, 0xff]; // "hap"
+        for (block, pseudo) in [
+            (vec![0x84], true),                         // indexed :path /
+            (vec![0x88], true),                         // indexed :status 200
+            (vec![0x04, 0x01, b'/'], true),             // literal, name :path
+            (vec![0x41, 0x01, b'a'], true),             // incremental, :authority
+            (vec![0x00, 0x02, b':', b'x', 0x00], true), // literal new name ":x"
+            ([&[0x10][..], &huffman_path, &[0x00]].concat(), true),
+            ([&[0x00][..], &huffman_hap, &[0x00]].concat(), false),
+            (vec![0x00, 0x01, b'x', 0x01, b'1'], false), // "x: 1"
+            (vec![0x0f, 0x28, 0x01, b'1'], false),       // static name 55 (via 4-bit prefix)
+            (vec![0xbe], false),                         // dynamic entry 62: unknown
+            (vec![0x3f, 0xe1, 0x1f, 0x84], true),        // size update, then :path
+            (vec![0x00, 0x05, b'x'], false),             // truncated: no verdict
+        ] {
+            assert_eq!(names_pseudo_header(&block), pseudo, "{block:02x?}");
+        }
+    }
+
+    #[test]
+    fn hpack_integers_decode_with_their_prefix() {
+        assert_eq!(integer(&[0x0a], 5).map(|v| v.0), Some(10));
+        // RFC 7541 C.1.2: 1337 with a 5-bit prefix.
+        assert_eq!(integer(&[0x1f, 0x9a, 0x0a], 5).map(|v| v.0), Some(1337));
+        assert_eq!(integer(&[0x1f, 0x9a], 5), None);
+        assert_eq!(
+            integer(
+                &[0x1f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+                5
+            ),
+            None
+        );
+    }
+
+    /// The client's bytes: the preface, SETTINGS, a request on stream 1 with a body, and
+    /// `trailers` as its trailer block, split over a HEADERS and a CONTINUATION frame.
+    fn client_bytes(trailers: &[u8]) -> Vec<u8> {
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend(frame(0x4, 0, 0, &[]));
+        out.extend(frame(HEADERS, END_HEADERS, 1, &[0x83, 0x87, 0x84]));
+        out.extend(frame(0x0, 0, 1, b"body"));
+        let (a, b) = trailers.split_at(trailers.len() / 2);
+        out.extend(frame(
+            HEADERS,
+            END_STREAM | PADDED,
+            1,
+            &[&[2][..], a, &[0, 0]].concat(),
+        ));
+        out.extend(frame(CONTINUATION, END_HEADERS, 1, b));
+        out.extend(frame(0x6, 0, 0, &[0; 8]));
+        out
+    }
+
+    /// Feeds `data` to a read side in pieces of `split` bytes, as reads would deliver
+    /// them, and returns what hyper would get.
+    fn passed(data: &[u8], split: usize) -> Vec<u8> {
+        let watch = Watch::default();
+        let mut side = ReadSide::default();
+        let mut out = Vec::new();
+        let mut held: Vec<u8> = Vec::new();
+        for piece in data.chunks(split) {
+            held.extend_from_slice(piece);
+            let ok = side.scan(&mut held, &watch);
+            out.extend(held.drain(..ok));
+        }
+        out.extend(held);
+        out
+    }
+
+    #[test]
+    fn trailer_blocks_lose_end_stream_only_when_they_name_a_pseudo_header_however_split() {
+        let clean = client_bytes(&[0x00, 0x01, b'x', 0x01, b'1']);
+        let bad = client_bytes(&[0x00, 0x01, b'x', 0x01, b'1', 0x84]);
+        let flags_at = bad.len() - (9 + 8) - (9 + 3) - (9 + 1 + 3 + 2) + 4;
+        assert_eq!(bad[flags_at], END_STREAM | PADDED);
+        for split in 1..=bad.len() {
+            assert_eq!(passed(&clean, split), clean, "split {split}");
+            let got = passed(&bad, split);
+            assert_eq!(got.len(), bad.len(), "split {split}");
+            assert_eq!(got[flags_at], PADDED, "split {split}");
+            let mut rest = got.clone();
+            rest[flags_at] = bad[flags_at];
+            assert_eq!(rest, bad, "nothing else changes, split {split}");
+        }
+    }
+
+    #[test]
+    fn resetting_most_streams_makes_the_client_calm_after_a_hundred() {
+        let watch = Watch::default();
+        let mut side = ReadSide::default();
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        for i in 0..RESETS_JUDGED_AT as u32 {
+            let stream = 2 * i + 1;
+            bytes.extend(frame(HEADERS, END_STREAM | END_HEADERS, stream, &[0x82]));
+            bytes.extend(frame(RST_STREAM, 0, stream, &8u32.to_be_bytes()));
+        }
+        let cut = bytes.len() - 13;
+        let (before, last) = bytes.split_at_mut(cut);
+        assert_eq!(side.scan(before, &watch), before.len());
+        assert!(!watch.is_calm(), "99 resets are not judged");
+        assert_eq!(side.scan(last, &watch), 13);
+        assert!(watch.is_calm());
+
+        // A client that completes most of its streams is left alone.
+        let watch = Watch::default();
+        let mut side = ReadSide::default();
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        for i in 0..300u32 {
+            let stream = 2 * i + 1;
+            bytes.extend(frame(HEADERS, END_STREAM | END_HEADERS, stream, &[0x82]));
+            if i % 3 == 0 {
+                bytes.extend(frame(RST_STREAM, 0, stream, &8u32.to_be_bytes()));
+            }
+        }
+        side.scan(&mut bytes, &watch);
+        assert!(!watch.is_calm());
+    }
+
+    #[test]
+    fn goaway_codes_are_found_across_writes() {
+        let mut out = frame(0x4, 0, 0, &[]);
+        out.extend(frame(0x0, 0, 1, &[0x7; 40]));
+        let goaway_at = out.len();
+        out.extend(frame(GOAWAY, 0, 0, &[0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0]));
+        out.extend(frame(0x6, 0, 0, &[0; 8]));
+        for split in 1..out.len() {
+            let mut side = WriteSide::default();
+            let mut patched = out.clone();
+            let mut at = 0;
+            for piece in out.chunks(split) {
+                let mut patch = Vec::new();
+                side.walk(piece, Some(&mut patch));
+                for (i, b) in patch {
+                    patched[at + i] = b;
+                }
+                at += piece.len();
+            }
+            let code = &patched[goaway_at + 9 + 4..goaway_at + 9 + 8];
+            assert_eq!(code, ENHANCE_YOUR_CALM.to_be_bytes(), "split {split}");
+            patched[goaway_at + 9 + 4..goaway_at + 9 + 8].copy_from_slice(&[0; 4]);
+            assert_eq!(patched, out, "only the code changes, split {split}");
+        }
+    }
+}

@@ -81,7 +81,10 @@ fn test_script_installs_every_program_the_tests_start() {
     );
     let mut started = BTreeSet::new();
     programs_started(&root.join("tests/it"), &mut started);
-    assert!(started.contains("nginx") && started.contains("curl"), "{started:?}");
+    assert!(
+        started.contains("nginx") && started.contains("curl"),
+        "{started:?}"
+    );
     for program in &started {
         let Some((_, package)) = PROGRAMS.iter().find(|(p, _)| p == program) else {
             panic!("a test starts {program:?}: add it to PROGRAMS here and its package to scripts/test");
