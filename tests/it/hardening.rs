@@ -415,34 +415,40 @@ async fn max_header_bytes_is_exact_however_the_head_is_split() {
 }
 
 #[tokio::test]
-async fn an_oversized_head_still_being_sent_reads_its_431() {
-    // The client goes on sending a huge head after the server has answered: without a
-    // lingering close the unread bytes make the kernel reset the connection, which can
-    // destroy the 431 before the client reads it.
+async fn a_431_connection_lingers_while_the_client_is_still_sending() {
+    // The client goes on sending after the server has answered. Closing at once with
+    // unread bytes makes the kernel reset the connection, and a reset destroys what the
+    // server had not sent yet (over a slow link, the 431 itself). With a lingering close the
+    // server goes on reading (and discarding) for a while, so the client's writes meet no
+    // reset.
     let (_dir, server) = server("max_header_bytes = 8192", RESPOND_SITE).await;
-    for _ in 0..5 {
-        let (tls, _) = connect(server.addr("127.0.0.1"), &Opts::sni("a.test").http1())
+    let (mut tls, _) = connect(server.addr("127.0.0.1"), &Opts::sni("a.test").http1())
+        .await
+        .expect("handshake");
+    tls.write_all(format!("GET / HTTP/1.1\r\nHost: a.test\r\nX-Big: {}", "x".repeat(40_000)).as_bytes())
+        .await
+        .expect("write the head");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut chunk))
             .await
-            .expect("handshake");
-        let (mut read, mut write) = tokio::io::split(tls);
-        let sender = tokio::spawn(async move {
-            let _ = write
-                .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Big: ")
-                .await;
-            // As fast as it can: the server's receive buffer holds unread bytes when it
-            // answers and closes.
-            let filler = vec![b'x'; 16 * 1024];
-            for _ in 0..64 {
-                if write.write_all(&filler).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let mut buf = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(10), read.read_to_end(&mut buf)).await;
-        let text = String::from_utf8_lossy(&buf);
-        assert!(text.starts_with("HTTP/1.1 431"), "got {text:.80?}");
-        sender.abort();
+            .expect("an answer")
+            .expect("read");
+        assert!(n > 0, "closed before answering");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 431"), "{:?}", String::from_utf8_lossy(&got));
+    // Keep sending, within the linger's pause (0.5 s) and size bounds.
+    let filler = vec![b'x'; 8 * 1024];
+    for i in 0..10 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let sent = async {
+            tls.write_all(&filler).await?;
+            tls.flush().await
+        }
+        .await;
+        assert!(sent.is_ok(), "write {i} after the 431 met a reset: {sent:?}");
     }
 }
 
