@@ -19,6 +19,24 @@ const RENEWAL_CHECK: Duration = Duration::from_secs(6 * 3600);
 /// the files have stayed the same for one more interval.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The most threads tokio's blocking pool may run (its default is 512). Static files use
+/// it for what is not cached: one task per request for the path checks, open, metadata and
+/// the read of a small file, and one per 64 KiB chunk of a streamed one. From the page
+/// cache that is CPU work, which more threads than cores do not speed up; a thread only
+/// waits for a cold disk read, and 32 reads in flight is a deep queue (nginx's
+/// `thread_pool` default). Tasks beyond it wait in the pool's queue. The longest users,
+/// a reload's build and the watcher's pass, take one thread each.
+pub const MAX_BLOCKING_THREADS: usize = 32;
+
+/// How long an idle blocking-pool thread lives (tokio's default is 10 s). The pool wakes
+/// idle threads in the order they went idle, so a task every `WATCH_INTERVAL` (the
+/// certificate watcher's pass) wakes each of N idle threads every N seconds, and none of
+/// them ends while N seconds are less than the keep-alive: with the default, a burst left
+/// nine blocking threads for good (12 threads in all on 2 CPUs after h2load: main, two
+/// workers, nine). With 2.5 s two stay (a third idles 3 s between wake-ups and ends), and
+/// a burst that needs more pays a thread start, tens of microseconds, per thread.
+const BLOCKING_KEEP_ALIVE: Duration = Duration::from_millis(2500);
+
 pub(super) fn run(path: &Path) -> anyhow::Result<ExitCode> {
     super::init_logging();
     // With one CPU to run on (a pinned process, a container limited to one CPU), one
@@ -33,6 +51,8 @@ pub(super) fn run(path: &Path) -> anyhow::Result<ExitCode> {
     } else {
         tokio::runtime::Builder::new_multi_thread()
     }
+    .max_blocking_threads(MAX_BLOCKING_THREADS)
+    .thread_keep_alive(BLOCKING_KEEP_ALIVE)
     .enable_all()
     .build()
     .context("cannot start the async runtime")?;

@@ -5,6 +5,7 @@ mod support;
 mod access_log;
 mod acme;
 mod bad_input;
+mod blocking_pool;
 mod hardening;
 mod http;
 mod inspect;

@@ -37,7 +37,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
 
-use self::cache::{Cached, FileCache};
+use self::cache::{Cached, FileCache, Loading, Lookup};
 use self::conditional::{
     evaluate_preconditions, requested_range, Precondition, RangeRequest, Validators,
 };
@@ -159,51 +159,13 @@ async fn serve_get(root: &Root, raw_path: &str, headers: &HeaderMap) -> Response
     let Some(request) = RequestPath::parse(raw_path) else {
         return text_response(StatusCode::BAD_REQUEST, "bad request\n");
     };
-    let key = request.cache_key();
-    let (content_type, validators, source) = match root.cache.get(&key) {
-        Some(hit) => (hit.content_type, hit.validators, Source::Memory(hit.data)),
-        None => {
-            // Every file system call of the request runs in one trip to the blocking
-            // pool: each trip costs more than the calls themselves when the page cache
-            // answers.
-            let task_root = root.clone();
-            #[allow(clippy::result_large_err)] // see `open`
-            let opened = match tokio::task::spawn_blocking(move || open(&task_root, &request)).await
-            {
-                Ok(Ok(opened)) => opened,
-                Ok(Err(response)) => return response,
-                Err(_) => {
-                    return text_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
-                }
-            };
-            let Opened {
-                target,
-                file,
-                metadata,
-                data,
-            } = opened;
-            let modified = metadata.modified().ok();
-            match data {
-                Some(data) => {
-                    let validators = Validators::new(data.len() as u64, modified);
-                    root.cache.put(
-                        key,
-                        Cached {
-                            content_type: target.content_type,
-                            validators: validators.clone(),
-                            data: data.clone(),
-                            checked: Instant::now(),
-                        },
-                    );
-                    (target.content_type, validators, Source::Memory(data))
-                }
-                None => (
-                    target.content_type,
-                    Validators::new(metadata.len(), modified),
-                    Source::File(file, metadata.len()),
-                ),
-            }
-        }
+    let Found {
+        content_type,
+        validators,
+        source,
+    } = match find(root, request).await {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     let len = match &source {
         Source::Memory(data) => data.len() as u64,
@@ -293,11 +255,6 @@ struct RequestPath {
 }
 
 impl RequestPath {
-    /// The normalized path, as the file cache's key.
-    fn cache_key(&self) -> String {
-        self.key.clone()
-    }
-
     fn segments(&self) -> impl Iterator<Item = &str> {
         self.key.split('/').filter(|s| !s.is_empty())
     }
@@ -380,23 +337,71 @@ enum Source {
 }
 
 /// Files up to this size are read whole together with their metadata, so serving them
-/// takes one trip to the blocking pool; larger ones are streamed.
+/// takes one trip to the blocking pool (and none while cached); larger ones are streamed.
 const SMALL_FILE: u64 = 256 * 1024;
 
-/// A file ready to serve: where it is, its open handle and metadata, and its bytes if small.
-struct Opened {
-    target: Target,
-    file: std::fs::File,
-    metadata: std::fs::Metadata,
-    data: Option<Bytes>,
+/// What a response is made from: the file's type, validators and bytes.
+struct Found {
+    content_type: &'static str,
+    validators: Validators,
+    source: Source,
 }
 
-/// Resolves, opens and (for small files) reads, all with blocking calls: run it on the
-/// blocking pool.
+impl From<Cached> for Found {
+    fn from(hit: Cached) -> Found {
+        Found {
+            content_type: hit.content_type,
+            validators: hit.validators,
+            source: Source::Memory(hit.data),
+        }
+    }
+}
+
+/// The file a request names: from memory when cached (no blocking task), else from one
+/// trip to the blocking pool for every file system call of the request, since each trip
+/// costs more than the calls themselves when the page cache answers. Concurrent misses
+/// for one path share one trip (see `cache.rs`).
 // The error is the response to send, made once per refused request; boxing it would
 // only add an allocation.
 #[allow(clippy::result_large_err)]
-fn open(root: &Root, request: &RequestPath) -> Result<Opened, Response<Body>> {
+async fn find(root: &Root, request: RequestPath) -> Result<Found, Response<Body>> {
+    let loading = match root.cache.lookup(&request.key) {
+        Lookup::Hit(hit) => return Ok(hit.into()),
+        Lookup::Wait(mut reader) => {
+            // The reader never sends: this returns (with an error) when it is done.
+            let _ = reader.changed().await;
+            if let Some(hit) = root.cache.get(&request.key) {
+                return Ok(hit.into());
+            }
+            // It found nothing to keep (a large file, a redirect, an error): this
+            // request looks for itself.
+            None
+        }
+        Lookup::Load(loading) => Some(loading),
+    };
+    let task_root = root.clone();
+    // The guard goes with the task, so the waiters are woken when the read is done even
+    // if this request is cancelled meanwhile.
+    tokio::task::spawn_blocking(move || open(&task_root, &request, loading))
+        .await
+        .unwrap_or_else(|_| {
+            Err(text_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error\n",
+            ))
+        })
+}
+
+/// Resolves, opens and (for small files) reads, all with blocking calls: run it on the
+/// blocking pool. A small file is stored in the cache through `loading`, if given.
+// The error is the response to send, made once per refused request; boxing it would
+// only add an allocation.
+#[allow(clippy::result_large_err)]
+fn open(
+    root: &Root,
+    request: &RequestPath,
+    loading: Option<Loading>,
+) -> Result<Found, Response<Body>> {
     use std::io::Read;
     let target = resolve(root, request)?;
     // The file is opened before conditions are checked so that an unreadable
@@ -408,28 +413,40 @@ fn open(root: &Root, request: &RequestPath) -> Result<Opened, Response<Body>> {
     if !metadata.is_file() {
         return Err(not_found());
     }
-    let data = if metadata.len() <= SMALL_FILE {
+    let modified = metadata.modified().ok();
+    if metadata.len() <= SMALL_FILE {
         // Capacity one byte over, so a file that grew meanwhile is still read whole.
         let mut buf = Vec::with_capacity(metadata.len() as usize + 1);
         (&mut file)
             .take(SMALL_FILE + 1)
             .read_to_end(&mut buf)
             .map_err(|err| io_error_response(&err))?;
-        (buf.len() as u64 <= SMALL_FILE).then(|| Bytes::from(buf))
-    } else {
-        None
-    };
-    if data.is_none() && metadata.len() <= SMALL_FILE {
+        if buf.len() as u64 <= SMALL_FILE {
+            let data = Bytes::from(buf);
+            let validators = Validators::new(data.len() as u64, modified);
+            if let Some(loading) = loading {
+                loading.finish(Cached {
+                    content_type: target.content_type,
+                    validators: validators.clone(),
+                    data: data.clone(),
+                    checked: Instant::now(),
+                });
+            }
+            return Ok(Found {
+                content_type: target.content_type,
+                validators,
+                source: Source::Memory(data),
+            });
+        }
         // It grew past the limit while being read: stream it from the start instead.
         use std::io::Seek;
         file.seek(io::SeekFrom::Start(0))
             .map_err(|err| io_error_response(&err))?;
     }
-    Ok(Opened {
-        target,
-        file,
-        metadata,
-        data,
+    Ok(Found {
+        content_type: target.content_type,
+        validators: Validators::new(metadata.len(), modified),
+        source: Source::File(file, metadata.len()),
     })
 }
 

@@ -148,6 +148,35 @@ async fn cached_small_files_answer_like_fresh_ones_and_are_looked_at_again() {
 }
 
 #[tokio::test]
+async fn concurrent_misses_share_one_read_and_an_ended_read_wakes_the_waiters() {
+    let fx = Fixture::new();
+    // Spawned together, they all miss while the first one's read is on the blocking pool.
+    let answers: Vec<_> = (0..16)
+        .map(|_| {
+            let root = fx.root.clone();
+            tokio::spawn(async move { get(&root, "/digits.txt").await })
+        })
+        .collect();
+    for answer in answers {
+        let response = answer.await.expect("request task");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body_of(response).await, "0123456789");
+    }
+    // A read that stores nothing (a large file, an error, a cancelled request) still
+    // wakes its waiters, and the next miss reads again.
+    let cache = Arc::new(FileCache::default());
+    let Lookup::Load(reader) = cache.lookup("a") else {
+        panic!("the first miss reads");
+    };
+    let Lookup::Wait(mut waiter) = cache.lookup("a") else {
+        panic!("a second miss waits");
+    };
+    drop(reader);
+    assert!(waiter.changed().await.is_err(), "the reader never sends");
+    assert!(matches!(cache.lookup("a"), Lookup::Load(_)));
+}
+
+#[tokio::test]
 async fn serves_index_for_root_and_directories() {
     let fx = Fixture::new();
     let response = get(&fx.root, "/").await;
