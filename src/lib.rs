@@ -12,6 +12,7 @@ pub mod control;
 mod gather;
 pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod names;
 pub mod passthrough;
 pub mod proxy_protocol;

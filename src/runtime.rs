@@ -45,6 +45,8 @@ pub struct Shared {
     pub ticketer: Arc<dyn ProducesTickets>,
     /// ACME challenge answers, filled by the ACME tasks and read by the listeners.
     pub challenges: Arc<crate::acme::Challenges>,
+    /// The process's metrics (counters survive reloads).
+    pub metrics: Arc<crate::metrics::Metrics>,
     loaded: Arc<Mutex<Cache>>,
 }
 
@@ -106,6 +108,7 @@ impl Shared {
         Ok(Shared {
             ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()?,
             challenges: Arc::default(),
+            metrics: Arc::default(),
             loaded: Arc::default(),
         })
     }
