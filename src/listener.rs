@@ -24,9 +24,10 @@ use crate::config::ListenerKind;
 use crate::gather::{gather, Flushed};
 use crate::http::connection;
 use crate::http::service::Conn;
+use crate::metrics::{Carried, Handshake};
 use crate::names::HostName;
 use crate::proxy_protocol;
-use crate::route::certificate_for;
+use crate::route::{certificate_for, Refusal};
 use crate::runtime::{Decision, Runtime};
 use crate::tls::client_hello::HelloError;
 use crate::tls::peek::{read_client_hello, PeekError, PrefixedIo};
@@ -310,6 +311,7 @@ async fn connection(
 ) {
     let deadline = Instant::now() + rt.config.limits.handshake_timeout;
     let listener = &rt.listeners[li];
+    let _open = listener.metrics.open();
     // Behind an L4 load balancer the first bytes say who the client is; only trusted
     // sources may say so, and they must.
     let (client, local, tcp) = if listener
@@ -337,6 +339,7 @@ async fn connection(
     match listener.config.kind {
         ListenerKind::Https => https(rt, li, tcp, client, local, deadline, shutdown).await,
         ListenerKind::Http => {
+            listener.metrics.carried(Carried::Http1);
             let conn = Arc::new(Conn {
                 runtime: rt,
                 listener: li,
@@ -436,9 +439,24 @@ async fn https(
     let Some(tls_config) = listener.tls.clone() else {
         return;
     };
+    let counters = &listener.metrics;
+    // What a connection that carries nothing ends as.
+    let ended = |outcome: Handshake| {
+        counters.handshake(outcome);
+        counters.carried(Carried::Nothing);
+    };
+    let accepted = deadline
+        .checked_sub(rt.config.limits.handshake_timeout)
+        .unwrap_or(deadline);
     let (hello, read) = match read_client_hello(&mut io, HELLO_LIMIT, deadline).await {
         Ok(x) => x,
+        Err(PeekError::Timeout) => {
+            ended(Handshake::Timeout);
+            tracing::debug!(%client, "no whole ClientHello before the deadline; closing");
+            return;
+        }
         Err(PeekError::Hello(HelloError::NotTls)) => {
+            ended(Handshake::Failed);
             // Most often someone typed http:// for an https port: say so, like nginx does.
             tracing::debug!(%client, "plain bytes on an https listener; answering 400");
             let _ = io.write_all(PLAIN_HTTP_ON_HTTPS).await;
@@ -446,6 +464,7 @@ async fn https(
             return;
         }
         Err(e) => {
+            ended(Handshake::Failed);
             tracing::debug!(%client, error = %e, "no usable ClientHello; closing");
             return;
         }
@@ -460,20 +479,30 @@ async fn https(
             .and_then(|s| HostName::parse(s).ok())
             .and_then(|h| rt.challenges.tls_alpn(h.as_str()));
         if let Some(cert) = challenge {
+            ended(Handshake::AcmeChallenge);
             acme_tls_alpn(cert, PrefixedIo::new(prefix, tcp), client, deadline).await;
             return;
         }
     }
     let resolved = match rt.decide(li, sni_sent) {
         Decision::Terminate(r) => r,
-        Decision::Passthrough { backend, .. } => {
+        Decision::Passthrough { backend, resolved } => {
+            counters.handshake(Handshake::Passthrough);
+            counters.carried(Carried::Passthrough);
+            let site = resolved.map(|r| &*rt.sites[r.binding.site].metrics);
             let timeout = deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_secs(1));
-            crate::passthrough::serve(tcp, prefix, backend, client, local, timeout, sni_sent).await;
+            crate::passthrough::serve(tcp, prefix, backend, client, local, timeout, sni_sent, site)
+                .await;
             return;
         }
         Decision::Refuse(refusal) => {
+            ended(match refusal {
+                Refusal::NoSni => Handshake::RefusedNoSni,
+                Refusal::UnknownName(_) => Handshake::RefusedUnknownSni,
+                Refusal::NoCertificate(_) => Handshake::NoCertificate,
+            });
             tracing::info!(listener = %listener.config.name, %client, sni = sni_sent.unwrap_or("-"), ?refusal, "handshake refused");
             let _ = tcp.write_all(&alert_record(refusal.alert())).await;
             let _ = tcp.shutdown().await;
@@ -486,29 +515,47 @@ async fn https(
         .map(|&s| SignatureScheme::from(s))
         .collect();
     let cert = certificate_for(&resolved, &schemes).cloned();
+    // Without a certificate for the client's signature schemes the handshake fails in
+    // rustls' resolver; it is counted as what it is.
+    let failure = if cert.is_some() {
+        Handshake::Failed
+    } else {
+        Handshake::NoCertificate
+    };
     let sni = sni_sent.and_then(|s| HostName::parse(s).ok());
     // From the handshake on, what one wake-up of the connection writes leaves in one write.
     let (io, sender) = gather(PrefixedIo::new(prefix, tcp));
     let terminated = async move {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+        let counters = &rt.listeners[li].metrics;
         let tls = match tokio::time::timeout_at(deadline, acceptor.accept(io)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
+                counters.handshake(failure);
+                counters.carried(Carried::Nothing);
                 tracing::debug!(%client, error = %e, "TLS handshake failed");
                 return;
             }
             Err(_) => {
+                counters.handshake(Handshake::Timeout);
+                counters.carried(Carried::Nothing);
                 tracing::debug!(%client, "TLS handshake timed out");
                 return;
             }
         };
         let (_, session) = tls.get_ref();
+        counters.handshake(match session.handshake_kind() {
+            Some(rustls::HandshakeKind::Resumed) => Handshake::Resumed,
+            _ => Handshake::Ok,
+        });
+        counters.handshake_seconds.observe(accepted.elapsed());
         let tls_version = match session.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
             _ => "TLS",
         };
         let h2 = session.alpn_protocol() == Some(b"h2");
+        counters.carried(if h2 { Carried::H2 } else { Carried::Http1 });
         let conn = Arc::new(Conn {
             runtime: rt,
             listener: li,

@@ -93,9 +93,14 @@ pub async fn serve(
     local: SocketAddr,
     connect_timeout: Duration,
     sni: Option<&str>,
+    counters: Option<&crate::metrics::SiteCounters>,
 ) {
     let started = Instant::now();
-    match relay(downstream, &prefix, backend, client, local, connect_timeout).await {
+    let relayed = relay(downstream, &prefix, backend, client, local, connect_timeout).await;
+    if let (Ok(r), Some(counters)) = (&relayed, counters) {
+        counters.relayed(r.to_backend, r.to_client);
+    }
+    match relayed {
         Ok(r) => tracing::info!(
             target: "access",
             %client,

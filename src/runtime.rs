@@ -168,6 +168,8 @@ impl Shared {
 pub struct SiteRt {
     pub name: String,
     pub action: SiteAction,
+    /// This site's counters (kept across reloads by name).
+    pub metrics: Arc<crate::metrics::SiteCounters>,
 }
 
 pub enum SiteAction {
@@ -206,6 +208,8 @@ pub struct ListenerRt {
     /// Present on https listeners.
     pub tls: Option<Arc<ServerConfig>>,
     pub connections: Arc<Semaphore>,
+    /// This listener's counters (kept across reloads by name).
+    pub metrics: Arc<crate::metrics::ListenerCounters>,
 }
 
 pub struct Runtime {
@@ -217,6 +221,8 @@ pub struct Runtime {
     pub site_certs: Vec<Option<Arc<Cert>>>,
     /// ACME challenge answers (shared by every runtime of one process).
     pub challenges: Arc<crate::acme::Challenges>,
+    /// The process's metrics (shared by every runtime of one process).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Set once a newer runtime replaced this one: its connections finish what they are
     /// doing and close, so old certificates and sites do not live on in keep-alive
     /// connections.
@@ -400,6 +406,9 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
     let mut roots: HashMap<std::path::PathBuf, static_files::Root> = HashMap::new();
     let mut root_paths: HashMap<&std::ffi::OsStr, static_files::Root> = HashMap::new();
     let acme_home = crate::acme::home(&config);
+    let per_site_histograms = config
+        .per_site_histograms
+        .unwrap_or(config.sites.len() <= crate::metrics::PER_SITE_HISTOGRAMS_UP_TO);
     for (si, site) in config.sites.iter().enumerate() {
         let at = format!("site[{}]", site.index);
         let action = match &site.action {
@@ -438,6 +447,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
         sites.push(SiteRt {
             name: site.name.clone(),
             action,
+            metrics: shared.metrics.site(&site.name, per_site_histograms),
         });
 
         // A passthrough site's certificate lives on its backend.
@@ -605,6 +615,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             table,
             tls,
             connections: Arc::new(Semaphore::new(l.max_connections)),
+            metrics: shared.metrics.listener(&l.name),
         });
     }
 
@@ -619,6 +630,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             pool,
             site_certs,
             challenges: shared.challenges.clone(),
+            metrics: shared.metrics.clone(),
             retired: tokio::sync::watch::Sender::new(false),
         }),
         report,

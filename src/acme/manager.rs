@@ -66,6 +66,7 @@ struct Common {
     challenges: Arc<Challenges>,
     account: tokio::sync::Mutex<Option<Account>>,
     issued: UnboundedSender<String>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Manager {
@@ -75,6 +76,7 @@ impl Manager {
         config: &Config,
         challenges: Arc<Challenges>,
         issued: UnboundedSender<String>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Manager {
         let Some(acme) = config.acme.clone() else {
             return Manager::default();
@@ -85,6 +87,7 @@ impl Manager {
             challenges,
             account: tokio::sync::Mutex::new(None),
             issued,
+            metrics,
         });
         let tasks = config
             .sites
@@ -322,6 +325,11 @@ async fn site_task(common: Arc<Common>, site: Site) {
         };
         drop(_lock);
         let now = unix_now();
+        common.metrics.acme_order(if result.is_ok() {
+            crate::metrics::Outcome::Ok
+        } else {
+            crate::metrics::Outcome::Failed
+        });
         match result {
             Ok(()) => {
                 tracing::info!(site = %site.name, cert = %files.cert.display(), "ACME certificate stored");

@@ -142,13 +142,20 @@ fn summary(rt: &Runtime) {
 
 /// Installs a freshly built runtime, or reports why not. Returns the text sent to
 /// `portico reload`: every diagnostic, then an `OK` or `FAILED` line.
-fn install(server: &mut Server, built: Result<(Runtime, Report), Report>, why: &str) -> String {
+fn install(
+    server: &mut Server,
+    metrics: &crate::metrics::Metrics,
+    built: Result<(Runtime, Report), Report>,
+    why: &str,
+) -> String {
     let mut out = String::new();
     match built {
         Ok((rt, warnings)) => {
             let (listeners, sites) = (rt.listeners.len(), rt.sites.len());
             match server.install(rt) {
                 Ok(()) => {
+                    metrics.installed(&server.runtime());
+                    metrics.reload(crate::metrics::Outcome::Ok);
                     tracing::info!(reason = why, listeners, sites, "reloaded");
                     out.push_str(&warnings.to_string());
                     out.push_str(&format!(
@@ -156,6 +163,7 @@ fn install(server: &mut Server, built: Result<(Runtime, Report), Report>, why: &
                     ));
                 }
                 Err(e) => {
+                    metrics.reload(crate::metrics::Outcome::Failed);
                     tracing::error!(reason = why, error = %e, "reload failed; the previous configuration keeps serving");
                     out.push_str(&format!(
                         "error: {e}\nFAILED the previous configuration keeps serving\n"
@@ -164,6 +172,7 @@ fn install(server: &mut Server, built: Result<(Runtime, Report), Report>, why: &
             }
         }
         Err(report) => {
+            metrics.reload(crate::metrics::Outcome::Failed);
             let errors = report.errors().count();
             tracing::error!(
                 reason = why,
@@ -340,19 +349,27 @@ struct AcmeTasks {
     manager: crate::acme::Manager,
     challenges: std::sync::Arc<crate::acme::Challenges>,
     issued: tokio::sync::mpsc::UnboundedSender<String>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl AcmeTasks {
     fn start(
         config: &Config,
-        challenges: std::sync::Arc<crate::acme::Challenges>,
+        shared: &Shared,
         issued: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> AcmeTasks {
+        let (challenges, metrics) = (shared.challenges.clone(), shared.metrics.clone());
         AcmeTasks {
             inputs: AcmeInputs::of(config),
-            manager: crate::acme::Manager::start(config, challenges.clone(), issued.clone()),
+            manager: crate::acme::Manager::start(
+                config,
+                challenges.clone(),
+                issued.clone(),
+                metrics.clone(),
+            ),
             challenges,
             issued,
+            metrics,
         }
     }
 
@@ -360,8 +377,12 @@ impl AcmeTasks {
     fn follow(&mut self, config: &Config) {
         let inputs = AcmeInputs::of(config);
         if inputs != self.inputs {
-            self.manager =
-                crate::acme::Manager::start(config, self.challenges.clone(), self.issued.clone());
+            self.manager = crate::acme::Manager::start(
+                config,
+                self.challenges.clone(),
+                self.issued.clone(),
+                self.metrics.clone(),
+            );
             self.inputs = inputs;
         }
     }
@@ -433,15 +454,12 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     let mut upgrade = Upgrade::default();
     // ACME tasks for the configuration being served; restarted when a reload changes it.
     let (issued_tx, mut issued) = tokio::sync::mpsc::unbounded_channel();
-    let mut acme = AcmeTasks::start(
-        &server.runtime().config,
-        shared.challenges.clone(),
-        issued_tx,
-    );
+    shared.metrics.installed(&server.runtime());
+    let mut acme = AcmeTasks::start(&server.runtime().config, &shared, issued_tx);
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                install(&mut server, load_off(&path, &shared).await, "SIGHUP");
+                install(&mut server, &shared.metrics, load_off(&path, &shared).await, "SIGHUP");
                 files = loaded_cert_files(&server.runtime().config, &shared);
                 watch = every(watch_period(files.len()));
                 acme.follow(&server.runtime().config);
@@ -450,11 +468,11 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
                 // The configuration in memory: a new certificate must not apply edits
                 // nobody asked to load yet.
                 let config = server.runtime().config.clone();
-                install(&mut server, build_off(config, &shared).await, &format!("ACME certificate for site {site}"));
+                install(&mut server, &shared.metrics, build_off(config, &shared).await, &format!("ACME certificate for site {site}"));
             }
             Some(request) = commands.recv() => match request.command {
                 Command::Reload => {
-                    let answer = install(&mut server, load_off(&path, &shared).await, "portico reload");
+                    let answer = install(&mut server, &shared.metrics, load_off(&path, &shared).await, "portico reload");
                     files = loaded_cert_files(&server.runtime().config, &shared);
                     watch = every(watch_period(files.len()));
                     acme.follow(&server.runtime().config);
@@ -521,7 +539,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
                             tracing::error!("certificate change not applied: {d}");
                         }
                     }
-                    install(&mut server, built, "certificate files changed");
+                    install(&mut server, &shared.metrics, built, "certificate files changed");
                     // Either way, wait for the next change before trying again.
                     files = now;
                     pending = None;
@@ -534,7 +552,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
                 // nobody asked to load yet.
                 let config = server.runtime().config.clone();
                 if config.sites.iter().any(|s| s.tls == TlsMode::Internal) {
-                    install(&mut server, build_off(config, &shared).await, "internal certificate renewal");
+                    install(&mut server, &shared.metrics, build_off(config, &shared).await, "internal certificate renewal");
                 }
             }
             _ = term.recv() => break,

@@ -39,6 +39,9 @@ pub struct Config {
     pub limits: Limits,
     /// The ACME account and CA that `tls = "acme"` sites get their certificates from.
     pub acme: Option<Acme>,
+    /// `[metrics] per_site_histograms`: request latency per site (true) or per listener
+    /// (false); unset, per site up to 1,000 sites.
+    pub per_site_histograms: Option<bool>,
 }
 
 /// The `[acme]` table: which ACME v2 directory to order certificates from, and how.

@@ -21,6 +21,14 @@ pub(crate) struct RawConfig {
     pub(crate) site: Vec<RawSite>,
     pub(crate) limits: Option<RawLimits>,
     pub(crate) acme: Option<RawAcme>,
+    pub(crate) metrics: Option<RawMetrics>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawMetrics {
+    pub(crate) per_site_histograms: Option<bool>,
     #[serde(flatten)]
     pub(crate) unknown: Unknown,
 }

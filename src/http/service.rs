@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 
 use super::{access, static_files, text, Body};
 use crate::config::Limits;
+use crate::metrics::Protocol;
 use crate::names::{authority_host, host_from_authority, is_normal_name, same_authority, HostName};
 use crate::runtime::{Runtime, SiteAction};
 use crate::tls::load::Cert;
@@ -109,16 +110,19 @@ fn normal_host_len(authority: &str) -> Option<usize> {
 }
 
 pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let version = req.version();
     // With the access log filtered out (RUST_LOG=warn and the like), nothing is gathered
     // for it and the body is not wrapped: one allocation and one copy fewer per request.
     if !tracing::enabled!(target: "access", tracing::Level::INFO) {
-        return Ok(respond(&conn, req).await.0);
+        let (resp, _, site) = respond(&conn, req).await;
+        count(&conn, site, version, resp.status(), start);
+        return Ok(resp);
     }
-    let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let version = req.version();
     let (resp, host, site) = respond(&conn, req).await;
+    count(&conn, site, version, resp.status(), start);
     let (parts, body) = resp.into_parts();
     let line = access::Line {
         conn,
@@ -135,6 +139,31 @@ pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<
         parts,
         BodyExt::boxed(access::Logged::new(body, line)),
     ))
+}
+
+/// Counts a request in the metrics: its site's status class and latency (to the response
+/// head), and the listener's 421s. Atomic adds on counters the runtime holds.
+fn count(
+    conn: &Conn,
+    site: Option<usize>,
+    version: http::Version,
+    status: StatusCode,
+    start: Instant,
+) {
+    let rt = &conn.runtime;
+    let listener = &rt.listeners[conn.listener].metrics;
+    if status == StatusCode::MISDIRECTED_REQUEST {
+        listener.misdirected();
+    }
+    if let Some(site) = site {
+        let counters = &rt.sites[site].metrics;
+        counters.request(Protocol::of(version), status);
+        counters
+            .request_seconds
+            .as_ref()
+            .unwrap_or(&listener.request_seconds)
+            .observe(start.elapsed());
+    }
 }
 
 /// A request head that must not be served, whatever its host: 400 or 431. What hyper and h2

@@ -425,9 +425,15 @@ async fn a_431_connection_lingers_while_the_client_is_still_sending() {
     let (mut tls, _) = connect(server.addr("127.0.0.1"), &Opts::sni("a.test").http1())
         .await
         .expect("handshake");
-    tls.write_all(format!("GET / HTTP/1.1\r\nHost: a.test\r\nX-Big: {}", "x".repeat(40_000)).as_bytes())
-        .await
-        .expect("write the head");
+    tls.write_all(
+        format!(
+            "GET / HTTP/1.1\r\nHost: a.test\r\nX-Big: {}",
+            "x".repeat(40_000)
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write the head");
     let mut got = Vec::new();
     let mut chunk = [0u8; 4096];
     while !got.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -438,7 +444,11 @@ async fn a_431_connection_lingers_while_the_client_is_still_sending() {
         assert!(n > 0, "closed before answering");
         got.extend_from_slice(&chunk[..n]);
     }
-    assert!(got.starts_with(b"HTTP/1.1 431"), "{:?}", String::from_utf8_lossy(&got));
+    assert!(
+        got.starts_with(b"HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
     // Keep sending, within the linger's pause (0.5 s) and size bounds.
     let filler = vec![b'x'; 8 * 1024];
     for i in 0..10 {
@@ -448,7 +458,10 @@ async fn a_431_connection_lingers_while_the_client_is_still_sending() {
             tls.flush().await
         }
         .await;
-        assert!(sent.is_ok(), "write {i} after the 431 met a reset: {sent:?}");
+        assert!(
+            sent.is_ok(),
+            "write {i} after the 431 met a reset: {sent:?}"
+        );
     }
 }
 

@@ -10,6 +10,7 @@ mod hardening;
 mod http;
 mod inspect;
 mod lifecycle;
+mod metrics;
 mod passthrough;
 mod probe;
 mod proxy;

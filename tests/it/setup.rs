@@ -13,6 +13,8 @@ const PROGRAMS: &[(&str, Option<&str>)] = &[
     ("pebble", Some("pebble")),
     ("pebble-challtestsrv", Some("pebble")),
     ("h2load", Some("nghttp2-client")),
+    ("promtool", Some("prometheus")),
+    ("prometheus", Some("prometheus")),
     ("sh", None),
     ("id", None),
     ("kill", None),

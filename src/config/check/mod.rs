@@ -73,6 +73,7 @@ impl Checker<'_> {
                 "site",
                 "limits",
                 "acme",
+                "metrics",
             ],
         );
         let state_dir = self.path(raw.state_dir.as_deref().unwrap_or("state"));
@@ -86,6 +87,10 @@ impl Checker<'_> {
         }
         let sites = self.sites(raw.site, &listeners);
         let acme = raw.acme.and_then(|a| self.acme(a));
+        let per_site_histograms = raw.metrics.and_then(|m| {
+            unknown_keys(self.report, "metrics", &m.unknown, &["per_site_histograms"]);
+            m.per_site_histograms
+        });
         if acme.is_none() {
             for s in sites.iter().filter(|s| s.tls == TlsMode::Acme) {
                 self.report.error(
@@ -109,6 +114,7 @@ impl Checker<'_> {
             sites,
             limits,
             acme,
+            per_site_histograms,
         };
         self.bindings(&config);
         config

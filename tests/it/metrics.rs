@@ -1,0 +1,183 @@
+//! Metrics: known traffic, then a scrape that shows exactly it; the text is accepted by
+//! `promtool check metrics` (Debian's prometheus package, installed by scripts/test).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::support::client::{connect, Http, Opts};
+use crate::support::{free_port, serve, TestServer};
+
+const SITES: &str = "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\ntls = \"internal\"\nrespond = { body = \"a\" }\n[[site]]\nname = \"b\"\nhosts = [\"b.test\"]\ntls = \"internal\"\nrespond = { body = \"b\" }\n";
+
+async fn server() -> (tempfile::TempDir, TestServer) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = format!(
+        "[[listener]]\nname = \"main\"\naddress = \"127.0.0.1:{}\"\n{SITES}",
+        free_port()
+    );
+    let server = serve(dir.path(), &toml).await;
+    (dir, server)
+}
+
+fn scrape(server: &TestServer) -> String {
+    let rt = server.server.as_ref().expect("running").runtime();
+    rt.metrics.render(&rt)
+}
+
+/// The value of the series written exactly as `series` (name and labels), if present.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn known_traffic_gives_exactly_those_counters() {
+    let (_dir, server) = server().await;
+    let addr = server.addr("127.0.0.1");
+    // Three requests to site a, then a request for b on a's connection: 421.
+    let (tls, _) = connect(addr, &Opts::sni("a.test"))
+        .await
+        .expect("handshake");
+    let mut http = Http::over(tls).await;
+    for _ in 0..3 {
+        assert_eq!(http.get("a.test", "/").await.status, 200);
+    }
+    assert_eq!(http.get("b.test", "/").await.status, 421);
+    // An unknown name and a client without SNI are refused.
+    assert!(connect(addr, &Opts::sni("nope.test")).await.is_err());
+    assert!(connect(addr, &Opts::no_sni()).await.is_err());
+
+    let text = scrape(&server);
+    let expect = [
+        (
+            r#"portico_http_requests_total{site="a",code="2xx",protocol="h2"}"#,
+            3.0,
+        ),
+        (r#"portico_http_misdirected_total{listener="main"}"#, 1.0),
+        (
+            r#"portico_tls_handshakes_total{listener="main",outcome="ok"}"#,
+            1.0,
+        ),
+        (
+            r#"portico_tls_handshakes_total{listener="main",outcome="refused_unknown_sni"}"#,
+            1.0,
+        ),
+        (
+            r#"portico_tls_handshakes_total{listener="main",outcome="refused_no_sni"}"#,
+            1.0,
+        ),
+        (
+            r#"portico_connections_total{listener="main",protocol="h2"}"#,
+            1.0,
+        ),
+        (
+            r#"portico_connections_total{listener="main",protocol="none"}"#,
+            2.0,
+        ),
+        (
+            r#"portico_http_request_duration_seconds_count{site="a"}"#,
+            3.0,
+        ),
+        (
+            r#"portico_tls_handshake_duration_seconds_count{listener="main"}"#,
+            1.0,
+        ),
+    ];
+    for (series, want) in expect {
+        assert_eq!(value(&text, series), Some(want), "{series} in:\n{text}");
+    }
+    for absent in [
+        r#"portico_http_requests_total{site="b""#,
+        r#"portico_tls_handshakes_total{listener="main",outcome="failed"}"#,
+    ] {
+        assert!(
+            !text.contains(absent),
+            "{absent} is zero, so not rendered:\n{text}"
+        );
+    }
+    // Two internal certificates in use; the soonest expiry is the earlier of them.
+    let not_after: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("portico_certificate_not_after_seconds{"))
+        .filter(|l| l.contains(r#"source="internal""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(not_after.len(), 2, "{text}");
+    let soonest = value(&text, "portico_certificate_soonest_expiry_seconds");
+    assert_eq!(soonest, not_after.iter().copied().reduce(f64::min));
+    assert!(value(&text, "process_resident_memory_bytes").is_some_and(|v| v > 0.0));
+    assert!(value(&text, "portico_config_loaded_timestamp_seconds").is_some());
+
+    // The connection ended: nothing is open any more.
+    drop(http);
+    crate::support::eventually("the connection is counted closed", || {
+        let text = scrape(&server);
+        (value(&text, r#"portico_connections_open{listener="main"}"#) == Some(0.0)).then_some(())
+    });
+}
+
+#[tokio::test]
+async fn counters_survive_a_reload_for_sites_that_stay() {
+    let (_dir, server) = server().await;
+    let addr = server.addr("127.0.0.1");
+    let (tls, _) = connect(addr, &Opts::sni("a.test"))
+        .await
+        .expect("handshake");
+    let mut http = Http::over(tls).await;
+    assert_eq!(http.get("a.test", "/").await.status, 200);
+    let file = server.dir.join("portico.toml");
+    let shared = server
+        .server
+        .as_ref()
+        .expect("running")
+        .runtime()
+        .metrics
+        .clone();
+    // The same metrics, as the serve loop's reload uses: a new runtime from the same Shared
+    // would find them; here the counters are looked up by name, as build does.
+    let before = shared.site("a", true);
+    let rt = crate::support::build(&file, &portico::runtime::Shared::new().expect("shared"));
+    drop(rt);
+    assert!(std::sync::Arc::ptr_eq(&before, &shared.site("a", true)));
+    let text = scrape(&server);
+    assert_eq!(
+        value(
+            &text,
+            r#"portico_http_requests_total{site="a",code="2xx",protocol="h2"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn promtool_accepts_the_metrics() {
+    let (_dir, server) = server().await;
+    let addr = server.addr("127.0.0.1");
+    let (tls, _) = connect(addr, &Opts::sni("a.test"))
+        .await
+        .expect("handshake");
+    let mut http = Http::over(tls).await;
+    assert_eq!(http.get("a.test", "/").await.status, 200);
+    let text = scrape(&server);
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/test installs it)");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = promtool.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
