@@ -1,11 +1,33 @@
 //! Errors in words an operator can act on. [`ErrorChain`] displays an error with every
 //! cause down to the root one, for log lines and status files: the outermost error often
 //! does not say what to fix (hyper's `client error (Connect)` hides the rustls verdict two
-//! sources down).
+//! sources down). [`describe_io`] says why a file cannot be read without `(os error N)`.
 //!
 //! This module only formats; nothing decides anything from the text.
 
 use std::fmt;
+use std::io;
+
+/// Why a file cannot be read, in words: `is a directory, not a file`, never
+/// `Is a directory (os error 21)`.
+pub fn describe_io(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "no such file".to_string(),
+        io::ErrorKind::PermissionDenied => {
+            "permission denied (check the file's owner and mode)".to_string()
+        }
+        io::ErrorKind::IsADirectory => "is a directory, not a file".to_string(),
+        io::ErrorKind::NotADirectory => "a part of the path is a file, not a directory".to_string(),
+        _ => {
+            // The system's words without the number.
+            let text = e.to_string();
+            match (e.raw_os_error(), text.rfind(" (os error ")) {
+                (Some(_), Some(at)) => text[..at].to_string(),
+                _ => text,
+            }
+        }
+    }
+}
 
 /// Displays an error and its sources (`std::error::Error::source`), `a: b: c`.
 ///
@@ -40,7 +62,7 @@ impl fmt::Debug for ErrorChain<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::ErrorChain;
+    use super::{describe_io, ErrorChain};
 
     #[derive(Debug, thiserror::Error)]
     enum Inner {
@@ -74,6 +96,17 @@ mod tests {
             ErrorChain(&e).to_string(),
             "ACME: client error (Connect): invalid peer certificate: UnknownIssuer"
         );
+    }
+
+    #[test]
+    fn describe_io_never_shows_os_error_numbers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = std::fs::read(dir.path()).expect_err("a directory cannot be read as a file");
+        assert_eq!(describe_io(&e), "is a directory, not a file");
+        let e = std::fs::read(dir.path().join("nope")).expect_err("missing");
+        assert_eq!(describe_io(&e), "no such file");
+        let e = std::io::Error::from_raw_os_error(28);
+        assert!(!describe_io(&e).contains("os error"), "{}", describe_io(&e));
     }
 
     #[test]

@@ -327,7 +327,7 @@ fn load_all(files: &[CertFiles], shared: &Shared) -> Vec<Result<Arc<Cert>, load:
 fn check_key(report: &mut Report, at: &str, cert: &Cert) {
     if !cert.key_usable() {
         report.error(
-            at,
+            format!("{at}.key"),
             format!(
                 "the private key in {} cannot sign: its public key matches the certificate, but the key itself is not valid (corrupt or edited)",
                 cert.key_file.display()
@@ -359,12 +359,9 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                 certs.push(c)
             }
             Err(e) => {
-                unloaded.push(format!("certificate[{i}]"));
-                report.error(
-                    format!("certificate[{i}]"),
-                    e.to_string(),
-                    Some(e.fix().to_string()),
-                )
+                let at = format!("certificate[{i}]");
+                report.error(e.path_in(&at), e.to_string(), Some(e.fix().to_string()));
+                unloaded.push(at);
             }
         }
     }
@@ -469,7 +466,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                         site_cert = Some(cert);
                     }
                     Err(e) => report.error(
-                        format!("{at}.tls"),
+                        e.path_in(&format!("{at}.tls")),
                         e.to_string(),
                         Some(e.fix().to_string()),
                     ),

@@ -248,6 +248,8 @@ fn write_dir(toml: &str) -> (tempfile::TempDir, PathBuf) {
     for (name, contents) in pki() {
         std::fs::write(dir.path().join(name), contents).expect("write a PKI file");
     }
+    // A directory where a file is expected.
+    std::fs::create_dir(dir.path().join("keys")).expect("make a directory");
     let file = dir.path().join("portico.toml");
     std::fs::write(&file, toml).expect("write portico.toml");
     (dir, file)
@@ -333,8 +335,21 @@ fn case(name: &'static str, toml: String, want: Vec<Want>) -> Case {
 }
 
 /// A pool certificate that fails to load, next to a good one (a.pem) for the site, so that
-/// the only problem is the bad certificate itself.
+/// the only problem is the bad certificate itself, reported at `certificate[0]` (a problem
+/// in the pair, such as a key that does not match).
 fn bad_pool_cert(name: &'static str, cert: &str, key: &str, contains: &str) -> Case {
+    bad_pool_cert_at(name, cert, key, "certificate[0]", contains)
+}
+
+/// [`bad_pool_cert`] with the problem reported at `path` (`certificate[0].key` for a
+/// problem in the key file).
+fn bad_pool_cert_at(
+    name: &'static str,
+    cert: &str,
+    key: &str,
+    path: &'static str,
+    contains: &str,
+) -> Case {
     case(
         name,
         [
@@ -344,7 +359,7 @@ fn bad_pool_cert(name: &'static str, cert: &str, key: &str, contains: &str) -> C
             site("a", &["a.test"], &[RESPOND]),
         ]
         .concat(),
-        vec![error("certificate[0]", contains)],
+        vec![error(path, contains)],
     )
 }
 
