@@ -293,6 +293,8 @@ struct Want {
     path: &'static str,
     /// A piece of the message; `{dir}` is replaced by the configuration's directory.
     contains: String,
+    /// How the fix starts, when the row is about the fix.
+    fix: Option<&'static str>,
 }
 
 fn error(path: &'static str, contains: &str) -> Want {
@@ -300,6 +302,15 @@ fn error(path: &'static str, contains: &str) -> Want {
         severity: Severity::Error,
         path,
         contains: contains.to_string(),
+        fix: None,
+    }
+}
+
+/// An error whose fix must start with `fix`.
+fn error_fix(path: &'static str, contains: &str, fix: &'static str) -> Want {
+    Want {
+        fix: Some(fix),
+        ..error(path, contains)
     }
 }
 
@@ -308,6 +319,7 @@ fn warning(path: &'static str, contains: &str) -> Want {
         severity: Severity::Warning,
         path,
         contains: contains.to_string(),
+        fix: None,
     }
 }
 
@@ -516,15 +528,24 @@ fn run(case: &Case) -> Result<Option<&'static str>, String> {
     for want in &case.want {
         let contains = want.contains.replace("{dir}", &dir_str);
         let found = unmatched.iter().position(|d| {
-            d.severity == want.severity && d.path == want.path && d.message.contains(&contains)
+            d.severity == want.severity
+                && d.path == want.path
+                && d.message.contains(&contains)
+                && want
+                    .fix
+                    .is_none_or(|f| d.fix.as_deref().is_some_and(|got| got.starts_with(f)))
         });
         match found {
             Some(i) => {
                 unmatched.remove(i);
             }
             None => problems.push(format!(
-                "missing {:?} at {:?} containing {contains:?}",
-                want.severity, want.path
+                "missing {:?} at {:?} containing {contains:?}{}",
+                want.severity,
+                want.path,
+                want.fix
+                    .map(|f| format!(" with a fix starting {f:?}"))
+                    .unwrap_or_default()
             )),
         }
     }
