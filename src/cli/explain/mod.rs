@@ -9,7 +9,6 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -590,8 +589,14 @@ mod render;
 
 pub use render::{human, json};
 
-pub(super) fn run(path: &Path, host: &str, opts: &Options, as_json: bool) -> ExitCode {
-    let (rt, _report) = match super::bindings::load(path) {
+pub(super) fn run(
+    config: &super::ConfigArg,
+    host: &str,
+    opts: &Options,
+    as_json: bool,
+) -> ExitCode {
+    let path = config.path();
+    let (rt, _report) = match super::bindings::load(config) {
         Ok(x) => x,
         Err(code) => return code,
     };
