@@ -901,3 +901,80 @@ fn exit_codes() {
     let (code, _, _) = portico(&["bindings", "-c", &p(&s.dir.path().join("missing.toml"))]);
     assert_eq!(code, 1);
 }
+
+/// `z.a.x.test` under a `*.x.test` binding: nginx's `*.x.test` matches it, Portico's does
+/// not. `explain` says so and names the binding, and the live server refuses the name as
+/// `explain` says.
+#[tokio::test]
+async fn explain_says_a_wildcard_covers_exactly_one_label() {
+    let s = setup();
+    let server = start(&s).await;
+    let (rt, _) = checked(&s);
+    let any: SocketAddr = format!("127.0.0.1:{}", s.port).parse().expect("addr");
+    let opts = Options {
+        local: Some(any),
+        ..Options::default()
+    };
+    let ex = explain::explain(&rt, "z.a.x.test", &opts, now());
+    assert_eq!(
+        ex.outcome,
+        Outcome::Refused(Refusal::UnknownName("z.a.x.test".into()))
+    );
+    assert!(
+        ex.binding_why.contains(
+            "the wildcard binding *.x.test (site \"wild\") does not cover z.a.x.test: a wildcard covers exactly one label"
+        ),
+        "{}",
+        ex.binding_why
+    );
+    assert!(ex.binding_why.contains("nginx"), "{}", ex.binding_why);
+    let got = live(any, &Opts::sni("z.a.x.test"), "z.a.x.test").await;
+    assert_eq!(got, Err(Some(AlertDescription::UnrecognisedName)));
+    // A name the wildcard does cover gets no such note.
+    let ex = explain::explain(&rt, "a.x.test", &opts, now());
+    assert!(!ex.binding_why.contains("note:"), "{}", ex.binding_why);
+    // Nor does a name no wildcard is near.
+    let ex = explain::explain(&rt, "unknown.test", &opts, now());
+    assert!(!ex.binding_why.contains("note:"), "{}", ex.binding_why);
+    drop(server);
+}
+
+/// A document root written relative in a configuration read through a relative `-c`:
+/// `explain` shows the absolute path the server serves from.
+#[test]
+fn explain_shows_document_roots_as_absolute_paths() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let (c, k) = pki.leaf("docs", &["docs.test"], Key::Ecdsa, Validity::Current);
+    let root = crate::support::site_root(dir.path(), "www", "hello\n");
+    std::fs::write(
+        dir.path().join("portico.toml"),
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:{}\"\n[[certificate]]\ncert = \"{}\"\nkey = \"{}\"\n[[site]]\nname = \"docs\"\nhosts = [\"docs.test\"]\nroot = \"www\"\n",
+            free_port(),
+            p(&c),
+            p(&k)
+        ),
+    )
+    .expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["explain", "-c", "portico.toml", "docs.test"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run portico explain");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let absolute = std::fs::canonicalize(&root).expect("canonical root");
+    // The explanation wraps at 100 columns; join its lines first.
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        joined.contains(&format!("serves files from {}", absolute.display())),
+        "{text}"
+    );
+    assert!(!joined.contains("./www"), "{text}");
+}

@@ -18,10 +18,10 @@ use super::bindings::{
     acme_pending, alert_name, cert_json, cert_lines, fill, how_key, short_fingerprint, Json,
 };
 use crate::config::{Action, ListenerKind, TlsMode};
-use crate::names::host_from_authority;
+use crate::names::{host_from_authority, HostName};
 use crate::route::{certificate_for, Match, Refusal, Resolved, Sni};
-use crate::runtime::Decision;
 use crate::runtime::{unix_now, Runtime};
+use crate::runtime::{Decision, SiteAction};
 use crate::tls::load::Cert;
 use crate::tls::pool::{better, How};
 
@@ -133,6 +133,34 @@ fn site_label(rt: &Runtime, si: usize) -> String {
     )
 }
 
+/// When `name` is not bound on the listener but a wildcard above its parent is (`*.w.example`
+/// for `z.x.w.example`): a sentence saying that a wildcard covers exactly one label, naming
+/// that binding. Extra wording only: the binding is looked up by its own name with the
+/// table's `lookup`, and nothing here decides the resolution.
+fn wildcard_hint(rt: &Runtime, li: usize, name: &HostName) -> Option<String> {
+    let table = &rt.listeners[li].table;
+    name.deeper_wildcards().into_iter().find_map(|w| {
+        let r = table.lookup(&w)?;
+        let parent = w.as_str().trim_start_matches("*.");
+        // The one name of this shape the wildcard does cover: one label, then its parent.
+        let prefix = name.as_str().strip_suffix(parent)?.trim_end_matches('.');
+        let label = prefix.rsplit('.').next()?;
+        let one_up = name.as_str().split_once('.').map(|(_, p)| p)?;
+        Some(format!(
+            "note: the wildcard binding {w} ({}) does not cover {name}: a wildcard covers exactly one label ({label}.{parent}, not {name}); nginx's server_name {w} also matches deeper names, Portico's bindings (like certificates) do not; bind {name} or *.{one_up} to serve it",
+            site_label(rt, r.binding.site),
+        ))
+    })
+}
+
+/// The name as the server reads it, when it is one (not a wildcard, IP literal or junk).
+fn sni_name(sni: Option<&str>) -> Option<HostName> {
+    match Sni::parse(sni) {
+        Sni::Name(n) => Some(n),
+        _ => None,
+    }
+}
+
 /// The default local address: the first https listener's (127.0.0.1 for `*:port`).
 fn default_local(rt: &Runtime) -> Option<SocketAddr> {
     let l = rt
@@ -219,6 +247,9 @@ fn step_binding(
     let no_sni = table
         .no_sni()
         .map_or("reject".to_string(), |h| h.to_string());
+    let hint = sni_name(sni)
+        .and_then(|n| wildcard_hint(rt, li, &n))
+        .map_or(String::new(), |h| format!("; {h}"));
     match r {
         Ok(r) => {
             let site = site_label(rt, r.binding.site);
@@ -228,7 +259,7 @@ fn step_binding(
                 Match::Wildcard => format!("no exact binding; the wildcard binding {host} covers the name -> {site}"),
                 Match::NoSni => format!("no SNI: the listener's no_sni host {no_sni} is used -> binding {host}, {site}"),
                 Match::UnknownFallback => format!(
-                    "{} is not bound on {listener}; unknown_sni = \"no_sni\" serves it like a client without SNI: no_sni host {no_sni} -> binding {host}, {site}",
+                    "{} is not bound on {listener}; unknown_sni = \"no_sni\" serves it like a client without SNI: no_sni host {no_sni} -> binding {host}, {site}{hint}",
                     sni.unwrap_or("the name")
                 ),
             }
@@ -249,7 +280,7 @@ fn step_binding(
             )
         }
         Err(refusal @ Refusal::UnknownName(raw)) => format!(
-            "{} is not bound on {listener} and unknown_sni = \"reject\": the handshake is refused with alert {} ({})",
+            "{} is not bound on {listener} and unknown_sni = \"reject\": the handshake is refused with alert {} ({}){hint}",
             match Sni::parse(Some(raw)) {
                 Sni::Name(n) => n.to_string(),
                 _ => raw.clone(),
@@ -370,7 +401,15 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
 
 fn action_text(rt: &Runtime, si: usize) -> (String, Option<u16>) {
     match rt.config.sites.get(si).map(|s| &s.action) {
-        Some(Action::Root(p)) => (format!("serves files from {}", p.display()), None),
+        // The root the runtime opened: canonical and absolute, whatever the file wrote
+        // and wherever the command runs.
+        Some(Action::Root(p)) => {
+            let path = match rt.sites.get(si).map(|s| &s.action) {
+                Some(SiteAction::Root(root)) => root.path().to_path_buf(),
+                _ => std::path::absolute(p).unwrap_or_else(|_| p.clone()),
+            };
+            (format!("serves files from {}", path.display()), None)
+        }
         Some(Action::Redirect { to, status }) => (
             format!("redirects ({status}) to {to}, keeping path and query"),
             Some(*status),
@@ -389,6 +428,8 @@ fn action_text(rt: &Runtime, si: usize) -> (String, Option<u16>) {
 }
 
 fn step_request(rt: &Runtime, li: usize, ex: &mut Explanation<'_>) {
+    let hint =
+        |host: &HostName| wildcard_hint(rt, li, host).map_or(String::new(), |h| format!("; {h}"));
     let mut done = |outcome, status: Option<u16>, why: String| {
         (ex.outcome, ex.status, ex.outcome_why) = (outcome, status, why);
     };
@@ -411,7 +452,7 @@ fn step_request(rt: &Runtime, li: usize, ex: &mut Explanation<'_>) {
             return done(
                 Outcome::NotFound,
                 Some(404),
-                format!("{host} is not bound on {listener}"),
+                format!("{host} is not bound on {listener}{}", hint(&host)),
             );
         };
         let (site, label) = (r.binding.site, site_label(rt, r.binding.site));
@@ -479,7 +520,7 @@ fn step_request(rt: &Runtime, li: usize, ex: &mut Explanation<'_>) {
         None => done(
             Outcome::Misdirected,
             Some(421),
-            format!("{host} is not bound on {listener}"),
+            format!("{host} is not bound on {listener}{}", hint(&host)),
         ),
     }
 }
