@@ -18,7 +18,7 @@ use crate::config::{Action, CertFiles, Config, Listener, ListenerKind, NoSni, Re
 use crate::config::{Backend, UnknownSni};
 use crate::http::static_files;
 use crate::route::{Binding, Refusal, Resolved, Table};
-use crate::tls::internal_ca::LocalCa;
+use crate::tls::internal_ca::{self, LocalCa};
 use crate::tls::load::{self, Cert};
 use crate::tls::pool::{Choice, How, Pool};
 use crate::tls::resolver::Resolver;
@@ -471,6 +471,20 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                         Some(e.fix().to_string()),
                     ),
                 },
+                // Check mode opens no CA (it would create one): a leaf the CA already
+                // stored, and that serving would reuse, is the site's certificate then, so
+                // `bindings` and `explain` show what a server presents.
+                TlsMode::Internal if mode == Mode::Check => {
+                    if let Some(cert) =
+                        internal_ca::stored_leaf(&config.state_dir, &site.name, &site.hosts)
+                    {
+                        let cert = Arc::new(cert);
+                        for host in &site.hosts {
+                            choices.insert((si, host), Choice::single(cert.clone(), How::Internal));
+                        }
+                        site_cert = Some(cert);
+                    }
+                }
                 TlsMode::Internal => {
                     if let Some(ca) = &ca {
                         match ca.leaf(&site.name, &site.hosts) {

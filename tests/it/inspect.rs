@@ -978,3 +978,83 @@ fn explain_shows_document_roots_as_absolute_paths() {
     );
     assert!(!joined.contains("./www"), "{text}");
 }
+
+/// Once a server has issued an internal certificate into state_dir, `bindings` and
+/// `explain` show that certificate (what the server presents), not "issued at start".
+#[tokio::test]
+async fn bindings_and_explain_show_a_stored_internal_certificate() {
+    let s = setup();
+    // Before any server ran: nothing is stored, so it is issued at start.
+    let (code, out, err) = portico(&["bindings", "-c", &p(&s.file)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("dev.test -> site \"dev\" · internal CA (issued at start)"),
+        "{out}"
+    );
+    let server = start(&s).await;
+    let dedicated: SocketAddr = format!("127.0.0.2:{}", s.port).parse().expect("addr");
+    let (presented, _, _) = live(dedicated, &Opts::sni("dev.test"), "dev.test")
+        .await
+        .expect("dev.test is served");
+    let (rt, report) = checked(&s);
+    let (views, _) = bindings::collect(&rt, &report);
+    let row = views
+        .iter()
+        .flat_map(|v| v.rows.iter())
+        .find(|r| r.host == Some("dev.test"))
+        .expect("a dev.test row");
+    assert!(!row.internal_pending);
+    assert_eq!(row.how, Some(portico::tls::pool::How::Internal));
+    assert_eq!(
+        row.certs.first().map(|c| c.subject.as_str()),
+        Some(presented.as_str()),
+        "bindings shows the certificate the server presents"
+    );
+    let (code, out, err) = portico(&["bindings", "-c", &p(&s.file)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("issued at start"), "{out}");
+    let masked = mask(&out, &s);
+    assert!(
+        masked.contains(&format!(
+            "  dev.test -> site \"dev\" · internal CA\n    ECDSA  {presented}  issued by CN=Portico Local CA"
+        )),
+        "{masked}"
+    );
+    let (code, out, err) = portico(&["bindings", "--json", "-c", &p(&s.file)]);
+    assert_eq!(code, 0, "{err}");
+    let doc = parse_json(&out);
+    let dev = doc
+        .get("listeners")
+        .arr()
+        .iter()
+        .flat_map(|l| l.get("bindings").arr().iter())
+        .find(|b| b.get("host") == &J::Str("dev.test".into()))
+        .expect("dev.test in the JSON");
+    assert_eq!(dev.get("internal_pending"), &J::Bool(false));
+    assert_eq!(dev.get("how").str(), "internal");
+    assert_eq!(
+        dev.get("certificates").arr()[0].get("subject").str(),
+        presented
+    );
+    let ex = explain::explain(
+        &rt,
+        "dev.test",
+        &Options {
+            local: Some(dedicated),
+            ..Options::default()
+        },
+        now(),
+    );
+    assert!(!ex.internal_pending);
+    assert_eq!(
+        ex.presented.map(|c| c.subject.as_str()),
+        Some(presented.as_str())
+    );
+    assert!(ex.certs_why.contains("stored in"), "{}", ex.certs_why);
+    assert!(
+        !ex.certs_why.contains("issued at start"),
+        "{}",
+        ex.certs_why
+    );
+    drop(server);
+}

@@ -327,7 +327,8 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
             ex.how = Some(How::Internal);
             let hosts: Vec<&str> = site.hosts.iter().map(|h| h.as_str()).collect();
             ex.certs_why = format!(
-                "internal CA (issued at start): the local CA issues {site_name}'s certificate for exactly its hosts ({}) when serving starts; check mode issues nothing",
+                "internal CA (issued at start): no certificate for {site_name} is stored in {} yet; the local CA issues one for exactly its hosts ({}) when serving starts (check mode issues nothing)",
+                rt.config.state_dir.join("internal").display(),
                 hosts.join(", ")
             );
         }
@@ -343,7 +344,14 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
             } else if site.tls == TlsMode::Acme {
                 format!("ACME: issued for {site_name}'s hosts and stored in state_dir/acme/")
             } else {
-                format!("internal CA: issued by the local CA for {site_name}'s hosts")
+                let stored = b
+                    .certs
+                    .as_ref()
+                    .and_then(|c| c.variants.first())
+                    .map_or(String::new(), |c| {
+                        format!(", stored in {}", c.cert_file.display())
+                    });
+                format!("internal CA: issued by the local CA for {site_name}'s hosts{stored}; serving reuses it until it is due for renewal")
             };
             for cert in b.certs.iter().flat_map(|c| c.variants.iter()) {
                 ex.candidates.push(Candidate {
