@@ -228,7 +228,7 @@ pub(super) fn cases() -> Vec<Case> {
             ]
             .concat(),
             vec![
-                error("site[0].proxy.ca", "cannot read {dir}/missing.pem"),
+                error("site[0].proxy.ca", "cannot read {dir}/missing.pem: no such file"),
                 error("site[1].proxy.ca", "{dir}/garbage.pem holds no usable CERTIFICATE block"),
             ],
         ),
