@@ -9,6 +9,7 @@ pub mod acme;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod error_text;
 mod gather;
 pub mod http;
 pub mod listener;

@@ -94,6 +94,28 @@ impl HostName {
         Some(HostName(format!("*.{rest}").into_boxed_str()))
     }
 
+    /// The wildcards above this name's parent: `a.b.example.com` -> `*.example.com`. None
+    /// of them covers the name (a wildcard covers exactly one label), but nginx's
+    /// `server_name *.example.com` matches it, so they are what an operator coming from
+    /// nginx may have meant; `explain` names them. Nearest first; each keeps at least two
+    /// labels after `*`. Nothing resolves with them.
+    pub fn deeper_wildcards(&self) -> Vec<HostName> {
+        if self.is_wildcard() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        // Skip the name's own left-most label and its parent's: `*.parent` covers the name.
+        let mut rest = self.0.split_once('.').and_then(|(_, r)| r.split_once('.'));
+        while let Some((_, tail)) = rest {
+            if !tail.contains('.') {
+                break;
+            }
+            out.push(HostName(format!("*.{tail}").into_boxed_str()));
+            rest = tail.split_once('.');
+        }
+        out
+    }
+
     /// Whether a certificate or binding for `self` (exact or wildcard) covers `name`.
     /// A wildcard covers exactly one left-most label; it never covers the bare parent.
     pub fn covers(&self, name: &HostName) -> bool {
@@ -361,6 +383,24 @@ mod tests {
         assert!(!n("a.x.test").covers(&n("b.x.test")));
         assert_eq!(n("a.x.test").parent_wildcard(), Some(n("*.x.test")));
         assert_eq!(n("x.test").parent_wildcard(), None);
+    }
+
+    #[test]
+    fn deeper_wildcards_are_those_nginx_would_match_and_portico_does_not() {
+        assert_eq!(
+            n("z.x.w.example").deeper_wildcards(),
+            vec![n("*.w.example")]
+        );
+        assert_eq!(
+            n("a.b.c.d.test").deeper_wildcards(),
+            vec![n("*.c.d.test"), n("*.d.test")]
+        );
+        assert!(n("x.w.example").deeper_wildcards().is_empty());
+        assert!(n("w.example").deeper_wildcards().is_empty());
+        assert!(n("*.x.w.example").deeper_wildcards().is_empty());
+        for w in n("z.y.x.w.example").deeper_wildcards() {
+            assert!(!w.covers(&n("z.y.x.w.example")), "{w}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::config::{Action, CertFiles, Config, Listener, ListenerKind, NoSni, Re
 use crate::config::{Backend, UnknownSni};
 use crate::http::static_files;
 use crate::route::{Binding, Refusal, Resolved, Table};
-use crate::tls::internal_ca::LocalCa;
+use crate::tls::internal_ca::{self, LocalCa};
 use crate::tls::load::{self, Cert};
 use crate::tls::pool::{Choice, How, Pool};
 use crate::tls::resolver::Resolver;
@@ -333,7 +333,7 @@ fn load_all(files: &[CertFiles], shared: &Shared) -> Vec<Result<Arc<Cert>, load:
 fn check_key(report: &mut Report, at: &str, cert: &Cert) {
     if !cert.key_usable() {
         report.error(
-            at,
+            format!("{at}.key"),
             format!(
                 "the private key in {} cannot sign: its public key matches the certificate, but the key itself is not valid (corrupt or edited)",
                 cert.key_file.display()
@@ -365,12 +365,9 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                 certs.push(c)
             }
             Err(e) => {
-                unloaded.push(format!("certificate[{i}]"));
-                report.error(
-                    format!("certificate[{i}]"),
-                    e.to_string(),
-                    Some(e.fix().to_string()),
-                )
+                let at = format!("certificate[{i}]");
+                report.error(e.path_in(&at), e.to_string(), Some(e.fix().to_string()));
+                unloaded.push(at);
             }
         }
     }
@@ -479,11 +476,25 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                         site_cert = Some(cert);
                     }
                     Err(e) => report.error(
-                        format!("{at}.tls"),
+                        e.path_in(&format!("{at}.tls")),
                         e.to_string(),
                         Some(e.fix().to_string()),
                     ),
                 },
+                // Check mode opens no CA (it would create one): a leaf the CA already
+                // stored, and that serving would reuse, is the site's certificate then, so
+                // `bindings` and `explain` show what a server presents.
+                TlsMode::Internal if mode == Mode::Check => {
+                    if let Some(cert) =
+                        internal_ca::stored_leaf(&config.state_dir, &site.name, &site.hosts)
+                    {
+                        let cert = Arc::new(cert);
+                        for host in &site.hosts {
+                            choices.insert((si, host), Choice::single(cert.clone(), How::Internal));
+                        }
+                        site_cert = Some(cert);
+                    }
+                }
                 TlsMode::Internal => {
                     if let Some(ca) = &ca {
                         match ca.leaf(&site.name, &site.hosts) {

@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use super::status::{self, LastError, Rule, State, Status, Window};
 use super::{cert_files, lock, order, Challenges};
 use crate::config::{Acme, Config, Site, TlsMode};
+use crate::error_text::ErrorChain;
 use crate::runtime::unix_now;
 use crate::tls::load::Cert;
 
@@ -198,7 +199,7 @@ async fn plan(common: &Common, site: &Site, cert: Option<&Cert>, now: i64) -> Pl
     let info = match account(common).await {
         Ok(account) => account.renewal_info(&id).await,
         Err(e) => {
-            tracing::warn!(site = %site.name, error = %e, "cannot reach the ACME account to ask for renewal information; renewing at one third of the certificate's lifetime for now");
+            tracing::warn!(site = %site.name, error = %ErrorChain(&e), "cannot reach the ACME account to ask for renewal information; renewing at one third of the certificate's lifetime for now");
             return Plan {
                 recheck: Some(now + ARI_RECHECK_MAX),
                 ..one_third
@@ -225,7 +226,7 @@ async fn plan(common: &Common, site: &Site, cert: Option<&Cert>, now: i64) -> Pl
         // The CA's directory has no renewalInfo: the one-third rule is the plan.
         Err(instant_acme::Error::Unsupported(_)) => one_third,
         Err(e) => {
-            tracing::warn!(site = %site.name, error = %e, "the CA's renewal information could not be read; renewing at one third of the certificate's lifetime for now");
+            tracing::warn!(site = %site.name, error = %ErrorChain(&e), "the CA's renewal information could not be read; renewing at one third of the certificate's lifetime for now");
             Plan {
                 recheck: Some(now + ARI_RECHECK_MIN.max(300)),
                 ..one_third
@@ -292,7 +293,7 @@ async fn site_task(common: Arc<Common>, site: Site) {
             }
             Err(e) => {
                 // The lock only guards against a rare double order: go on without it.
-                tracing::warn!(site = %site.name, error = %e, "cannot take the ACME order lock");
+                tracing::warn!(site = %site.name, error = %ErrorChain(&e), "cannot take the ACME order lock");
                 None
             }
         };
@@ -353,7 +354,7 @@ async fn site_task(common: Arc<Common>, site: Site) {
                 let problem = e
                     .problem()
                     .map(|p| serde_json::to_string(&status::Problem::from(p)).unwrap_or_default());
-                tracing::warn!(site = %site.name, error = %e, problem = problem.as_deref().unwrap_or(""), retry_in = ?backoff, "ACME order failed");
+                tracing::warn!(site = %site.name, error = %ErrorChain(&e), problem = problem.as_deref().unwrap_or(""), retry_in = ?backoff, "ACME order failed");
                 st.attempts += 1;
                 st.last_error = Some(LastError::new(now, &e));
                 back_off(&common, &mut st, now, &mut backoff).await;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{store, AcmeError};
+use crate::error_text::ErrorChain;
 
 /// The current version of the file's layout.
 const VERSION: u32 = 1;
@@ -78,7 +79,9 @@ impl LastError {
     pub(super) fn new(at: i64, e: &AcmeError) -> LastError {
         LastError {
             at,
-            message: e.to_string(),
+            // Every cause down to the root one: the outermost error of a failed
+            // connection (`client error (Connect)`) does not say why it failed.
+            message: ErrorChain(e).to_string(),
             problem: e.problem().map(Problem::from),
         }
     }
@@ -160,6 +163,6 @@ pub(super) fn write(home: &Path, status: &mut Status, now: i64) {
         })
         .and_then(|json| store::write_private(&file, &json));
     if let Err(e) = result {
-        tracing::warn!(site = %status.site, error = %e, "cannot write the ACME status file");
+        tracing::warn!(site = %status.site, error = %ErrorChain(&e), "cannot write the ACME status file");
     }
 }

@@ -582,8 +582,9 @@ pub fn json(views: &[ListenerView<'_>], rest: &[&Diagnostic], config: &Path, now
 
 /// Loads the configuration like `check`; on errors prints the report to stderr and gives the
 /// exit code.
-pub(super) fn load(path: &Path) -> Result<(Runtime, Report), ExitCode> {
-    let (rt, report) = super::check::check(path);
+pub(super) fn load(config: &super::ConfigArg) -> Result<(Runtime, Report), ExitCode> {
+    let path = config.path();
+    let (rt, report) = super::check::check_as(path, config.origin());
     match rt {
         Some(rt) if !report.has_errors() => Ok((rt, report)),
         _ => {
@@ -599,8 +600,9 @@ pub(super) fn load(path: &Path) -> Result<(Runtime, Report), ExitCode> {
     }
 }
 
-pub(super) fn run(path: &Path, as_json: bool) -> ExitCode {
-    let (rt, report) = match load(path) {
+pub(super) fn run(config: &super::ConfigArg, as_json: bool) -> ExitCode {
+    let path = config.path();
+    let (rt, report) = match load(config) {
         Ok(x) => x,
         Err(code) => return code,
     };

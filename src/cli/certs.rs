@@ -338,8 +338,9 @@ pub fn json(entries: &[Entry], config: &Path, now: i64) -> Json {
     ])
 }
 
-pub(super) fn run(path: &Path, as_json: bool) -> ExitCode {
-    let (rt, _report) = match super::bindings::load(path) {
+pub(super) fn run(config: &super::ConfigArg, as_json: bool) -> ExitCode {
+    let path = config.path();
+    let (rt, _report) = match super::bindings::load(config) {
         Ok(x) => x,
         Err(code) => return code,
     };

@@ -13,7 +13,37 @@ pub mod serve;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Origin;
+
+/// `-c FILE`, the configuration file; `./portico.toml` when not given. Whether it was given
+/// decides the fix when the file cannot be read.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// The configuration file [default: portico.toml]
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// The default configuration file, in the current directory.
+const DEFAULT_CONFIG: &str = "portico.toml";
+
+impl ConfigArg {
+    /// The file to read.
+    pub fn path(&self) -> &std::path::Path {
+        self.config
+            .as_deref()
+            .unwrap_or(std::path::Path::new(DEFAULT_CONFIG))
+    }
+
+    pub fn origin(&self) -> Origin {
+        match self.config {
+            Some(_) => Origin::Given,
+            None => Origin::Default,
+        }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,31 +60,30 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (SIGHUP reloads, SIGTERM and SIGINT drain and stop).
     Serve {
-        /// The configuration file.
-        #[arg(short, long, default_value = "portico.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Check the configuration and every certificate; print every problem; exit 1 on error.
     Check {
-        #[arg(short, long, default_value = "portico.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Ask the running server (control socket in state_dir) to reload; print every problem
     /// and exit 1 if the reload fails (the previous configuration keeps serving).
     Reload {
-        #[arg(short, long, default_value = "portico.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Replace the running server with the binary at its path now, handing over the
     /// listening sockets (no connection refused); the old process drains and exits.
     Upgrade {
-        #[arg(short, long, default_value = "portico.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Show every listener x host name -> site and certificate, and how each was chosen.
     Bindings {
-        #[arg(short, long, default_value = "portico.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Print JSON (schema in docs/cli.md).
         #[arg(long)]
         json: bool,
@@ -62,16 +91,16 @@ pub enum Command {
     /// Show every certificate: its source (file, internal, acme), names, expiry, next
     /// renewal and, for ACME, the last error.
     Certs {
-        #[arg(short, long, default_value = "portico.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Print JSON (schema in docs/cli.md).
         #[arg(long)]
         json: bool,
     },
     /// Explain, step by step, how a connection for HOST is resolved, with the server's code.
     Explain {
-        #[arg(short, long, default_value = "portico.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// The name the client asks for (SNI) and the request's Host.
         host: String,
         /// The local address the connection arrives at; default: the first https listener's.

@@ -2,7 +2,6 @@
 //! socket) to reload its configuration or to replace itself with the binary now at its path,
 //! and print the outcome: every problem on failure, exit 1.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,10 +13,10 @@ use crate::control::{self, Command};
 /// Building a runtime for 100,000 certificates takes seconds; give it room.
 const TIMEOUT: Duration = Duration::from_secs(300);
 
-pub(super) fn run(path: &Path, command: Command) -> anyhow::Result<ExitCode> {
+pub(super) fn run(config: &super::ConfigArg, command: Command) -> anyhow::Result<ExitCode> {
     // The file names the state_dir, and so the socket. It may have errors (that is often
     // why one reloads): only state_dir is needed here, and the server reports the rest.
-    let (config, report) = Config::load_partial(path);
+    let (config, report) = Config::load_partial_as(config.path(), config.origin());
     let Some(config) = config else {
         eprint!("{report}");
         return Ok(ExitCode::from(1));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{CertFiles, Config, Report, TlsMode};
+use crate::config::{CertFiles, Config, Origin, Report, TlsMode};
 use crate::control::{Command, Reply};
 use crate::listener::Server;
 use crate::runtime::{self, format_time, FileStamp, Mode, Runtime, Shared};
@@ -37,7 +37,7 @@ pub const MAX_BLOCKING_THREADS: usize = 32;
 /// a burst that needs more pays a thread start, tens of microseconds, per thread.
 const BLOCKING_KEEP_ALIVE: Duration = Duration::from_millis(2500);
 
-pub(super) fn run(path: &Path) -> anyhow::Result<ExitCode> {
+pub(super) fn run(config: &super::ConfigArg) -> anyhow::Result<ExitCode> {
     super::init_logging();
     // With one CPU to run on (a pinned process, a container limited to one CPU), one
     // thread runs every connection and this loop: tokio's multi-threaded scheduler would
@@ -64,13 +64,13 @@ pub(super) fn run(path: &Path) -> anyhow::Result<ExitCode> {
         },
         "async runtime"
     );
-    tokio.block_on(serve(path.to_path_buf()))
+    tokio.block_on(serve(config.path().to_path_buf(), config.origin()))
 }
 
 /// Loads and builds a runtime, logging every diagnostic. With the runtime comes the report
 /// of its warnings.
-pub fn load(path: &Path, shared: &Shared) -> Result<(Runtime, Report), Report> {
-    let (config, mut report) = Config::load(path);
+pub fn load(path: &Path, origin: Origin, shared: &Shared) -> Result<(Runtime, Report), Report> {
+    let (config, mut report) = Config::load_as(path, origin);
     let rt = config.and_then(|config| {
         let (rt, more) = runtime::build(config, Mode::Serve, shared);
         report.extend(more);
@@ -248,9 +248,13 @@ async fn off_loop<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// [`load`] off the serving threads.
-async fn load_off(path: &Path, shared: &Shared) -> Result<(Runtime, Report), Report> {
+async fn load_off(
+    path: &Path,
+    origin: Origin,
+    shared: &Shared,
+) -> Result<(Runtime, Report), Report> {
     let (path, shared) = (path.to_path_buf(), shared.clone());
-    off_loop(move || load(&path, &shared)).await
+    off_loop(move || load(&path, origin, &shared)).await
 }
 
 /// [`build`] off the serving threads.
@@ -388,9 +392,9 @@ impl AcmeTasks {
     }
 }
 
-async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
+async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
     let shared = Shared::new().context("cannot set up TLS session tickets")?;
-    let rt = match load(&path, &shared) {
+    let rt = match load(&path, origin, &shared) {
         Ok((rt, _warnings)) => rt,
         Err(report) => {
             eprint!("{report}");
@@ -459,7 +463,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                install(&mut server, &shared.metrics, load_off(&path, &shared).await, "SIGHUP");
+                install(&mut server, &shared.metrics, load_off(&path, origin, &shared).await, "SIGHUP");
                 files = loaded_cert_files(&server.runtime().config, &shared);
                 watch = every(watch_period(files.len()));
                 acme.follow(&server.runtime().config);
@@ -472,7 +476,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
             }
             Some(request) = commands.recv() => match request.command {
                 Command::Reload => {
-                    let answer = install(&mut server, &shared.metrics, load_off(&path, &shared).await, "portico reload");
+                    let answer = install(&mut server, &shared.metrics, load_off(&path, origin, &shared).await, "portico reload");
                     files = loaded_cert_files(&server.runtime().config, &shared);
                     watch = every(watch_period(files.len()));
                     acme.follow(&server.runtime().config);

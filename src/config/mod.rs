@@ -272,7 +272,12 @@ impl Config {
     /// Reads and checks the file. Errors and warnings go into the report; the configuration
     /// is returned only when there is no error.
     pub fn load(file: &Path) -> (Option<Config>, Report) {
-        let (config, report) = Config::load_partial(file);
+        Config::load_as(file, Origin::Given)
+    }
+
+    /// [`Config::load`] of a file named as `origin` says.
+    pub fn load_as(file: &Path, origin: Origin) -> (Option<Config>, Report) {
+        let (config, report) = Config::load_partial_as(file, origin);
         (config.filter(|_| !report.has_errors()), report)
     }
 
@@ -280,14 +285,27 @@ impl Config {
     /// so `check` can go on to look at certificates and report those problems too. Such a
     /// configuration must never serve.
     pub fn load_partial(file: &Path) -> (Option<Config>, Report) {
+        Config::load_partial_as(file, Origin::Given)
+    }
+
+    /// [`Config::load_partial`] of a file named as `origin` says.
+    pub fn load_partial_as(file: &Path, origin: Origin) -> (Option<Config>, Report) {
         let mut report = Report::default();
         let text = match std::fs::read_to_string(file) {
             Ok(text) => text,
             Err(e) => {
+                let fix = match origin {
+                    Origin::Given => "check the path given with -c (relative paths are relative to the current directory)",
+                    Origin::Default => "pass the configuration file with -c FILE (without -c, Portico reads ./portico.toml)",
+                };
                 report.error(
                     "",
-                    format!("cannot read {}: {e}", file.display()),
-                    Some("pass the configuration file with -c FILE".to_string()),
+                    format!(
+                        "cannot read {}: {}",
+                        file.display(),
+                        crate::error_text::describe_io(&e)
+                    ),
+                    Some(fix.to_string()),
                 );
                 return (None, report);
             }
@@ -321,6 +339,15 @@ impl Config {
         };
         Some(Checker { base, report }.check(raw, file))
     }
+}
+
+/// How the configuration file was named: it decides the fix when the file cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The operator gave the path (`-c FILE`), or a caller of the library did.
+    Given,
+    /// No `-c`: the default, `./portico.toml`.
+    Default,
 }
 
 /// The parser's message with its snippet of the file. A duplicate key is named: the

@@ -210,18 +210,39 @@ impl LocalCa {
     }
 
     fn reusable(&self, cert: &Cert, hosts: &[HostName]) -> bool {
-        let renew_at = cert.not_after - RENEW_BEFORE.whole_seconds();
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        let same_names =
-            cert.names.len() == hosts.len() && hosts.iter().all(|h| cert.names.contains(h));
-        let ours = cert
-            .certified
-            .cert
-            .first()
-            .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
-            .is_some_and(|(_, c)| c.issuer().as_raw() == self.subject_raw.as_slice());
-        same_names && ours && cert.not_before <= now && now < renew_at
+        reusable(&self.subject_raw, cert, hosts)
     }
+}
+
+/// Whether `cert` is a leaf the CA with this subject issued for exactly `hosts`, valid now
+/// and not due for renewal: the one rule for reusing a stored leaf.
+fn reusable(ca_subject_raw: &[u8], cert: &Cert, hosts: &[HostName]) -> bool {
+    let renew_at = cert.not_after - RENEW_BEFORE.whole_seconds();
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let same_names =
+        cert.names.len() == hosts.len() && hosts.iter().all(|h| cert.names.contains(h));
+    let ours = cert
+        .certified
+        .cert
+        .first()
+        .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+        .is_some_and(|(_, c)| c.issuer().as_raw() == ca_subject_raw);
+    same_names && ours && cert.not_before <= now && now < renew_at
+}
+
+/// The leaf stored for `site` in `state_dir`, when serving would reuse it rather than issue
+/// a new one ([`LocalCa::leaf`]'s rule). Reads only: it never creates the CA or writes a
+/// file, so `check`, `bindings` and `explain` can show the certificate a server started
+/// from this `state_dir` presents. None when there is no CA or no reusable leaf yet.
+pub fn stored_leaf(state_dir: &Path, site: &str, hosts: &[HostName]) -> Option<Cert> {
+    let ca_pem = fs::read(ca_cert_path(state_dir)).ok()?;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(&ca_pem).ok()?;
+    let subject = x509_parser::parse_x509_certificate(&der)
+        .ok()
+        .map(|(_, c)| c.subject().as_raw().to_vec())?;
+    let (cert_path, key_path) = leaf_paths(state_dir, site);
+    let cert = load::load(&cert_path, &key_path).ok()?;
+    reusable(&subject, &cert, hosts).then_some(cert)
 }
 
 /// A file name for a site: its name with anything unusual replaced, plus a short hash so two

@@ -16,6 +16,7 @@ use rustls::SignatureAlgorithm;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::key::LazyKey;
+use crate::error_text::describe_io;
 use crate::names::HostName;
 
 /// The kind of private key, which decides which clients can use the certificate.
@@ -107,13 +108,45 @@ impl Cert {
     }
 }
 
+/// Which of a certificate's two files a problem is in: the chain (`cert = ...`) or the
+/// private key (`key = ...`). It names the file in messages and gives the diagnostic path
+/// its last part (`site[0].tls.key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Cert,
+    Key,
+}
+
+impl Part {
+    /// The configuration key that names the file.
+    pub fn key(self) -> &'static str {
+        match self {
+            Part::Cert => "cert",
+            Part::Key => "key",
+        }
+    }
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Part::Cert => "certificate file",
+            Part::Key => "key file",
+        })
+    }
+}
+
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {}: {}", path.display(), describe_io(source))]
-    Read { path: PathBuf, source: io::Error },
-    #[error("{} is not a PEM file (no -----BEGIN line)", path.display())]
-    NotPem { path: PathBuf },
+    #[error("cannot read the {part} {}: {}", path.display(), describe_io(source))]
+    Read {
+        part: Part,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("the {part} {} is not a PEM file (no -----BEGIN line)", path.display())]
+    NotPem { part: Part, path: PathBuf },
     #[error("{} has no CERTIFICATE block", path.display())]
     NoCertificate { path: PathBuf },
     #[error("{} has no private key (expected a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block)", path.display())]
@@ -142,30 +175,54 @@ pub enum LoadError {
     },
 }
 
-fn describe_io(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::NotFound => "no such file".to_string(),
-        io::ErrorKind::PermissionDenied => {
-            "permission denied (check the file's owner and mode)".to_string()
-        }
-        _ => e.to_string(),
-    }
-}
-
 impl LoadError {
+    /// The file the problem is in; None when it is in the pair (a key that does not match
+    /// the certificate).
+    pub fn part(&self) -> Option<Part> {
+        match self {
+            LoadError::Read { part, .. } | LoadError::NotPem { part, .. } => Some(*part),
+            LoadError::NoCertificate { .. }
+            | LoadError::BadCertificate { .. }
+            | LoadError::ChainOrder { .. } => Some(Part::Cert),
+            LoadError::NoKey { .. }
+            | LoadError::EncryptedKey { .. }
+            | LoadError::UnsupportedKey { .. } => Some(Part::Key),
+            LoadError::KeyMismatch { .. } => None,
+        }
+    }
+
+    /// The diagnostic path of the problem, given the path of the table that names the two
+    /// files (`certificate[0]` -> `certificate[0].key`).
+    pub fn path_in(&self, table: &str) -> String {
+        match self.part() {
+            Some(part) => format!("{table}.{}", part.key()),
+            None => table.to_string(),
+        }
+    }
+
     /// How to fix it, in one line.
     pub fn fix(&self) -> &'static str {
         match self {
             LoadError::Read { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
                 "make the file readable by the user Portico runs as"
             }
+            LoadError::Read { source, .. } if source.kind() == io::ErrorKind::IsADirectory => {
+                "name the file itself, not its directory; relative paths are relative to the configuration file"
+            }
             LoadError::Read { .. } => {
                 "check the path; relative paths are relative to the configuration file"
             }
-            LoadError::NotPem { .. } | LoadError::NoCertificate { .. } => {
+            LoadError::NotPem {
+                part: Part::Cert, ..
+            }
+            | LoadError::NoCertificate { .. } => {
                 "give a PEM file with the leaf certificate first, then its intermediates"
             }
-            LoadError::NoKey { .. } | LoadError::EncryptedKey { .. } => {
+            LoadError::NotPem {
+                part: Part::Key, ..
+            }
+            | LoadError::NoKey { .. }
+            | LoadError::EncryptedKey { .. } => {
                 "give an unencrypted PKCS#8, PKCS#1 (RSA) or SEC1 (EC) PEM key"
             }
             LoadError::UnsupportedKey { .. } => {
@@ -182,9 +239,10 @@ impl LoadError {
 
 /// A file's bytes and its metadata, from one open: the metadata describes exactly the
 /// file that was read, and no second lookup of the path is needed for it.
-fn read(path: &Path) -> Result<(Vec<u8>, std::fs::Metadata), LoadError> {
+fn read(path: &Path, part: Part) -> Result<(Vec<u8>, std::fs::Metadata), LoadError> {
     use std::io::Read;
     let fail = |source| LoadError::Read {
+        part,
         path: path.to_path_buf(),
         source,
     };
@@ -266,9 +324,10 @@ pub fn load_shared(files: &CertFiles) -> Result<(Cert, [std::fs::Metadata; 2]), 
         cert: cert_file,
         key: key_file,
     } = files;
-    let (cert_pem, cert_meta) = read(cert_file)?;
+    let (cert_pem, cert_meta) = read(cert_file, Part::Cert)?;
     if !has_pem(&cert_pem) {
         return Err(LoadError::NotPem {
+            part: Part::Cert,
             path: cert_file.to_path_buf(),
         });
     }
@@ -282,9 +341,10 @@ pub fn load_shared(files: &CertFiles) -> Result<(Cert, [std::fs::Metadata; 2]), 
     let (key_pem, key, key_meta) = if same_file {
         (cert_pem, key_in_cert_file, cert_meta.clone())
     } else {
-        let (key_pem, key_meta) = read(key_file)?;
+        let (key_pem, key_meta) = read(key_file, Part::Key)?;
         if !has_pem(&key_pem) {
             return Err(LoadError::NotPem {
+                part: Part::Key,
                 path: key_file.to_path_buf(),
             });
         }

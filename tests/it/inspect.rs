@@ -901,3 +901,160 @@ fn exit_codes() {
     let (code, _, _) = portico(&["bindings", "-c", &p(&s.dir.path().join("missing.toml"))]);
     assert_eq!(code, 1);
 }
+
+/// `z.a.x.test` under a `*.x.test` binding: nginx's `*.x.test` matches it, Portico's does
+/// not. `explain` says so and names the binding, and the live server refuses the name as
+/// `explain` says.
+#[tokio::test]
+async fn explain_says_a_wildcard_covers_exactly_one_label() {
+    let s = setup();
+    let server = start(&s).await;
+    let (rt, _) = checked(&s);
+    let any: SocketAddr = format!("127.0.0.1:{}", s.port).parse().expect("addr");
+    let opts = Options {
+        local: Some(any),
+        ..Options::default()
+    };
+    let ex = explain::explain(&rt, "z.a.x.test", &opts, now());
+    assert_eq!(
+        ex.outcome,
+        Outcome::Refused(Refusal::UnknownName("z.a.x.test".into()))
+    );
+    assert!(
+        ex.binding_why.contains(
+            "the wildcard binding *.x.test (site \"wild\") does not cover z.a.x.test: a wildcard covers exactly one label"
+        ),
+        "{}",
+        ex.binding_why
+    );
+    assert!(ex.binding_why.contains("nginx"), "{}", ex.binding_why);
+    let got = live(any, &Opts::sni("z.a.x.test"), "z.a.x.test").await;
+    assert_eq!(got, Err(Some(AlertDescription::UnrecognisedName)));
+    // A name the wildcard does cover gets no such note.
+    let ex = explain::explain(&rt, "a.x.test", &opts, now());
+    assert!(!ex.binding_why.contains("note:"), "{}", ex.binding_why);
+    // Nor does a name no wildcard is near.
+    let ex = explain::explain(&rt, "unknown.test", &opts, now());
+    assert!(!ex.binding_why.contains("note:"), "{}", ex.binding_why);
+    drop(server);
+}
+
+/// A document root written relative in a configuration read through a relative `-c`:
+/// `explain` shows the absolute path the server serves from.
+#[test]
+fn explain_shows_document_roots_as_absolute_paths() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let (c, k) = pki.leaf("docs", &["docs.test"], Key::Ecdsa, Validity::Current);
+    let root = crate::support::site_root(dir.path(), "www", "hello\n");
+    std::fs::write(
+        dir.path().join("portico.toml"),
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:{}\"\n[[certificate]]\ncert = \"{}\"\nkey = \"{}\"\n[[site]]\nname = \"docs\"\nhosts = [\"docs.test\"]\nroot = \"www\"\n",
+            free_port(),
+            p(&c),
+            p(&k)
+        ),
+    )
+    .expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["explain", "-c", "portico.toml", "docs.test"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run portico explain");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let absolute = std::fs::canonicalize(&root).expect("canonical root");
+    // The explanation wraps at 100 columns; join its lines first.
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        joined.contains(&format!("serves files from {}", absolute.display())),
+        "{text}"
+    );
+    assert!(!joined.contains("./www"), "{text}");
+}
+
+/// Once a server has issued an internal certificate into state_dir, `bindings` and
+/// `explain` show that certificate (what the server presents), not "issued at start".
+#[tokio::test]
+async fn bindings_and_explain_show_a_stored_internal_certificate() {
+    let s = setup();
+    // Before any server ran: nothing is stored, so it is issued at start.
+    let (code, out, err) = portico(&["bindings", "-c", &p(&s.file)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("dev.test -> site \"dev\" · internal CA (issued at start)"),
+        "{out}"
+    );
+    let server = start(&s).await;
+    let dedicated: SocketAddr = format!("127.0.0.2:{}", s.port).parse().expect("addr");
+    let (presented, _, _) = live(dedicated, &Opts::sni("dev.test"), "dev.test")
+        .await
+        .expect("dev.test is served");
+    let (rt, report) = checked(&s);
+    let (views, _) = bindings::collect(&rt, &report);
+    let row = views
+        .iter()
+        .flat_map(|v| v.rows.iter())
+        .find(|r| r.host == Some("dev.test"))
+        .expect("a dev.test row");
+    assert!(!row.internal_pending);
+    assert_eq!(row.how, Some(portico::tls::pool::How::Internal));
+    assert_eq!(
+        row.certs.first().map(|c| c.subject.as_str()),
+        Some(presented.as_str()),
+        "bindings shows the certificate the server presents"
+    );
+    let (code, out, err) = portico(&["bindings", "-c", &p(&s.file)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("issued at start"), "{out}");
+    let masked = mask(&out, &s);
+    assert!(
+        masked.contains(&format!(
+            "  dev.test -> site \"dev\" · internal CA\n    ECDSA  {presented}  issued by CN=Portico Local CA"
+        )),
+        "{masked}"
+    );
+    let (code, out, err) = portico(&["bindings", "--json", "-c", &p(&s.file)]);
+    assert_eq!(code, 0, "{err}");
+    let doc = parse_json(&out);
+    let dev = doc
+        .get("listeners")
+        .arr()
+        .iter()
+        .flat_map(|l| l.get("bindings").arr().iter())
+        .find(|b| b.get("host") == &J::Str("dev.test".into()))
+        .expect("dev.test in the JSON");
+    assert_eq!(dev.get("internal_pending"), &J::Bool(false));
+    assert_eq!(dev.get("how").str(), "internal");
+    assert_eq!(
+        dev.get("certificates").arr()[0].get("subject").str(),
+        presented
+    );
+    let ex = explain::explain(
+        &rt,
+        "dev.test",
+        &Options {
+            local: Some(dedicated),
+            ..Options::default()
+        },
+        now(),
+    );
+    assert!(!ex.internal_pending);
+    assert_eq!(
+        ex.presented.map(|c| c.subject.as_str()),
+        Some(presented.as_str())
+    );
+    assert!(ex.certs_why.contains("stored in"), "{}", ex.certs_why);
+    assert!(
+        !ex.certs_why.contains("issued at start"),
+        "{}",
+        ex.certs_why
+    );
+    drop(server);
+}

@@ -6,6 +6,7 @@ mod access_log;
 mod acme;
 mod bad_input;
 mod blocking_pool;
+mod config_file;
 mod hardening;
 mod http;
 mod inspect;

@@ -9,7 +9,6 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -19,10 +18,10 @@ use super::bindings::{
     acme_pending, alert_name, cert_json, cert_lines, fill, how_key, short_fingerprint, Json,
 };
 use crate::config::{Action, ListenerKind, TlsMode};
-use crate::names::host_from_authority;
+use crate::names::{host_from_authority, HostName};
 use crate::route::{certificate_for, Match, Refusal, Resolved, Sni};
-use crate::runtime::Decision;
 use crate::runtime::{unix_now, Runtime};
+use crate::runtime::{Decision, SiteAction};
 use crate::tls::load::Cert;
 use crate::tls::pool::{better, How};
 
@@ -134,6 +133,34 @@ fn site_label(rt: &Runtime, si: usize) -> String {
     )
 }
 
+/// When `name` is not bound on the listener but a wildcard above its parent is (`*.w.example`
+/// for `z.x.w.example`): a sentence saying that a wildcard covers exactly one label, naming
+/// that binding. Extra wording only: the binding is looked up by its own name with the
+/// table's `lookup`, and nothing here decides the resolution.
+fn wildcard_hint(rt: &Runtime, li: usize, name: &HostName) -> Option<String> {
+    let table = &rt.listeners[li].table;
+    name.deeper_wildcards().into_iter().find_map(|w| {
+        let r = table.lookup(&w)?;
+        let parent = w.as_str().trim_start_matches("*.");
+        // The one name of this shape the wildcard does cover: one label, then its parent.
+        let prefix = name.as_str().strip_suffix(parent)?.trim_end_matches('.');
+        let label = prefix.rsplit('.').next()?;
+        let one_up = name.as_str().split_once('.').map(|(_, p)| p)?;
+        Some(format!(
+            "note: the wildcard binding {w} ({}) does not cover {name}: a wildcard covers exactly one label ({label}.{parent}, not {name}); nginx's server_name {w} also matches deeper names, Portico's bindings (like certificates) do not; bind {name} or *.{one_up} to serve it",
+            site_label(rt, r.binding.site),
+        ))
+    })
+}
+
+/// The name as the server reads it, when it is one (not a wildcard, IP literal or junk).
+fn sni_name(sni: Option<&str>) -> Option<HostName> {
+    match Sni::parse(sni) {
+        Sni::Name(n) => Some(n),
+        _ => None,
+    }
+}
+
 /// The default local address: the first https listener's (127.0.0.1 for `*:port`).
 fn default_local(rt: &Runtime) -> Option<SocketAddr> {
     let l = rt
@@ -220,6 +247,9 @@ fn step_binding(
     let no_sni = table
         .no_sni()
         .map_or("reject".to_string(), |h| h.to_string());
+    let hint = sni_name(sni)
+        .and_then(|n| wildcard_hint(rt, li, &n))
+        .map_or(String::new(), |h| format!("; {h}"));
     match r {
         Ok(r) => {
             let site = site_label(rt, r.binding.site);
@@ -229,7 +259,7 @@ fn step_binding(
                 Match::Wildcard => format!("no exact binding; the wildcard binding {host} covers the name -> {site}"),
                 Match::NoSni => format!("no SNI: the listener's no_sni host {no_sni} is used -> binding {host}, {site}"),
                 Match::UnknownFallback => format!(
-                    "{} is not bound on {listener}; unknown_sni = \"no_sni\" serves it like a client without SNI: no_sni host {no_sni} -> binding {host}, {site}",
+                    "{} is not bound on {listener}; unknown_sni = \"no_sni\" serves it like a client without SNI: no_sni host {no_sni} -> binding {host}, {site}{hint}",
                     sni.unwrap_or("the name")
                 ),
             }
@@ -250,7 +280,7 @@ fn step_binding(
             )
         }
         Err(refusal @ Refusal::UnknownName(raw)) => format!(
-            "{} is not bound on {listener} and unknown_sni = \"reject\": the handshake is refused with alert {} ({})",
+            "{} is not bound on {listener} and unknown_sni = \"reject\": the handshake is refused with alert {} ({}){hint}",
             match Sni::parse(Some(raw)) {
                 Sni::Name(n) => n.to_string(),
                 _ => raw.clone(),
@@ -297,7 +327,8 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
             ex.how = Some(How::Internal);
             let hosts: Vec<&str> = site.hosts.iter().map(|h| h.as_str()).collect();
             ex.certs_why = format!(
-                "internal CA (issued at start): the local CA issues {site_name}'s certificate for exactly its hosts ({}) when serving starts; check mode issues nothing",
+                "internal CA (issued at start): no certificate for {site_name} is stored in {} yet; the local CA issues one for exactly its hosts ({}) when serving starts (check mode issues nothing)",
+                rt.config.state_dir.join("internal").display(),
                 hosts.join(", ")
             );
         }
@@ -313,7 +344,14 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
             } else if site.tls == TlsMode::Acme {
                 format!("ACME: issued for {site_name}'s hosts and stored in state_dir/acme/")
             } else {
-                format!("internal CA: issued by the local CA for {site_name}'s hosts")
+                let stored = b
+                    .certs
+                    .as_ref()
+                    .and_then(|c| c.variants.first())
+                    .map_or(String::new(), |c| {
+                        format!(", stored in {}", c.cert_file.display())
+                    });
+                format!("internal CA: issued by the local CA for {site_name}'s hosts{stored}; serving reuses it until it is due for renewal")
             };
             for cert in b.certs.iter().flat_map(|c| c.variants.iter()) {
                 ex.candidates.push(Candidate {
@@ -371,7 +409,15 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
 
 fn action_text(rt: &Runtime, si: usize) -> (String, Option<u16>) {
     match rt.config.sites.get(si).map(|s| &s.action) {
-        Some(Action::Root(p)) => (format!("serves files from {}", p.display()), None),
+        // The root the runtime opened: canonical and absolute, whatever the file wrote
+        // and wherever the command runs.
+        Some(Action::Root(p)) => {
+            let path = match rt.sites.get(si).map(|s| &s.action) {
+                Some(SiteAction::Root(root)) => root.path().to_path_buf(),
+                _ => std::path::absolute(p).unwrap_or_else(|_| p.clone()),
+            };
+            (format!("serves files from {}", path.display()), None)
+        }
         Some(Action::Redirect { to, status }) => (
             format!("redirects ({status}) to {to}, keeping path and query"),
             Some(*status),
@@ -390,6 +436,8 @@ fn action_text(rt: &Runtime, si: usize) -> (String, Option<u16>) {
 }
 
 fn step_request(rt: &Runtime, li: usize, ex: &mut Explanation<'_>) {
+    let hint =
+        |host: &HostName| wildcard_hint(rt, li, host).map_or(String::new(), |h| format!("; {h}"));
     let mut done = |outcome, status: Option<u16>, why: String| {
         (ex.outcome, ex.status, ex.outcome_why) = (outcome, status, why);
     };
@@ -412,7 +460,7 @@ fn step_request(rt: &Runtime, li: usize, ex: &mut Explanation<'_>) {
             return done(
                 Outcome::NotFound,
                 Some(404),
-                format!("{host} is not bound on {listener}"),
+                format!("{host} is not bound on {listener}{}", hint(&host)),
             );
         };
         let (site, label) = (r.binding.site, site_label(rt, r.binding.site));
@@ -480,7 +528,7 @@ fn step_request(rt: &Runtime, li: usize, ex: &mut Explanation<'_>) {
         None => done(
             Outcome::Misdirected,
             Some(421),
-            format!("{host} is not bound on {listener}"),
+            format!("{host} is not bound on {listener}{}", hint(&host)),
         ),
     }
 }
@@ -590,8 +638,14 @@ mod render;
 
 pub use render::{human, json};
 
-pub(super) fn run(path: &Path, host: &str, opts: &Options, as_json: bool) -> ExitCode {
-    let (rt, _report) = match super::bindings::load(path) {
+pub(super) fn run(
+    config: &super::ConfigArg,
+    host: &str,
+    opts: &Options,
+    as_json: bool,
+) -> ExitCode {
+    let path = config.path();
+    let (rt, _report) = match super::bindings::load(config) {
         Ok(x) => x,
         Err(code) => return code,
     };

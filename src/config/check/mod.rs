@@ -27,12 +27,54 @@ pub(super) fn unknown_keys(report: &mut Report, path: &str, unknown: &Unknown, k
         } else {
             format!("{path}.{key}")
         };
-        report.error(
-            at,
-            format!("unknown key {key:?}"),
-            Some(format!("known keys here: {}", known.join(", "))),
-        );
+        let fix = match closest(key, known) {
+            Some(near) => format!(
+                "did you mean {near:?}? known keys here: {}",
+                known.join(", ")
+            ),
+            None => format!("known keys here: {}", known.join(", ")),
+        };
+        report.error(at, format!("unknown key {key:?}"), Some(fix));
     }
+}
+
+/// The known key a misspelt `key` was most likely meant to be: the nearest by edit
+/// distance, if it is near enough (one edit per three letters, at least one), the first
+/// such key on a tie.
+fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    let limit = (key.chars().count() / 3).max(1);
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|&(d, _)| d <= limit)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| k)
+}
+
+/// The number of single-character insertions, deletions, substitutions and swaps of two
+/// neighbours that turn `a` into `b` (optimal string alignment distance), ignoring ASCII
+/// case. Keys are short: the quadratic table is nothing.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().map(|c| c.to_ascii_lowercase()).collect();
+    let b: Vec<char> = b.chars().map(|c| c.to_ascii_lowercase()).collect();
+    // Three rows of the table: two back (for swaps), the previous one, and this one.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut row = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        row[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (prev[j] + 1).min(row[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(before[j - 2] + 1);
+            }
+            row[j] = d;
+        }
+        std::mem::swap(&mut before, &mut prev);
+        std::mem::swap(&mut prev, &mut row);
+    }
+    prev[b.len()]
 }
 
 pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
@@ -443,5 +485,32 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{closest, edit_distance};
+
+    #[test]
+    fn edit_distance_counts_insertions_deletions_substitutions_and_swaps() {
+        assert_eq!(edit_distance("root", "root"), 0);
+        assert_eq!(edit_distance("rooot", "root"), 1);
+        assert_eq!(edit_distance("rot", "root"), 1);
+        assert_eq!(edit_distance("raot", "root"), 1);
+        assert_eq!(edit_distance("roto", "root"), 1);
+        assert_eq!(edit_distance("Root", "root"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn unknown_key_suggestion_only_for_a_near_miss() {
+        let known = ["name", "hosts", "listeners", "tls", "root", "proxy"];
+        assert_eq!(closest("rooot", &known), Some("root"));
+        assert_eq!(closest("host", &known), Some("hosts"));
+        assert_eq!(closest("listners", &known), Some("listeners"));
+        assert_eq!(closest("colour", &known), None);
+        assert_eq!(closest("x", &known), None);
     }
 }

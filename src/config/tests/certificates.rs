@@ -5,11 +5,42 @@ use super::*;
 pub(super) fn cases() -> Vec<Case> {
     vec![
         // ---- certificate files --------------------------------------------------------------
-        bad_pool_cert(
+        bad_pool_cert_at(
             "certificate file missing",
             "missing.pem",
             "a.key",
-            "cannot read {dir}/missing.pem: no such file",
+            "certificate[0].cert",
+            "cannot read the certificate file {dir}/missing.pem: no such file",
+        ),
+        bad_pool_cert_at(
+            "pool key path that is a directory",
+            "a.pem",
+            "keys",
+            "certificate[0].key",
+            "cannot read the key file {dir}/keys: is a directory, not a file",
+        ),
+        bad_pool_cert_at(
+            "pool certificate path that is a directory",
+            "keys",
+            "a.key",
+            "certificate[0].cert",
+            "cannot read the certificate file {dir}/keys: is a directory, not a file",
+        ),
+        case(
+            "pinned key path that is a directory",
+            [
+                listener("*:8443"),
+                site(
+                    "a",
+                    &["a.test"],
+                    &[r#"tls = { cert = "a.pem", key = "keys" }"#, RESPOND],
+                ),
+            ]
+            .concat(),
+            vec![error(
+                "site[0].tls.key",
+                "cannot read the key file {dir}/keys: is a directory, not a file",
+            )],
         ),
         case(
             "the only certificate for a host is missing: both reported, linked",
@@ -21,8 +52,8 @@ pub(super) fn cases() -> Vec<Case> {
             .concat(),
             vec![
                 error(
-                    "certificate[0]",
-                    "cannot read {dir}/missing.pem: no such file",
+                    "certificate[0].cert",
+                    "cannot read the certificate file {dir}/missing.pem: no such file",
                 ),
                 error(
                     "site[0].hosts[0]",
@@ -61,8 +92,8 @@ pub(super) fn cases() -> Vec<Case> {
             ]
             .concat(),
             vec![error(
-                "site[0].tls",
-                "cannot read {dir}/missing.key: no such file",
+                "site[0].tls.key",
+                "cannot read the key file {dir}/missing.key: no such file",
             )],
         ),
         Case {
@@ -79,21 +110,30 @@ pub(super) fn cases() -> Vec<Case> {
                 ]
                 .concat(),
                 vec![error(
-                    "certificate[0]",
-                    "cannot read {dir}/locked.key: permission denied",
+                    "certificate[0].key",
+                    "cannot read the key file {dir}/locked.key: permission denied",
                 )],
             )
         },
-        bad_pool_cert(
+        bad_pool_cert_at(
             "certificate file is not PEM",
             "garbage.pem",
             "a.key",
-            "{dir}/garbage.pem is not a PEM file",
+            "certificate[0].cert",
+            "the certificate file {dir}/garbage.pem is not a PEM file",
         ),
-        bad_pool_cert(
+        bad_pool_cert_at(
+            "key file is not PEM",
+            "a.pem",
+            "garbage.pem",
+            "certificate[0].key",
+            "the key file {dir}/garbage.pem is not a PEM file",
+        ),
+        bad_pool_cert_at(
             "key file holds no key (the certificate given as key)",
             "a.pem",
             "a.pem",
+            "certificate[0].key",
             "{dir}/a.pem has no private key",
         ),
         case(
@@ -107,16 +147,18 @@ pub(super) fn cases() -> Vec<Case> {
             .concat(),
             vec![],
         ),
-        bad_pool_cert(
+        bad_pool_cert_at(
             "key that names the certificate's public key but whose private part is corrupt",
             "a.pem",
             "a-bad-scalar.key",
+            "certificate[0].key",
             "the private key in {dir}/a-bad-scalar.key cannot sign",
         ),
-        bad_pool_cert(
+        bad_pool_cert_at(
             "RSA key that names the certificate's public key but whose private part is corrupt",
             "rsa-a.pem",
             "rsa-a-bad-prime.key",
+            "certificate[0].key",
             "the private key in {dir}/rsa-a-bad-prime.key cannot sign",
         ),
         bad_pool_cert(
@@ -125,10 +167,11 @@ pub(super) fn cases() -> Vec<Case> {
             "a-other-key.pem",
             "the key in {dir}/a-other-key.pem does not match the certificate in {dir}/a-other-key.pem",
         ),
-        bad_pool_cert(
+        bad_pool_cert_at(
             "chain and key in one file, chain not leaf-first",
             "chain-reversed-both.pem",
             "chain-reversed-both.pem",
+            "certificate[0].cert",
             "{dir}/chain-reversed-both.pem: the chain is not in leaf-first order: certificate #0 \
              (CN=Portico Test Root) is not issued by the next one (CN=chain leaf)",
         ),
@@ -138,16 +181,18 @@ pub(super) fn cases() -> Vec<Case> {
             "other.key",
             "the key in {dir}/other.key does not match the certificate in {dir}/a.pem",
         ),
-        bad_pool_cert(
+        bad_pool_cert_at(
             "unsupported key type (EC on secp256k1)",
             "a.pem",
             "k1.key",
+            "certificate[0].key",
             "{dir}/k1.key: unsupported private key",
         ),
-        bad_pool_cert(
+        bad_pool_cert_at(
             "chain not leaf-first",
             "chain-reversed.pem",
             "chain.key",
+            "certificate[0].cert",
             "{dir}/chain-reversed.pem: the chain is not in leaf-first order: certificate #0 \
              (CN=Portico Test Root) is not issued by the next one (CN=chain leaf)",
         ),
@@ -306,7 +351,10 @@ pub(super) fn cases() -> Vec<Case> {
             ]
             .concat(),
             vec![
-                error("certificate[0]", "cannot read {dir}/missing.pem"),
+                error(
+                    "certificate[0].cert",
+                    "cannot read the certificate file {dir}/missing.pem",
+                ),
                 error("certificate[1]", "does not match the certificate"),
                 error(
                     "site[0].hosts[0]",
@@ -316,7 +364,10 @@ pub(super) fn cases() -> Vec<Case> {
                 error("site[1].hosts[0]", "expired on"),
                 warning("site[2].hosts[0]", "expires in 5 days"),
                 error("site[3].hosts[1]", "host p.test is not covered"),
-                error("site[4].tls", "{dir}/garbage.pem is not a PEM file"),
+                error(
+                    "site[4].tls.cert",
+                    "the certificate file {dir}/garbage.pem is not a PEM file",
+                ),
                 error("site[5].root", "cannot serve {dir}/nowhere"),
                 error("site[5].hosts[0]", "is not valid until"),
             ],

@@ -52,9 +52,17 @@ pub(super) fn cases() -> Vec<Case> {
             vec![
                 error("colour", "unknown key \"colour\""),
                 error("limits.idle", "unknown key \"idle\""),
-                error("listener[0].adress", "unknown key \"adress\""),
+                error_fix(
+                    "listener[0].adress",
+                    "unknown key \"adress\"",
+                    "did you mean \"address\"?",
+                ),
                 error("certificate[0].chain", "unknown key \"chain\""),
-                error("site[0].roots", "unknown key \"roots\""),
+                error_fix(
+                    "site[0].roots",
+                    "unknown key \"roots\"",
+                    "did you mean \"root\"?",
+                ),
                 error("site[1].redirect.code", "unknown key \"code\""),
                 error("site[1].redirect.keep_path", "unknown key \"keep_path\""),
                 error("site[2].respond.headers", "unknown key \"headers\""),

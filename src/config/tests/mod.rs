@@ -248,6 +248,8 @@ fn write_dir(toml: &str) -> (tempfile::TempDir, PathBuf) {
     for (name, contents) in pki() {
         std::fs::write(dir.path().join(name), contents).expect("write a PKI file");
     }
+    // A directory where a file is expected.
+    std::fs::create_dir(dir.path().join("keys")).expect("make a directory");
     let file = dir.path().join("portico.toml");
     std::fs::write(&file, toml).expect("write portico.toml");
     (dir, file)
@@ -291,6 +293,8 @@ struct Want {
     path: &'static str,
     /// A piece of the message; `{dir}` is replaced by the configuration's directory.
     contains: String,
+    /// How the fix starts, when the row is about the fix.
+    fix: Option<&'static str>,
 }
 
 fn error(path: &'static str, contains: &str) -> Want {
@@ -298,6 +302,15 @@ fn error(path: &'static str, contains: &str) -> Want {
         severity: Severity::Error,
         path,
         contains: contains.to_string(),
+        fix: None,
+    }
+}
+
+/// An error whose fix must start with `fix`.
+fn error_fix(path: &'static str, contains: &str, fix: &'static str) -> Want {
+    Want {
+        fix: Some(fix),
+        ..error(path, contains)
     }
 }
 
@@ -306,6 +319,7 @@ fn warning(path: &'static str, contains: &str) -> Want {
         severity: Severity::Warning,
         path,
         contains: contains.to_string(),
+        fix: None,
     }
 }
 
@@ -333,8 +347,21 @@ fn case(name: &'static str, toml: String, want: Vec<Want>) -> Case {
 }
 
 /// A pool certificate that fails to load, next to a good one (a.pem) for the site, so that
-/// the only problem is the bad certificate itself.
+/// the only problem is the bad certificate itself, reported at `certificate[0]` (a problem
+/// in the pair, such as a key that does not match).
 fn bad_pool_cert(name: &'static str, cert: &str, key: &str, contains: &str) -> Case {
+    bad_pool_cert_at(name, cert, key, "certificate[0]", contains)
+}
+
+/// [`bad_pool_cert`] with the problem reported at `path` (`certificate[0].key` for a
+/// problem in the key file).
+fn bad_pool_cert_at(
+    name: &'static str,
+    cert: &str,
+    key: &str,
+    path: &'static str,
+    contains: &str,
+) -> Case {
     case(
         name,
         [
@@ -344,7 +371,7 @@ fn bad_pool_cert(name: &'static str, cert: &str, key: &str, contains: &str) -> C
             site("a", &["a.test"], &[RESPOND]),
         ]
         .concat(),
-        vec![error("certificate[0]", contains)],
+        vec![error(path, contains)],
     )
 }
 
@@ -501,15 +528,24 @@ fn run(case: &Case) -> Result<Option<&'static str>, String> {
     for want in &case.want {
         let contains = want.contains.replace("{dir}", &dir_str);
         let found = unmatched.iter().position(|d| {
-            d.severity == want.severity && d.path == want.path && d.message.contains(&contains)
+            d.severity == want.severity
+                && d.path == want.path
+                && d.message.contains(&contains)
+                && want
+                    .fix
+                    .is_none_or(|f| d.fix.as_deref().is_some_and(|got| got.starts_with(f)))
         });
         match found {
             Some(i) => {
                 unmatched.remove(i);
             }
             None => problems.push(format!(
-                "missing {:?} at {:?} containing {contains:?}",
-                want.severity, want.path
+                "missing {:?} at {:?} containing {contains:?}{}",
+                want.severity,
+                want.path,
+                want.fix
+                    .map(|f| format!(" with a fix starting {f:?}"))
+                    .unwrap_or_default()
             )),
         }
     }

@@ -27,6 +27,28 @@ pub(super) fn cases() -> Vec<Case> {
             "'*' may only be the whole left-most label",
         ),
         case(
+            "a misspelt key gets the near known key",
+            [
+                base(),
+                site("a", &["a.test"], &[r#"rooot = "www""#, RESPOND]),
+            ]
+            .concat(),
+            vec![error_fix(
+                "site[0].rooot",
+                "unknown key \"rooot\"",
+                "did you mean \"root\"? known keys here: name, hosts,",
+            )],
+        ),
+        case(
+            "an unknown key far from every known key gets only the list",
+            [base(), site("a", &["a.test"], &[r#"colour = "red""#, RESPOND])].concat(),
+            vec![error_fix(
+                "site[0].colour",
+                "unknown key \"colour\"",
+                "known keys here: name, hosts,",
+            )],
+        ),
+        case(
             "site without hosts",
             [base(), "[[site]]\nname = \"a\"\nrespond = {}\n".to_string()].concat(),
             vec![error("site[0].hosts", "the site has no hosts")],
@@ -206,7 +228,7 @@ pub(super) fn cases() -> Vec<Case> {
             ]
             .concat(),
             vec![
-                error("site[0].proxy.ca", "cannot read {dir}/missing.pem"),
+                error("site[0].proxy.ca", "cannot read {dir}/missing.pem: no such file"),
                 error("site[1].proxy.ca", "{dir}/garbage.pem holds no usable CERTIFICATE block"),
             ],
         ),

@@ -35,7 +35,7 @@ pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Why the roots for https upstreams cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum RootsError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {}", path.display(), crate::error_text::describe_io(source))]
     Read { path: PathBuf, source: io::Error },
     #[error("{} holds no usable CERTIFICATE block", path.display())]
     Empty { path: PathBuf },

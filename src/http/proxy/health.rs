@@ -82,7 +82,7 @@ async fn probe(up: &Upstreams, i: usize, path: &str) -> bool {
             s.is_success() || s.is_redirection()
         }
         Ok(Err(e)) => {
-            tracing::debug!(upstream = %peer.upstream, error = %super::ErrorChain(&e), "health check failed");
+            tracing::debug!(upstream = %peer.upstream, error = %crate::error_text::ErrorChain(&e), "health check failed");
             false
         }
         Err(_) => false,

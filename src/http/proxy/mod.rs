@@ -34,6 +34,7 @@ use self::connector::Connector;
 pub use self::connector::{RootsError, SYSTEM_BUNDLE};
 use super::{text, Body};
 use crate::config::{Proxy, Scheme};
+use crate::error_text::ErrorChain;
 use crate::runtime::Runtime;
 
 /// Why a site's upstreams cannot be set up (reported by `runtime::build`).
@@ -240,7 +241,7 @@ impl Upstreams {
                     | ProxyError::ClientBody
                     | ProxyError::BadHost(_)
                     | ProxyError::Connect => {
-                        tracing::debug!(error = %e, "proxy: client side failed")
+                        tracing::debug!(error = %ErrorChain(&e), "proxy: client side failed")
                     }
                     _ => tracing::warn!(error = %ErrorChain(&e), "proxy failed"),
                 }
@@ -508,7 +509,7 @@ async fn tunnel(
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(both) => both,
         Err(e) => {
-            tracing::debug!(error = %e, "proxy: upgrade failed");
+            tracing::debug!(error = %ErrorChain(&e), "proxy: upgrade failed");
             return;
         }
     };
@@ -518,7 +519,7 @@ async fn tunnel(
     tokio::select! {
         r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
             if let Err(e) = r {
-                tracing::debug!(error = %e, "proxy: upgraded connection ended with an error");
+                tracing::debug!(error = %ErrorChain(&e), "proxy: upgraded connection ended with an error");
             }
         }
         _ = async {
@@ -547,19 +548,4 @@ fn is_idempotent(m: &Method) -> bool {
         Method::TRACE,
     ]
     .contains(m)
-}
-
-/// Displays an error with its sources, `a: b: c`.
-struct ErrorChain<'a>(&'a dyn std::error::Error);
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
-    }
 }

@@ -293,3 +293,50 @@ async fn revoked_certificate_is_reordered_and_a_malformed_answer_is_handled() {
         .is_some_and(|m| m.contains("JSON")));
     assert!(entry["certificate"].is_object());
 }
+
+/// `[acme] ca` names a root that did not sign the CA's TLS certificate (here: another test
+/// PKI's root, of the same name, so rustls says `BadSignature`). hyper says only
+/// `client error (Connect)`; the log line and the status file must carry the cause down to
+/// rustls' verdict, which is what the operator can fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_certificate_that_does_not_verify_is_named_as_the_cause() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let other = Pki::new(&dir.path().join("other"));
+    let ca = start(&pki, (0, 0)).await;
+    let port = free_port();
+    // No stored account or certificate: the task orders at once and must first reach the
+    // directory.
+    std::fs::write(
+        dir.path().join("portico.toml"),
+        format!(
+            "state_dir = \"state\"\n[acme]\ndirectory = \"{}/dir\"\nca = \"{}\"\n\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n\n[[site]]\nname = \"shop\"\nhosts = [\"shop.example.test\"]\ntls = \"acme\"\nrespond = {{ body = \"shop\" }}\n",
+            ca.base,
+            other.root_file().display()
+        ),
+    )
+    .expect("write config");
+    let _portico = portico(dir.path(), "portico.log");
+    wait_port(port, "portico");
+    let st = status_until(dir.path(), |s| s.attempts >= 1).await;
+    let message = st.last_error.expect("the failure is recorded").message;
+    assert!(
+        message.contains("client error (Connect): invalid peer certificate: BadSignature"),
+        "the status names the verification failure: {message}\n{}",
+        std::fs::read_to_string(dir.path().join("portico.log")).unwrap_or_default()
+    );
+    let log = std::fs::read_to_string(dir.path().join("portico.log")).expect("log");
+    let line = log
+        .lines()
+        .find(|l| l.contains("ACME order failed"))
+        .unwrap_or_else(|| panic!("no failed order in the log:\n{log}"));
+    assert!(
+        line.contains("invalid peer certificate: BadSignature"),
+        "{line}"
+    );
+    assert_eq!(
+        line.matches("client error (Connect)").count(),
+        1,
+        "each cause said once: {line}"
+    );
+}
