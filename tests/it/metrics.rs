@@ -111,43 +111,69 @@ async fn known_traffic_gives_exactly_those_counters() {
 
     // The connection ended: nothing is open any more.
     drop(http);
-    crate::support::eventually("the connection is counted closed", || {
-        let text = scrape(&server);
-        (value(&text, r#"portico_connections_open{listener="main"}"#) == Some(0.0)).then_some(())
-    });
+    let open = r#"portico_connections_open{listener="main"}"#;
+    for _ in 0..300 {
+        if value(&scrape(&server), open) == Some(0.0) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the connection is still counted open:\n{}", scrape(&server));
 }
 
 #[tokio::test]
 async fn counters_survive_a_reload_for_sites_that_stay() {
-    let (_dir, server) = server().await;
-    let addr = server.addr("127.0.0.1");
+    // As the serve loop does it: one Shared for every runtime, install, then `installed`.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("portico.toml");
+    let listener = format!(
+        "[[listener]]\nname = \"main\"\naddress = \"127.0.0.1:{}\"\n",
+        free_port()
+    );
+    std::fs::write(&file, format!("{listener}{SITES}")).expect("write");
+    let shared = portico::runtime::Shared::new().expect("shared");
+    let mut server = portico::listener::Server::start(crate::support::build(&file, &shared))
+        .await
+        .expect("start");
+    shared.metrics.installed(&server.runtime());
+    let addr = server.runtime().listeners[0].config.address.port;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], addr));
+    for host in ["a.test", "b.test"] {
+        let (tls, _) = connect(addr, &Opts::sni(host)).await.expect("handshake");
+        assert_eq!(Http::over(tls).await.get(host, "/").await.status, 200);
+    }
+    // Site b goes away, c comes.
+    let c = "[[site]]\nname = \"c\"\nhosts = [\"c.test\"]\ntls = \"internal\"\nrespond = { body = \"c\" }\n";
+    let a_only = SITES.split("[[site]]").nth(1).expect("site a");
+    std::fs::write(&file, format!("{listener}[[site]]{a_only}{c}")).expect("write");
+    server
+        .install(crate::support::build(&file, &shared))
+        .expect("install");
+    shared.metrics.installed(&server.runtime());
     let (tls, _) = connect(addr, &Opts::sni("a.test"))
         .await
         .expect("handshake");
-    let mut http = Http::over(tls).await;
-    assert_eq!(http.get("a.test", "/").await.status, 200);
-    let file = server.dir.join("portico.toml");
-    let shared = server
-        .server
-        .as_ref()
-        .expect("running")
-        .runtime()
-        .metrics
-        .clone();
-    // The same metrics, as the serve loop's reload uses: a new runtime from the same Shared
-    // would find them; here the counters are looked up by name, as build does.
-    let before = shared.site("a", true);
-    let rt = crate::support::build(&file, &portico::runtime::Shared::new().expect("shared"));
-    drop(rt);
-    assert!(std::sync::Arc::ptr_eq(&before, &shared.site("a", true)));
-    let text = scrape(&server);
+    assert_eq!(Http::over(tls).await.get("a.test", "/").await.status, 200);
+    let rt = server.runtime();
+    let text = rt.metrics.render(&rt);
+    let series = |site: &str| {
+        format!(r#"portico_http_requests_total{{site="{site}",code="2xx",protocol="h2"}}"#)
+    };
+    assert_eq!(value(&text, &series("a")), Some(2.0), "{text}");
+    assert_eq!(
+        value(&text, &series("b")),
+        None,
+        "a removed site's series goes: {text}"
+    );
     assert_eq!(
         value(
             &text,
-            r#"portico_http_requests_total{site="a",code="2xx",protocol="h2"}"#
+            r#"portico_tls_handshakes_total{listener="main",outcome="ok"}"#
         ),
-        Some(1.0)
+        Some(3.0),
+        "{text}"
     );
+    server.shutdown(std::time::Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
