@@ -460,10 +460,10 @@ async fn request_body_over_max_body_bytes_gets_413() {
     assert_eq!(text(resp).await.2, "got 1000");
 }
 
-/// Resident anonymous memory (the heap, where a buffered body would be), in KiB; VmRSS
-/// minus file-backed pages, which the test binary's code faults in as paths first run.
-fn rss_anon_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+/// Resident anonymous memory of process `pid` (the heap, where a buffered body would be),
+/// in KiB: VmRSS minus file-backed pages.
+fn rss_anon_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     status
         .lines()
         .find_map(|l| l.strip_prefix("RssAnon:"))
@@ -473,18 +473,37 @@ fn rss_anon_kib() -> u64 {
 
 #[tokio::test]
 async fn hundred_megabytes_stream_both_ways_without_being_held_in_memory() {
+    // The server runs as its own process, so what is measured is its memory alone (the
+    // test process also holds the client, the backend and every other test running).
     const SIZE: u64 = 100 * 1024 * 1024;
     let dir = tempfile::tempdir().expect("tempdir");
     let up = backend("big").await;
-    let server = portico(
-        dir.path(),
-        &[("app.test", format!("{{ upstreams = [\"http://{up}\"] }}"))],
+    let port = free_port();
+    let config = dir.path().join("portico.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"state\"\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n\
+             [[site]]\nhosts = [\"app.test\"]\ntls = \"internal\"\n\
+             proxy = {{ upstreams = [\"http://{up}\"] }}\n"
+        ),
     )
-    .await;
-    let addr = server.addr("127.0.0.1");
-    // Warm up (connections, TLS, the pool) before measuring.
-    assert_eq!(get(addr, "app.test", "/", &[]).await.0, StatusCode::OK);
-    let before = rss_anon_kib();
+    .expect("write config");
+    let child = crate::support::Running::serve(&config);
+    let pid = child.0.id();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    // Warm up (connections, TLS, the pool) before measuring; the first answers once the
+    // server listens.
+    let mut warm = false;
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            warm = get(addr, "app.test", "/", &[]).await.0 == StatusCode::OK;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(warm, "the server answers");
+    let before = rss_anon_kib(pid);
 
     let resp = send(
         addr,
@@ -510,9 +529,13 @@ async fn hundred_megabytes_stream_both_ways_without_being_held_in_memory() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(drain_x(resp.into_body()).await, Ok(SIZE));
 
-    let grown_mib = rss_anon_kib().saturating_sub(before) / 1024;
+    let grown_mib = rss_anon_kib(pid).saturating_sub(before) / 1024;
     // Holding either body would take 100 MiB; streaming takes a few buffers.
-    assert!(grown_mib < 40, "resident memory grew by {grown_mib} MiB");
+    assert!(
+        grown_mib < 40,
+        "the server's resident memory grew by {grown_mib} MiB"
+    );
+    drop(child);
 }
 
 #[tokio::test]
