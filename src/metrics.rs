@@ -26,7 +26,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::config::TlsMode;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, SiteAction};
 use crate::tls::load::Cert;
 
 /// Above this many sites, request latency is kept per listener by default.
@@ -266,6 +266,48 @@ impl SiteCounters {
     }
 }
 
+/// How a request sent to an upstream ended, the `outcome` label of
+/// `portico_upstream_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamOutcome {
+    /// The upstream sent a response (whatever its status).
+    Ok,
+    /// No response: the connection could not be made, or broke.
+    Failed,
+    /// No response head within the site's `response_timeout`.
+    Timeout,
+}
+
+impl UpstreamOutcome {
+    const ALL: [UpstreamOutcome; 3] = [
+        UpstreamOutcome::Ok,
+        UpstreamOutcome::Failed,
+        UpstreamOutcome::Timeout,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            UpstreamOutcome::Ok => "ok",
+            UpstreamOutcome::Failed => "failed",
+            UpstreamOutcome::Timeout => "timeout",
+        }
+    }
+}
+
+/// One upstream's counters, per site.
+#[derive(Debug)]
+pub struct UpstreamCounters {
+    pub site: String,
+    pub upstream: String,
+    outcomes: [AtomicU64; UpstreamOutcome::ALL.len()],
+}
+
+impl UpstreamCounters {
+    pub fn sent(&self, outcome: UpstreamOutcome) {
+        self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The outcome label of reloads and ACME orders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -279,6 +321,7 @@ pub struct Metrics {
     started: Instant,
     listeners: Mutex<HashMap<String, Arc<ListenerCounters>>>,
     sites: Mutex<HashMap<String, Arc<SiteCounters>>>,
+    upstreams: Mutex<HashMap<(String, String), Arc<UpstreamCounters>>>,
     reloads: [AtomicU64; 2],
     acme_orders: [AtomicU64; 2],
     /// Unix seconds when the configuration now serving was installed.
@@ -291,6 +334,7 @@ impl Default for Metrics {
             started: Instant::now(),
             listeners: Mutex::default(),
             sites: Mutex::default(),
+            upstreams: Mutex::default(),
             reloads: Default::default(),
             acme_orders: Default::default(),
             config_loaded: AtomicU64::new(0),
@@ -321,6 +365,20 @@ impl Metrics {
         }
     }
 
+    /// The counters for `upstream` of site `site` (build time only).
+    pub fn upstream(&self, site: &str, upstream: &str) -> Arc<UpstreamCounters> {
+        let mut map = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((site.to_string(), upstream.to_string()))
+            .or_insert_with(|| {
+                Arc::new(UpstreamCounters {
+                    site: site.to_string(),
+                    upstream: upstream.to_string(),
+                    outcomes: Default::default(),
+                })
+            })
+            .clone()
+    }
+
     /// After `rt` was installed: forget the counters of listeners and sites it does not
     /// have, and note the time.
     pub fn installed(&self, rt: &Runtime) {
@@ -339,6 +397,20 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|name, _| sites.contains(name.as_str()));
+        let upstreams: std::collections::HashSet<(&str, &str)> = rt
+            .sites
+            .iter()
+            .filter_map(|s| match &s.action {
+                SiteAction::Proxy(up) => Some(up.counters()),
+                _ => None,
+            })
+            .flatten()
+            .map(|c| (c.site.as_str(), c.upstream.as_str()))
+            .collect();
+        self.upstreams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(site, up), _| upstreams.contains(&(site.as_str(), up.as_str())));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -373,6 +445,8 @@ impl Metrics {
 struct Scrape {
     listeners: Vec<Arc<ListenerCounters>>,
     sites: Vec<Arc<SiteCounters>>,
+    /// Every proxy site's upstreams, with whether each is up now.
+    upstreams: Vec<(Arc<UpstreamCounters>, bool)>,
     /// Certificates in use: (fingerprint, subject, source, not_after).
     certs: Vec<(String, String, &'static str, i64)>,
     reloads: [u64; 2],
@@ -408,6 +482,21 @@ impl Scrape {
         Scrape {
             listeners: rt.listeners.iter().map(|l| l.metrics.clone()).collect(),
             sites: rt.sites.iter().map(|s| s.metrics.clone()).collect(),
+            upstreams: rt
+                .sites
+                .iter()
+                .filter_map(|s| match &s.action {
+                    SiteAction::Proxy(up) => Some(
+                        up.counters()
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| (c.clone(), up.is_up(i)))
+                            .collect::<Vec<_>>(),
+                    ),
+                    _ => None,
+                })
+                .flatten()
+                .collect(),
             certs,
             reloads: load(&m.reloads),
             acme_orders: load(&m.acme_orders),
@@ -562,6 +651,35 @@ impl Collector for Scrape {
                     counter(&mut f, &labels, n)?;
                 }
             }
+        }
+        let mut f = e.encode_descriptor(
+            "portico_upstream_requests",
+            "Requests sent to a proxy site's upstreams, by how they ended.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (u, _) in &self.upstreams {
+            for outcome in UpstreamOutcome::ALL {
+                let n = u.outcomes[outcome as usize].load(Ordering::Relaxed);
+                if n > 0 {
+                    let labels = [
+                        ("site", u.site.as_str()),
+                        ("upstream", u.upstream.as_str()),
+                        ("outcome", outcome.label()),
+                    ];
+                    counter(&mut f, &labels, n)?;
+                }
+            }
+        }
+        let mut f = e.encode_descriptor(
+            "portico_upstream_healthy",
+            "1 while an upstream is chosen for requests (its health check passes and it is not marked down after failures), else 0.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (u, up) in &self.upstreams {
+            let labels = [("site", u.site.as_str()), ("upstream", u.upstream.as_str())];
+            gauge(&mut f, &labels, if *up { 1.0 } else { 0.0 })?;
         }
         let mut f = e.encode_descriptor(
             "portico_certificate_not_after_seconds",

@@ -429,7 +429,9 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                     .unwrap_or(http::StatusCode::PERMANENT_REDIRECT),
             },
             Action::Passthrough(backend) => SiteAction::Passthrough(backend.clone()),
-            Action::Proxy(proxy) => proxy_action(&mut report, &at, proxy, mode),
+            Action::Proxy(proxy) => {
+                proxy_action(&mut report, &at, proxy, mode, &site.name, &shared.metrics)
+            }
             Action::Respond {
                 status,
                 body,
@@ -678,9 +680,11 @@ fn proxy_action(
     at: &str,
     proxy: &crate::config::Proxy,
     mode: Mode,
+    site: &str,
+    metrics: &crate::metrics::Metrics,
 ) -> SiteAction {
     use crate::http::proxy::{BuildError, Upstreams, SYSTEM_BUNDLE};
-    match Upstreams::new(proxy) {
+    match Upstreams::new(proxy, |upstream| metrics.upstream(site, upstream)) {
         Ok(up) => {
             let up = Arc::new(up);
             if mode == Mode::Serve {

@@ -207,3 +207,61 @@ async fn promtool_accepts_the_metrics() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn upstream_requests_are_counted_by_outcome_with_health() {
+    // A live upstream that answers every request, and an address where nothing listens.
+    let live = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let live_addr = live.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = live.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"up")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_addr = dead.local_addr().expect("addr");
+    drop(dead);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = format!(
+        "[[listener]]\nname = \"main\"\naddress = \"127.0.0.1:{}\"\n[[site]]\nname = \"app\"\nhosts = [\"app.test\"]\ntls = \"internal\"\nproxy = {{ upstreams = [\"http://{live_addr}\", \"http://{dead_addr}\"] }}\n",
+        free_port()
+    );
+    let server = serve(dir.path(), &toml).await;
+    let (tls, _) = connect(server.addr("127.0.0.1"), &Opts::sni("app.test"))
+        .await
+        .expect("handshake");
+    let mut http = Http::over(tls).await;
+    for _ in 0..4 {
+        // A GET that meets the dead upstream is tried again on the live one.
+        assert_eq!(http.get("app.test", "/").await.status, 200);
+    }
+    let text = scrape(&server);
+    let series = |up: &std::net::SocketAddr, what: &str| {
+        format!(r#"portico_upstream_{what}{{site="app",upstream="http://{up}""#)
+    };
+    let ok = format!("{},outcome=\"ok\"}}", series(&live_addr, "requests_total"));
+    assert_eq!(value(&text, &ok), Some(4.0), "{text}");
+    let failed = format!(
+        "{},outcome=\"failed\"}}",
+        series(&dead_addr, "requests_total")
+    );
+    assert!(value(&text, &failed).is_some_and(|n| n >= 1.0), "{text}");
+    let healthy = |up| format!("{}}}", series(up, "healthy"));
+    assert_eq!(value(&text, &healthy(&live_addr)), Some(1.0), "{text}");
+    assert_eq!(
+        value(&text, &healthy(&dead_addr)),
+        Some(0.0),
+        "marked down: {text}"
+    );
+}

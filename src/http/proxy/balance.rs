@@ -102,6 +102,11 @@ impl Balancer {
             .saturating_add(1)
     }
 
+    /// Whether peer `i` is chosen for requests now.
+    pub(super) fn is_up(&self, i: usize) -> bool {
+        self.peers.get(i).is_some_and(|p| self.up(p, self.now_ms()))
+    }
+
     fn up(&self, p: &Peer, now: u64) -> bool {
         p.healthy.load(Ordering::Relaxed) && p.down_until.load(Ordering::Relaxed) <= now
     }

@@ -35,6 +35,7 @@ pub use self::connector::{RootsError, SYSTEM_BUNDLE};
 use super::{text, Body};
 use crate::config::{Proxy, Scheme};
 use crate::error_text::ErrorChain;
+use crate::metrics::UpstreamOutcome;
 use crate::runtime::Runtime;
 
 /// Why a site's upstreams cannot be set up (reported by `runtime::build`).
@@ -130,6 +131,8 @@ pub struct Upstreams {
     /// By upstream, in the balancer's order.
     clients: Vec<PeerClients>,
     balancer: Balancer,
+    /// By upstream, in the balancer's order.
+    counters: Vec<Arc<crate::metrics::UpstreamCounters>>,
 }
 
 /// A pooled client for one upstream's connector, with the site's timeouts.
@@ -147,7 +150,10 @@ impl Upstreams {
     /// Loads the roots for https upstreams (the `ca` file or the system bundle) and makes the
     /// clients, two per https upstream. Starts nothing; see
     /// [`Upstreams::start_health_checks`].
-    pub fn new(config: &Proxy) -> Result<Upstreams, BuildError> {
+    pub fn new(
+        config: &Proxy,
+        counters: impl Fn(&str) -> Arc<crate::metrics::UpstreamCounters>,
+    ) -> Result<Upstreams, BuildError> {
         let tls = if config.upstreams.iter().any(|u| u.scheme == Scheme::Https) {
             let base = connector::client_config(config.ca.as_deref())?;
             Some((
@@ -186,11 +192,27 @@ impl Upstreams {
             config.max_fails,
             config.fail_timeout,
         )?;
+        let counters = config
+            .upstreams
+            .iter()
+            .map(|u| counters(&u.to_string()))
+            .collect();
         Ok(Upstreams {
             config: config.clone(),
             clients,
             balancer,
+            counters,
         })
+    }
+
+    /// The counters of each upstream, in the configuration's order.
+    pub fn counters(&self) -> &[Arc<crate::metrics::UpstreamCounters>] {
+        &self.counters
+    }
+
+    /// Whether upstream `i` is chosen for requests now (health check and passive health).
+    pub fn is_up(&self, i: usize) -> bool {
+        self.balancer.is_up(i)
     }
 
     /// The client for upstream `i` and the authority of the request URI. The URI's authority
@@ -366,6 +388,14 @@ impl Upstreams {
             if sent.is_err() {
                 // The upstream is slow: nothing is gained by waiting for it in the background.
                 request.abandon();
+            }
+            let outcome = match &sent {
+                Ok(Ok(_)) => UpstreamOutcome::Ok,
+                Ok(Err(_)) => UpstreamOutcome::Failed,
+                Err(_) => UpstreamOutcome::Timeout,
+            };
+            if let Some(c) = self.counters.get(i) {
+                c.sent(outcome);
             }
             match sent {
                 Ok(Ok(resp)) => return Ok(self.respond(resp, in_flight, client_upgrade, runtime)),
