@@ -28,6 +28,8 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 /// A command from a client, with the way to answer it.
 pub struct Request {
     pub command: Command,
+    /// Who asked, for the log and the reload history: "portico reload", "admin API".
+    pub source: &'static str,
     pub reply: oneshot::Sender<Reply>,
 }
 
@@ -200,11 +202,26 @@ async fn session(mut stream: UnixStream, requests: mpsc::Sender<Request>) -> io:
     stream.shutdown().await
 }
 
-/// Hands `command` to the serve loop and waits for its answer; None when the loop is gone
-/// (the server is shutting down). The admin API asks through this too.
-pub async fn ask(requests: &mpsc::Sender<Request>, command: Command) -> Option<Reply> {
+async fn ask(requests: &mpsc::Sender<Request>, command: Command) -> Option<Reply> {
+    ask_as(requests, command, "portico reload").await
+}
+
+/// Hands `command` from `source` to the serve loop and waits for its answer; None when the
+/// loop is gone (the server is shutting down). The admin API asks through this too.
+pub async fn ask_as(
+    requests: &mpsc::Sender<Request>,
+    command: Command,
+    source: &'static str,
+) -> Option<Reply> {
     let (reply, answer) = oneshot::channel();
-    requests.send(Request { command, reply }).await.ok()?;
+    requests
+        .send(Request {
+            command,
+            source,
+            reply,
+        })
+        .await
+        .ok()?;
     answer.await.ok()
 }
 

@@ -51,7 +51,7 @@ pub(super) async fn status(ctx: &Context) -> http::Response<Body> {
 /// 200 when the new configuration serves, 422 when it did not (nothing changed).
 pub(super) async fn reload(ctx: &Context) -> http::Response<Body> {
     const PATH: &str = "/api/v1/reload";
-    match control::ask(&ctx.requests, Command::Reload).await {
+    match control::ask_as(&ctx.requests, Command::Reload, "admin API").await {
         Some(Reply::Reload(outcome)) => {
             let status = if outcome.ok {
                 StatusCode::OK

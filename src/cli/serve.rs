@@ -495,7 +495,7 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
             }
             Some(request) = commands.recv() => match request.command {
                 Command::Reload => {
-                    let answer = install(&mut server, &shared.metrics, &history, load_off(&path, origin, &shared).await, "portico reload");
+                    let answer = install(&mut server, &shared.metrics, &history, load_off(&path, origin, &shared).await, request.source);
                     files = loaded_cert_files(&server.runtime().config, &shared);
                     watch = every(watch_period(files.len()));
                     acme.follow(&server.runtime().config);
