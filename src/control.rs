@@ -6,15 +6,21 @@
 //! a binary upgrade sends `handover`, receives the listening sockets, answers `ready` once it
 //! serves, and gets `bye` once the old process let go of this socket. The socket only hands
 //! commands to the serve loop, which runs them one at a time; it never changes state itself.
+//! The admin API sends its reloads through the same channel ([`ask_as`]), and a reload's
+//! [`Outcome`] is one value that both render: text here, JSON there.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Report;
 
 /// The socket's path for a state directory.
 pub fn socket_path(state_dir: &Path) -> PathBuf {
@@ -24,6 +30,8 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 /// A command from a client, with the way to answer it.
 pub struct Request {
     pub command: Command,
+    /// Who asked, for the log and the reload history: "portico reload", "admin API".
+    pub source: &'static str,
     pub reply: oneshot::Sender<Reply>,
 }
 
@@ -42,7 +50,60 @@ pub enum Command {
 /// The serve loop's answer.
 pub enum Reply {
     Text(String),
+    /// The answer to [`Command::Reload`].
+    Reload(Outcome),
     Sockets(Vec<(std::net::SocketAddr, std::os::fd::OwnedFd)>),
+}
+
+/// What a reload (or a rebuild after a certificate change) came to: `portico reload`
+/// prints it as text, the admin API returns it as JSON.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Whether the new configuration serves now.
+    pub ok: bool,
+    /// Every diagnostic: the warnings of a reload that worked, the errors and warnings of
+    /// one that did not.
+    pub report: Report,
+    /// The last line after `OK` or `FAILED`, such as "reloaded: 2 listeners, 3 sites".
+    pub summary: String,
+    /// What asked for it: "SIGHUP", "portico reload", "certificate files changed", ...
+    pub reason: String,
+    /// When it finished, in Unix seconds.
+    pub at: i64,
+}
+
+impl Outcome {
+    /// The text `portico reload` prints: every diagnostic, then an `OK` or `FAILED` line.
+    pub fn text(&self) -> String {
+        let word = if self.ok { "OK" } else { "FAILED" };
+        format!("{}{word} {}\n", self.report, self.summary)
+    }
+}
+
+/// The last reloads, newest last, for the admin API's status (and the dashboard's history).
+#[derive(Clone, Default)]
+pub struct History(Arc<Mutex<VecDeque<Outcome>>>);
+
+impl History {
+    /// How many outcomes are kept.
+    pub const KEPT: usize = 32;
+
+    pub fn record(&self, outcome: Outcome) {
+        // Only the serve loop writes and only the admin API reads, off the request path.
+        let mut h = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if h.len() == History::KEPT {
+            h.pop_front();
+        }
+        h.push_back(outcome);
+    }
+
+    pub fn last(&self) -> Option<Outcome> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .back()
+            .cloned()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +197,7 @@ async fn session(mut stream: UnixStream, requests: mpsc::Sender<Request>) -> io:
     };
     let text = match ask(&requests, command).await {
         Some(Reply::Text(text)) => text,
+        Some(Reply::Reload(outcome)) => outcome.text(),
         _ => "FAILED the server is shutting down\n".to_string(),
     };
     stream.write_all(text.as_bytes()).await?;
@@ -143,8 +205,25 @@ async fn session(mut stream: UnixStream, requests: mpsc::Sender<Request>) -> io:
 }
 
 async fn ask(requests: &mpsc::Sender<Request>, command: Command) -> Option<Reply> {
+    ask_as(requests, command, "portico reload").await
+}
+
+/// Hands `command` from `source` to the serve loop and waits for its answer; None when the
+/// loop is gone (the server is shutting down). The admin API asks through this too.
+pub async fn ask_as(
+    requests: &mpsc::Sender<Request>,
+    command: Command,
+    source: &'static str,
+) -> Option<Reply> {
     let (reply, answer) = oneshot::channel();
-    requests.send(Request { command, reply }).await.ok()?;
+    requests
+        .send(Request {
+            command,
+            source,
+            reply,
+        })
+        .await
+        .ok()?;
     answer.await.ok()
 }
 

@@ -6,6 +6,7 @@
 //! [`runtime`] turn a file into the immutable tables all of that reads.
 
 pub mod acme;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -196,6 +196,12 @@ impl Server {
         self.runtime.load_full()
     }
 
+    /// Where the current runtime is read from, for readers outside the connection path
+    /// (the admin listener); every install is seen through it.
+    pub fn runtime_handle(&self) -> Arc<ArcSwap<Runtime>> {
+        self.runtime.clone()
+    }
+
     /// Installs `rt` for new connections. Addresses it adds are bound first — if one cannot
     /// be, nothing changes and the error says which. Then the runtime is swapped in, the old
     /// one is retired (its connections finish their requests and close), and addresses it no

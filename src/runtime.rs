@@ -160,7 +160,8 @@ impl Shared {
             .filter_map(|s| Some(crate::acme::cert_files(home.as_deref()?, &s.name)))
             .collect();
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        loaded.retain(config.cert_files().chain(&acme));
+        let admin = config.admin.as_ref().and_then(|a| a.tls.as_ref());
+        loaded.retain(config.cert_files().chain(&acme).chain(admin));
     }
 }
 
@@ -223,6 +224,8 @@ pub struct Runtime {
     pub challenges: Arc<crate::acme::Challenges>,
     /// The process's metrics (shared by every runtime of one process).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The admin listener's TLS configuration, when `[admin]` has `tls`.
+    pub admin_tls: Option<Arc<ServerConfig>>,
     /// Set once a newer runtime replaced this one: its connections finish what they are
     /// doing and close, so old certificates and sites do not live on in keep-alive
     /// connections.
@@ -632,6 +635,8 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
         });
     }
 
+    let admin_tls = admin_tls(&config, shared, &mut report);
+
     if report.has_errors() {
         return (None, report);
     }
@@ -644,6 +649,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             site_certs,
             challenges: shared.challenges.clone(),
             metrics: shared.metrics.clone(),
+            admin_tls,
             retired: tokio::sync::watch::Sender::new(false),
         }),
         report,
@@ -781,6 +787,36 @@ fn https_port_for(config: &Config, site: usize, http: &Listener) -> Option<u16> 
         .find(|l| l.address.ip == http.address.ip)
         .or_else(|| https.first())
         .map(|l| l.address.port)
+}
+
+/// The admin listener's TLS configuration: its one certificate, whatever the client names
+/// (the operator reaches it by an address or a name of their choosing), HTTP/1.1 only.
+fn admin_tls(config: &Config, shared: &Shared, report: &mut Report) -> Option<Arc<ServerConfig>> {
+    let files = config.admin.as_ref()?.tls.as_ref()?;
+    let cert = match shared.load(files) {
+        Ok(cert) => cert,
+        Err(e) => {
+            report.error("admin.tls", e.to_string(), Some(e.fix().to_string()));
+            return None;
+        }
+    };
+    check_key(report, "admin.tls", &cert);
+    let resolver = rustls::sign::SingleCertAndKey::from(cert.certified.clone());
+    match crate::tls::server_config(Arc::new(resolver)) {
+        Ok(mut c) => {
+            c.alpn_protocols = vec![b"http/1.1".to_vec()];
+            c.ticketer = shared.ticketer.clone();
+            Some(Arc::new(c))
+        }
+        Err(e) => {
+            report.error(
+                "admin.tls",
+                format!("cannot make the TLS configuration: {e}"),
+                None,
+            );
+            None
+        }
+    }
 }
 
 fn server_config(

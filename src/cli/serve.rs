@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{CertFiles, Config, Origin, Report, TlsMode};
-use crate::control::{Command, Reply};
+use crate::control::{Command, History, Outcome, Reply};
 use crate::listener::Server;
 use crate::runtime::{self, format_time, FileStamp, Mode, Runtime, Shared};
 
@@ -140,16 +140,16 @@ fn summary(rt: &Runtime) {
     }
 }
 
-/// Installs a freshly built runtime, or reports why not. Returns the text sent to
-/// `portico reload`: every diagnostic, then an `OK` or `FAILED` line.
+/// Installs a freshly built runtime, or reports why not, and records the outcome in
+/// `history`. Returns it for `portico reload` and the admin API.
 fn install(
     server: &mut Server,
     metrics: &crate::metrics::Metrics,
+    history: &History,
     built: Result<(Runtime, Report), Report>,
     why: &str,
-) -> String {
-    let mut out = String::new();
-    match built {
+) -> Outcome {
+    let (ok, report, summary) = match built {
         Ok((rt, warnings)) => {
             let (listeners, sites) = (rt.listeners.len(), rt.sites.len());
             match server.install(rt) {
@@ -157,17 +157,16 @@ fn install(
                     metrics.installed(&server.runtime());
                     metrics.reload(crate::metrics::Outcome::Ok);
                     tracing::info!(reason = why, listeners, sites, "reloaded");
-                    out.push_str(&warnings.to_string());
-                    out.push_str(&format!(
-                        "OK reloaded: {listeners} listeners, {sites} sites\n"
-                    ));
+                    let summary = format!("reloaded: {listeners} listeners, {sites} sites");
+                    (true, warnings, summary)
                 }
                 Err(e) => {
                     metrics.reload(crate::metrics::Outcome::Failed);
                     tracing::error!(reason = why, error = %e, "reload failed; the previous configuration keeps serving");
-                    out.push_str(&format!(
-                        "error: {e}\nFAILED the previous configuration keeps serving\n"
-                    ));
+                    let mut report = Report::default();
+                    report.error("", e.to_string(), None);
+                    let summary = "the previous configuration keeps serving".to_string();
+                    (false, report, summary)
                 }
             }
         }
@@ -179,13 +178,19 @@ fn install(
                 errors,
                 "reload failed; the previous configuration keeps serving"
             );
-            out.push_str(&report.to_string());
-            out.push_str(&format!(
-                "FAILED {errors} errors; the previous configuration keeps serving\n"
-            ));
+            let summary = format!("{errors} errors; the previous configuration keeps serving");
+            (false, report, summary)
         }
-    }
-    out
+    };
+    let outcome = Outcome {
+        ok,
+        report,
+        summary,
+        reason: why.to_string(),
+        at: runtime::unix_now(),
+    };
+    history.record(outcome.clone());
+    outcome
 }
 
 /// A binary upgrade in progress: the new process and the client waiting for the outcome.
@@ -435,6 +440,19 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
         tracing::info!(%addr, "listening");
     }
     let (requests, mut commands) = tokio::sync::mpsc::channel(4);
+    let history = History::default();
+    // The admin listener asks the serve loop through the same channel as the control
+    // socket: one reload path. Its failures are logged and never stop serving.
+    let mut admin = crate::admin::Admin::start(
+        &server.runtime().config,
+        std::sync::Arc::new(crate::admin::Context {
+            runtime: server.runtime_handle(),
+            shared: shared.clone(),
+            requests: requests.clone(),
+            history: history.clone(),
+            started: runtime::unix_now(),
+        }),
+    );
     // Without the control socket Portico still serves (SIGHUP reloads); only `portico
     // reload` is unavailable, and the log says why.
     let mut control = match crate::control::listen(&state_dir, requests).await {
@@ -463,24 +481,26 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                install(&mut server, &shared.metrics, load_off(&path, origin, &shared).await, "SIGHUP");
+                install(&mut server, &shared.metrics, &history, load_off(&path, origin, &shared).await, "SIGHUP");
                 files = loaded_cert_files(&server.runtime().config, &shared);
                 watch = every(watch_period(files.len()));
                 acme.follow(&server.runtime().config);
+                admin.follow(&server.runtime().config).await;
             }
             Some(site) = issued.recv() => {
                 // The configuration in memory: a new certificate must not apply edits
                 // nobody asked to load yet.
                 let config = server.runtime().config.clone();
-                install(&mut server, &shared.metrics, build_off(config, &shared).await, &format!("ACME certificate for site {site}"));
+                install(&mut server, &shared.metrics, &history, build_off(config, &shared).await, &format!("ACME certificate for site {site}"));
             }
             Some(request) = commands.recv() => match request.command {
                 Command::Reload => {
-                    let answer = install(&mut server, &shared.metrics, load_off(&path, origin, &shared).await, "portico reload");
+                    let answer = install(&mut server, &shared.metrics, &history, load_off(&path, origin, &shared).await, request.source);
                     files = loaded_cert_files(&server.runtime().config, &shared);
                     watch = every(watch_period(files.len()));
                     acme.follow(&server.runtime().config);
-                    let _ = request.reply.send(Reply::Text(answer));
+                    admin.follow(&server.runtime().config).await;
+                    let _ = request.reply.send(Reply::Reload(answer));
                 }
                 Command::Upgrade => match upgrade.start(&exe, &path, &state_dir) {
                     Ok(()) => upgrade.client = Some(request.reply),
@@ -502,6 +522,8 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
                     if let Some(guard) = control.take() {
                         guard.release();
                     }
+                    // And of the admin listener, which the new process opens next.
+                    admin.release().await;
                     if let Some(client) = upgrade.client.take() {
                         let pid = upgrade.pid.map_or_else(|| "?".to_string(), |p| p.to_string());
                         let _ = client.send(Reply::Text(format!("OK upgraded: process {pid} serves now; this one drains and exits\n")));
@@ -543,7 +565,7 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
                             tracing::error!("certificate change not applied: {d}");
                         }
                     }
-                    install(&mut server, &shared.metrics, built, "certificate files changed");
+                    install(&mut server, &shared.metrics, &history, built, "certificate files changed");
                     // Either way, wait for the next change before trying again.
                     files = now;
                     pending = None;
@@ -556,7 +578,7 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
                 // nobody asked to load yet.
                 let config = server.runtime().config.clone();
                 if config.sites.iter().any(|s| s.tls == TlsMode::Internal) {
-                    install(&mut server, &shared.metrics, build_off(config, &shared).await, "internal certificate renewal");
+                    install(&mut server, &shared.metrics, &history, build_off(config, &shared).await, "internal certificate renewal");
                 }
             }
             _ = term.recv() => break,
@@ -564,6 +586,7 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
         }
     }
     drop(acme);
+    drop(admin);
     let drain = server.runtime().config.limits.drain_timeout;
     tracing::info!(deadline = ?drain, "draining");
     let clean = server.shutdown(drain).await;

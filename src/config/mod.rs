@@ -42,6 +42,57 @@ pub struct Config {
     /// `[metrics] per_site_histograms`: request latency per site (true) or per listener
     /// (false); unset, per site up to 1,000 sites.
     pub per_site_histograms: Option<bool>,
+    /// The admin listener; None when `[admin] enabled = false`.
+    pub admin: Option<Admin>,
+}
+
+/// The `[admin]` table: where the admin listener (API, metrics, dashboard) listens and how
+/// its clients prove who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub address: AdminAddress,
+    /// The file holding the token that TCP clients present (created when missing).
+    pub token_file: PathBuf,
+    /// The certificate the admin listener presents on TCP; required off loopback.
+    pub tls: Option<CertFiles>,
+    /// Names (or IP addresses) besides the address itself and the loopback names that
+    /// clients may use in `Host` and `Origin`: what the operator types in the browser.
+    pub hosts: Vec<AdminHost>,
+}
+
+/// Where the admin listener accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminAddress {
+    /// A Unix socket, mode 0600: the file's permissions are the authentication.
+    Unix(PathBuf),
+    /// A TCP address: every request carries the token.
+    Tcp(SocketAddr),
+}
+
+/// A host clients may name in `Host` and `Origin` to reach the admin listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminHost {
+    Name(HostName),
+    Ip(IpAddr),
+}
+
+impl AdminAddress {
+    /// A TCP address on a loopback interface (127.0.0.0/8, ::1); a Unix socket counts too.
+    pub fn is_local(&self) -> bool {
+        match self {
+            AdminAddress::Unix(_) => true,
+            AdminAddress::Tcp(a) => a.ip().to_canonical().is_loopback(),
+        }
+    }
+}
+
+impl fmt::Display for AdminAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+            AdminAddress::Tcp(a) => write!(f, "{a}"),
+        }
+    }
 }
 
 /// The `[acme]` table: which ACME v2 directory to order certificates from, and how.

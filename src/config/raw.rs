@@ -22,6 +22,7 @@ pub(crate) struct RawConfig {
     pub(crate) limits: Option<RawLimits>,
     pub(crate) acme: Option<RawAcme>,
     pub(crate) metrics: Option<RawMetrics>,
+    pub(crate) admin: Option<RawAdmin>,
     #[serde(flatten)]
     pub(crate) unknown: Unknown,
 }
@@ -29,6 +30,17 @@ pub(crate) struct RawConfig {
 #[derive(Debug, Deserialize)]
 pub(crate) struct RawMetrics {
     pub(crate) per_site_histograms: Option<bool>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawAdmin {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) address: Option<String>,
+    pub(crate) token_file: Option<String>,
+    pub(crate) tls: Option<RawCertificate>,
+    pub(crate) hosts: Option<Vec<String>>,
     #[serde(flatten)]
     pub(crate) unknown: Unknown,
 }

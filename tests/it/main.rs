@@ -4,6 +4,7 @@ mod support;
 
 mod access_log;
 mod acme;
+mod admin;
 mod bad_input;
 mod blocking_pool;
 mod config_file;

@@ -13,6 +13,7 @@ use super::{
 use crate::names::HostName;
 
 mod acme;
+mod admin;
 mod sites;
 
 pub(super) struct Checker<'r> {
@@ -116,6 +117,7 @@ impl Checker<'_> {
                 "limits",
                 "acme",
                 "metrics",
+                "admin",
             ],
         );
         let state_dir = self.path(raw.state_dir.as_deref().unwrap_or("state"));
@@ -133,6 +135,7 @@ impl Checker<'_> {
             unknown_keys(self.report, "metrics", &m.unknown, &["per_site_histograms"]);
             m.per_site_histograms
         });
+        let admin = self.admin(raw.admin, &state_dir, &listeners);
         if acme.is_none() {
             for s in sites.iter().filter(|s| s.tls == TlsMode::Acme) {
                 self.report.error(
@@ -157,6 +160,7 @@ impl Checker<'_> {
             limits,
             acme,
             per_site_histograms,
+            admin,
         };
         self.bindings(&config);
         config

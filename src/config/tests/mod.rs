@@ -28,6 +28,7 @@ use crate::tls::load::KeyType;
 use crate::tls::pool::How;
 
 mod acme;
+mod admin;
 mod certificates;
 mod listeners;
 mod sites;
@@ -503,6 +504,7 @@ fn cases() -> Vec<Case> {
         sites::cases(),
         certificates::cases(),
         acme::cases(),
+        admin::cases(),
     ]
     .into_iter()
     .flatten()

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod admin;
 pub mod body;
 pub mod client;
 pub mod nginx;

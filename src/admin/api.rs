@@ -1,0 +1,147 @@
+//! The endpoints: `GET /metrics`, `GET /api/v1/status`, `POST /api/v1/reload`. Schemas in
+//! docs/admin.md.
+//!
+//! Work that grows with the number of sites or certificates runs on the blocking pool, so
+//! a scrape or a status request never holds up the threads that run connections.
+
+use http::StatusCode;
+
+use super::{problem, response, Body, Context, JSON};
+use crate::cli::json::Json;
+use crate::config::{Diagnostic, ListenerKind, Severity};
+use crate::control::{self, Command, Outcome, Reply};
+use crate::runtime::{format_time, unix_now, Runtime};
+
+/// The Prometheus text exposition format.
+const METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+pub(super) async fn metrics(ctx: &Context) -> http::Response<Body> {
+    let rt = ctx.runtime.load_full();
+    let metrics = ctx.shared.metrics.clone();
+    match tokio::task::spawn_blocking(move || metrics.render(&rt)).await {
+        Ok(text) => response(StatusCode::OK, METRICS, text),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering the metrics failed");
+            problem(
+                "/metrics",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rendering the metrics failed (see the server's log)",
+            )
+        }
+    }
+}
+
+pub(super) async fn status(ctx: &Context) -> http::Response<Body> {
+    let rt = ctx.runtime.load_full();
+    let (started, last) = (ctx.started, ctx.history.last());
+    match tokio::task::spawn_blocking(move || status_json(&rt, started, last.as_ref())).await {
+        Ok(json) => response(StatusCode::OK, JSON, json.pretty()),
+        Err(e) => {
+            tracing::error!(error = %e, "the admin status failed");
+            problem(
+                "/api/v1/status",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the status could not be computed (see the server's log)",
+            )
+        }
+    }
+}
+
+/// Runs a reload through the serve loop, as `portico reload` does, and returns its outcome:
+/// 200 when the new configuration serves, 422 when it did not (nothing changed).
+pub(super) async fn reload(ctx: &Context) -> http::Response<Body> {
+    const PATH: &str = "/api/v1/reload";
+    match control::ask_as(&ctx.requests, Command::Reload, "admin API").await {
+        Some(Reply::Reload(outcome)) => {
+            let status = if outcome.ok {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            response(status, JSON, outcome_json(&outcome).pretty())
+        }
+        Some(_) => problem(
+            PATH,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the serve loop gave an unexpected answer",
+        ),
+        None => problem(
+            PATH,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        ),
+    }
+}
+
+fn status_json(rt: &Runtime, started: i64, last: Option<&Outcome>) -> Json {
+    let listeners = rt
+        .listeners
+        .iter()
+        .map(|l| {
+            Json::Obj(vec![
+                ("name", Json::str(&l.config.name)),
+                ("address", Json::str(l.config.address.to_string())),
+                (
+                    "kind",
+                    Json::str(match l.config.kind {
+                        ListenerKind::Https => "https",
+                        ListenerKind::Http => "http",
+                    }),
+                ),
+                ("hosts", Json::Int(l.table.len() as i64)),
+            ])
+        })
+        .collect();
+    // A certificate in the pool and pinned by a site too counts once.
+    let mut seen = std::collections::HashSet::new();
+    let certificates = rt
+        .pool
+        .certs()
+        .iter()
+        .chain(rt.site_certs.iter().flatten())
+        .filter(|c| seen.insert(c.sha256))
+        .count();
+    Json::Obj(vec![
+        ("version", Json::str(env!("CARGO_PKG_VERSION"))),
+        ("pid", Json::Int(i64::from(std::process::id()))),
+        ("started_at", Json::str(format_time(started))),
+        ("uptime_seconds", Json::Int((unix_now() - started).max(0))),
+        (
+            "config_file",
+            Json::str(rt.config.file.display().to_string()),
+        ),
+        ("listeners", Json::Arr(listeners)),
+        ("sites", Json::Int(rt.sites.len() as i64)),
+        ("certificates", Json::Int(certificates as i64)),
+        ("last_reload", last.map_or(Json::Null, outcome_json)),
+    ])
+}
+
+/// A reload's outcome; the same object in `POST /api/v1/reload` and in the status.
+fn outcome_json(o: &Outcome) -> Json {
+    Json::Obj(vec![
+        ("ok", Json::Bool(o.ok)),
+        ("at", Json::str(format_time(o.at))),
+        ("reason", Json::str(&o.reason)),
+        ("summary", Json::str(&o.summary)),
+        (
+            "diagnostics",
+            Json::Arr(o.report.items.iter().map(diagnostic_json).collect()),
+        ),
+    ])
+}
+
+fn diagnostic_json(d: &Diagnostic) -> Json {
+    Json::Obj(vec![
+        (
+            "severity",
+            Json::str(match d.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            }),
+        ),
+        ("path", Json::str(&d.path)),
+        ("message", Json::str(&d.message)),
+        ("fix", Json::opt_str(d.fix.clone())),
+    ])
+}

@@ -1,0 +1,417 @@
+//! The admin listener, through the real binary: every endpoint with and without the token,
+//! a wrong token, the sign-in cookie, a foreign Host and Origin, the Unix socket's and the
+//! token file's modes, `check` on a non-loopback address, and a reload through the API that
+//! reports a broken configuration and changes nothing.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::support::admin::{request, try_request, Answer, Logged, To};
+use crate::support::client::{get, Opts};
+use crate::support::pki::{Key, Pki, Validity};
+use crate::support::{eventually, free_port, Running};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portico");
+
+/// One https listener with one site (local CA), and `admin` as the [admin] table's lines.
+fn write_config(dir: &Path, https: u16, admin: &str) -> PathBuf {
+    let file = dir.join("portico.toml");
+    let admin = if admin.is_empty() {
+        String::new()
+    } else {
+        format!("[admin]\n{admin}\n")
+    };
+    std::fs::write(
+        &file,
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:{https}\"\n[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\ntls = \"internal\"\nrespond = {{ body = \"a\" }}\n{admin}"
+        ),
+    )
+    .expect("write config");
+    file
+}
+
+/// Waits until the admin listener answers (whatever it answers).
+async fn up(to: &To) {
+    for _ in 0..300 {
+        if try_request(to, "GET", "/", &[]).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the admin listener at {to:?} never answered");
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+}
+
+/// A server with its admin listener on loopback TCP; returns it, the address and the token.
+async fn tcp_server(dir: &Path) -> (Logged, To, String) {
+    let port = free_port();
+    let config = write_config(dir, free_port(), &format!("address = \"127.0.0.1:{port}\""));
+    let server = Logged::serve(&config);
+    let to = To::Tcp(format!("127.0.0.1:{port}").parse().expect("addr"));
+    up(&to).await;
+    let token_file = dir.join("state/admin.token");
+    let token = std::fs::read_to_string(&token_file).expect("token file");
+    (server, to, token.trim().to_string())
+}
+
+fn assert_refused(a: &Answer, status: u16, contains: &str) {
+    assert_eq!(a.status, status, "{a:?}");
+    assert!(a.body.contains(contains), "{contains:?} not in {a:?}");
+}
+
+#[tokio::test]
+async fn every_endpoint_on_tcp_needs_the_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_server, to, token) = tcp_server(dir.path()).await;
+    assert_eq!(token.len(), 64, "32 random bytes in hex");
+    assert_eq!(mode(&dir.path().join("state/admin.token")), 0o600);
+    let bearer = format!("Bearer {token}");
+    let wrong = format!("Bearer {}", "0".repeat(64));
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/metrics"),
+        ("GET", "/api/v1/status"),
+        ("POST", "/api/v1/reload"),
+    ] {
+        let none = request(&to, method, path, &[]).await;
+        assert_refused(&none, 401, "needs the token");
+        assert_eq!(
+            none.header("www-authenticate"),
+            Some("Bearer realm=\"portico admin\"")
+        );
+        let bad = request(&to, method, path, &[("authorization", &wrong)]).await;
+        assert_refused(&bad, 401, "is wrong");
+        let ok = request(&to, method, path, &[("authorization", &bearer)]).await;
+        assert_eq!(ok.status, 200, "{method} {path} with the token: {ok:?}");
+        assert_eq!(ok.header("cache-control"), Some("no-store"));
+    }
+    // The API's errors are JSON.
+    let none = request(&to, "GET", "/api/v1/status", &[]).await;
+    assert!(none.json()["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("token")));
+
+    let metrics = request(&to, "GET", "/metrics", &[("authorization", &bearer)]).await;
+    assert_eq!(
+        metrics.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(
+        metrics.body.contains("portico_uptime_seconds"),
+        "{}",
+        metrics.body
+    );
+
+    let status = request(&to, "GET", "/api/v1/status", &[("authorization", &bearer)]).await;
+    let s = status.json();
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(s["sites"], 1);
+    assert_eq!(
+        s["certificates"], 1,
+        "the local CA's certificate for site a"
+    );
+    assert_eq!(s["listeners"].as_array().map(Vec::len), Some(1));
+    assert_eq!(s["listeners"][0]["kind"], "https");
+    assert_eq!(s["listeners"][0]["hosts"], 1);
+    // The POST above reloaded the unchanged file.
+    assert_eq!(s["last_reload"]["ok"], true, "{s}");
+    assert_eq!(s["last_reload"]["reason"], "admin API");
+    assert_eq!(
+        s["last_reload"]["summary"],
+        "reloaded: 1 listeners, 1 sites"
+    );
+
+    let missing = request(&to, "GET", "/api/v1/nothing", &[("authorization", &bearer)]).await;
+    assert_refused(&missing, 404, "no such admin endpoint");
+    let get_reload = request(&to, "GET", "/api/v1/reload", &[("authorization", &bearer)]).await;
+    assert_eq!(get_reload.status, 405);
+    assert_eq!(get_reload.header("allow"), Some("POST"));
+}
+
+#[tokio::test]
+async fn the_printed_sign_in_url_sets_a_session_cookie() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, to, token) = tcp_server(dir.path()).await;
+    let To::Tcp(addr) = &to else { unreachable!() };
+    let line = server.line("admin: ");
+    assert_eq!(line, format!("admin: http://{addr}/?token={token}"));
+
+    let target = format!("/?token={token}");
+    let signed = request(&to, "GET", &target, &[]).await;
+    assert_eq!(signed.status, 303, "{signed:?}");
+    assert_eq!(signed.header("location"), Some("/"));
+    let cookie = signed.header("set-cookie").expect("a cookie").to_string();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attribute), "{attribute} not in {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "no TLS, no Secure: {cookie}");
+    assert!(
+        !cookie.contains(&token),
+        "the cookie is not the token itself"
+    );
+    let session = cookie.split(';').next().expect("name=value");
+    let status = request(&to, "GET", "/api/v1/status", &[("cookie", session)]).await;
+    assert_eq!(status.status, 200, "{status:?}");
+    let page = request(&to, "GET", "/", &[("cookie", session)]).await;
+    assert!(page.body.contains("The dashboard is coming"), "{page:?}");
+
+    let wrong = request(&to, "GET", "/?token=not-the-token-at-all", &[]).await;
+    assert_refused(&wrong, 401, "sign-in URL is wrong");
+    assert!(wrong.header("set-cookie").is_none());
+    let forged = request(
+        &to,
+        "GET",
+        "/api/v1/status",
+        &[("cookie", "portico_admin=00ff")],
+    )
+    .await;
+    assert_eq!(forged.status, 401);
+}
+
+#[tokio::test]
+async fn a_foreign_host_or_origin_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_server, to, token) = tcp_server(dir.path()).await;
+    let To::Tcp(addr) = &to else { unreachable!() };
+    let port = addr.port();
+    let bearer = format!("Bearer {token}");
+    let auth = ("authorization", bearer.as_str());
+
+    // DNS rebinding: a name that resolves to 127.0.0.1 but is not ours.
+    let evil = format!("evil.test:{port}");
+    let foreign = request(&to, "GET", "/api/v1/status", &[auth, ("host", &evil)]).await;
+    assert_refused(&foreign, 403, "DNS rebinding");
+    let other_port = format!("127.0.0.1:{}", port + 1);
+    let foreign = request(&to, "GET", "/metrics", &[auth, ("host", &other_port)]).await;
+    assert_eq!(foreign.status, 403);
+    for ours in [format!("localhost:{port}"), format!("[::1]:{port}")] {
+        let a = request(&to, "GET", "/api/v1/status", &[auth, ("host", &ours)]).await;
+        assert_eq!(a.status, 200, "Host {ours}: {a:?}");
+    }
+    // Sign-in is judged by Host too.
+    let target = format!("/?token={token}");
+    let a = request(&to, "GET", &target, &[("host", &evil)]).await;
+    assert_eq!(a.status, 403);
+
+    // A cross-site POST changes nothing, even with the token (a cookie would come along).
+    let post = request(
+        &to,
+        "POST",
+        "/api/v1/reload",
+        &[auth, ("origin", "http://evil.test")],
+    )
+    .await;
+    assert_refused(&post, 403, "is not this admin listener");
+    let post = request(&to, "POST", "/api/v1/reload", &[auth, ("origin", "null")]).await;
+    assert_eq!(post.status, 403);
+    let s = request(&to, "GET", "/api/v1/status", &[auth]).await.json();
+    assert!(s["last_reload"].is_null(), "a refused POST reloaded: {s}");
+    // A GET from anywhere is only read (CORS keeps the answer from the other site).
+    let read = request(
+        &to,
+        "GET",
+        "/api/v1/status",
+        &[auth, ("origin", "http://evil.test")],
+    )
+    .await;
+    assert_eq!(read.status, 200);
+
+    let same = format!("http://127.0.0.1:{port}");
+    let post = request(&to, "POST", "/api/v1/reload", &[auth, ("origin", &same)]).await;
+    assert_eq!(post.status, 200, "{post:?}");
+    assert_eq!(post.json()["ok"], true);
+    let post = request(&to, "POST", "/api/v1/reload", &[auth]).await;
+    assert_eq!(post.status, 200, "no Origin (curl, scripts): {post:?}");
+}
+
+#[tokio::test]
+async fn the_unix_socket_is_private_and_a_broken_reload_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let https = free_port();
+    // No [admin] table: the default, a Unix socket in state_dir.
+    let config = write_config(dir.path(), https, "");
+    let _server = Running::serve(&config);
+    let socket = dir.path().join("state/admin.sock");
+    eventually("the admin socket", || socket.exists().then_some(()));
+    let meta = std::fs::symlink_metadata(&socket).expect("stat");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let to = To::Unix(socket);
+    up(&to).await;
+    assert!(
+        !dir.path().join("state/admin.token").exists(),
+        "no token on a Unix socket"
+    );
+    // The file mode is the authentication: no token.
+    let metrics = request(&to, "GET", "/metrics", &[]).await;
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    let s = request(&to, "GET", "/api/v1/status", &[]).await;
+    assert_eq!(s.status, 200);
+    assert_eq!(s.json()["sites"], 1);
+
+    // A second site with a bad host and a root that does not exist.
+    let broken = std::fs::read_to_string(&config).expect("read")
+        + "[[site]]\nname = \"b\"\nhosts = [\"bad host!\"]\nroot = \"missing\"\n";
+    std::fs::write(&config, broken).expect("write");
+    let reload = request(&to, "POST", "/api/v1/reload", &[]).await;
+    assert_eq!(reload.status, 422, "{reload:?}");
+    let r = reload.json();
+    assert_eq!(r["ok"], false);
+    assert_eq!(r["reason"], "admin API");
+    assert!(
+        r["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("the previous configuration keeps serving")),
+        "{r}"
+    );
+    let diagnostics = r["diagnostics"].as_array().expect("diagnostics");
+    assert!(
+        diagnostics.iter().any(|d| d["severity"] == "error"
+            && d["path"] == "site[1].hosts[0]"
+            && d["fix"].is_string()),
+        "{r}"
+    );
+    // Nothing changed: the status says so, and site a still answers.
+    let s = request(&to, "GET", "/api/v1/status", &[]).await.json();
+    assert_eq!(s["sites"], 1, "{s}");
+    assert_eq!(s["last_reload"]["ok"], false);
+    assert_eq!(s["last_reload"]["diagnostics"], r["diagnostics"]);
+    let addr = format!("127.0.0.1:{https}").parse().expect("addr");
+    let (_, reply) = get(addr, &Opts::sni("a.test"), "a.test", "/").await;
+    assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "a"));
+}
+
+#[tokio::test]
+async fn admin_over_tls_sets_a_secure_cookie() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let (cert, key) = pki.leaf("admin", &["localhost"], Key::Ecdsa, Validity::Current);
+    let port = free_port();
+    let config = write_config(
+        dir.path(),
+        free_port(),
+        &format!(
+            "address = \"127.0.0.1:{port}\"\ntls = {{ cert = \"{}\", key = \"{}\" }}",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let server = Logged::serve(&config);
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let to = To::Tls(addr);
+    up(&to).await;
+    let token = std::fs::read_to_string(dir.path().join("state/admin.token")).expect("token");
+    let token = token.trim();
+    assert_eq!(
+        server.line("admin: "),
+        format!("admin: https://{addr}/?token={token}")
+    );
+    let signed = request(&to, "GET", &format!("/?token={token}"), &[]).await;
+    assert_eq!(signed.status, 303);
+    assert!(signed
+        .header("set-cookie")
+        .is_some_and(|c| c.ends_with("; Secure")));
+    let bearer = format!("Bearer {token}");
+    let ok = request(&to, "GET", "/api/v1/status", &[("authorization", &bearer)]).await;
+    assert_eq!(ok.status, 200);
+    // Plain HTTP to the TLS port gets no answer.
+    assert!(try_request(&To::Tcp(addr), "GET", "/", &[]).await.is_err());
+}
+
+#[test]
+fn check_refuses_an_admin_address_off_loopback_without_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), free_port(), "address = \"10.0.0.5:9900\"");
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .expect("check runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("error: admin.address: 10.0.0.5:9900 is not a loopback address"),
+        "{text}"
+    );
+    assert!(text.contains("fix: add tls = {"), "{text}");
+
+    let pki = Pki::new(&dir.path().join("pki"));
+    let (cert, key) = pki.leaf("admin", &["admin.test"], Key::Ecdsa, Validity::Current);
+    write_config(
+        dir.path(),
+        free_port(),
+        &format!(
+            "address = \"10.0.0.5:9900\"\ntls = {{ cert = \"{}\", key = \"{}\" }}",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .expect("check runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn a_reload_moves_the_admin_listener_and_reads_the_token_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let https = free_port();
+    let config = write_config(dir.path(), https, "");
+    let server = Logged::serve(&config);
+    let socket = dir.path().join("state/admin.sock");
+    let unix = To::Unix(socket.clone());
+    eventually("the admin socket", || socket.exists().then_some(()));
+    up(&unix).await;
+
+    // From the Unix socket to TCP: the reload answers on the old socket, which then goes.
+    let port = free_port();
+    write_config(
+        dir.path(),
+        https,
+        &format!("address = \"127.0.0.1:{port}\""),
+    );
+    let reload = request(&unix, "POST", "/api/v1/reload", &[]).await;
+    assert_eq!(reload.status, 200, "{reload:?}");
+    assert!(!socket.exists(), "the old socket file is removed");
+    let tcp = To::Tcp(format!("127.0.0.1:{port}").parse().expect("addr"));
+    let token_file = dir.path().join("state/admin.token");
+    let first = std::fs::read_to_string(&token_file).expect("token created on the move");
+    let first = format!("Bearer {}", first.trim());
+    let s = request(&tcp, "GET", "/api/v1/status", &[("authorization", &first)]).await;
+    assert_eq!(s.status, 200, "{s:?}");
+
+    // A new token: delete the file and reload; the old token stops working.
+    std::fs::remove_file(&token_file).expect("rm token");
+    let reload = request(&tcp, "POST", "/api/v1/reload", &[("authorization", &first)]).await;
+    assert_eq!(reload.status, 200, "{reload:?}");
+    let second = std::fs::read_to_string(&token_file).expect("a new token");
+    let second = format!("Bearer {}", second.trim());
+    assert_ne!(first, second);
+    let old = request(&tcp, "GET", "/api/v1/status", &[("authorization", &first)]).await;
+    assert_eq!(old.status, 401);
+    let new = request(&tcp, "GET", "/api/v1/status", &[("authorization", &second)]).await;
+    assert_eq!(new.status, 200);
+    let printed = eventually("the new sign-in URL", || {
+        let log = server.stderr.lock().expect("lock");
+        log.lines()
+            .filter(|l| l.starts_with("admin: "))
+            .nth(1)
+            .map(str::to_string)
+    });
+    assert!(
+        printed.ends_with(second.trim_start_matches("Bearer ")),
+        "{printed}"
+    );
+}
