@@ -15,6 +15,7 @@ mod lifecycle;
 mod metrics;
 mod passthrough;
 mod probe;
+mod prometheus;
 mod proxy;
 mod proxy_balance;
 mod proxy_h2;
