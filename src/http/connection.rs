@@ -117,6 +117,10 @@ const RETIRE_GRACE: Duration = Duration::from_secs(1);
 /// arrive, not for a client that never answers.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// hyper's HTTP/1.1 header count limit when none is set (`DEFAULT_MAX_HEADERS` in its
+/// parser), which is also `limits.max_headers`' default.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// A request in flight: from its head until its response body has been sent or dropped.
 struct InFlight(Arc<Activity>);
 
@@ -315,8 +319,13 @@ where
         // limit, exactly; the buffer only has to hold that much.
         .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_headers)
         .keep_alive(true);
+    // hyper's own limit is 100 header lines, kept in an uninitialised array on the stack;
+    // any explicit limit makes it fill a vector of that size for every request (about 2,000
+    // instructions, 7% of a keep-alive request), so the default is left to hyper.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        builder.max_headers(limits.max_headers);
+    }
     let io = TokioIo::new(Linger::new(io));
     // Upgrades (WebSocket through the proxy) take the connection over once the response
     // to the upgrade request is sent; the proxy then joins it to the upstream's.

@@ -486,6 +486,21 @@ async fn max_headers_is_one_limit_for_http1_and_http2() {
     let mut crumbs = fields[..19].to_vec();
     crumbs.extend([("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
     assert_eq!(h2.send("a.test", "/", &crumbs).await.status, 200);
+
+    // The default, 100, which HTTP/1.1 leaves to hyper's own limit.
+    let (_default_dir, default) = self::server("", RESPOND_SITE).await;
+    let ok = send_head(&default, &head_of(4000, 98), 100_000).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "100 header lines: {ok:.80}");
+    let refused = send_head(&default, &head_of(4000, 99), 100_000).await;
+    assert!(
+        refused.starts_with("HTTP/1.1 431"),
+        "101 header lines: {refused:.80}"
+    );
+    let mut h2 = good_connection(&default).await;
+    let names: Vec<String> = (0..101).map(|i| format!("x-{i}")).collect();
+    let fields: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    assert_eq!(h2.send("a.test", "/", &fields[..100]).await.status, 200);
+    assert_eq!(h2.send("a.test", "/", &fields).await.status, 431);
 }
 
 // Item 5 ------------------------------------------------------------------------------
