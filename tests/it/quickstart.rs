@@ -120,6 +120,19 @@ fn quickstart_serves_three_sites_to_curl() {
         String::from_utf8_lossy(&out.stdout),
         format!("308 https://site3.localhost:{https}/p?q")
     );
+    // The README's admin commands: status and metrics on the admin socket.
+    let socket = dir.path().join("state/admin.sock");
+    let socket = socket.to_str().expect("utf-8");
+    let out = curl(&["--unix-socket", socket, "http://localhost/api/v1/status"]);
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains("\"version\""), "status: {status}");
+    let out = curl(&["--unix-socket", socket, "http://localhost/metrics"]);
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    for i in 1..=3 {
+        let series =
+            format!("portico_http_requests_total{{site=\"site{i}\",code=\"2xx\",protocol=\"h2\"}}");
+        assert!(metrics.contains(&series), "{series} in:\n{metrics}");
+    }
     // A restart reuses the local CA and the issued certificates.
     let ca_before = std::fs::read(&ca).expect("ca");
     let _ = child.0.kill();
