@@ -461,7 +461,7 @@ impl Scrape {
         let mut certs = Vec::new();
         let mut add = |c: &Arc<Cert>, source: &'static str| {
             if seen.insert(c.sha256) {
-                certs.push((hex(&c.sha256), c.subject.clone(), source, c.not_after));
+                certs.push((c.fingerprint(), c.subject.clone(), source, c.not_after));
             }
         };
         for c in rt.pool.certs() {
@@ -504,14 +504,6 @@ impl Scrape {
             uptime: m.started.elapsed().as_secs_f64(),
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// Writes one counter series.
