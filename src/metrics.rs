@@ -324,6 +324,8 @@ pub struct Metrics {
     upstreams: Mutex<HashMap<(String, String), Arc<UpstreamCounters>>>,
     reloads: [AtomicU64; 2],
     acme_orders: [AtomicU64; 2],
+    /// When each ACME site's task orders next (unix seconds), as it last said.
+    acme_next: Mutex<HashMap<String, i64>>,
     /// Unix seconds when the configuration now serving was installed.
     config_loaded: AtomicU64,
 }
@@ -337,6 +339,7 @@ impl Default for Metrics {
             upstreams: Mutex::default(),
             reloads: Default::default(),
             acme_orders: Default::default(),
+            acme_next: Mutex::default(),
             config_loaded: AtomicU64::new(0),
         }
     }
@@ -421,6 +424,19 @@ impl Metrics {
         self.reloads[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// An ACME task's next order time; None while an order runs.
+    pub fn acme_next_renewal(&self, site: &str, at: Option<i64>) {
+        let mut map = self.acme_next.lock().unwrap_or_else(|p| p.into_inner());
+        match at {
+            Some(at) => {
+                map.insert(site.to_string(), at);
+            }
+            None => {
+                map.remove(site);
+            }
+        }
+    }
+
     pub fn acme_order(&self, outcome: Outcome) {
         self.acme_orders[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -451,6 +467,8 @@ struct Scrape {
     certs: Vec<(String, String, &'static str, i64)>,
     reloads: [u64; 2],
     acme_orders: [u64; 2],
+    /// ACME sites of the runtime and when each orders next.
+    acme_next: Vec<(String, i64)>,
     config_loaded: u64,
     uptime: f64,
 }
@@ -477,6 +495,15 @@ impl Scrape {
                 add(c, source);
             }
         }
+        let acme_next = {
+            let next = m.acme_next.lock().unwrap_or_else(|p| p.into_inner());
+            rt.config
+                .sites
+                .iter()
+                .filter(|s| s.tls == TlsMode::Acme)
+                .filter_map(|s| Some((s.name.clone(), *next.get(&s.name)?)))
+                .collect()
+        };
         let load =
             |a: &[AtomicU64; 2]| [a[0].load(Ordering::Relaxed), a[1].load(Ordering::Relaxed)];
         Scrape {
@@ -500,6 +527,7 @@ impl Scrape {
             certs,
             reloads: load(&m.reloads),
             acme_orders: load(&m.acme_orders),
+            acme_next,
             config_loaded: m.config_loaded.load(Ordering::Relaxed),
             uptime: m.started.elapsed().as_secs_f64(),
         }
@@ -712,6 +740,15 @@ impl Collector for Scrape {
             for (i, outcome) in ["ok", "failed"].into_iter().enumerate() {
                 counter(&mut f, &[("outcome", outcome)], values[i])?;
             }
+        }
+        let mut f = e.encode_descriptor(
+            "portico_acme_next_renewal_seconds",
+            "When each ACME site's certificate is ordered next (renewal, or the retry after a failure), in Unix seconds; absent while an order runs.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (site, at) in &self.acme_next {
+            gauge(&mut f, &[("site", site.as_str())], *at as f64)?;
         }
         let f = e.encode_descriptor(
             "portico_config_loaded_timestamp_seconds",

@@ -70,6 +70,14 @@ struct Common {
     metrics: Arc<crate::metrics::Metrics>,
 }
 
+impl Common {
+    /// Writes a site's status file and tells the metrics when it orders next.
+    fn record(&self, st: &mut Status, now: i64) {
+        status::write(&self.home, st, now);
+        self.metrics.acme_next_renewal(&st.site, st.next_renewal);
+    }
+}
+
 impl Manager {
     /// Starts one task per ACME site of `config`. Each sends the site's name on `issued`
     /// after storing a certificate.
@@ -275,7 +283,7 @@ async fn site_task(common: Arc<Common>, site: Site) {
             st.rule = p.rule;
             st.ari_window = p.window;
             st.ari_explanation = p.explanation.clone();
-            status::write(&common.home, &mut st, now);
+            common.record(&mut st, now);
             let wake = p.recheck.map_or(p.at, |r| r.min(p.at));
             tokio::time::sleep(until(wake, now).min(MAX_SLEEP)).await;
             continue;
@@ -287,7 +295,7 @@ async fn site_task(common: Arc<Common>, site: Site) {
                 tracing::info!(site = %site.name, "another process is ordering this site's certificate; waiting");
                 st.state = State::Locked;
                 st.next_renewal = Some(now + LOCKED_WAIT.as_secs() as i64);
-                status::write(&common.home, &mut st, now);
+                common.record(&mut st, now);
                 tokio::time::sleep(LOCKED_WAIT).await;
                 continue;
             }
@@ -306,7 +314,7 @@ async fn site_task(common: Arc<Common>, site: Site) {
         st.state = State::Ordering;
         st.next_renewal = None;
         st.last_attempt = Some(now);
-        status::write(&common.home, &mut st, now);
+        common.record(&mut st, now);
         // Name the certificate being replaced only on a first try: a CA may refuse a
         // second order that replaces the same one.
         let replaces = p.id.clone().filter(|_| st.attempts == 0);
@@ -369,7 +377,7 @@ async fn back_off(common: &Common, st: &mut Status, now: i64, backoff: &mut Dura
     st.state = State::Backoff;
     st.rule = Rule::Retry;
     st.next_renewal = Some(now + backoff.as_secs() as i64);
-    status::write(&common.home, st, now);
+    common.record(st, now);
     tokio::time::sleep(*backoff).await;
     *backoff = (*backoff * 2).min(MAX_BACKOFF);
 }

@@ -269,6 +269,45 @@ async fn issue_with(
             );
         }
     }
+    // The metrics say so too (the admin socket, as an operator would ask it).
+    let socket = dir.join("state/admin.sock");
+    let metrics = || {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--unix-socket"])
+            .arg(&socket)
+            .arg("http://localhost/metrics")
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = crate::support::eventually("the ACME metrics", || {
+        let text = metrics();
+        text.contains("portico_acme_next_renewal_seconds{site=\"shop\"}")
+            .then_some(text)
+    });
+    assert!(
+        text.contains("portico_acme_orders_total{outcome=\"ok\"} 1\n"),
+        "{text}"
+    );
+    let next: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("portico_acme_next_renewal_seconds{site=\"shop\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a next renewal time");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        next > now,
+        "the next order is in the future: {next} vs {now}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("portico_certificate_not_after_seconds{")
+                && l.contains("source=\"acme\"")),
+        "{text}"
+    );
     (pebble, ports, portico)
 }
 
