@@ -38,7 +38,9 @@ pub const MAX_BLOCKING_THREADS: usize = 32;
 const BLOCKING_KEEP_ALIVE: Duration = Duration::from_millis(2500);
 
 pub(super) fn run(config: &super::ConfigArg) -> anyhow::Result<ExitCode> {
-    super::init_logging();
+    // Before the configuration is loaded, so that its diagnostics are in the chosen format
+    // too; the format cannot change after this (a reload that changes it warns).
+    super::init_logging(Config::log_format_in(config.path()));
     // With one CPU to run on (a pinned process, a container limited to one CPU), one
     // thread runs every connection and this loop: tokio's multi-threaded scheduler would
     // add a second thread for the loop and pay for handing tasks between threads it cannot
