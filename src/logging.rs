@@ -28,6 +28,15 @@ pub fn json() -> bool {
     JSON.load(Ordering::Relaxed)
 }
 
+/// The format lines are written in, chosen at start.
+pub fn format() -> LogFormat {
+    if json() {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    }
+}
+
 /// Sets up logging to stderr in `format`; `RUST_LOG` overrides the default `info`. A second
 /// call changes nothing (the first subscriber stays).
 pub fn init(format: LogFormat) {
@@ -249,7 +258,10 @@ mod tests {
             .finish();
         tracing::subscriber::with_default(subscriber, emit);
         let text = String::from_utf8(buf.0.lock().expect("buf").clone()).expect("utf-8");
-        assert!(text.ends_with('\n') && text.lines().count() == 1, "{text:?}");
+        assert!(
+            text.ends_with('\n') && text.lines().count() == 1,
+            "{text:?}"
+        );
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"))
     }
 

@@ -74,6 +74,21 @@ pub(super) fn run(config: &super::ConfigArg) -> anyhow::Result<ExitCode> {
 pub fn load(path: &Path, origin: Origin, shared: &Shared) -> Result<(Runtime, Report), Report> {
     let (config, mut report) = Config::load_as(path, origin);
     let rt = config.and_then(|config| {
+        let running = crate::logging::format();
+        if config.log_format != running {
+            report.warning(
+                "log.format",
+                format!(
+                    "the running server writes its log as {:?} until it restarts (this file says {:?})",
+                    running.as_str(),
+                    config.log_format.as_str(),
+                ),
+                Some(
+                    "restart Portico, or run `portico upgrade` (its new process reads the format)"
+                        .to_string(),
+                ),
+            );
+        }
         let (rt, more) = runtime::build(config, Mode::Serve, shared);
         report.extend(more);
         rt
