@@ -228,7 +228,7 @@ async fn json_access_log_is_one_object_per_line_with_stable_fields() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = site_root(dir.path(), "www", "twelve bytes");
     let backend = pong_backend().await;
-    let port = free_port();
+    let (port, http_port) = (free_port(), free_port());
     let config = dir.path().join("portico.toml");
     std::fs::write(
         &config,
@@ -236,6 +236,7 @@ async fn json_access_log_is_one_object_per_line_with_stable_fields() {
             "[log]\nformat = \"json\"\n\
              [admin]\nenabled = false\n\
              [[listener]]\naddress = \"127.0.0.1:{port}\"\n\
+             [[listener]]\naddress = \"127.0.0.1:{http_port}\"\nkind = \"http\"\n\
              [[site]]\nname = \"www\"\nhosts = [\"www.test\"]\ntls = \"internal\"\nroot = \"{}\"\n\
              [[site]]\nname = \"pass\"\nhosts = [\"pass.test\"]\npassthrough = {{ backend = \"{backend}\" }}\n",
             root.display()
@@ -297,6 +298,33 @@ async fn json_access_log_is_one_object_per_line_with_stable_fields() {
     assert_eq!(
         (v["path"].as_str(), v["bytes"].as_u64()),
         (Some("/index.html"), Some(12)),
+        "{v}"
+    );
+
+    // Plain HTTP (a redirect to https): no SNI, no TLS version, the keys left out.
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+        .await
+        .expect("connect http");
+    tokio::io::AsyncWriteExt::write_all(
+        &mut tcp,
+        b"GET /plain HTTP/1.1\r\nHost: www.test\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut answer = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut answer)
+        .await
+        .expect("read");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 308"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let v = json_line_for(&server, "GET", "/plain").await;
+    assert_eq!(v["status"], 308, "{v}");
+    assert_eq!(v["host"], "www.test", "{v}");
+    assert!(
+        v.get("sni").is_none() && v.get("tls_version").is_none(),
         "{v}"
     );
 
