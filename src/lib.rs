@@ -14,6 +14,7 @@ pub mod error_text;
 mod gather;
 pub mod http;
 pub mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod names;
 pub mod passthrough;

@@ -103,6 +103,19 @@ pub async fn serve(
         counters.relayed(r.to_backend, r.to_client);
     }
     match relayed {
+        // The JSON field names (docs/config.md, `[log]`): the client split as in the request
+        // line, byte counts named for their direction, the duration in seconds.
+        Ok(r) if crate::logging::json() => tracing::info!(
+            target: "access",
+            client_ip = %client.ip(),
+            client_port = client.port(),
+            sni,
+            backend = %backend,
+            bytes_to_backend = r.to_backend,
+            bytes_to_client = r.to_client,
+            duration = started.elapsed().as_secs_f64(),
+            "passthrough"
+        ),
         Ok(r) => tracing::info!(
             target: "access",
             %client,

@@ -148,13 +148,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Sets up logging to stderr; `RUST_LOG` overrides the default `info`.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Sets up logging to stderr in `format` (`[log] format`); `RUST_LOG` overrides the
+/// default `info`.
+pub fn init_logging(format: crate::config::LogFormat) {
+    crate::logging::init(format);
 }

@@ -38,7 +38,9 @@ pub const MAX_BLOCKING_THREADS: usize = 32;
 const BLOCKING_KEEP_ALIVE: Duration = Duration::from_millis(2500);
 
 pub(super) fn run(config: &super::ConfigArg) -> anyhow::Result<ExitCode> {
-    super::init_logging();
+    // Before the configuration is loaded, so that its diagnostics are in the chosen format
+    // too; the format cannot change after this (a reload that changes it warns).
+    super::init_logging(Config::log_format_in(config.path()));
     // With one CPU to run on (a pinned process, a container limited to one CPU), one
     // thread runs every connection and this loop: tokio's multi-threaded scheduler would
     // add a second thread for the loop and pay for handing tasks between threads it cannot
@@ -72,6 +74,21 @@ pub(super) fn run(config: &super::ConfigArg) -> anyhow::Result<ExitCode> {
 pub fn load(path: &Path, origin: Origin, shared: &Shared) -> Result<(Runtime, Report), Report> {
     let (config, mut report) = Config::load_as(path, origin);
     let rt = config.and_then(|config| {
+        let running = crate::logging::format();
+        if config.log_format != running {
+            report.warning(
+                "log.format",
+                format!(
+                    "the running server writes its log as {:?} until it restarts (this file says {:?})",
+                    running.as_str(),
+                    config.log_format.as_str(),
+                ),
+                Some(
+                    "restart Portico, or run `portico upgrade` (its new process reads the format)"
+                        .to_string(),
+                ),
+            );
+        }
         let (rt, more) = runtime::build(config, Mode::Serve, shared);
         report.extend(more);
         rt

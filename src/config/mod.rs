@@ -44,6 +44,27 @@ pub struct Config {
     pub per_site_histograms: Option<bool>,
     /// The admin listener; None when `[admin] enabled = false`.
     pub admin: Option<Admin>,
+    /// `[log] format`: how log lines are written. Read at start only (`logging::init`).
+    pub log_format: LogFormat,
+}
+
+/// The `[log] format`: text for people (the default), or one JSON object per line for a
+/// log shipper (Loki, Elasticsearch), with the field names docs/config.md lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// The value as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 /// The `[admin]` table: where the admin listener (API, metrics, dashboard) listens and how
@@ -324,6 +345,31 @@ impl Config {
     /// is returned only when there is no error.
     pub fn load(file: &Path) -> (Option<Config>, Report) {
         Config::load_as(file, Origin::Given)
+    }
+
+    /// The `[log] format` in `file`, read before logging starts so that the first line is
+    /// already in that format. Anything unreadable or wrong gives text: the full load that
+    /// follows reports it (in text, since the format is not known).
+    pub fn log_format_in(file: &Path) -> LogFormat {
+        #[derive(serde::Deserialize)]
+        struct Only {
+            log: Option<OnlyLog>,
+        }
+        #[derive(serde::Deserialize)]
+        struct OnlyLog {
+            format: Option<String>,
+        }
+        let Ok(text) = std::fs::read_to_string(file) else {
+            return LogFormat::Text;
+        };
+        match toml::from_str::<Only>(&text) {
+            Ok(Only {
+                log: Some(OnlyLog {
+                    format: Some(f), ..
+                }),
+            }) if f == "json" => LogFormat::Json,
+            _ => LogFormat::Text,
+        }
     }
 
     /// [`Config::load`] of a file named as `origin` says.

@@ -23,6 +23,14 @@ pub(crate) struct RawConfig {
     pub(crate) acme: Option<RawAcme>,
     pub(crate) metrics: Option<RawMetrics>,
     pub(crate) admin: Option<RawAdmin>,
+    pub(crate) log: Option<RawLog>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawLog {
+    pub(crate) format: Option<String>,
     #[serde(flatten)]
     pub(crate) unknown: Unknown,
 }

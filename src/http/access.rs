@@ -33,6 +33,9 @@ pub(super) struct Line {
 impl Line {
     fn write(&self, bytes: u64, complete: bool) {
         let conn = &self.conn;
+        if crate::logging::json() {
+            return self.write_json(bytes, complete);
+        }
         tracing::info!(
             target: "access",
             listener = %conn.runtime.listeners[conn.listener].config.name,
@@ -50,6 +53,42 @@ impl Line {
             tls = conn.tls_version,
             "request"
         );
+    }
+
+    /// The same line under the JSON field names (docs/config.md, `[log]`): Caddy's where it
+    /// has one, absent values left out rather than written as `-`, the duration in seconds.
+    fn write_json(&self, bytes: u64, complete: bool) {
+        let conn = &self.conn;
+        tracing::info!(
+            target: "access",
+            listener = conn.runtime.listeners[conn.listener].config.name.as_str(),
+            site = self.site.and_then(|i| conn.runtime.sites.get(i)).map(|s| s.name.as_str()),
+            client_ip = %conn.peer.ip(),
+            client_port = conn.peer.port(),
+            sni = conn.sni.as_ref().map(HostName::as_str),
+            host = self.host.as_ref().map(RequestHost::as_str),
+            method = self.method.as_str(),
+            path = self.path.as_str(),
+            proto = proto(self.version),
+            status = self.status.as_u16(),
+            bytes,
+            complete,
+            duration = self.start.elapsed().as_secs_f64(),
+            tls_version = (conn.tls_version != "-").then_some(conn.tls_version),
+            "request"
+        );
+    }
+}
+
+/// The protocol as Caddy (and Go's `Request.Proto`) writes it.
+fn proto(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP",
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::raw::{self, RawConfig, RawListener, RawSite, RawTls, Unknown};
 use super::{
     Acme, Action, CertFiles, Challenge, Config, Eab, Limits, ListenAddr, Listener, ListenerKind,
-    NoSni, Report, Site, TlsMode, UnknownSni,
+    LogFormat, NoSni, Report, Site, TlsMode, UnknownSni,
 };
 use crate::names::HostName;
 
@@ -118,6 +118,7 @@ impl Checker<'_> {
                 "acme",
                 "metrics",
                 "admin",
+                "log",
             ],
         );
         let state_dir = self.path(raw.state_dir.as_deref().unwrap_or("state"));
@@ -136,6 +137,7 @@ impl Checker<'_> {
             m.per_site_histograms
         });
         let admin = self.admin(raw.admin, &state_dir, &listeners);
+        let log_format = self.log(raw.log);
         if acme.is_none() {
             for s in sites.iter().filter(|s| s.tls == TlsMode::Acme) {
                 self.report.error(
@@ -161,9 +163,29 @@ impl Checker<'_> {
             acme,
             per_site_histograms,
             admin,
+            log_format,
         };
         self.bindings(&config);
         config
+    }
+
+    fn log(&mut self, raw: Option<raw::RawLog>) -> LogFormat {
+        let Some(raw) = raw else {
+            return LogFormat::Text;
+        };
+        unknown_keys(self.report, "log", &raw.unknown, &["format"]);
+        match raw.format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.report.error(
+                    "log.format",
+                    format!("unknown log format {other:?}"),
+                    Some("set format = \"text\" (the default) or \"json\"".to_string()),
+                );
+                LogFormat::Text
+            }
+        }
     }
 
     fn limits(&mut self, raw: Option<raw::RawLimits>) -> Limits {

@@ -31,6 +31,7 @@ mod acme;
 mod admin;
 mod certificates;
 mod listeners;
+mod log;
 mod sites;
 
 // ---------------------------------------------------------------------------------------------
@@ -505,6 +506,7 @@ fn cases() -> Vec<Case> {
         certificates::cases(),
         acme::cases(),
         admin::cases(),
+        log::cases(),
     ]
     .into_iter()
     .flatten()

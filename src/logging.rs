@@ -1,0 +1,311 @@
+//! Log output to stderr, as text (the default) or as JSON lines (`[log] format = "json"`).
+//!
+//! In JSON mode every line, the access log's and every other, is one JSON object: `ts`
+//! (RFC 3339, UTC, microseconds), `level` (lower case), `logger` (the event's target:
+//! `access` for the access log, a module path otherwise), `msg`, then the event's own
+//! fields under their names, numbers and booleans as JSON numbers and booleans. The access
+//! log's events choose Caddy's field names in this mode ([`json`] tells them which); other
+//! events keep theirs. Formatting writes straight into tracing-subscriber's reused line
+//! buffer: no allocation per line, and never anything but formatting on the request path.
+//! The format is chosen once, at start; nothing here changes it later.
+
+use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::config::LogFormat;
+
+/// Set once by [`init`] in JSON mode.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Whether log lines are JSON: the access log's events then use the JSON field names.
+pub fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// The format lines are written in, chosen at start.
+pub fn format() -> LogFormat {
+    if json() {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    }
+}
+
+/// Sets up logging to stderr in `format`; `RUST_LOG` overrides the default `info`. A second
+/// call changes nothing (the first subscriber stays).
+pub fn init(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let _ = builder
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .try_init();
+        }
+        LogFormat::Json => {
+            if builder
+                .with_ansi(false)
+                .event_format(JsonLines)
+                .try_init()
+                .is_ok()
+            {
+                JSON.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Writes an event as one JSON object and a newline.
+pub struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _: &FmtContext<'_, S, N>,
+        mut w: format::Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        w.write_str("{\"ts\":\"")?;
+        write_ts(&mut w, time::OffsetDateTime::now_utc())?;
+        w.write_str("\",\"level\":\"")?;
+        w.write_str(level(*meta.level()))?;
+        w.write_str("\",\"logger\":")?;
+        string(&mut w, meta.target())?;
+        let mut fields = Fields {
+            w: &mut w,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        w.write_str("}\n")
+    }
+}
+
+fn level(l: Level) -> &'static str {
+    match l {
+        Level::ERROR => "error",
+        Level::WARN => "warn",
+        Level::INFO => "info",
+        Level::DEBUG => "debug",
+        Level::TRACE => "trace",
+    }
+}
+
+/// `2026-12-01T23:30:31.123456Z`.
+fn write_ts(w: &mut impl fmt::Write, t: time::OffsetDateTime) -> fmt::Result {
+    write!(
+        w,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+/// Writes `s` as a JSON string, quotes included.
+fn string(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    w.write_char('"')?;
+    Escape(w).write_str(s)?;
+    w.write_char('"')
+}
+
+/// Escapes what is written through it for the inside of a JSON string (RFC 8259 section 7).
+struct Escape<'w, W: fmt::Write>(&'w mut W);
+
+impl<W: fmt::Write> fmt::Write for Escape<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut clean = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let escaped = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..=0x1f | 0x7f => "",
+                _ => continue,
+            };
+            self.0.write_str(&s[clean..i])?;
+            if escaped.is_empty() {
+                write!(self.0, "\\u{b:04x}")?;
+            } else {
+                self.0.write_str(escaped)?;
+            }
+            clean = i + 1;
+        }
+        self.0.write_str(&s[clean..])
+    }
+}
+
+/// Writes each field as `,"name":value`; the event's message is `msg`.
+struct Fields<'a, W: fmt::Write> {
+    w: &'a mut W,
+    result: fmt::Result,
+}
+
+impl<W: fmt::Write> Fields<'_, W> {
+    fn key(&mut self, field: &Field) -> fmt::Result {
+        let name = match field.name() {
+            "message" => "msg",
+            name => name,
+        };
+        self.w.write_char(',')?;
+        string(self.w, name)?;
+        self.w.write_char(':')
+    }
+
+    fn put(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
+        if self.result.is_ok() {
+            self.result = self.key(field).and_then(|()| value(self.w));
+        }
+    }
+}
+
+impl<W: fmt::Write> Visit for Fields<'_, W> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        // `%value` arrives here too, its Debug being its Display.
+        self.put(field, |w| {
+            w.write_char('"')?;
+            write!(Escape(w), "{value:?}")?;
+            w.write_char('"')
+        });
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, |w| string(w, value));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, |w| {
+            w.write_char('"')?;
+            write!(Escape(w), "{value}")?;
+            w.write_char('"')
+        });
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.put(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.put(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // Rust prints no exponent for f64, so this is a JSON number; NaN and infinities
+        // have none.
+        if value.is_finite() {
+            self.put(field, |w| write!(w, "{value}"));
+        } else {
+            self.put(field, |w| w.write_str("null"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Formats one event the way the JSON subscriber does.
+    fn line(emit: impl FnOnce()) -> serde_json::Value {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("buf").extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .event_format(JsonLines)
+            .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        let text = String::from_utf8(buf.0.lock().expect("buf").clone()).expect("utf-8");
+        assert!(
+            text.ends_with('\n') && text.lines().count() == 1,
+            "{text:?}"
+        );
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"))
+    }
+
+    #[test]
+    fn every_field_type_is_json() {
+        let v = line(|| {
+            tracing::warn!(
+                target: "access",
+                s = "a \"quoted\"\\ \n\t\u{1}",
+                d = %"shown",
+                dbg = ?http::Version::HTTP_2,
+                n = 42u64,
+                i = -3i64,
+                b = true,
+                f = 0.000_001_5f64,
+                inf = f64::INFINITY,
+                none = Option::<&str>::None,
+                "hello {}", "world"
+            )
+        });
+        assert_eq!(v["level"], "warn");
+        assert_eq!(v["logger"], "access");
+        assert_eq!(v["msg"], "hello world");
+        assert_eq!(v["s"], "a \"quoted\"\\ \n\t\u{1}");
+        assert_eq!(v["d"], "shown");
+        assert_eq!(v["dbg"], "HTTP/2.0");
+        assert_eq!(v["n"], 42);
+        assert_eq!(v["i"], -3);
+        assert_eq!(v["b"], true);
+        assert_eq!(v["f"], 0.000_001_5);
+        assert!(v["inf"].is_null());
+        assert!(v.get("none").is_none(), "an absent Option is left out: {v}");
+    }
+
+    #[test]
+    fn timestamp_is_rfc3339_utc_with_microseconds() {
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(1_764_631_831_123_456_789)
+            .expect("in range");
+        let mut s = String::new();
+        write_ts(&mut s, t).expect("format");
+        assert_eq!(s, "2025-12-01T23:30:31.123456Z");
+        let v = line(|| tracing::info!("x"));
+        let ts = v["ts"].as_str().expect("ts is a string");
+        time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|e| panic!("{ts}: {e}"));
+    }
+}
