@@ -5,11 +5,11 @@
 //! A graceful stop never cuts a response in flight: HTTP/1.1 finishes the current exchange
 //! and closes, HTTP/2 sends GOAWAY and lets open streams complete. A request is in flight
 //! from its head to the end of its response body. Once stopped, a connection with nothing
-//! in flight is closed after [`CLOSE_GRACE`]: it does not wait out the drain deadline for a
+//! in flight is closed after `CLOSE_GRACE`: it does not wait out the drain deadline for a
 //! client that never answers the GOAWAY.
 //!
 //! HTTP/2 gets the same deadline as HTTP/1.1's header deadline for its preface and first
-//! request, and runs over [`H2Guard`], which tells the driver when a client resets most
+//! request, and runs over `H2Guard` (`h2_guard.rs`), which tells the driver when a client resets most
 //! of the streams it opens.
 
 use std::future::Future;
