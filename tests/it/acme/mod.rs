@@ -39,6 +39,24 @@ fn wait_port(port: u16, what: &str) {
     }
 }
 
+/// Waits until `child` listens on `port` (true) or exits (false), for at most 30 s.
+fn listens(child: &mut Running, port: u16) -> bool {
+    let start = Instant::now();
+    loop {
+        if child.0.try_wait().expect("wait for portico").is_some() {
+            return false;
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "portico did not start listening on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Starts a child on `N` ports chosen free just before, and waits until it listens on all of
 /// them. `free_port` lets its port go before the child binds it, so another test (or an
 /// outgoing connection's ephemeral port) can take it in between; the child then exits, and
@@ -228,22 +246,37 @@ async fn issue_with(
     pebble_extra: &str,
     acme_extra: &str,
 ) -> (Pebble, (u16, u16), Running) {
-    let ports = (free_port(), free_port());
-    let pebble = pebble_with(&dir.join("pebble"), ports.0, ports.1, pebble_extra);
     let hosts_toml: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
-    write_config_with(
-        dir,
-        &pebble,
-        challenges,
-        acme_extra,
-        ports,
-        &format!(
-            "[[site]]\nname = \"shop\"\nhosts = [{}]\ntls = \"acme\"\nrespond = {{ body = \"shop\" }}\n",
-            hosts_toml.join(", ")
-        ),
-    );
-    let portico = portico(dir, "portico.log");
-    wait_port(ports.1, "portico");
+    // Portico's two ports are chosen free before it binds them, and Pebble must know them
+    // first; when another test takes one in between, Portico exits, and both start again
+    // on other ports.
+    let mut attempt = 0;
+    let (pebble, ports, portico) = loop {
+        attempt += 1;
+        let ports = (free_port(), free_port());
+        let pebble = pebble_with(&dir.join("pebble"), ports.0, ports.1, pebble_extra);
+        write_config_with(
+            dir,
+            &pebble,
+            challenges,
+            acme_extra,
+            ports,
+            &format!(
+                "[[site]]\nname = \"shop\"\nhosts = [{}]\ntls = \"acme\"\nrespond = {{ body = \"shop\" }}\n",
+                hosts_toml.join(", ")
+            ),
+        );
+        let mut portico = portico(dir, "portico.log");
+        if listens(&mut portico, ports.1) {
+            break (pebble, ports, portico);
+        }
+        let log = std::fs::read_to_string(dir.join("portico.log")).unwrap_or_default();
+        assert!(
+            attempt < 3,
+            "portico exited before listening three times:\n{log}"
+        );
+        eprintln!("portico exited before listening on {ports:?}; other ports:\n{log}");
+    };
     for h in hosts {
         served(ports.1, h, hosts, dir, "portico.log").await;
     }
