@@ -47,7 +47,10 @@ fn listens(child: &mut Running, port: u16) -> bool {
             return false;
         }
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
+            // Something listens there; it is Portico only if Portico is still running
+            // (it exits at once when it cannot bind).
+            std::thread::sleep(Duration::from_millis(200));
+            return child.0.try_wait().expect("wait for portico").is_none();
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
@@ -253,7 +256,12 @@ async fn issue_with(
     let mut attempt = 0;
     let (pebble, ports, portico) = loop {
         attempt += 1;
-        let ports = (free_port(), free_port());
+        // Held while Pebble and its DNS server pick their own free ports, so that they
+        // cannot take Portico's; let go just before Portico binds them.
+        let hold = |_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let held: [std::net::TcpListener; 2] = std::array::from_fn(hold);
+        let port = |l: &std::net::TcpListener| l.local_addr().expect("addr").port();
+        let ports = (port(&held[0]), port(&held[1]));
         let pebble = pebble_with(&dir.join("pebble"), ports.0, ports.1, pebble_extra);
         write_config_with(
             dir,
@@ -266,6 +274,7 @@ async fn issue_with(
                 hosts_toml.join(", ")
             ),
         );
+        drop(held);
         let mut portico = portico(dir, "portico.log");
         if listens(&mut portico, ports.1) {
             break (pebble, ports, portico);
@@ -450,7 +459,11 @@ async fn another_directory_gets_its_own_account_and_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_order_leaves_other_sites_serving() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ports = (free_port(), free_port());
+    // Held while Pebble picks its ports (see issue_with).
+    let held: [std::net::TcpListener; 2] =
+        std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"));
+    let port = |l: &std::net::TcpListener| l.local_addr().expect("addr").port();
+    let ports = (port(&held[0]), port(&held[1]));
     // Pebble validates HTTP-01 on a port nobody listens on: the order must fail.
     let pebble = pebble(&dir.path().join("pebble"), free_port(), ports.1);
     write_config(
@@ -460,6 +473,7 @@ async fn a_failing_order_leaves_other_sites_serving() {
         ports,
         "[[site]]\nname = \"dev\"\nhosts = [\"dev.example.test\"]\ntls = \"internal\"\nrespond = { body = \"dev\" }\n[[site]]\nname = \"shop\"\nhosts = [\"shop.example.test\"]\ntls = \"acme\"\nrespond = { body = \"shop\" }\n",
     );
+    drop(held);
     let _portico = portico(dir.path(), "portico.log");
     wait_port(ports.1, "portico");
     let start = Instant::now();
