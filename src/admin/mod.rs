@@ -5,11 +5,11 @@
 //! It runs beside the serving path and never in it: its own sockets and tasks, a bounded
 //! number of connections, heavy work (rendering metrics, counting certificates) on the
 //! blocking pool, and state it reads only through the current runtime's `ArcSwap` and the
-//! reload history. It changes nothing itself: a reload is a [`crate::control::Command::Reload`] sent to the
-//! serve loop through the control socket's channel, the one reload path. Its failures (a
-//! port in use, an unreadable token file) are logged and never stop serving. `auth.rs`
-//! judges every request before the router sees it; `api.rs` holds the endpoints;
-//! `token.rs` the token file; `dashboard.rs` the page.
+//! reload history. It changes nothing itself: a reload is a
+//! [`crate::control::Command::Reload`] sent to the serve loop through the control socket's
+//! channel, the one reload path. Its failures (a port in use, an unreadable token file) are
+//! logged and never stop serving. `auth.rs` judges every request before the router sees
+//! it; `api.rs` holds the endpoints; `token.rs` the token file; `dashboard.rs` the page.
 
 mod api;
 mod auth;

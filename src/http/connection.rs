@@ -9,8 +9,8 @@
 //! client that never answers the GOAWAY.
 //!
 //! HTTP/2 gets the same deadline as HTTP/1.1's header deadline for its preface and first
-//! request, and runs over `H2Guard` (`h2_guard.rs`), which tells the driver when a client resets most
-//! of the streams it opens.
+//! request, and runs over `H2Guard` (`h2_guard.rs`), which tells the driver when a client
+//! resets most of the streams it opens.
 
 use std::future::Future;
 use std::pin::Pin;
