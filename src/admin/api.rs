@@ -1,5 +1,7 @@
-//! The endpoints: `GET /metrics`, `GET /api/v1/status`, `POST /api/v1/reload`. Schemas in
-//! docs/admin.md.
+//! The endpoints: `GET /metrics`, `GET /api/v1/status`, `GET /api/v1/bindings`,
+//! `GET /api/v1/certs`, `POST /api/v1/reload`. Schemas in docs/admin.md; `bindings` and
+//! `certs` are the documents the commands print with `--json` (docs/cli.md), computed by the
+//! commands' own functions over the runtime now serving.
 //!
 //! Work that grows with the number of sites or certificates runs on the blocking pool, so
 //! a scrape or a status request never holds up the threads that run connections.
@@ -34,14 +36,48 @@ pub(super) async fn metrics(ctx: &Context) -> http::Response<Body> {
 pub(super) async fn status(ctx: &Context) -> http::Response<Body> {
     let rt = ctx.runtime.load_full();
     let (started, last) = (ctx.started, ctx.history.last());
-    match tokio::task::spawn_blocking(move || status_json(&rt, started, last.as_ref())).await {
+    json_off_loop("/api/v1/status", move || {
+        status_json(&rt, started, last.as_ref())
+    })
+    .await
+}
+
+/// `GET /api/v1/bindings`: what `portico bindings --json` prints, for the running
+/// configuration. The build's warnings are not kept with the runtime; the last reload's are
+/// in `status`.
+pub(super) async fn bindings(ctx: &Context) -> http::Response<Body> {
+    let rt = ctx.runtime.load_full();
+    json_off_loop("/api/v1/bindings", move || {
+        let report = crate::config::Report::default();
+        let (views, rest) = crate::cli::bindings::collect(&rt, &report);
+        crate::cli::bindings::json(&views, &rest, &rt.config.file, unix_now())
+    })
+    .await
+}
+
+/// `GET /api/v1/certs`: what `portico certs --json` prints, for the running configuration.
+pub(super) async fn certs(ctx: &Context) -> http::Response<Body> {
+    let rt = ctx.runtime.load_full();
+    json_off_loop("/api/v1/certs", move || {
+        let entries = crate::cli::certs::collect(&rt);
+        crate::cli::certs::json(&entries, &rt.config.file, unix_now())
+    })
+    .await
+}
+
+/// Computes a JSON document on the blocking pool and answers it.
+async fn json_off_loop(
+    path: &'static str,
+    compute: impl FnOnce() -> Json + Send + 'static,
+) -> http::Response<Body> {
+    match tokio::task::spawn_blocking(compute).await {
         Ok(json) => response(StatusCode::OK, JSON, json.pretty()),
         Err(e) => {
-            tracing::error!(error = %e, "the admin status failed");
+            tracing::error!(error = %e, path, "an admin endpoint failed");
             problem(
-                "/api/v1/status",
+                path,
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "the status could not be computed (see the server's log)",
+                "the answer could not be computed (see the server's log)",
             )
         }
     }

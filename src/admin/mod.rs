@@ -461,11 +461,14 @@ async fn route(method: &Method, path: &str, ctx: &Context) -> Response<Body> {
         "/" if get => dashboard::page(),
         "/metrics" if get => api::metrics(ctx).await,
         "/api/v1/status" if get => api::status(ctx).await,
+        "/api/v1/bindings" if get => api::bindings(ctx).await,
+        "/api/v1/certs" if get => api::certs(ctx).await,
         "/api/v1/reload" if *method == Method::POST => api::reload(ctx).await,
-        // To come here, with the inspect/ refactor that lets the commands and the API share
-        // one computation: GET /api/v1/bindings, /api/v1/certs, /api/v1/explain, and PUT and
-        // DELETE /api/v1/certificates/{name}.
-        "/" | "/metrics" | "/api/v1/status" => not_allowed(path, "GET, HEAD"),
+        // To come here: GET /api/v1/explain, and PUT and DELETE
+        // /api/v1/certificates/{name}.
+        "/" | "/metrics" | "/api/v1/status" | "/api/v1/bindings" | "/api/v1/certs" => {
+            not_allowed(path, "GET, HEAD")
+        }
         "/api/v1/reload" => not_allowed(path, "POST"),
         _ => problem(
             path,

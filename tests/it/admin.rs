@@ -415,3 +415,60 @@ async fn a_reload_moves_the_admin_listener_and_reads_the_token_again() {
         "{printed}"
     );
 }
+
+#[tokio::test]
+async fn bindings_and_certs_on_the_api_are_the_commands_json_for_the_running_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), free_port(), "");
+    let _server = Running::serve(&config);
+    let socket = dir.path().join("state/admin.sock");
+    eventually("the admin socket", || socket.exists().then_some(()));
+    let to = To::Unix(socket);
+    up(&to).await;
+    let command = |what: &str| -> serde_json::Value {
+        let out = std::process::Command::new(BIN)
+            .args([what, "--json", "-c"])
+            .arg(&config)
+            .output()
+            .expect("the command runs");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{what} --json: {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    };
+    // certs: the running server's internal certificate, the same the command reads from
+    // state_dir, in the same document.
+    let api = request(&to, "GET", "/api/v1/certs", &[]).await;
+    assert_eq!(api.status, 200, "{}", api.body);
+    assert_eq!(api.header("content-type"), Some("application/json"));
+    let (api, cli) = (api.json(), command("certs"));
+    assert_eq!(api["version"], cli["version"]);
+    let fingerprint =
+        |doc: &serde_json::Value| doc["certificates"][0]["certificate"]["sha256"].clone();
+    assert!(fingerprint(&api).is_string(), "{api}");
+    assert_eq!(fingerprint(&api), fingerprint(&cli), "api {api}\ncli {cli}");
+    assert_eq!(api["certificates"][0]["sites"], serde_json::json!(["a"]));
+    // bindings: the same rows, host to site with the certificate presented.
+    let api = request(&to, "GET", "/api/v1/bindings", &[]).await;
+    assert_eq!(api.status, 200, "{}", api.body);
+    let (api, cli) = (api.json(), command("bindings"));
+    let listeners = |doc: &serde_json::Value| doc["listeners"].as_array().map(Vec::len);
+    assert_eq!(listeners(&api), Some(1), "{api}");
+    assert_eq!(listeners(&api), listeners(&cli));
+    let keys = |doc: &serde_json::Value| {
+        doc["listeners"][0]
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>())
+    };
+    assert_eq!(keys(&api), keys(&cli), "the same schema");
+    assert!(
+        api.to_string()
+            .contains(fingerprint(&cli).as_str().unwrap_or("-")),
+        "{api}"
+    );
+    // Only GET.
+    let post = request(&to, "POST", "/api/v1/certs", &[]).await;
+    assert_eq!(post.status, 405);
+}
