@@ -1,7 +1,9 @@
 //! The endpoints: `GET /metrics`, `GET /api/v1/status`, `GET /api/v1/bindings`,
-//! `GET /api/v1/certs`, `POST /api/v1/reload`. Schemas in docs/admin.md; `bindings` and
-//! `certs` are the documents the commands print with `--json` (docs/cli.md), computed by the
-//! commands' own functions over the runtime now serving.
+//! `GET /api/v1/certs`, `GET /api/v1/explain`, `POST /api/v1/reload`. Schemas in
+//! docs/admin.md; `bindings`, `certs` and `explain` are the documents the commands print
+//! with `--json` (docs/cli.md), computed by the commands' own functions over the runtime now
+//! serving (one computation, two renderings; moving those functions into `inspect/` is
+//! the next step).
 //!
 //! Work that grows with the number of sites or certificates runs on the blocking pool, so
 //! a scrape or a status request never holds up the threads that run connections.
@@ -61,6 +63,44 @@ pub(super) async fn certs(ctx: &Context) -> http::Response<Body> {
     json_off_loop("/api/v1/certs", move || {
         let entries = crate::cli::certs::collect(&rt);
         crate::cli::certs::json(&entries, &rt.config.file, unix_now())
+    })
+    .await
+}
+
+/// `GET /api/v1/explain?host=NAME&local=IP:PORT&no_sni=1&rsa_only=1`: what `portico explain
+/// --json` prints, for the running configuration.
+pub(super) async fn explain(ctx: &Context, query: &str) -> http::Response<Body> {
+    const PATH: &str = "/api/v1/explain";
+    let value = |key| super::auth::query_value(query, key);
+    let flag = |key| value(key).is_some_and(|v| v == "1" || v == "true");
+    let Some(host) = value("host").filter(|h| !h.is_empty()) else {
+        return problem(
+            PATH,
+            StatusCode::BAD_REQUEST,
+            "name the host to explain: ?host=NAME (and optionally local=IP:PORT, no_sni=1, rsa_only=1)",
+        );
+    };
+    let local = match value("local").map(|l| l.parse::<std::net::SocketAddr>()) {
+        None => None,
+        Some(Ok(addr)) => Some(addr),
+        Some(Err(_)) => {
+            return problem(
+                PATH,
+                StatusCode::BAD_REQUEST,
+                "local must be an address and port: 127.0.0.1:443 or [::1]:443",
+            )
+        }
+    };
+    let opts = crate::cli::explain::Options {
+        local,
+        no_sni: flag("no_sni"),
+        rsa_only: flag("rsa_only"),
+    };
+    let rt = ctx.runtime.load_full();
+    json_off_loop(PATH, move || {
+        let now = unix_now();
+        let ex = crate::cli::explain::explain(&rt, &host, &opts, now);
+        crate::cli::explain::json(&rt, &ex, &opts, &rt.config.file, now)
     })
     .await
 }

@@ -219,7 +219,7 @@ fn split_authority(s: &str) -> Option<(Host, Option<u16>)> {
 }
 
 /// The percent-decoded value of `key` in a query string.
-fn query_value(query: &str, key: &str) -> Option<String> {
+pub(super) fn query_value(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == key).then(|| {

@@ -451,11 +451,11 @@ async fn handle(req: Request<Incoming>, ctx: &Context, access: &Access) -> Respo
             }
         }
     }
-    route(&method, &path, ctx).await
+    route(&method, &path, req.uri().query(), ctx).await
 }
 
 /// The endpoints, by path and method.
-async fn route(method: &Method, path: &str, ctx: &Context) -> Response<Body> {
+async fn route(method: &Method, path: &str, query: Option<&str>, ctx: &Context) -> Response<Body> {
     let get = matches!(*method, Method::GET | Method::HEAD);
     match path {
         "/" if get => dashboard::page(),
@@ -463,12 +463,11 @@ async fn route(method: &Method, path: &str, ctx: &Context) -> Response<Body> {
         "/api/v1/status" if get => api::status(ctx).await,
         "/api/v1/bindings" if get => api::bindings(ctx).await,
         "/api/v1/certs" if get => api::certs(ctx).await,
+        "/api/v1/explain" if get => api::explain(ctx, query.unwrap_or("")).await,
         "/api/v1/reload" if *method == Method::POST => api::reload(ctx).await,
-        // To come here: GET /api/v1/explain, and PUT and DELETE
-        // /api/v1/certificates/{name}.
-        "/" | "/metrics" | "/api/v1/status" | "/api/v1/bindings" | "/api/v1/certs" => {
-            not_allowed(path, "GET, HEAD")
-        }
+        // To come here: PUT and DELETE /api/v1/certificates/{name}.
+        "/" | "/metrics" | "/api/v1/status" | "/api/v1/bindings" | "/api/v1/certs"
+        | "/api/v1/explain" => not_allowed(path, "GET, HEAD"),
         "/api/v1/reload" => not_allowed(path, "POST"),
         _ => problem(
             path,

@@ -417,7 +417,7 @@ async fn a_reload_moves_the_admin_listener_and_reads_the_token_again() {
 }
 
 #[tokio::test]
-async fn bindings_and_certs_on_the_api_are_the_commands_json_for_the_running_server() {
+async fn bindings_certs_and_explain_on_the_api_are_the_commands_json_for_the_running_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), free_port(), "");
     let _server = Running::serve(&config);
@@ -468,6 +468,30 @@ async fn bindings_and_certs_on_the_api_are_the_commands_json_for_the_running_ser
             .contains(fingerprint(&cli).as_str().unwrap_or("-")),
         "{api}"
     );
+    // explain: the same steps as the command, for one host.
+    let api = request(&to, "GET", "/api/v1/explain?host=a.test", &[]).await;
+    assert_eq!(api.status, 200, "{}", api.body);
+    let mut api = api.json();
+    let out = std::process::Command::new(BIN)
+        .args(["explain", "a.test", "--json", "-c"])
+        .arg(&config)
+        .output()
+        .expect("explain runs");
+    let mut cli: serde_json::Value = serde_json::from_slice(&out.stdout).expect("explain --json");
+    for doc in [&mut api, &mut cli] {
+        doc.as_object_mut().expect("an object").remove("now");
+    }
+    assert_eq!(api, cli, "the API explains as the command does");
+    let unknown = request(&to, "GET", "/api/v1/explain?host=nope.test&no_sni=1", &[]).await;
+    assert_eq!(unknown.status, 200, "{}", unknown.body);
+    for bad in [
+        "/api/v1/explain",
+        "/api/v1/explain?host=a.test&local=nowhere",
+    ] {
+        let answer = request(&to, "GET", bad, &[]).await;
+        assert_eq!(answer.status, 400, "{bad}: {}", answer.body);
+        assert!(answer.json()["error"].is_string(), "{}", answer.body);
+    }
     // Only GET.
     let post = request(&to, "POST", "/api/v1/certs", &[]).await;
     assert_eq!(post.status, 405);
