@@ -353,6 +353,7 @@ async fn connection(
                 sni: None,
                 cert: None,
                 tls_version: "-",
+                upgraded: Arc::default(),
             });
             connection::serve_http1(conn, tcp, shutdown).await;
         }
@@ -569,6 +570,7 @@ async fn https(
             sni,
             cert,
             tls_version,
+            upgraded: Arc::default(),
         });
         if h2 {
             connection::serve_h2(conn, tls, shutdown).await;

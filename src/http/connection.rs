@@ -326,7 +326,7 @@ where
     if limits.max_headers != HYPER_MAX_HEADERS {
         builder.max_headers(limits.max_headers);
     }
-    let io = TokioIo::new(Linger::new(io));
+    let io = TokioIo::new(Linger::new(io, conn.upgraded.clone()));
     // Upgrades (WebSocket through the proxy) take the connection over once the response
     // to the upgrade request is sent; the proxy then joins it to the upstream's.
     drive(

@@ -7,10 +7,15 @@
 //! shuts down our side (TLS close_notify and FIN after the response), then reads and
 //! discards what the client still sends until it closes, pauses for [`PAUSE`], or
 //! [`TOTAL`] or [`MAX_DISCARD`] bytes have gone by; only then is the socket closed.
+//!
+//! A connection that switched protocols (101, a WebSocket through the proxy) is a tunnel:
+//! another task reads it, and its close only shuts down our side, reading nothing.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -37,13 +42,16 @@ enum State {
 pub(crate) struct Linger<IO> {
     io: IO,
     state: State,
+    /// Set when the connection became a tunnel.
+    upgraded: Arc<AtomicBool>,
 }
 
 impl<IO> Linger<IO> {
-    pub(crate) fn new(io: IO) -> Self {
+    pub(crate) fn new(io: IO, upgraded: Arc<AtomicBool>) -> Self {
         Linger {
             io,
             state: State::Open,
+            upgraded,
         }
     }
 }
@@ -89,6 +97,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Linger<IO> {
             match &mut this.state {
                 State::Open => {
                     ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+                    if this.upgraded.load(Ordering::Relaxed) {
+                        this.state = State::Closed;
+                        continue;
+                    }
                     let now = Instant::now();
                     this.state = State::Draining {
                         until: now + TOTAL,
@@ -124,5 +136,39 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Linger<IO> {
                 State::Closed => return Poll::Ready(Ok(())),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_close_reads_and_discards_what_the_client_still_sends() {
+        let (ours, mut client) = tokio::io::duplex(64 * 1024);
+        let mut linger = Linger::new(ours, Arc::default());
+        client.write_all(b"more of a head").await.expect("write");
+        drop(client);
+        linger.shutdown().await.expect("shutdown");
+        let mut rest = Vec::new();
+        linger.read_to_end(&mut rest).await.expect("read");
+        assert!(rest.is_empty(), "the close read what was sent: {rest:?}");
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_close_reads_nothing() {
+        let (ours, mut client) = tokio::io::duplex(64 * 1024);
+        let upgraded = Arc::new(AtomicBool::new(true));
+        let mut linger = Linger::new(ours, upgraded);
+        client.write_all(b"for the upstream").await.expect("write");
+        drop(client);
+        linger.shutdown().await.expect("shutdown");
+        let mut rest = Vec::new();
+        linger.read_to_end(&mut rest).await.expect("read");
+        assert_eq!(
+            rest, b"for the upstream",
+            "the tunnel's other direction gets it"
+        );
     }
 }

@@ -32,6 +32,9 @@ pub struct Conn {
     pub cert: Option<Arc<Cert>>,
     /// "TLSv1.3", "TLSv1.2" or "-" for plain HTTP.
     pub tls_version: &'static str,
+    /// Set once a response switched protocols (101): the connection is a tunnel now, and
+    /// its close must not read what the client sends (see `http/linger.rs`).
+    pub upgraded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a request names no usable host.
@@ -117,12 +120,14 @@ pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<
     if !tracing::enabled!(target: "access", tracing::Level::INFO) {
         let (resp, _, site) = respond(&conn, req).await;
         count(&conn, site, version, resp.status(), start);
+        switched(&conn, resp.status());
         return Ok(resp);
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let (resp, host, site) = respond(&conn, req).await;
     count(&conn, site, version, resp.status(), start);
+    switched(&conn, resp.status());
     let (parts, body) = resp.into_parts();
     let line = access::Line {
         conn,
@@ -139,6 +144,14 @@ pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<
         parts,
         BodyExt::boxed(access::Logged::new(body, line)),
     ))
+}
+
+/// Notes that the connection became a tunnel (a 101 answer).
+fn switched(conn: &Conn, status: StatusCode) {
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        conn.upgraded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Counts a request in the metrics: its site's status class and latency (to the response
