@@ -122,15 +122,10 @@ pub async fn listen(
     state_dir: &Path,
     requests: mpsc::Sender<Request>,
 ) -> Result<Guard, ControlError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)
-        .map_err(|source| ControlError::Dir {
-            path: state_dir.to_path_buf(),
-            source,
-        })?;
+    crate::state::private_dir(state_dir).map_err(|source| ControlError::Dir {
+        path: state_dir.to_path_buf(),
+        source,
+    })?;
     let path = socket_path(state_dir);
     if path.exists() {
         // A socket that still answers belongs to a live server; one that does not is left

@@ -21,5 +21,6 @@ pub mod passthrough;
 pub mod proxy_protocol;
 pub mod route;
 pub mod runtime;
+pub mod state;
 pub mod tls;
 pub mod upgrade;

@@ -306,17 +306,13 @@ fn bind_tcp(addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpListener> {
 /// Binds the socket under a temporary name, makes it 0600, then renames it into place, so
 /// the file is never reachable with looser permissions.
 fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, AdminError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let err = |source| AdminError::Bind {
         address: format!("unix:{}", path.display()),
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(err)?;
+        crate::state::private_dir(dir).map_err(err)?;
     }
     if path.exists() {
         // One that answers belongs to a live process; one that does not is left from a

@@ -93,12 +93,7 @@ pub(super) fn load_or_create(path: &Path) -> Result<(Token, bool), TokenError> {
         source,
     };
     if let Some(dir) = path.parent() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(write_err)?;
+        crate::state::private_dir(dir).map_err(write_err)?;
     }
     // Written whole to a private temporary file, then linked to its name: a reader never
     // sees half a token, and a file another process created meanwhile wins (link fails).

@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -65,14 +65,10 @@ pub fn ca_cert_path(state_dir: &Path) -> PathBuf {
 }
 
 fn ensure_dir(dir: &Path) -> Result<(), CaError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| CaError::Write {
-            path: dir.to_path_buf(),
-            source,
-        })
+    crate::state::private_dir(dir).map_err(|source| CaError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes `contents` to `path` through a temporary file and a rename.
