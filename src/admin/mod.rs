@@ -339,6 +339,27 @@ fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, AdminEr
     bound.map_err(err)
 }
 
+/// What both accept loops do with an accepted connection: a failed accept waits a little
+/// before the next (a full descriptor table, say); a connection over the limit is closed.
+async fn admitted<S>(
+    accepted: std::io::Result<S>,
+    limit: &Arc<Semaphore>,
+) -> Option<(S, tokio::sync::OwnedSemaphorePermit)> {
+    let stream = match accepted {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::debug!(error = %e, "admin accept failed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return None;
+        }
+    };
+    let Ok(permit) = limit.clone().try_acquire_owned() else {
+        tracing::debug!("admin connection refused: {MAX_CONNECTIONS} open already");
+        return None;
+    };
+    Some((stream, permit))
+}
+
 async fn accept_unix(
     listener: tokio::net::UnixListener,
     ctx: Arc<Context>,
@@ -346,16 +367,8 @@ async fn accept_unix(
     limit: Arc<Semaphore>,
 ) {
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::debug!(error = %e, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::debug!("admin connection refused: {MAX_CONNECTIONS} open already");
+        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        let Some((stream, permit)) = admitted(accepted, &limit).await else {
             continue;
         };
         let (ctx, access) = (ctx.clone(), access.load_full());
@@ -373,16 +386,8 @@ async fn accept_tcp(
     limit: Arc<Semaphore>,
 ) {
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::debug!(error = %e, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::debug!("admin connection refused: {MAX_CONNECTIONS} open already");
+        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        let Some((stream, permit)) = admitted(accepted, &limit).await else {
             continue;
         };
         let (ctx, access) = (ctx.clone(), access.load_full());
