@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::client::{connect, Http, Opts};
-use crate::support::{free_port, serve};
+use crate::support::client::{connect, Opts};
+use crate::support::{free_port, good_connection, serve};
 
 async fn server(limits: &str) -> (tempfile::TempDir, crate::support::TestServer) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -31,15 +31,6 @@ async fn read_until_closed(tcp: &mut TcpStream, within: Duration) -> (Vec<u8>, b
             Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
         }
     }
-}
-
-async fn good_connection(server: &crate::support::TestServer) -> Http {
-    let (tls, _) = connect(server.addr("127.0.0.1"), &Opts::sni("a.test"))
-        .await
-        .expect("good handshake");
-    let mut http = Http::over(tls).await;
-    assert_eq!(http.get("a.test", "/").await.text(), "a");
-    http
 }
 
 #[tokio::test]

@@ -12,8 +12,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 
-use crate::support::client::{connect, Http, Opts};
-use crate::support::{free_port, serve, TestServer};
+use crate::support::client::{connect, Opts};
+use crate::support::{free_port, good_connection, serve, TestServer};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const HEADERS: u8 = 0x1;
@@ -141,15 +141,6 @@ async fn read_until_closed(tls: &mut TlsStream<TcpStream>, within: Duration) -> 
             }
         }
     }
-}
-
-async fn good_connection(server: &TestServer) -> Http {
-    let (tls, _) = connect(server.addr("127.0.0.1"), &Opts::sni("a.test"))
-        .await
-        .expect("good handshake");
-    let mut http = Http::over(tls).await;
-    assert_eq!(http.get("a.test", "/").await.text(), "a");
-    http
 }
 
 // Item 1 ------------------------------------------------------------------------------

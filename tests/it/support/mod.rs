@@ -138,3 +138,15 @@ pub fn site_root(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(root.join("index.html"), text).expect("write index");
     root
 }
+
+/// A connection to the site `a.test` that answers `a`, as the bad-input and hardening tests
+/// serve it, checked with one request: the good client whose connection must survive what
+/// the bad one sends.
+pub async fn good_connection(server: &TestServer) -> client::Http {
+    let (tls, _) = client::connect(server.addr("127.0.0.1"), &client::Opts::sni("a.test"))
+        .await
+        .expect("good handshake");
+    let mut http = client::Http::over(tls).await;
+    assert_eq!(http.get("a.test", "/").await.text(), "a");
+    http
+}
