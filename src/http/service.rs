@@ -119,15 +119,13 @@ pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<
     // for it and the body is not wrapped: one allocation and one copy fewer per request.
     if !tracing::enabled!(target: "access", tracing::Level::INFO) {
         let (resp, _, site) = respond(&conn, req).await;
-        count(&conn, site, version, resp.status(), start);
-        switched(&conn, resp.status());
+        answered(&conn, site, version, resp.status(), start);
         return Ok(resp);
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let (resp, host, site) = respond(&conn, req).await;
-    count(&conn, site, version, resp.status(), start);
-    switched(&conn, resp.status());
+    answered(&conn, site, version, resp.status(), start);
     let (parts, body) = resp.into_parts();
     let line = access::Line {
         conn,
@@ -146,23 +144,20 @@ pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<
     ))
 }
 
-/// Notes that the connection became a tunnel (a 101 answer).
-fn switched(conn: &Conn, status: StatusCode) {
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        conn.upgraded
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Counts a request in the metrics: its site's status class and latency (to the response
-/// head), and the listener's 421s. Atomic adds on counters the runtime holds.
-fn count(
+/// What follows every answer: the metrics count it (its site's status class and latency to
+/// the response head, and the listener's 421s: atomic adds on counters the runtime holds),
+/// and a 101 marks the connection a tunnel.
+fn answered(
     conn: &Conn,
     site: Option<usize>,
     version: http::Version,
     status: StatusCode,
     start: Instant,
 ) {
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        conn.upgraded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let rt = &conn.runtime;
     let listener = &rt.listeners[conn.listener].metrics;
     if status == StatusCode::MISDIRECTED_REQUEST {
