@@ -2,7 +2,10 @@
 //! server takes commands from `portico reload` and answers with the outcome.
 //!
 //! The protocol is one command line in (`reload` or `upgrade`), then text lines out: every
-//! diagnostic, then a last line starting with `OK` or `FAILED`. A new process taking over in
+//! diagnostic, then a last line starting with `OK` or `FAILED`. The commands' `--live`
+//! questions (`inspect FORMAT bindings`, `inspect FORMAT certs`, `inspect FORMAT explain
+//! LOCAL NO_SNI RSA_ONLY HOST`) are answered the other way round: a first line `OK`, then the
+//! document, or one line `FAILED` and why. A new process taking over in
 //! a binary upgrade sends `handover`, receives the listening sockets, answers `ready` once it
 //! serves, and gets `bye` once the old process let go of this socket. The socket only hands
 //! commands to the serve loop, which runs them one at a time; it never changes state itself.
@@ -21,6 +24,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Report;
+use crate::inspect::{explain, Format, Query};
 
 /// The socket's path for a state directory.
 pub fn socket_path(state_dir: &Path) -> PathBuf {
@@ -35,10 +39,13 @@ pub struct Request {
     pub reply: oneshot::Sender<Reply>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// `portico reload`.
     Reload,
+    /// `portico bindings`, `certs` or `explain` with `--live`: a question about the runtime
+    /// serving now, answered as the command would print it.
+    Inspect(Query, Format),
     /// `portico upgrade`: start the binary again and hand it the sockets.
     Upgrade,
     /// The new process asks for the listening sockets.
@@ -50,6 +57,8 @@ pub enum Command {
 /// The serve loop's answer.
 pub enum Reply {
     Text(String),
+    /// The answer to [`Command::Inspect`]: the document only (the socket adds the `OK`).
+    Answer(String),
     /// The answer to [`Command::Reload`].
     Reload(Outcome),
     Sockets(Vec<(std::net::SocketAddr, std::os::fd::OwnedFd)>),
@@ -167,7 +176,7 @@ async fn session(mut stream: UnixStream, requests: mpsc::Sender<Request>) -> io:
     // same stream).
     let line = tokio::time::timeout(Duration::from_secs(10), async {
         let mut line = Vec::new();
-        while line.len() < 256 {
+        while line.len() < MAX_LINE {
             match stream.read_u8().await? {
                 b'\n' => break,
                 b => line.push(b),
@@ -178,20 +187,21 @@ async fn session(mut stream: UnixStream, requests: mpsc::Sender<Request>) -> io:
     .await
     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no command"))??;
     let line = String::from_utf8_lossy(&line).into_owned();
-    let n = line.len();
-    let command = match line[..n].trim() {
-        "reload" => Command::Reload,
-        "upgrade" => Command::Upgrade,
+    let command = match line.trim() {
         "handover" => return handover(stream, requests).await,
-        other => {
-            stream
-                .write_all(format!("FAILED unknown command {other:?}\n").as_bytes())
-                .await?;
-            return Ok(());
-        }
+        line => match parse(line) {
+            Ok(command) => command,
+            Err(why) => {
+                stream
+                    .write_all(format!("FAILED {why}\n").as_bytes())
+                    .await?;
+                return Ok(());
+            }
+        },
     };
     let text = match ask(&requests, command).await {
         Some(Reply::Text(text)) => text,
+        Some(Reply::Answer(document)) => format!("OK\n{document}"),
         Some(Reply::Reload(outcome)) => outcome.text(),
         _ => "FAILED the server is shutting down\n".to_string(),
     };
@@ -314,6 +324,86 @@ pub fn confirm(stream: std::os::unix::net::UnixStream) -> io::Result<()> {
     }
 }
 
+/// The longest command line a session reads: `explain` carries a host name (up to 253
+/// bytes, more when a client sends an odd one) and an address.
+const MAX_LINE: usize = 1024;
+
+/// The line a client sends for `command`, newline included; None for the hand-over's own
+/// messages, which are not commands a client sends.
+fn line(command: &Command) -> Option<String> {
+    let format = |f: &Format| match f {
+        Format::Text => "text",
+        Format::Json => "json",
+    };
+    let flag = |b: bool| if b { "1" } else { "0" };
+    Some(match command {
+        Command::Reload => "reload\n".to_string(),
+        Command::Upgrade => "upgrade\n".to_string(),
+        Command::Inspect(Query::Bindings, f) => format!("inspect {} bindings\n", format(f)),
+        Command::Inspect(Query::Certs, f) => format!("inspect {} certs\n", format(f)),
+        Command::Inspect(Query::Explain { host, options }, f) => format!(
+            "inspect {} explain {} {} {} {host}\n",
+            format(f),
+            options
+                .local
+                .map_or_else(|| "-".to_string(), |a| a.to_string()),
+            flag(options.no_sni),
+            flag(options.rsa_only),
+        ),
+        Command::Handover | Command::HandedOver { .. } => return None,
+    })
+}
+
+/// A client's command line (without its newline), or what is wrong with it.
+fn parse(line: &str) -> Result<Command, String> {
+    let unknown = || format!("unknown command {line:?}");
+    let mut words = line.splitn(2, ' ');
+    match (words.next(), words.next()) {
+        (Some("reload"), None) => return Ok(Command::Reload),
+        (Some("upgrade"), None) => return Ok(Command::Upgrade),
+        (Some("inspect"), Some(rest)) => {
+            let mut words = rest.splitn(6, ' ');
+            let format = match words.next() {
+                Some("text") => Format::Text,
+                Some("json") => Format::Json,
+                _ => return Err(unknown()),
+            };
+            let query = match (words.next(), words.next()) {
+                (Some("bindings"), None) => Query::Bindings,
+                (Some("certs"), None) => Query::Certs,
+                (Some("explain"), Some(local)) => {
+                    let flag = |w: Option<&str>| match w {
+                        Some("0") => Ok(false),
+                        Some("1") => Ok(true),
+                        _ => Err(unknown()),
+                    };
+                    let local = match local {
+                        "-" => None,
+                        a => Some(a.parse().map_err(|_| unknown())?),
+                    };
+                    let no_sni = flag(words.next())?;
+                    let rsa_only = flag(words.next())?;
+                    // The host is the rest of the line, as the client gave it: explain
+                    // words an odd name, it does not refuse it here.
+                    let host = words.next().ok_or_else(unknown)?.to_string();
+                    Query::Explain {
+                        host,
+                        options: explain::Options {
+                            local,
+                            no_sni,
+                            rsa_only,
+                        },
+                    }
+                }
+                _ => return Err(unknown()),
+            };
+            return Ok(Command::Inspect(query, format));
+        }
+        _ => {}
+    }
+    Err(unknown())
+}
+
 /// Sends `command` to the server behind `state_dir` and returns its answer.
 pub async fn send(state_dir: &Path, command: Command, timeout: Duration) -> io::Result<String> {
     let path = socket_path(state_dir);
@@ -323,15 +413,11 @@ pub async fn send(state_dir: &Path, command: Command, timeout: Duration) -> io::
             format!("cannot reach a running Portico at {}: {e}", path.display()),
         )
     })?;
-    let line = match command {
-        Command::Reload => "reload\n",
-        Command::Upgrade => "upgrade\n",
-        Command::Handover | Command::HandedOver { .. } => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a client command",
-            ))
-        }
+    let Some(line) = line(&command) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a client command",
+        ));
     };
     stream.write_all(line.as_bytes()).await?;
     let mut answer = String::new();
@@ -341,4 +427,60 @@ pub async fn send(state_dir: &Path, command: Command, timeout: Duration) -> io::
             io::Error::new(io::ErrorKind::TimedOut, "the server did not answer in time")
         })??;
     Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_client_command_reads_back_as_itself() {
+        let explain = |host: &str, local: Option<&str>, no_sni, rsa_only| {
+            Command::Inspect(
+                Query::Explain {
+                    host: host.to_string(),
+                    options: explain::Options {
+                        local: local.map(|a| a.parse().expect("addr")),
+                        no_sni,
+                        rsa_only,
+                    },
+                },
+                Format::Text,
+            )
+        };
+        for command in [
+            Command::Reload,
+            Command::Upgrade,
+            Command::Inspect(Query::Bindings, Format::Text),
+            Command::Inspect(Query::Certs, Format::Json),
+            explain("a.test", None, false, false),
+            explain("a.test", Some("[::1]:8443"), true, true),
+            // An odd name goes over as given, spaces and all: explain words it.
+            explain("not a  name", Some("127.0.0.1:1"), false, true),
+        ] {
+            let line = line(&command).expect("a client command");
+            assert!(line.ends_with('\n') && line.len() <= MAX_LINE, "{line:?}");
+            assert_eq!(parse(line.trim_end_matches('\n')), Ok(command), "{line:?}");
+        }
+        assert_eq!(line(&Command::Handover), None);
+    }
+
+    #[test]
+    fn a_bad_line_is_named_in_the_answer() {
+        for bad in [
+            "",
+            "reload now",
+            "handover2",
+            "inspect",
+            "inspect xml certs",
+            "inspect json certs extra",
+            "inspect text explain",
+            "inspect text explain - 0 0",
+            "inspect text explain nowhere 0 0 a.test",
+            "inspect text explain - 2 0 a.test",
+        ] {
+            let why = parse(bad).expect_err(bad);
+            assert_eq!(why, format!("unknown command {bad:?}"));
+        }
+    }
 }

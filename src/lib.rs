@@ -13,6 +13,7 @@ pub mod control;
 pub mod error_text;
 mod gather;
 pub mod http;
+pub mod inspect;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

@@ -1,9 +1,7 @@
 //! The endpoints: `GET /metrics`, `GET /api/v1/status`, `GET /api/v1/bindings`,
 //! `GET /api/v1/certs`, `GET /api/v1/explain`, `POST /api/v1/reload`. Schemas in
 //! docs/admin.md; `bindings`, `certs` and `explain` are the documents the commands print
-//! with `--json` (docs/cli.md), computed by the commands' own functions over the runtime now
-//! serving (one computation, two renderings; moving those functions into `inspect/` is
-//! the next step).
+//! with `--json` (docs/cli.md), computed by `inspect/` over the runtime now serving.
 //!
 //! Work that grows with the number of sites or certificates runs on the blocking pool, so
 //! a scrape or a status request never holds up the threads that run connections.
@@ -11,9 +9,9 @@
 use http::StatusCode;
 
 use super::{problem, response, Body, Context, JSON};
-use crate::cli::json::Json;
 use crate::config::{Diagnostic, ListenerKind, Severity};
 use crate::control::{self, Command, Outcome, Reply};
+use crate::inspect::{self, json::Json, Query};
 use crate::runtime::{format_time, unix_now, Runtime};
 
 /// The Prometheus text exposition format.
@@ -48,23 +46,12 @@ pub(super) async fn status(ctx: &Context) -> http::Response<Body> {
 /// configuration. The build's warnings are not kept with the runtime; the last reload's are
 /// in `status`.
 pub(super) async fn bindings(ctx: &Context) -> http::Response<Body> {
-    let rt = ctx.runtime.load_full();
-    json_off_loop("/api/v1/bindings", move || {
-        let report = crate::config::Report::default();
-        let (views, rest) = crate::cli::bindings::collect(&rt, &report);
-        crate::cli::bindings::json(&views, &rest, &rt.config.file, unix_now())
-    })
-    .await
+    document(ctx, "/api/v1/bindings", Query::Bindings).await
 }
 
 /// `GET /api/v1/certs`: what `portico certs --json` prints, for the running configuration.
 pub(super) async fn certs(ctx: &Context) -> http::Response<Body> {
-    let rt = ctx.runtime.load_full();
-    json_off_loop("/api/v1/certs", move || {
-        let entries = crate::cli::certs::collect(&rt);
-        crate::cli::certs::json(&entries, &rt.config.file, unix_now())
-    })
-    .await
+    document(ctx, "/api/v1/certs", Query::Certs).await
 }
 
 /// `GET /api/v1/explain?host=NAME&local=IP:PORT&no_sni=1&rsa_only=1`: what `portico explain
@@ -91,16 +78,21 @@ pub(super) async fn explain(ctx: &Context, query: &str) -> http::Response<Body> 
             )
         }
     };
-    let opts = crate::cli::explain::Options {
+    let options = inspect::explain::Options {
         local,
         no_sni: flag("no_sni"),
         rsa_only: flag("rsa_only"),
     };
+    document(ctx, PATH, Query::Explain { host, options }).await
+}
+
+/// The answer to `query` about the runtime serving now, as the command prints it with
+/// `--json`.
+async fn document(ctx: &Context, path: &'static str, query: Query) -> http::Response<Body> {
     let rt = ctx.runtime.load_full();
-    json_off_loop(PATH, move || {
-        let now = unix_now();
-        let ex = crate::cli::explain::explain(&rt, &host, &opts, now);
-        crate::cli::explain::json(&rt, &ex, &opts, &rt.config.file, now)
+    json_off_loop(path, move || {
+        let report = crate::config::Report::default();
+        inspect::document(&rt, &report, &query, unix_now())
     })
     .await
 }

@@ -502,8 +502,10 @@ const TEXT: &str = "text/plain; charset=utf-8";
 /// An error answer: `{"error": message}` under `/api/`, the message as text elsewhere.
 fn problem(path: &str, status: StatusCode, message: &str) -> Response<Body> {
     if path.starts_with("/api/") {
-        let body =
-            crate::cli::json::Json::Obj(vec![("error", crate::cli::json::Json::str(message))]);
+        let body = crate::inspect::json::Json::Obj(vec![(
+            "error",
+            crate::inspect::json::Json::str(message),
+        )]);
         response(status, JSON, body.pretty())
     } else {
         response(status, TEXT, format!("{message}\n"))

@@ -1,11 +1,8 @@
 //! The command line: one file per command. Commands return an exit code; errors that end a
 //! command early are `anyhow` errors printed by `main`.
 
-pub mod bindings;
-pub mod certs;
 pub mod check;
-pub mod explain;
-pub mod json;
+mod inspect;
 pub mod probe;
 pub mod reload;
 pub mod serve;
@@ -16,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Origin;
+use crate::inspect::{explain, Format, Query};
 
 /// `-c FILE`, the configuration file; `./portico.toml` when not given. Whether it was given
 /// decides the fix when the file cannot be read.
@@ -41,6 +39,28 @@ impl ConfigArg {
         match self.config {
             Some(_) => Origin::Given,
             None => Origin::Default,
+        }
+    }
+}
+
+/// How `bindings`, `certs` and `explain` answer.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Output {
+    /// Print JSON (schema in docs/cli.md).
+    #[arg(long)]
+    json: bool,
+    /// Ask the running server (its control socket in state_dir) about what it serves now,
+    /// instead of reading the file.
+    #[arg(long)]
+    live: bool,
+}
+
+impl Output {
+    fn format(self) -> Format {
+        if self.json {
+            Format::Json
+        } else {
+            Format::Text
         }
     }
 }
@@ -84,18 +104,16 @@ pub enum Command {
     Bindings {
         #[command(flatten)]
         config: ConfigArg,
-        /// Print JSON (schema in docs/cli.md).
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: Output,
     },
     /// Show every certificate: its source (file, internal, acme), names, expiry, next
     /// renewal and, for ACME, the last error.
     Certs {
         #[command(flatten)]
         config: ConfigArg,
-        /// Print JSON (schema in docs/cli.md).
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: Output,
     },
     /// Explain, step by step, how a connection for HOST is resolved, with the server's code.
     Explain {
@@ -112,9 +130,8 @@ pub enum Command {
         /// The client offers only RSA signature algorithms.
         #[arg(long)]
         rsa_only: bool,
-        /// Print JSON (schema in docs/cli.md).
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: Output,
     },
     /// Connect to a TLS server as a client; show the chain, protocol and ALPN, and whether the
     /// certificate covers the name and verifies. Exit 1 on a mismatch, failure or refusal.
@@ -127,22 +144,27 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { config } => Ok(check::run(&config)),
         Command::Reload { config } => reload::run(&config, crate::control::Command::Reload),
         Command::Upgrade { config } => reload::run(&config, crate::control::Command::Upgrade),
-        Command::Bindings { config, json } => Ok(bindings::run(&config, json)),
-        Command::Certs { config, json } => Ok(certs::run(&config, json)),
+        Command::Bindings { config, output } => {
+            inspect::run(&config, Query::Bindings, output.format(), output.live)
+        }
+        Command::Certs { config, output } => {
+            inspect::run(&config, Query::Certs, output.format(), output.live)
+        }
         Command::Explain {
             config,
             host,
             local,
             no_sni,
             rsa_only,
-            json,
+            output,
         } => {
-            let opts = explain::Options {
+            let options = explain::Options {
                 local,
                 no_sni,
                 rsa_only,
             };
-            Ok(explain::run(&config, &host, &opts, json))
+            let query = Query::Explain { host, options };
+            inspect::run(&config, query, output.format(), output.live)
         }
         Command::Probe(args) => probe::run(args),
     }

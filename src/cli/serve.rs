@@ -519,6 +519,16 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
                     admin.follow(&server.runtime().config).await;
                     let _ = request.reply.send(Reply::Reload(answer));
                 }
+                Command::Inspect(query, format) => {
+                    // Answered off the loop, which goes on meanwhile: at 100,000 sites a
+                    // document takes a while, and nothing waits on it but its asker.
+                    let rt = server.runtime();
+                    tokio::spawn(async move {
+                        let report = crate::config::Report::default();
+                        let document = off_loop(move || crate::inspect::answer(&rt, &report, &query, format, crate::runtime::unix_now())).await;
+                        let _ = request.reply.send(Reply::Answer(document));
+                    });
+                }
                 Command::Upgrade => match upgrade.start(&exe, &path, &state_dir) {
                     Ok(()) => upgrade.client = Some(request.reply),
                     Err(e) => {

@@ -478,19 +478,6 @@ async fn bindings_certs_and_explain_on_the_api_are_the_commands_json_for_the_run
         .output()
         .expect("explain runs");
     let mut cli: serde_json::Value = serde_json::from_slice(&out.stdout).expect("explain --json");
-    // What depends on the moment of asking: `now`, and `days_left`, which drops by one
-    // when the second changes right after the certificate was issued.
-    fn timeless(doc: &mut serde_json::Value) {
-        match doc {
-            serde_json::Value::Object(o) => {
-                o.remove("now");
-                o.remove("days_left");
-                o.values_mut().for_each(timeless);
-            }
-            serde_json::Value::Array(a) => a.iter_mut().for_each(timeless),
-            _ => {}
-        }
-    }
     timeless(&mut api);
     timeless(&mut cli);
     assert_eq!(api, cli, "the API explains as the command does");
@@ -507,4 +494,102 @@ async fn bindings_certs_and_explain_on_the_api_are_the_commands_json_for_the_run
     // Only GET.
     let post = request(&to, "POST", "/api/v1/certs", &[]).await;
     assert_eq!(post.status, 405);
+}
+
+/// `--live`: the commands ask the running server about what it serves, not the file. After
+/// the file gains a site the server has not loaded, the commands without `--live` show it
+/// and with `--live` do not; `--live --json` is the API's document; and with no server the
+/// command says which socket it could not reach.
+#[tokio::test]
+async fn live_commands_answer_for_the_running_server_not_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), free_port(), "");
+    let server = Running::serve(&config);
+    let socket = dir.path().join("state/admin.sock");
+    eventually("the admin socket", || socket.exists().then_some(()));
+    let to = To::Unix(socket);
+    up(&to).await;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .output()
+            .expect("the command runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The file gains site b; the server is not told.
+    let text = std::fs::read_to_string(&config).expect("read config");
+    std::fs::write(
+        &config,
+        format!("{text}[[site]]\nname = \"b\"\nhosts = [\"b.test\"]\ntls = \"internal\"\nrespond = {{ body = \"b\" }}\n"),
+    )
+    .expect("write config");
+
+    let (code, file, err) = run(&["bindings"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(file.contains("b.test") && file.contains("a.test"), "{file}");
+    let (code, live, err) = run(&["bindings", "--live"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(live.contains("a.test"), "{live}");
+    assert!(
+        !live.contains("b.test"),
+        "the server never loaded b:\n{live}"
+    );
+
+    // explain, as text: the file binds b.test, the server refuses it.
+    let (_, file, _) = run(&["explain", "b.test"]);
+    let (code, live, err) = run(&["explain", "b.test", "--live"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(file.contains("site \"b\""), "{file}");
+    assert!(!live.contains("site \"b\""), "{live}");
+    assert!(live.contains("unrecognized_name"), "{live}");
+
+    // --live --json is the API's document, for each question.
+    for (args, path) in [
+        (&["certs", "--live", "--json"][..], "/api/v1/certs"),
+        (&["bindings", "--live", "--json"][..], "/api/v1/bindings"),
+        (
+            &["explain", "a.test", "--rsa-only", "--live", "--json"][..],
+            "/api/v1/explain?host=a.test&rsa_only=1",
+        ),
+    ] {
+        let (code, out, err) = run(args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        let mut cli: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"));
+        let api = request(&to, "GET", path, &[]).await;
+        assert_eq!(api.status, 200, "{}", api.body);
+        let mut api = api.json();
+        timeless(&mut cli);
+        timeless(&mut api);
+        assert_eq!(cli, api, "{args:?} is {path}");
+    }
+
+    // No server: the command fails and names the socket it tried.
+    drop(server);
+    let (code, out, err) = run(&["certs", "--live"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("cannot reach a running Portico") && err.contains("portico.sock"),
+        "{err}"
+    );
+}
+
+/// Removes what depends on the moment of asking: `now`, and `days_left`, which drops by one
+/// when the second changes right after the certificate was issued.
+fn timeless(doc: &mut serde_json::Value) {
+    match doc {
+        serde_json::Value::Object(o) => {
+            o.remove("now");
+            o.remove("days_left");
+            o.values_mut().for_each(timeless);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(timeless),
+        _ => {}
+    }
 }

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use portico::cli::bindings;
-use portico::cli::explain::{self, Options, Outcome};
+use portico::inspect::bindings;
+use portico::inspect::explain::{self, Options, Outcome};
 use portico::route::Refusal;
 use rustls::AlertDescription;
 

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::{CertInfo, Report, Target, Trust, TrustSource, Verdict, Verification};
-use crate::cli::json::Json;
+use crate::inspect::json::Json;
 use crate::runtime::format_time;
 
 /// How a verdict reads in text: `ok`, `mismatch`, `not verified`, `refused(ALERT)`, `error`.

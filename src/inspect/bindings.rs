@@ -1,20 +1,19 @@
-//! `portico bindings`: every listener x host name -> site and certificate, and how each was
-//! chosen, printed as a table grouped by listener or as JSON.
+//! `bindings`: every listener x host name -> site and certificate, and how each was chosen,
+//! as a table grouped by listener or as JSON.
 //!
-//! Everything shown is read from the runtime the server would run (`check`'s build) and
+//! Everything shown is read from a runtime (the one `check` builds, or the one serving) and
 //! resolved by `route.rs` itself: rows are the route tables' own bindings, the no-SNI row is
 //! `Table::resolve_sni(None)`. Nothing here decides anything (DESIGN rule 6). The certificate
 //! formatting used by `explain` lives here too.
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::acme::status::{State, Status};
 use crate::config::{Diagnostic, ListenerKind, Report, TlsMode, UnknownSni};
 use crate::route::{Binding, Refusal};
-use crate::runtime::{format_time, unix_now, Runtime};
+use crate::runtime::{format_time, Runtime};
 use crate::tls::load::Cert;
 use crate::tls::pool::How;
 
@@ -578,40 +577,4 @@ pub fn json(views: &[ListenerView<'_>], rest: &[&Diagnostic], config: &Path, now
             Json::Arr(rest.iter().map(|d| diag_json(d)).collect()),
         ),
     ])
-}
-
-/// Loads the configuration like `check`; on errors prints the report to stderr and gives the
-/// exit code.
-pub(super) fn load(config: &super::ConfigArg) -> Result<(Runtime, Report), ExitCode> {
-    let path = config.path();
-    let (rt, report) = super::check::check_as(path, config.origin());
-    match rt {
-        Some(rt) if !report.has_errors() => Ok((rt, report)),
-        _ => {
-            eprint!("{report}");
-            eprintln!(
-                "{}: {} errors, {} warnings",
-                path.display(),
-                report.errors().count(),
-                report.warnings().count()
-            );
-            Err(ExitCode::from(1))
-        }
-    }
-}
-
-pub(super) fn run(config: &super::ConfigArg, as_json: bool) -> ExitCode {
-    let path = config.path();
-    let (rt, report) = match load(config) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let now = unix_now();
-    let (views, rest) = collect(&rt, &report);
-    if as_json {
-        println!("{}", json(&views, &rest, path, now));
-    } else {
-        print!("{}", human(&views, &rest, now));
-    }
-    ExitCode::SUCCESS
 }

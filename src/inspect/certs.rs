@@ -1,20 +1,18 @@
-//! `portico certs`: every certificate the configuration uses, with its source (a file, the
-//! local CA, ACME), the names it covers, its expiry, when it is renewed next and, for ACME,
-//! the last error its site's task met — printed as text or JSON.
+//! `certs`: every certificate a runtime uses, with its source (a file, the local CA, ACME),
+//! the names it covers, its expiry, when it is renewed next and, for ACME, the last error
+//! its site's task met, as text or JSON.
 //!
-//! Like `bindings`, it reads the runtime `check` builds (nothing is bound, nothing written)
-//! and does not talk to a running server: ACME progress comes from the status files the
-//! site tasks write in `state_dir/acme/`, internal certificates from the local CA's files.
+//! ACME progress comes from the status files the site tasks write in `state_dir/acme/`,
+//! internal certificates from the local CA's files; nothing here writes.
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::bindings::{acme_pending, acme_progress, cert_json, cert_lines, fill, Json};
 use crate::acme::status::{self, Rule, Status};
 use crate::config::TlsMode;
-use crate::runtime::{format_time, unix_now, Runtime};
+use crate::runtime::{format_time, Runtime};
 use crate::tls::internal_ca;
 use crate::tls::load::Cert;
 
@@ -336,20 +334,4 @@ pub fn json(entries: &[Entry], config: &Path, now: i64) -> Json {
         ("now", Json::str(format_time(now))),
         ("certificates", Json::Arr(certs)),
     ])
-}
-
-pub(super) fn run(config: &super::ConfigArg, as_json: bool) -> ExitCode {
-    let path = config.path();
-    let (rt, _report) = match super::bindings::load(config) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let now = unix_now();
-    let entries = collect(&rt);
-    if as_json {
-        println!("{}", json(&entries, path, now));
-    } else {
-        print!("{}", human(&entries, now));
-    }
-    ExitCode::SUCCESS
 }

@@ -1,4 +1,4 @@
-//! `portico explain HOST`: the resolution of one connection, step by step — the name, the
+//! `explain HOST`: the resolution of one connection, step by step — the name, the
 //! listener the local address selects, the binding, every candidate certificate and why the
 //! chosen one won, and what a request with `Host: HOST` would get.
 //!
@@ -9,7 +9,6 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use rustls::SignatureScheme;
@@ -20,7 +19,7 @@ use super::bindings::{
 use crate::config::{Action, ListenerKind, TlsMode};
 use crate::names::{host_from_authority, HostName};
 use crate::route::{certificate_for, Match, Refusal, Resolved, Sni};
-use crate::runtime::{unix_now, Runtime};
+use crate::runtime::Runtime;
 use crate::runtime::{Decision, SiteAction};
 use crate::tls::load::Cert;
 use crate::tls::pool::{better, How};
@@ -43,7 +42,7 @@ pub fn modern_schemes() -> Vec<SignatureScheme> {
 }
 
 /// The client being explained.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Options {
     /// The local address the connection arrives at; default: the first https listener's.
     pub local: Option<SocketAddr>,
@@ -637,24 +636,3 @@ pub fn explain<'a>(rt: &'a Runtime, host: &str, opts: &Options, now: i64) -> Exp
 mod render;
 
 pub use render::{human, json};
-
-pub(super) fn run(
-    config: &super::ConfigArg,
-    host: &str,
-    opts: &Options,
-    as_json: bool,
-) -> ExitCode {
-    let path = config.path();
-    let (rt, _report) = match super::bindings::load(config) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let now = unix_now();
-    let ex = explain(&rt, host, opts, now);
-    if as_json {
-        println!("{}", json(&rt, &ex, opts, path, now));
-    } else {
-        print!("{}", human(&ex, opts, now));
-    }
-    ExitCode::SUCCESS
-}
