@@ -4,18 +4,11 @@
 //! runtime differs.
 
 use std::process::ExitCode;
-use std::time::Duration;
-
-use anyhow::Context;
 
 use super::ConfigArg;
-use crate::config::Config;
-use crate::control::{self, Command};
+use crate::control::Command;
 use crate::inspect::{self, Format, Query};
 use crate::runtime::unix_now;
-
-/// A document for 100,000 sites takes seconds to compute on a busy server; give it room.
-const TIMEOUT: Duration = Duration::from_secs(300);
 
 pub(super) fn run(
     config: &ConfigArg,
@@ -46,21 +39,12 @@ pub(super) fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--live`: the server's answer, printed as it came.
+/// `--live`: the server's answer, printed as it came. Only state_dir is read from the file
+/// (it names the socket); the file may have changed since the server loaded it.
 fn ask(config: &ConfigArg, query: Query, format: Format) -> anyhow::Result<ExitCode> {
-    // Only state_dir is read from the file (it names the socket); the file may have changed
-    // since the server loaded it, and may even have errors now.
-    let (loaded, report) = Config::load_partial_as(config.path(), config.origin());
-    let Some(loaded) = loaded else {
-        eprint!("{report}");
+    let Some(answer) = super::reload::ask(config, Command::Inspect(query, format))? else {
         return Ok(ExitCode::from(1));
     };
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let command = Command::Inspect(query, format);
-    let answer = tokio.block_on(control::send(&loaded.state_dir, command, TIMEOUT))?;
     match answer.split_once('\n') {
         Some(("OK", document)) => {
             print!("{document}");
