@@ -35,10 +35,20 @@ pub struct Request {
     pub reply: oneshot::Sender<Reply>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// `portico reload`.
     Reload,
+    /// The admin API's `PUT /api/v1/certificates/{name}`: store this pair (PEM; the name is
+    /// checked already) and rebuild, or change nothing.
+    PutCertificate {
+        name: String,
+        chain: Vec<u8>,
+        key: Vec<u8>,
+    },
+    /// The admin API's `DELETE /api/v1/certificates/{name}`: remove the pair and rebuild, or
+    /// change nothing.
+    DeleteCertificate { name: String },
     /// `portico upgrade`: start the binary again and hand it the sockets.
     Upgrade,
     /// The new process asks for the listening sockets.
@@ -52,7 +62,28 @@ pub enum Reply {
     Text(String),
     /// The answer to [`Command::Reload`].
     Reload(Outcome),
+    /// The answer to a certificate change: what it came to, and the reload's outcome (None
+    /// when nothing was tried: no such certificate to delete).
+    Certificate(Changed, Option<Outcome>),
     Sockets(Vec<(std::net::SocketAddr, std::os::fd::OwnedFd)>),
+}
+
+/// What a certificate change came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    /// A new certificate is stored and serves.
+    Created,
+    /// A stored certificate was replaced, and the new one serves.
+    Replaced,
+    /// The certificate is removed and the rebuilt configuration serves.
+    Deleted,
+    /// No certificate by that name is stored; nothing was tried.
+    NoSuchName,
+    /// The new certificate does not load, or the configuration would not serve with the
+    /// change: nothing changed (the outcome says why).
+    Refused,
+    /// The files could not be written or moved: nothing changed.
+    StoreFailed,
 }
 
 /// What a reload (or a rebuild after a certificate change) came to: `portico reload`
@@ -326,7 +357,10 @@ pub async fn send(state_dir: &Path, command: Command, timeout: Duration) -> io::
     let line = match command {
         Command::Reload => "reload\n",
         Command::Upgrade => "upgrade\n",
-        Command::Handover | Command::HandedOver { .. } => {
+        Command::Handover
+        | Command::HandedOver { .. }
+        | Command::PutCertificate { .. }
+        | Command::DeleteCertificate { .. } => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "not a client command",
