@@ -427,7 +427,14 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             }
         }
     }
-    certs.extend(load_dir(&stored, "state_dir", mode, shared, &mut report, &mut unloaded));
+    certs.extend(load_dir(
+        &stored,
+        "state_dir",
+        mode,
+        shared,
+        &mut report,
+        &mut unloaded,
+    ));
     let unloaded_note = if unloaded.is_empty() {
         String::new()
     } else {

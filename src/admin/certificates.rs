@@ -55,7 +55,10 @@ pub(super) async fn answer(
         return problem(
             path,
             StatusCode::BAD_REQUEST,
-            &format!("{e}: a name is 1 to {} of a-z, 0-9, '.', '_', '-', not starting with a dot", dir::MAX_NAME),
+            &format!(
+                "{e}: a name is 1 to {} of a-z, 0-9, '.', '_', '-', not starting with a dot",
+                dir::MAX_NAME
+            ),
         );
     }
     let command = if *method == Method::PUT {
@@ -128,7 +131,10 @@ async fn read_body(body: Incoming) -> Result<Bytes, (StatusCode, String)> {
     match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
         Err(_) => Err((
             StatusCode::REQUEST_TIMEOUT,
-            format!("the body did not arrive within {} seconds", BODY_TIMEOUT.as_secs()),
+            format!(
+                "the body did not arrive within {} seconds",
+                BODY_TIMEOUT.as_secs()
+            ),
         )),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Ok(Err(e)) => Err((
@@ -155,9 +161,7 @@ fn split_pem(body: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
                 chain.extend(pem_block("CERTIFICATE", &der));
             }
             Ok((SectionKind::PrivateKey, der)) => keys.push(pem_block("PRIVATE KEY", &der)),
-            Ok((SectionKind::RsaPrivateKey, der)) => {
-                keys.push(pem_block("RSA PRIVATE KEY", &der))
-            }
+            Ok((SectionKind::RsaPrivateKey, der)) => keys.push(pem_block("RSA PRIVATE KEY", &der)),
             Ok((SectionKind::EcPrivateKey, der)) => keys.push(pem_block("EC PRIVATE KEY", &der)),
             Ok(_) => {}
             Err(e) => return Err(format!("the body's PEM cannot be decoded ({e:?}): {WHAT}")),
@@ -199,9 +203,10 @@ mod tests {
     use super::*;
 
     fn pair() -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec!["a.example.test".to_string()]).unwrap();
-        let cert = params.self_signed(&key).unwrap();
+        let key = rcgen::KeyPair::generate().expect("in a test");
+        let params =
+            rcgen::CertificateParams::new(vec!["a.example.test".to_string()]).expect("in a test");
+        let cert = params.self_signed(&key).expect("in a test");
         (cert.pem(), key.serialize_pem())
     }
 
@@ -209,24 +214,27 @@ mod tests {
     fn one_stream_splits_into_chain_and_key() {
         let (cert, key) = pair();
         let body = format!("subject=CN = a\n{cert}\nsome text\n{key}");
-        let (chain, k) = split_pem(body.as_bytes()).unwrap();
+        let (chain, k) = split_pem(body.as_bytes()).expect("in a test");
         let chain_der: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&chain)
             .collect::<Result<_, _>>()
-            .unwrap();
+            .expect("in a test");
         let orig: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
             .collect::<Result<_, _>>()
-            .unwrap();
+            .expect("in a test");
         assert_eq!(chain_der, orig);
-        let k = rustls::pki_types::PrivateKeyDer::from_pem_slice(&k).unwrap();
-        let orig = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let k = rustls::pki_types::PrivateKeyDer::from_pem_slice(&k).expect("in a test");
+        let orig =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("in a test");
         assert_eq!(k.secret_der(), orig.secret_der());
-        assert!(!String::from_utf8(chain).unwrap().contains("some text"));
+        assert!(!String::from_utf8(chain)
+            .expect("in a test")
+            .contains("some text"));
     }
 
     #[test]
     fn malformed_bodies_say_what_is_missing() {
         let (cert, key) = pair();
-        let err = |b: &str| split_pem(b.as_bytes()).unwrap_err();
+        let err = |b: &str| split_pem(b.as_bytes()).expect_err(b);
         assert!(err("hello").contains("not PEM"));
         assert!(err(&key).contains("no CERTIFICATE"));
         assert!(err(&cert).contains("no private key"));

@@ -313,7 +313,7 @@ enum Staging {
     /// Nothing was written: the pair does not load, or the store cannot be written.
     Refused(Changed, Report),
     /// The files are changed on disk, and this is the runtime built with them.
-    Built(Staged, Result<(Runtime, Report), Report>),
+    Built(Staged, Box<Result<(Runtime, Report), Report>>),
 }
 
 /// The blocking half of a certificate change: checks a new pair from its bytes (nothing is
@@ -332,9 +332,20 @@ fn stage_and_build(config: Config, shared: &Shared, change: &CertChange) -> Stag
                 Ok(cert) => {
                     let now = runtime::unix_now();
                     if now > cert.not_after {
-                        report.error("body", format!("the certificate expired on {}", format_time(cert.not_after)), Some("send a certificate that is valid now".to_string()));
+                        report.error(
+                            "body",
+                            format!("the certificate expired on {}", format_time(cert.not_after)),
+                            Some("send a certificate that is valid now".to_string()),
+                        );
                     } else if now < cert.not_before {
-                        report.error("body", format!("the certificate is not valid until {}", format_time(cert.not_before)), Some("check the system clock, or send it once it is valid".to_string()));
+                        report.error(
+                            "body",
+                            format!(
+                                "the certificate is not valid until {}",
+                                format_time(cert.not_before)
+                            ),
+                            Some("check the system clock, or send it once it is valid".to_string()),
+                        );
                     }
                     if !cert.key_usable() {
                         report.error("body", "the private key cannot sign: its public key matches the certificate, but the key itself is not valid".to_string(), Some("send the key the certificate was issued for".to_string()));
@@ -349,12 +360,15 @@ fn stage_and_build(config: Config, shared: &Shared, change: &CertChange) -> Stag
         CertChange::Delete { name } => Staged::delete(&store, name),
     };
     match staged {
-        Ok(Some(staged)) => Staging::Built(staged, build(config, shared)),
+        Ok(Some(staged)) => Staging::Built(staged, Box::new(build(config, shared))),
         Ok(None) => Staging::NoSuchName,
         Err(e) => {
             report.error(
                 "state_dir",
-                format!("cannot change the certificate store {}: {e}", store.display()),
+                format!(
+                    "cannot change the certificate store {}: {e}",
+                    store.display()
+                ),
                 Some("make state_dir writable by the user Portico runs as".to_string()),
             );
             Staging::Refused(Changed::StoreFailed, report)
@@ -390,7 +404,7 @@ async fn change_certificate(
         Staging::Built(staged, built) => (staged, built),
     };
     let replaced = staged.replaced();
-    let outcome = install(server, &shared.metrics, history, built, &why);
+    let outcome = install(server, &shared.metrics, history, *built, &why);
     let ok = outcome.ok;
     let settled = off_loop(move || if ok { staged.keep() } else { staged.undo() }).await;
     if let Err(e) = settled {

@@ -258,7 +258,13 @@ mod tests {
 
     #[test]
     fn certificate_names() {
-        for good in ["a", "site1.example.test", "wild_card-2", "0", &"x".repeat(64)] {
+        for good in [
+            "a",
+            "site1.example.test",
+            "wild_card-2",
+            "0",
+            &"x".repeat(64),
+        ] {
             assert_eq!(check_name(good), Ok(()), "{good}");
         }
         assert_eq!(check_name(""), Err(NameError::Empty));
@@ -276,13 +282,27 @@ mod tests {
 
     #[test]
     fn listing_pairs_and_halves() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("in a test");
         let d = dir.path();
-        for f in ["b.pem", "b.key", "a.pem", "a.key", "lonely.pem", "orphan.key"] {
-            std::fs::write(d.join(f), "x").unwrap();
+        for f in [
+            "b.pem",
+            "b.key",
+            "a.pem",
+            "a.key",
+            "lonely.pem",
+            "orphan.key",
+        ] {
+            std::fs::write(d.join(f), "x").expect("in a test");
         }
-        for skipped in ["a.pem.prev", "a.tmp", "README", "Upper.pem", "Upper.key", ".h.pem"] {
-            std::fs::write(d.join(skipped), "x").unwrap();
+        for skipped in [
+            "a.pem.prev",
+            "a.tmp",
+            "README",
+            "Upper.pem",
+            "Upper.key",
+            ".h.pem",
+        ] {
+            std::fs::write(d.join(skipped), "x").expect("in a test");
         }
         let l = list(d);
         let names: Vec<&str> = l.pairs.iter().map(|(n, _)| n.as_str()).collect();
@@ -303,40 +323,58 @@ mod tests {
     #[test]
     fn staged_changes_are_kept_or_undone_exactly() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("in a test");
         let d = &dir.path().join("certificates");
         // A creation undone leaves nothing.
-        let s = Staged::put(d, "a", b"chain1", b"key1").unwrap();
+        let s = Staged::put(d, "a", b"chain1", b"key1").expect("in a test");
         assert!(!s.replaced());
         assert_eq!(read(d, "a.pem").as_deref(), Some("chain1"));
-        s.undo().unwrap();
+        s.undo().expect("in a test");
         assert_eq!(read(d, "a.pem"), None);
         assert_eq!(read(d, "a.key"), None);
         // Kept: the files are private, and no backup stays.
-        Staged::put(d, "a", b"chain1", b"key1").unwrap().keep().unwrap();
-        let mode = std::fs::metadata(d.join("a.key")).unwrap().permissions().mode();
+        Staged::put(d, "a", b"chain1", b"key1")
+            .expect("in a test")
+            .keep()
+            .expect("in a test");
+        let mode = std::fs::metadata(d.join("a.key"))
+            .expect("in a test")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let dmode = std::fs::metadata(d).unwrap().permissions().mode();
+        let dmode = std::fs::metadata(d)
+            .expect("in a test")
+            .permissions()
+            .mode();
         assert_eq!(dmode & 0o777, 0o700);
         // A replacement undone puts the very same files back.
         use std::os::unix::fs::MetadataExt;
-        let ino = std::fs::metadata(d.join("a.pem")).unwrap().ino();
-        let s = Staged::put(d, "a", b"chain2", b"key2").unwrap();
+        let ino = std::fs::metadata(d.join("a.pem")).expect("in a test").ino();
+        let s = Staged::put(d, "a", b"chain2", b"key2").expect("in a test");
         assert!(s.replaced());
         assert_eq!(read(d, "a.key").as_deref(), Some("key2"));
-        s.undo().unwrap();
+        s.undo().expect("in a test");
         assert_eq!(read(d, "a.pem").as_deref(), Some("chain1"));
         assert_eq!(read(d, "a.key").as_deref(), Some("key1"));
-        assert_eq!(std::fs::metadata(d.join("a.pem")).unwrap().ino(), ino);
+        assert_eq!(
+            std::fs::metadata(d.join("a.pem")).expect("in a test").ino(),
+            ino
+        );
         assert_eq!(read(d, "a.pem.prev"), None);
         // A deletion undone, then kept.
-        assert!(Staged::delete(d, "nothing").unwrap().is_none());
-        let s = Staged::delete(d, "a").unwrap().unwrap();
+        assert!(Staged::delete(d, "nothing").expect("in a test").is_none());
+        let s = Staged::delete(d, "a")
+            .expect("in a test")
+            .expect("in a test");
         assert!(list(d).pairs.is_empty());
-        s.undo().unwrap();
+        s.undo().expect("in a test");
         assert_eq!(read(d, "a.key").as_deref(), Some("key1"));
-        Staged::delete(d, "a").unwrap().unwrap().keep().unwrap();
-        let left: Vec<_> = std::fs::read_dir(d).unwrap().collect();
+        Staged::delete(d, "a")
+            .expect("in a test")
+            .expect("in a test")
+            .keep()
+            .expect("in a test");
+        let left: Vec<_> = std::fs::read_dir(d).expect("in a test").collect();
         assert!(left.is_empty(), "{left:?}");
     }
 }
