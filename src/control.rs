@@ -6,8 +6,9 @@
 //! a binary upgrade sends `handover`, receives the listening sockets, answers `ready` once it
 //! serves, and gets `bye` once the old process let go of this socket. The socket only hands
 //! commands to the serve loop, which runs them one at a time; it never changes state itself.
-//! The admin API sends its reloads through the same channel ([`ask_as`]), and a reload's
-//! [`Outcome`] is one value that both render: text here, JSON there.
+//! The admin API sends its reloads and certificate changes through the same channel
+//! ([`ask_as`]), and a reload's [`Outcome`] is one value that both render: text here, JSON
+//! there.
 
 use std::collections::VecDeque;
 use std::io;
