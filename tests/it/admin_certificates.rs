@@ -1,7 +1,8 @@
 //! `PUT` and `DELETE /api/v1/certificates/{name}` through the real binary: a certificate put
 //! over the Unix admin socket is served at once and after a restart, a bad one (a key that is
 //! not the leaf's) and a removal that would leave a host uncovered change nothing, on disk
-//! or on the wire; on TCP the token and the Origin check apply.
+//! or on the wire; on TCP the token and the Origin check apply; `portico check` judges the
+//! stored files and writes nothing.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -364,4 +365,58 @@ async fn on_tcp_a_certificate_change_needs_the_token_and_this_origin() {
     let a = request_body(&to, "PUT", path, &ok, good.clone()).await;
     assert_status(&a, 201);
     assert_eq!(served(https, "app.x.test").await.1, serial(&good));
+}
+
+#[test]
+fn check_judges_the_stored_certificates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let config = write_config(dir.path(), &pki, free_port(), "");
+    let store = dir.path().join("state/certificates");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["check", "-c"])
+            .arg(&config)
+            .output()
+            .expect("portico check")
+    };
+    // A pair whose key is another certificate's, and half a pair.
+    let (cert, _) = pki.leaf("app-one", &["app.x.test"], Key::Ecdsa, Validity::Current);
+    let (_, key) = pki.leaf("stray", &["stray.x.test"], Key::Ecdsa, Validity::Current);
+    std::fs::copy(&cert, store.join("app.pem")).expect("copy");
+    std::fs::copy(&key, store.join("app.key")).expect("copy");
+    std::fs::copy(&cert, store.join("half.pem")).expect("copy");
+    let out = check();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&store.join("app.key").display().to_string()),
+        "{text}"
+    );
+    assert!(text.contains("does not match"), "{text}");
+    assert!(
+        text.contains(&store.join("half.pem").display().to_string()),
+        "{text}"
+    );
+    // Fixed, check passes, and writes nothing.
+    std::fs::remove_file(store.join("half.pem")).expect("rm");
+    let (good_cert, good_key) =
+        pki.leaf("app-good", &["app.x.test"], Key::Ecdsa, Validity::Current);
+    std::fs::copy(&good_cert, store.join("app.pem")).expect("copy");
+    std::fs::copy(&good_key, store.join("app.key")).expect("copy");
+    let out = check();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mut left: Vec<_> = std::fs::read_dir(&store)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["app.key", "app.pem"]);
 }
