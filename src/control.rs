@@ -9,8 +9,9 @@
 //! a binary upgrade sends `handover`, receives the listening sockets, answers `ready` once it
 //! serves, and gets `bye` once the old process let go of this socket. The socket only hands
 //! commands to the serve loop, which runs them one at a time; it never changes state itself.
-//! The admin API sends its reloads through the same channel ([`ask_as`]), and a reload's
-//! [`Outcome`] is one value that both render: text here, JSON there.
+//! The admin API sends its reloads and certificate changes through the same channel
+//! ([`ask_as`]), and a reload's [`Outcome`] is one value that both render: text here, JSON
+//! there.
 
 use std::collections::VecDeque;
 use std::io;
@@ -46,6 +47,16 @@ pub enum Command {
     /// `portico bindings`, `certs` or `explain` with `--live`: a question about the runtime
     /// serving now, answered as the command would print it.
     Inspect(Query, Format),
+    /// The admin API's `PUT /api/v1/certificates/{name}`: store this pair (PEM; the name is
+    /// checked already) and rebuild, or change nothing.
+    PutCertificate {
+        name: String,
+        chain: Vec<u8>,
+        key: Vec<u8>,
+    },
+    /// The admin API's `DELETE /api/v1/certificates/{name}`: remove the pair and rebuild, or
+    /// change nothing.
+    DeleteCertificate { name: String },
     /// `portico upgrade`: start the binary again and hand it the sockets.
     Upgrade,
     /// The new process asks for the listening sockets.
@@ -61,7 +72,28 @@ pub enum Reply {
     Answer(String),
     /// The answer to [`Command::Reload`].
     Reload(Outcome),
+    /// The answer to a certificate change: what it came to, and the reload's outcome (None
+    /// when nothing was tried: no such certificate to delete).
+    Certificate(Changed, Option<Outcome>),
     Sockets(Vec<(std::net::SocketAddr, std::os::fd::OwnedFd)>),
+}
+
+/// What a certificate change came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    /// A new certificate is stored and serves.
+    Created,
+    /// A stored certificate was replaced, and the new one serves.
+    Replaced,
+    /// The certificate is removed and the rebuilt configuration serves.
+    Deleted,
+    /// No certificate by that name is stored; nothing was tried.
+    NoSuchName,
+    /// The new certificate does not load, or the configuration would not serve with the
+    /// change: nothing changed (the outcome says why).
+    Refused,
+    /// The files could not be written or moved: nothing changed.
+    StoreFailed,
 }
 
 /// What a reload (or a rebuild after a certificate change) came to: `portico reload`
@@ -350,7 +382,10 @@ fn line(command: &Command) -> Option<String> {
             flag(options.no_sni),
             flag(options.rsa_only),
         ),
-        Command::Handover | Command::HandedOver { .. } => return None,
+        Command::Handover
+        | Command::HandedOver { .. }
+        | Command::PutCertificate { .. }
+        | Command::DeleteCertificate { .. } => return None,
     })
 }
 

@@ -18,6 +18,7 @@ use crate::config::{Action, CertFiles, Config, Listener, ListenerKind, NoSni, Re
 use crate::config::{Backend, UnknownSni};
 use crate::http::static_files;
 use crate::route::{Binding, Refusal, Resolved, Table};
+use crate::tls::dir;
 use crate::tls::internal_ca::{self, LocalCa};
 use crate::tls::load::{self, Cert};
 use crate::tls::pool::{Choice, How, Pool};
@@ -149,9 +150,10 @@ impl Shared {
         loaded.get(files).map(|l| l.stamps)
     }
 
-    /// Forgets certificates no longer named by `config`, so removed ones are freed once the
-    /// runtimes holding them are gone.
-    fn retain(&self, config: &Config) {
+    /// Forgets certificates no longer named by `config` or listed in a certificate
+    /// directory (`listed`), so removed ones are freed once the runtimes holding them are
+    /// gone.
+    fn retain(&self, config: &Config, listed: &dir::Listing) {
         let home = crate::acme::home(config);
         let acme: Vec<CertFiles> = config
             .sites
@@ -161,7 +163,8 @@ impl Shared {
             .collect();
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         let admin = config.admin.as_ref().and_then(|a| a.tls.as_ref());
-        loaded.retain(config.cert_files().chain(&acme).chain(admin));
+        let kept = config.cert_files().chain(&acme).chain(admin);
+        loaded.retain(kept.chain(listed.pairs.iter().map(|(_, f)| f)));
     }
 }
 
@@ -230,9 +233,17 @@ pub struct Runtime {
     /// doing and close, so old certificates and sites do not live on in keep-alive
     /// connections.
     retired: tokio::sync::watch::Sender<bool>,
+    /// The admin API's certificate store.
+    store: std::path::PathBuf,
 }
 
 impl Runtime {
+    /// Whether `cert` was loaded from the admin API's certificate store
+    /// (`state_dir/certificates`): its source is "admin", not a file the configuration names.
+    pub fn is_stored(&self, cert: &Cert) -> bool {
+        cert.cert_file.parent() == Some(self.store.as_path())
+    }
+
     /// Tells this runtime's connections to finish and close: a newer runtime serves now.
     pub fn retire(&self) {
         self.retired.send_replace(true);
@@ -346,6 +357,46 @@ fn check_key(report: &mut Report, at: &str, cert: &Cert) {
     }
 }
 
+/// Loads the certificates of a directory [`dir::list`] read, reporting each that fails (and
+/// each half pair) at `at` with its file, and noting it in `unloaded`.
+fn load_dir(
+    listing: &dir::Listing,
+    at: &str,
+    mode: Mode,
+    shared: &Shared,
+    report: &mut Report,
+    unloaded: &mut Vec<String>,
+) -> Vec<Arc<Cert>> {
+    for problem in &listing.problems {
+        report.error(
+            at,
+            problem.clone(),
+            Some("give each NAME.pem its NAME.key, or remove the file".to_string()),
+        );
+    }
+    let files: Vec<CertFiles> = listing.pairs.iter().map(|(_, f)| f.clone()).collect();
+    let mut certs = Vec::with_capacity(files.len());
+    for ((name, _), r) in listing.pairs.iter().zip(load_all(&files, shared)) {
+        match r {
+            Ok(c) => {
+                if mode == Mode::Check {
+                    check_key(report, at, &c);
+                }
+                certs.push(c)
+            }
+            Err(e) => {
+                report.error(
+                    at,
+                    format!("certificate {name:?}: {e}"),
+                    Some(e.fix().to_string()),
+                );
+                unloaded.push(format!("certificate {name:?} in {at}"));
+            }
+        }
+    }
+    certs
+}
+
 /// Builds a runtime. Returns it only when the report has no error.
 pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, Report) {
     let mut report = Report::default();
@@ -355,7 +406,9 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
     // Pool certificates that failed to load: a host they were meant for is reported as
     // uncovered too, and that message should point back at them.
     let mut unloaded = Vec::new();
-    shared.retain(&config);
+    // The admin API's store: read in every mode, so `check` judges what serving would load.
+    let stored = dir::list(&dir::admin_store(&config.state_dir));
+    shared.retain(&config, &stored);
     for (i, r) in load_all(&config.certificates, shared)
         .into_iter()
         .enumerate()
@@ -374,6 +427,14 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             }
         }
     }
+    certs.extend(load_dir(
+        &stored,
+        "state_dir",
+        mode,
+        shared,
+        &mut report,
+        &mut unloaded,
+    ));
     let unloaded_note = if unloaded.is_empty() {
         String::new()
     } else {
@@ -640,6 +701,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
     if report.has_errors() {
         return (None, report);
     }
+    let store = dir::admin_store(&config.state_dir);
     (
         Some(Runtime {
             config,
@@ -651,6 +713,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             metrics: shared.metrics.clone(),
             admin_tls,
             retired: tokio::sync::watch::Sender::new(false),
+            store,
         }),
         report,
     )

@@ -1,10 +1,8 @@
 //! Files in `state_dir/acme/<directory>/`: the account credentials and each site's
 //! certificate and key.
 //! Secrets are written with mode 0600 to a temporary file, then renamed over the old one, so a
-//! reader never sees half a file.
+//! reader never sees half a file (through `state::write_private`).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::AcmeError;
@@ -46,28 +44,14 @@ pub(super) fn file_stem(site: &str) -> String {
     s
 }
 
-/// Writes `data` to `path` with mode 0600, through a temporary file and a rename.
+/// Writes `data` to `path` with mode 0600, through a temporary file and a rename
+/// ([`crate::state::write_private`], the one writer of private files).
 pub(super) fn write_private(path: &Path, data: &[u8]) -> Result<(), AcmeError> {
-    let io = |what, source| AcmeError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| io("cannot create the directory for", e))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io("cannot write", e))?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io("cannot write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("cannot rename into", e))
+    crate::state::write_private(path, data).map_err(|e| AcmeError::Io {
+        what: e.what,
+        path: e.path,
+        source: e.source,
+    })
 }
 
 #[cfg(test)]

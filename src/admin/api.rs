@@ -185,8 +185,9 @@ fn status_json(rt: &Runtime, started: i64, last: Option<&Outcome>) -> Json {
     ])
 }
 
-/// A reload's outcome; the same object in `POST /api/v1/reload` and in the status.
-fn outcome_json(o: &Outcome) -> Json {
+/// A reload's outcome; the same object in `POST /api/v1/reload`, in the certificate
+/// changes' answers and in the status.
+pub(super) fn outcome_json(o: &Outcome) -> Json {
     Json::Obj(vec![
         ("ok", Json::Bool(o.ok)),
         ("at", Json::str(format_time(o.at))),

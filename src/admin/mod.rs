@@ -5,14 +5,16 @@
 //! It runs beside the serving path and never in it: its own sockets and tasks, a bounded
 //! number of connections, heavy work (rendering metrics, counting certificates) on the
 //! blocking pool, and state it reads only through the current runtime's `ArcSwap` and the
-//! reload history. It changes nothing itself: a reload is a
-//! [`crate::control::Command::Reload`] sent to the serve loop through the control socket's
+//! reload history. It changes nothing itself: a reload (or a certificate change) is a
+//! [`crate::control::Command`] sent to the serve loop through the control socket's
 //! channel, the one reload path. Its failures (a port in use, an unreadable token file) are
 //! logged and never stop serving. `auth.rs` judges every request before the router sees
-//! it; `api.rs` holds the endpoints; `token.rs` the token file; `dashboard.rs` the page.
+//! it; `api.rs` holds the endpoints, `certificates.rs` the certificate changes; `token.rs`
+//! the token file; `dashboard.rs` the page.
 
 mod api;
 mod auth;
+mod certificates;
 mod dashboard;
 mod token;
 
@@ -452,13 +454,23 @@ async fn handle(req: Request<Incoming>, ctx: &Context, access: &Access) -> Respo
             }
         }
     }
-    route(&method, &path, req.uri().query(), ctx).await
+    let query = req.uri().query().map(str::to_string);
+    route(&method, &path, query.as_deref(), req.into_body(), ctx).await
 }
 
 /// The endpoints, by path and method.
-async fn route(method: &Method, path: &str, query: Option<&str>, ctx: &Context) -> Response<Body> {
+async fn route(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: Incoming,
+    ctx: &Context,
+) -> Response<Body> {
     let get = matches!(*method, Method::GET | Method::HEAD);
     match path {
+        p if p == "/api/v1/certificates" || p.starts_with("/api/v1/certificates/") => {
+            certificates::answer(method, p, body, ctx).await
+        }
         "/" if get => dashboard::page(),
         "/metrics" if get => api::metrics(ctx).await,
         "/api/v1/status" if get => api::status(ctx).await,
@@ -466,7 +478,6 @@ async fn route(method: &Method, path: &str, query: Option<&str>, ctx: &Context) 
         "/api/v1/certs" if get => api::certs(ctx).await,
         "/api/v1/explain" if get => api::explain(ctx, query.unwrap_or("")).await,
         "/api/v1/reload" if *method == Method::POST => api::reload(ctx).await,
-        // To come here: PUT and DELETE /api/v1/certificates/{name}.
         "/" | "/metrics" | "/api/v1/status" | "/api/v1/bindings" | "/api/v1/certs"
         | "/api/v1/explain" => not_allowed(path, "GET, HEAD"),
         "/api/v1/reload" => not_allowed(path, "POST"),

@@ -9,9 +9,10 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{CertFiles, Config, Origin, Report, TlsMode};
-use crate::control::{Command, History, Outcome, Reply};
+use crate::control::{Changed, Command, History, Outcome, Reply};
 use crate::listener::Server;
 use crate::runtime::{self, format_time, FileStamp, Mode, Runtime, Shared};
+use crate::tls::dir::Staged;
 
 /// How often internal certificates are looked at for renewal.
 const RENEWAL_CHECK: Duration = Duration::from_secs(6 * 3600);
@@ -294,6 +295,134 @@ fn build(config: Config, shared: &Shared) -> Result<(Runtime, Report), Report> {
     }
 }
 
+/// A certificate change the admin API asked for.
+enum CertChange {
+    Put {
+        name: String,
+        chain: Vec<u8>,
+        key: Vec<u8>,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+/// Where a certificate change stands after its blocking half.
+enum Staging {
+    NoSuchName,
+    /// Nothing was written: the pair does not load, or the store cannot be written.
+    Refused(Changed, Report),
+    /// The files are changed on disk, and this is the runtime built with them.
+    Built(Staged, Box<Result<(Runtime, Report), Report>>),
+}
+
+/// The blocking half of a certificate change: checks a new pair from its bytes (nothing is
+/// written for one that does not load, is not valid now or whose key cannot sign), stages
+/// the files, and builds from the configuration in memory, the path a certificate file
+/// change takes.
+fn stage_and_build(config: Config, shared: &Shared, change: &CertChange) -> Staging {
+    let store = crate::tls::dir::admin_store(&config.state_dir);
+    let mut report = Report::default();
+    let staged = match change {
+        CertChange::Put { name, chain, key } => {
+            let body = Path::new("the request body").to_path_buf();
+            let files = CertFiles::new(body.clone(), body);
+            match crate::tls::load::from_pem(chain, key, &files) {
+                Err(e) => report.error("body", e.to_string(), Some(e.fix().to_string())),
+                Ok(cert) => {
+                    let now = runtime::unix_now();
+                    if now > cert.not_after {
+                        report.error(
+                            "body",
+                            format!("the certificate expired on {}", format_time(cert.not_after)),
+                            Some("send a certificate that is valid now".to_string()),
+                        );
+                    } else if now < cert.not_before {
+                        report.error(
+                            "body",
+                            format!(
+                                "the certificate is not valid until {}",
+                                format_time(cert.not_before)
+                            ),
+                            Some("check the system clock, or send it once it is valid".to_string()),
+                        );
+                    }
+                    if !cert.key_usable() {
+                        report.error("body", "the private key cannot sign: its public key matches the certificate, but the key itself is not valid".to_string(), Some("send the key the certificate was issued for".to_string()));
+                    }
+                }
+            }
+            if report.has_errors() {
+                return Staging::Refused(Changed::Refused, report);
+            }
+            Staged::put(&store, name, chain, key).map(Some)
+        }
+        CertChange::Delete { name } => Staged::delete(&store, name),
+    };
+    match staged {
+        Ok(Some(staged)) => Staging::Built(staged, Box::new(build(config, shared))),
+        Ok(None) => Staging::NoSuchName,
+        Err(e) => {
+            report.error(
+                "state_dir",
+                format!(
+                    "cannot change the certificate store {}: {e}",
+                    store.display()
+                ),
+                Some("make state_dir writable by the user Portico runs as".to_string()),
+            );
+            Staging::Refused(Changed::StoreFailed, report)
+        }
+    }
+}
+
+/// Applies a certificate change from the admin API, one reload: the outcome goes to the
+/// history and the reload counter like any other. On success the new files are kept; on
+/// any failure they are put back exactly as they were, and nothing changed.
+async fn change_certificate(
+    server: &mut Server,
+    shared: &Shared,
+    history: &History,
+    change: CertChange,
+) -> Reply {
+    let why = match &change {
+        CertChange::Put { name, .. } => format!("admin PUT certificates/{name}"),
+        CertChange::Delete { name } => format!("admin DELETE certificates/{name}"),
+    };
+    let put = matches!(change, CertChange::Put { .. });
+    let config = server.runtime().config.clone();
+    let staging = {
+        let shared = shared.clone();
+        off_loop(move || stage_and_build(config, &shared, &change)).await
+    };
+    let (staged, built) = match staging {
+        Staging::NoSuchName => return Reply::Certificate(Changed::NoSuchName, None),
+        Staging::Refused(changed, report) => {
+            let outcome = install(server, &shared.metrics, history, Err(report), &why);
+            return Reply::Certificate(changed, Some(outcome));
+        }
+        Staging::Built(staged, built) => (staged, built),
+    };
+    let replaced = staged.replaced();
+    let outcome = install(server, &shared.metrics, history, *built, &why);
+    let ok = outcome.ok;
+    let settled = off_loop(move || if ok { staged.keep() } else { staged.undo() }).await;
+    if let Err(e) = settled {
+        if ok {
+            tracing::warn!(reason = %why, error = %e, "a previous certificate file could not be removed (a .prev file is left)");
+        } else {
+            tracing::error!(reason = %why, error = %e, "the previous certificate files could not be put back; a reload reads what is on disk");
+        }
+    }
+    let changed = match (ok, put, replaced) {
+        (false, _, _) => Changed::Refused,
+        (true, false, _) => Changed::Deleted,
+        (true, true, true) => Changed::Replaced,
+        (true, true, false) => Changed::Created,
+    };
+    Reply::Certificate(changed, Some(outcome))
+}
+
 /// How often to look at `n` files: every second for a few thousand, less often for more,
 /// so watching 100,000 certificates does not cost a core.
 fn watch_period(n: usize) -> Duration {
@@ -528,6 +657,16 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
                         let document = off_loop(move || crate::inspect::answer(&rt, &report, &query, format, crate::runtime::unix_now())).await;
                         let _ = request.reply.send(Reply::Answer(document));
                     });
+                }
+                Command::PutCertificate { name, chain, key } => {
+                    let change = CertChange::Put { name, chain, key };
+                    let answer = change_certificate(&mut server, &shared, &history, change).await;
+                    let _ = request.reply.send(answer);
+                }
+                Command::DeleteCertificate { name } => {
+                    let change = CertChange::Delete { name };
+                    let answer = change_certificate(&mut server, &shared, &history, change).await;
+                    let _ = request.reply.send(answer);
                 }
                 Command::Upgrade => match upgrade.start(&exe, &path, &state_dir) {
                     Ok(()) => upgrade.client = Some(request.reply),

@@ -25,6 +25,8 @@ pub enum Source {
     Internal,
     /// Ordered from the `[acme]` CA for a `tls = "acme"` site.
     Acme,
+    /// Stored through the admin API (`state_dir/certificates`): in the pool, never renewed.
+    Admin,
 }
 
 impl Source {
@@ -33,6 +35,7 @@ impl Source {
             Source::File => "file",
             Source::Internal => "internal",
             Source::Acme => "acme",
+            Source::Admin => "admin",
         }
     }
 }
@@ -95,7 +98,11 @@ pub fn collect(rt: &Runtime) -> Vec<Entry> {
             }
         }
         out.push(Entry {
-            source: Source::File,
+            source: if rt.is_stored(cert) {
+                Source::Admin
+            } else {
+                Source::File
+            },
             sites,
             names: names(cert),
             cert: Some(cert.clone()),
@@ -198,6 +205,12 @@ pub fn human(entries: &[Entry], now: i64) -> String {
                 let _ = writeln!(
                     out,
                     "  renewal: not by Portico (replace the files; they are reloaded when they change)"
+                );
+            }
+            (Source::Admin, _) => {
+                let _ = writeln!(
+                    out,
+                    "  renewal: not by Portico (replace it with PUT /api/v1/certificates/NAME)"
                 );
             }
             (_, Some(at)) => {

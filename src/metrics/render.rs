@@ -47,7 +47,7 @@ impl Scrape {
             }
         };
         for c in rt.pool.certs() {
-            add(c, "file");
+            add(c, if rt.is_stored(c) { "admin" } else { "file" });
         }
         for (site, cert) in rt.config.sites.iter().zip(&rt.site_certs) {
             if let Some(c) = cert {

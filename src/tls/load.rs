@@ -351,21 +351,42 @@ pub fn load_shared(files: &CertFiles) -> Result<(Cert, [std::fs::Metadata; 2]), 
         let key = sections(&key_pem, true).1;
         (key_pem, key, key_meta)
     };
-    let key = match key {
-        Some(Ok(key)) => key,
-        Some(Err(_)) | None if key_pem.windows(9).any(|w| w == b"ENCRYPTED") => {
-            return Err(LoadError::EncryptedKey {
-                path: key_file.to_path_buf(),
-            })
-        }
-        Some(Err(_)) | None => {
-            return Err(LoadError::NoKey {
-                path: key_file.to_path_buf(),
-            })
-        }
-    };
+    let key = the_key(key, &key_pem, key_file)?;
     let cert = from_der(chain, key, files)?;
     Ok((cert, [cert_meta, key_meta]))
+}
+
+/// Loads a chain and its key from PEM bytes already in memory, with the checks of [`load`];
+/// `files` is what the [`Cert`] and the errors name (where the bytes come from or are to be
+/// stored). The admin API checks a certificate this way before it writes a file.
+pub fn from_pem(chain_pem: &[u8], key_pem: &[u8], files: &CertFiles) -> Result<Cert, LoadError> {
+    let chain = sections(chain_pem, false).0;
+    if chain.is_empty() {
+        return Err(LoadError::NoCertificate {
+            path: files.cert.to_path_buf(),
+        });
+    }
+    let key = the_key(sections(key_pem, true).1, key_pem, &files.key)?;
+    from_der(chain, key, files)
+}
+
+/// The private key a file's sections gave, or why there is none.
+fn the_key(
+    key: KeySection,
+    key_pem: &[u8],
+    key_file: &Path,
+) -> Result<PrivateKeyDer<'static>, LoadError> {
+    match key {
+        Some(Ok(key)) => Ok(key),
+        Some(Err(_)) | None if key_pem.windows(9).any(|w| w == b"ENCRYPTED") => {
+            Err(LoadError::EncryptedKey {
+                path: key_file.to_path_buf(),
+            })
+        }
+        Some(Err(_)) | None => Err(LoadError::NoKey {
+            path: key_file.to_path_buf(),
+        }),
+    }
 }
 
 /// One pass over the PEM sections of a file: every certificate that decodes, and, when

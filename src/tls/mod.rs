@@ -1,7 +1,9 @@
-//! TLS: loading certificates, the pool that indexes them, the rustls resolver, the local CA,
-//! and the ClientHello parser that lets Portico route before it terminates.
+//! TLS: loading certificates (one by one, or a directory of them), the pool that indexes
+//! them, the rustls resolver, the local CA, and the ClientHello parser that lets Portico
+//! route before it terminates.
 
 pub mod client_hello;
+pub mod dir;
 pub mod internal_ca;
 pub mod key;
 pub mod load;

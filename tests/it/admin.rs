@@ -6,7 +6,7 @@
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::support::admin::{request, try_request, Answer, Logged, To};
+use crate::support::admin::{request, try_request, up, Answer, Logged, To};
 use crate::support::client::{get, Opts};
 use crate::support::pki::{Key, Pki, Validity};
 use crate::support::{eventually, free_port, Running};
@@ -29,17 +29,6 @@ fn write_config(dir: &Path, https: u16, admin: &str) -> PathBuf {
     )
     .expect("write config");
     file
-}
-
-/// Waits until the admin listener answers (whatever it answers).
-async fn up(to: &To) {
-    for _ in 0..300 {
-        if try_request(to, "GET", "/", &[]).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("the admin listener at {to:?} never answered");
 }
 
 fn mode(path: &Path) -> u32 {

@@ -5,6 +5,7 @@ mod support;
 mod access_log;
 mod acme;
 mod admin;
+mod admin_certificates;
 mod bad_input;
 mod blocking_pool;
 mod config_file;

@@ -40,6 +40,17 @@ impl Answer {
     }
 }
 
+/// Waits until the admin listener answers (whatever it answers).
+pub async fn up(to: &To) {
+    for _ in 0..300 {
+        if try_request(to, "GET", "/", &[]).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the admin listener at {to:?} never answered");
+}
+
 /// One request on a new connection. `Host` is the address (or `localhost` on the Unix
 /// socket) unless `headers` has one.
 pub async fn request(to: &To, method: &str, target: &str, headers: &[(&str, &str)]) -> Answer {
@@ -54,6 +65,29 @@ pub async fn try_request(
     target: &str,
     headers: &[(&str, &str)],
 ) -> Result<Answer, String> {
+    try_request_body(to, method, target, headers, Bytes::new()).await
+}
+
+/// [`request`] with a body.
+pub async fn request_body(
+    to: &To,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
+    try_request_body(to, method, target, headers, body.into())
+        .await
+        .unwrap_or_else(|e| panic!("{method} {target} to {to:?}: {e}"))
+}
+
+async fn try_request_body(
+    to: &To,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<Answer, String> {
     let host = match to {
         To::Tcp(a) | To::Tls(a) => a.to_string(),
         To::Unix(_) => "localhost".to_string(),
@@ -65,9 +99,7 @@ pub async fn try_request(
     for (n, v) in headers {
         req = req.header(*n, *v);
     }
-    let req = req
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
     match to {
         To::Tcp(a) => {
             let s = tokio::net::TcpStream::connect(a)
