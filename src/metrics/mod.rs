@@ -23,6 +23,7 @@ use prometheus_client::registry::Registry;
 use crate::runtime::{Runtime, SiteAction};
 
 mod render;
+pub mod samples;
 
 /// Above this many sites, request latency is kept per listener by default.
 pub const PER_SITE_HISTOGRAMS_UP_TO: usize = 1000;
@@ -323,6 +324,8 @@ pub struct Metrics {
     acme_next: Mutex<HashMap<String, i64>>,
     /// Unix seconds when the configuration now serving was installed.
     config_loaded: AtomicU64,
+    /// The last 15 minutes, sampled for the dashboard's charts.
+    pub samples: samples::Samples,
 }
 
 impl Default for Metrics {
@@ -336,6 +339,7 @@ impl Default for Metrics {
             acme_orders: Default::default(),
             acme_next: Mutex::default(),
             config_loaded: AtomicU64::new(0),
+            samples: samples::Samples::default(),
         }
     }
 }
