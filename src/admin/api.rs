@@ -106,7 +106,7 @@ pub(super) async fn explain(ctx: &Context, query: &str) -> http::Response<Body> 
 }
 
 /// Computes a JSON document on the blocking pool and answers it.
-async fn json_off_loop(
+pub(super) async fn json_off_loop(
     path: &'static str,
     compute: impl FnOnce() -> Json + Send + 'static,
 ) -> http::Response<Body> {
@@ -194,7 +194,7 @@ fn status_json(rt: &Runtime, started: i64, last: Option<&Outcome>) -> Json {
 }
 
 /// A reload's outcome; the same object in `POST /api/v1/reload` and in the status.
-fn outcome_json(o: &Outcome) -> Json {
+pub(super) fn outcome_json(o: &Outcome) -> Json {
     Json::Obj(vec![
         ("ok", Json::Bool(o.ok)),
         ("at", Json::str(format_time(o.at))),

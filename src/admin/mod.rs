@@ -9,7 +9,8 @@
 //! [`crate::control::Command::Reload`] sent to the serve loop through the control socket's
 //! channel, the one reload path. Its failures (a port in use, an unreadable token file) are
 //! logged and never stop serving. `auth.rs` judges every request before the router sees
-//! it; `api.rs` holds the endpoints; `token.rs` the token file; `dashboard.rs` the page.
+//! it; `api.rs` holds the endpoints; `token.rs` the token file; `dashboard/` the page, its
+//! assets, its own endpoints and the sampler behind its charts.
 
 mod api;
 mod auth;
@@ -71,6 +72,8 @@ pub enum AdminError {
 pub struct Admin {
     ctx: Arc<Context>,
     running: Option<Running>,
+    /// Feeds the dashboard's charts for as long as the process serves.
+    _sampler: dashboard::Sampler,
 }
 
 /// One open admin socket.
@@ -93,7 +96,11 @@ impl Admin {
     /// Opens the admin listener that `config` asks for; a failure is logged and the server
     /// serves without it.
     pub fn start(config: &Config, ctx: Arc<Context>) -> Admin {
-        let mut admin = Admin { ctx, running: None };
+        let mut admin = Admin {
+            _sampler: dashboard::sampler(ctx.clone()),
+            ctx,
+            running: None,
+        };
         match &config.admin {
             None => tracing::info!("admin listener off ([admin] enabled = false)"),
             Some(a) => match admin.open(a) {
@@ -458,6 +465,9 @@ async fn handle(req: Request<Incoming>, ctx: &Context, access: &Access) -> Respo
 /// The endpoints, by path and method.
 async fn route(method: &Method, path: &str, query: Option<&str>, ctx: &Context) -> Response<Body> {
     let get = matches!(*method, Method::GET | Method::HEAD);
+    if let Some(r) = dashboard::route(get, path, query, ctx).await {
+        return r;
+    }
     match path {
         "/" if get => dashboard::page(),
         "/metrics" if get => api::metrics(ctx).await,
