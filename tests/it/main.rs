@@ -8,6 +8,7 @@ mod admin;
 mod bad_input;
 mod blocking_pool;
 mod config_file;
+mod dashboard;
 mod hardening;
 mod http;
 mod inspect;
