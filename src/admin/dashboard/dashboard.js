@@ -215,10 +215,12 @@
 
   // ---- charts ----
 
-  const W = 600, H = 200, LEFT = 44, RIGHT = 8, TOP = 10, BOTTOM = 22;
+  // Margins inside a chart's viewBox, in its units (about pixels).
+  const LEFT = 44, RIGHT = 8, TOP = 10, BOTTOM = 22;
 
   // Lines over the last 15 minutes. `series`: [{name, points: [[unixSeconds, value]]}].
   function drawLines(node, legend, series, now, unit) {
+    const { width: W, height: H } = node.viewBox.baseVal;
     clear(node);
     clear(legend);
     const from = now - 900;
@@ -300,8 +302,8 @@
 
   // Bars: expired, then one per week from now, then later; red under 14 days.
   function drawTimeline(node, data) {
+    const { width: W, height: h } = node.viewBox.baseVal;
     clear(node);
-    const h = 160;
     const t = data.timeline;
     const bars = [{ label: 'expired', count: data.expired, bad: true }];
     t.bars.forEach((count, i) => bars.push({ label: `${i * t.bar_days}d`, count, bad: (i + 1) * t.bar_days <= data.soon_days }));
