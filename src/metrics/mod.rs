@@ -12,6 +12,9 @@
 //! are still zero are not rendered, so 100,000 sites cost a line per site that served.
 //! Per-site latency histograms are kept up to [`PER_SITE_HISTOGRAMS_UP_TO`] sites unless
 //! `[metrics] per_site_histograms` says otherwise; above, one histogram per listener.
+//!
+//! `samples.rs` keeps the last 15 minutes of a few of these counters, sampled every 10 s,
+//! for the dashboard's charts; bounded whatever the number of sites.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
