@@ -203,39 +203,31 @@ impl Samples {
     /// Takes the sample ending now from `rt`'s counters and keeps it (the oldest goes once
     /// [`KEPT`] are kept). Walks every site: call it off the threads that run connections.
     pub fn take(&self, rt: &Runtime, now: i64) {
-        let clock = self.epoch.elapsed().as_secs_f64();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let sample = state.previous.sample(
-            now,
-            clock,
-            rt.listeners
-                .iter()
-                .map(|l| (l.metrics.name.as_str(), handshake_totals(&l.metrics))),
-            rt.sites
-                .iter()
-                .map(|s| (s.metrics.name.as_str(), request_total(&s.metrics))),
-            true,
-        );
+        let sample = self.sample(&mut state.previous, rt, now, true);
         push(&mut state.ring, sample);
     }
 
     /// The samples kept, oldest first, and what the interval under way holds so far (not
     /// kept). Walks every site, like [`Samples::take`].
     pub fn read(&self, rt: &Runtime, now: i64) -> (Vec<Sample>, Sample) {
-        let clock = self.epoch.elapsed().as_secs_f64();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let current = state.previous.sample(
+        let current = self.sample(&mut state.previous, rt, now, false);
+        (state.ring.iter().cloned().collect(), current)
+    }
+
+    fn sample(&self, previous: &mut Previous, rt: &Runtime, now: i64, keep: bool) -> Sample {
+        previous.sample(
             now,
-            clock,
+            self.epoch.elapsed().as_secs_f64(),
             rt.listeners
                 .iter()
                 .map(|l| (l.metrics.name.as_str(), handshake_totals(&l.metrics))),
             rt.sites
                 .iter()
                 .map(|s| (s.metrics.name.as_str(), request_total(&s.metrics))),
-            false,
-        );
-        (state.ring.iter().cloned().collect(), current)
+            keep,
+        )
     }
 }
 

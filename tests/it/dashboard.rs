@@ -11,28 +11,13 @@ use serde_json::json;
 use crate::support::admin::{request, Logged, To};
 use crate::support::client::{get, Opts};
 use crate::support::webdriver::Browser;
-use crate::support::{copy_dir, free_port};
-
-/// The quickstart's configuration and sites in `dir`, on free ports: (file, https, admin).
-fn quickstart(dir: &std::path::Path) -> (std::path::PathBuf, u16, u16) {
-    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    copy_dir(&examples.join("sites"), &dir.join("sites"));
-    let (https, http, admin) = (free_port(), free_port(), free_port());
-    let toml = std::fs::read_to_string(examples.join("quickstart.toml"))
-        .expect("quickstart.toml")
-        .replace("127.0.0.1:8443", &format!("127.0.0.1:{https}"))
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{http}"))
-        .replace("127.0.0.1:9900", &format!("127.0.0.1:{admin}"));
-    assert!(toml.contains(&format!("127.0.0.1:{admin}")), "{toml}");
-    let file = dir.join("quickstart.toml");
-    std::fs::write(&file, toml).expect("write config");
-    (file, https, admin)
-}
+use crate::support::{free_port, quickstart};
 
 #[tokio::test]
 async fn the_dashboard_lists_searches_and_charts_the_quickstart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (config, https, admin_port) = quickstart(dir.path());
+    let (config, ports) = quickstart(dir.path());
+    let (https, admin_port) = (ports.https, ports.admin);
     let server = Logged::serve(&config);
     let line = server.line("admin: ");
     let sign_in = line.trim_start_matches("admin: ").to_string();

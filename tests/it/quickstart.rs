@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{copy_dir, free_port, Running};
+use crate::support::{quickstart, Running};
 
 #[test]
 fn quickstart_serves_three_sites_to_curl() {
@@ -12,15 +12,8 @@ fn quickstart_serves_three_sites_to_curl() {
     }
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let dir = tempfile::tempdir().expect("tempdir");
-    copy_dir(&examples.join("sites"), &dir.path().join("sites"));
-    let (https, http, admin) = (free_port(), free_port(), free_port());
-    let toml = std::fs::read_to_string(examples.join("quickstart.toml"))
-        .expect("quickstart.toml")
-        .replace("127.0.0.1:8443", &format!("127.0.0.1:{https}"))
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{http}"))
-        .replace("127.0.0.1:9900", &format!("127.0.0.1:{admin}"));
-    let config = dir.path().join("quickstart.toml");
-    std::fs::write(&config, toml).expect("write");
+    let (config, ports) = quickstart(dir.path());
+    let (https, http, admin) = (ports.https, ports.http, ports.admin);
 
     let check = Command::new(env!("CARGO_BIN_EXE_portico"))
         .args(["check", "-c"])

@@ -96,6 +96,8 @@
   function pagedList(name, path, render) {
     const state = { q: '', offset: 0, seq: 0, total: 0 };
     const pager = $(name + '-pager');
+    pager.append(el('button', { type: 'button', 'data-step': -1 }, 'Previous'), el('span'),
+      el('button', { type: 'button', 'data-step': 1 }, 'Next'));
     async function load() {
       const seq = ++state.seq;
       const params = new URLSearchParams({ q: state.q, offset: state.offset, limit: PAGE_ROWS });

@@ -40,6 +40,37 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The ports the README's quickstart runs on, replaced by free ones in [`quickstart`].
+pub struct QuickstartPorts {
+    pub https: u16,
+    pub http: u16,
+    pub admin: u16,
+}
+
+/// `examples/quickstart.toml` and its sites copied into `dir`, on free ports; the
+/// configuration file's path and the ports.
+pub fn quickstart(dir: &Path) -> (PathBuf, QuickstartPorts) {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    copy_dir(&examples.join("sites"), &dir.join("sites"));
+    let ports = QuickstartPorts {
+        https: free_port(),
+        http: free_port(),
+        admin: free_port(),
+    };
+    let toml = std::fs::read_to_string(examples.join("quickstart.toml"))
+        .expect("quickstart.toml")
+        .replace("127.0.0.1:8443", &format!("127.0.0.1:{}", ports.https))
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", ports.http))
+        .replace("127.0.0.1:9900", &format!("127.0.0.1:{}", ports.admin));
+    assert!(
+        toml.contains(&format!("127.0.0.1:{}", ports.admin)),
+        "the quickstart's admin listener is on 127.0.0.1:9900: {toml}"
+    );
+    let file = dir.join("quickstart.toml");
+    std::fs::write(&file, toml).expect("write config");
+    (file, ports)
+}
+
 /// A child process, killed (and reaped) when dropped.
 pub struct Running(pub std::process::Child);
 

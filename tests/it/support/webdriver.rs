@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::{json, Value};
 
 use super::{free_port, Running};
@@ -192,11 +192,6 @@ async fn call(
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let req = http::Request::builder()
         .method(method)
@@ -205,13 +200,6 @@ async fn call(
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    serde_json::from_slice(&bytes)
-        .map_err(|e| format!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+    let answer = super::admin::send(stream, req).await?;
+    serde_json::from_str(&answer.body).map_err(|e| format!("not JSON ({e}): {}", answer.body))
 }
