@@ -288,6 +288,24 @@ async fn the_dashboard_endpoints_page_search_and_refuse_bad_parameters() {
     assert_eq!(series["current"]["handshakes"][0]["listener"], "https");
     let reloads = request(&to, "GET", "/api/v1/reloads", &[]).await.json();
     assert_eq!(reloads["reloads"], json!([]));
+    // Two reloads, the second of a broken file: newest first, each with its report.
+    assert_eq!(
+        request(&to, "POST", "/api/v1/reload", &[]).await.status,
+        200
+    );
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, text.replace("h007.example.test", "bad host!")).expect("break it");
+    assert_eq!(
+        request(&to, "POST", "/api/v1/reload", &[]).await.status,
+        422
+    );
+    let reloads = request(&to, "GET", "/api/v1/reloads", &[]).await.json();
+    let list = reloads["reloads"].as_array().expect("reloads");
+    assert_eq!(list.len(), 2, "{reloads}");
+    assert_eq!(list[0]["ok"], false);
+    assert_eq!(list[0]["diagnostics"][0]["path"], "site[7].hosts[0]");
+    assert_eq!(list[1]["ok"], true);
+    assert_eq!(list[1]["reason"], "admin API");
 
     for (target, says) in [
         ("/api/v1/sites?offset=-1", "offset must be a whole number"),
