@@ -145,6 +145,12 @@ impl History {
             .back()
             .cloned()
     }
+
+    /// Every outcome kept, newest first.
+    pub fn all(&self) -> Vec<Outcome> {
+        let h = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        h.iter().rev().cloned().collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

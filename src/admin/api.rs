@@ -98,7 +98,7 @@ async fn document(ctx: &Context, path: &'static str, query: Query) -> http::Resp
 }
 
 /// Computes a JSON document on the blocking pool and answers it.
-async fn json_off_loop(
+pub(super) async fn json_off_loop(
     path: &'static str,
     compute: impl FnOnce() -> Json + Send + 'static,
 ) -> http::Response<Body> {

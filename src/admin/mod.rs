@@ -10,7 +10,8 @@
 //! channel, the one reload path. Its failures (a port in use, an unreadable token file) are
 //! logged and never stop serving. `auth.rs` judges every request before the router sees
 //! it; `api.rs` holds the endpoints, `certificates.rs` the certificate changes; `token.rs`
-//! the token file; `dashboard.rs` the page.
+//! the token file; `dashboard/` the page, its assets, its own endpoints and the sampler
+//! behind its charts.
 
 mod api;
 mod auth;
@@ -73,6 +74,8 @@ pub enum AdminError {
 pub struct Admin {
     ctx: Arc<Context>,
     running: Option<Running>,
+    /// Feeds the dashboard's charts for as long as the process serves.
+    _sampler: dashboard::Sampler,
 }
 
 /// One open admin socket.
@@ -95,7 +98,11 @@ impl Admin {
     /// Opens the admin listener that `config` asks for; a failure is logged and the server
     /// serves without it.
     pub fn start(config: &Config, ctx: Arc<Context>) -> Admin {
-        let mut admin = Admin { ctx, running: None };
+        let mut admin = Admin {
+            _sampler: dashboard::sampler(ctx.clone()),
+            ctx,
+            running: None,
+        };
         match &config.admin {
             None => tracing::info!("admin listener off ([admin] enabled = false)"),
             Some(a) => match admin.open(a) {
@@ -467,6 +474,9 @@ async fn route(
     ctx: &Context,
 ) -> Response<Body> {
     let get = matches!(*method, Method::GET | Method::HEAD);
+    if let Some(r) = dashboard::route(get, path, query, ctx).await {
+        return r;
+    }
     match path {
         p if p == "/api/v1/certificates" || p.starts_with("/api/v1/certificates/") => {
             certificates::answer(method, p, body, ctx).await

@@ -12,6 +12,9 @@
 //! are still zero are not rendered, so 100,000 sites cost a line per site that served.
 //! Per-site latency histograms are kept up to [`PER_SITE_HISTOGRAMS_UP_TO`] sites unless
 //! `[metrics] per_site_histograms` says otherwise; above, one histogram per listener.
+//!
+//! `samples.rs` keeps the last 15 minutes of a few of these counters, sampled every 10 s,
+//! for the dashboard's charts; bounded whatever the number of sites.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -23,6 +26,7 @@ use prometheus_client::registry::Registry;
 use crate::runtime::{Runtime, SiteAction};
 
 mod render;
+pub mod samples;
 
 /// Above this many sites, request latency is kept per listener by default.
 pub const PER_SITE_HISTOGRAMS_UP_TO: usize = 1000;
@@ -323,6 +327,8 @@ pub struct Metrics {
     acme_next: Mutex<HashMap<String, i64>>,
     /// Unix seconds when the configuration now serving was installed.
     config_loaded: AtomicU64,
+    /// The last 15 minutes, sampled for the dashboard's charts.
+    pub samples: samples::Samples,
 }
 
 impl Default for Metrics {
@@ -336,6 +342,7 @@ impl Default for Metrics {
             acme_orders: Default::default(),
             acme_next: Mutex::default(),
             config_loaded: AtomicU64::new(0),
+            samples: samples::Samples::default(),
         }
     }
 }

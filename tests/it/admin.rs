@@ -146,7 +146,7 @@ async fn the_printed_sign_in_url_sets_a_session_cookie() {
     let status = request(&to, "GET", "/api/v1/status", &[("cookie", session)]).await;
     assert_eq!(status.status, 200, "{status:?}");
     let page = request(&to, "GET", "/", &[("cookie", session)]).await;
-    assert!(page.body.contains("The dashboard is coming"), "{page:?}");
+    assert!(page.body.contains("/assets/dashboard.js?v="), "{page:?}");
 
     let wrong = request(&to, "GET", "/?token=not-the-token-at-all", &[]).await;
     assert_refused(&wrong, 401, "sign-in URL is wrong");

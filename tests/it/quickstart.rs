@@ -3,20 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{free_port, Running};
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
-}
+use crate::support::{quickstart, Running};
 
 #[test]
 fn quickstart_serves_three_sites_to_curl() {
@@ -25,14 +12,8 @@ fn quickstart_serves_three_sites_to_curl() {
     }
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let dir = tempfile::tempdir().expect("tempdir");
-    copy_dir(&examples.join("sites"), &dir.path().join("sites"));
-    let (https, http) = (free_port(), free_port());
-    let toml = std::fs::read_to_string(examples.join("quickstart.toml"))
-        .expect("quickstart.toml")
-        .replace("127.0.0.1:8443", &format!("127.0.0.1:{https}"))
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{http}"));
-    let config = dir.path().join("quickstart.toml");
-    std::fs::write(&config, toml).expect("write");
+    let (config, ports) = quickstart(dir.path());
+    let (https, http, admin) = (ports.https, ports.http, ports.admin);
 
     let check = Command::new(env!("CARGO_BIN_EXE_portico"))
         .args(["check", "-c"])
@@ -120,13 +101,25 @@ fn quickstart_serves_three_sites_to_curl() {
         String::from_utf8_lossy(&out.stdout),
         format!("308 https://site3.localhost:{https}/p?q")
     );
-    // The README's admin commands: status and metrics on the admin socket.
-    let socket = dir.path().join("state/admin.sock");
-    let socket = socket.to_str().expect("utf-8");
-    let out = curl(&["--unix-socket", socket, "http://localhost/api/v1/status"]);
+    // The README's admin commands: status and metrics on the admin listener, with the token
+    // from the state directory.
+    let token = std::fs::read_to_string(dir.path().join("state/admin.token")).expect("token");
+    let bearer = format!("Authorization: Bearer {}", token.trim());
+    let out = curl(&[
+        "-H",
+        &bearer,
+        &format!("http://127.0.0.1:{admin}/api/v1/status"),
+    ]);
     let status = String::from_utf8_lossy(&out.stdout);
     assert!(status.contains("\"version\""), "status: {status}");
-    let out = curl(&["--unix-socket", socket, "http://localhost/metrics"]);
+    let readme = std::fs::read_to_string(examples.join("../README.md")).expect("README.md");
+    for line in [
+        "admin: http://127.0.0.1:9900/?token=",
+        "curl -H \"Authorization: Bearer $(cat examples/state/admin.token)\" http://127.0.0.1:9900/api/v1/status",
+    ] {
+        assert!(readme.contains(line), "the README's quickstart says {line:?}");
+    }
+    let out = curl(&["-H", &bearer, &format!("http://127.0.0.1:{admin}/metrics")]);
     let metrics = String::from_utf8_lossy(&out.stdout);
     for i in 1..=3 {
         let series =

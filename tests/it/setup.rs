@@ -15,6 +15,8 @@ const PROGRAMS: &[(&str, Option<&str>)] = &[
     ("h2load", Some("nghttp2-client")),
     ("promtool", Some("prometheus")),
     ("prometheus", Some("prometheus")),
+    ("chromium", Some("chromium")),
+    ("chromedriver", Some("chromium-driver")),
     ("sh", None),
     ("id", None),
     ("kill", None),

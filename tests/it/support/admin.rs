@@ -129,7 +129,8 @@ async fn try_request_body(
     }
 }
 
-async fn send<IO>(io: IO, req: http::Request<Full<Bytes>>) -> Result<Answer, String>
+/// Sends `req` on `io` (one HTTP/1.1 connection) and reads the answer whole.
+pub async fn send<IO>(io: IO, req: http::Request<Full<Bytes>>) -> Result<Answer, String>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -8,6 +8,7 @@ pub mod body;
 pub mod client;
 pub mod nginx;
 pub mod pki;
+pub mod webdriver;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,51 @@ use portico::runtime::{self, Mode, Shared};
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
+}
+
+/// Copies the directory tree `from` to `to` (the examples' sites, for instance).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+/// The ports the README's quickstart runs on, replaced by free ones in [`quickstart`].
+pub struct QuickstartPorts {
+    pub https: u16,
+    pub http: u16,
+    pub admin: u16,
+}
+
+/// `examples/quickstart.toml` and its sites copied into `dir`, on free ports; the
+/// configuration file's path and the ports.
+pub fn quickstart(dir: &Path) -> (PathBuf, QuickstartPorts) {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    copy_dir(&examples.join("sites"), &dir.join("sites"));
+    let ports = QuickstartPorts {
+        https: free_port(),
+        http: free_port(),
+        admin: free_port(),
+    };
+    let toml = std::fs::read_to_string(examples.join("quickstart.toml"))
+        .expect("quickstart.toml")
+        .replace("127.0.0.1:8443", &format!("127.0.0.1:{}", ports.https))
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", ports.http))
+        .replace("127.0.0.1:9900", &format!("127.0.0.1:{}", ports.admin));
+    assert!(
+        toml.contains(&format!("127.0.0.1:{}", ports.admin)),
+        "the quickstart's admin listener is on 127.0.0.1:9900: {toml}"
+    );
+    let file = dir.join("quickstart.toml");
+    std::fs::write(&file, toml).expect("write config");
+    (file, ports)
 }
 
 /// A child process, killed (and reaped) when dropped.
