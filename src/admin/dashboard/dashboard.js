@@ -199,7 +199,7 @@
     const data = await getJSON('/api/v1/reloads');
     const list = $('reloads');
     clear(list);
-    if (data.reloads.length === 0) list.append(el('li', { class: 'quiet' }, 'No reload since the server started.'));
+    if (data.reloads.length === 0) list.append(el('li', { class: 'quiet none' }, 'No reload since the server started.'));
     for (const r of data.reloads) {
       const item = el('li', null, el('span', { class: r.ok ? 'badge good' : 'badge bad' }, r.ok ? 'OK' : 'FAILED'),
         ' ', timeEl(r.at), ` ${time(r.at).slice(11)} — ${r.reason}: ${r.summary}`);
