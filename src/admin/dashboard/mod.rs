@@ -237,9 +237,10 @@ fn sites_json(rt: &Runtime, page: &Page, now: i64) -> Json {
         .collect();
     // The bindings of the sites shown, from the same rows `portico bindings` prints.
     let report = crate::config::Report::default();
-    let (views, _) = crate::inspect::bindings::collect(rt, &report);
     let mut bindings: std::collections::HashMap<usize, Vec<Json>> =
         shown.iter().map(|&i| (i, Vec::new())).collect();
+    let (views, _) =
+        crate::inspect::bindings::collect_where(rt, &report, |b| bindings.contains_key(&b.site));
     for view in &views {
         for row in &view.rows {
             let (Some(b), Some(host)) = (row.binding, row.host) else {
