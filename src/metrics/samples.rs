@@ -142,7 +142,9 @@ impl Previous {
                 other_sites += 1;
             }
         }
-        let seconds = self.at.map_or(0.0, |then| (clock - then).max(0.0));
+        // The clock starts with the counters (both at process start), so the first sample
+        // covers the time since then: requests made before it are in it, with their time.
+        let seconds = (clock - self.at.unwrap_or(0.0)).max(0.0);
         if keep {
             self.round = round;
             self.at = Some(clock);
