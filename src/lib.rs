@@ -23,5 +23,6 @@ pub mod proxy_protocol;
 pub mod route;
 pub mod runtime;
 pub mod state;
+pub mod store;
 pub mod tls;
 pub mod upgrade;

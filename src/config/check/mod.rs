@@ -14,6 +14,7 @@ use crate::names::HostName;
 
 mod acme;
 mod admin;
+mod cluster;
 mod sites;
 
 pub(super) struct Checker<'r> {
@@ -119,6 +120,7 @@ impl Checker<'_> {
                 "metrics",
                 "admin",
                 "log",
+                "cluster",
             ],
         );
         let state_dir = self.path(raw.state_dir.as_deref().unwrap_or("state"));
@@ -138,6 +140,7 @@ impl Checker<'_> {
         });
         let admin = self.admin(raw.admin, &state_dir, &listeners);
         let log_format = self.log(raw.log);
+        let cluster = raw.cluster.and_then(|c| self.cluster(c));
         if acme.is_none() {
             for s in sites.iter().filter(|s| s.tls == TlsMode::Acme) {
                 self.report.error(
@@ -164,6 +167,7 @@ impl Checker<'_> {
             per_site_histograms,
             admin,
             log_format,
+            cluster,
         };
         self.bindings(&config);
         config

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod body;
 pub mod client;
+pub mod etcd;
 pub mod nginx;
 pub mod pki;
 pub mod webdriver;
