@@ -544,7 +544,7 @@ impl AcmeTasks {
 }
 
 async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
-    let shared = Shared::new().context("cannot set up TLS session tickets")?;
+    let shared = Shared::new();
     let rt = match load(&path, origin, &shared) {
         Ok((rt, _warnings)) => rt,
         Err(report) => {
