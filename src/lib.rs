@@ -8,6 +8,7 @@
 pub mod acme;
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod error_text;

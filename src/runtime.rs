@@ -408,6 +408,19 @@ fn load_dir(
 pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, Report) {
     let mut report = Report::default();
     let now = unix_now();
+    // The cluster key is a file like a certificate's: checked here, in every mode.
+    if let Some(cluster) = &config.cluster {
+        if let Err(e) = crate::store::ClusterKey::load(&cluster.key_file) {
+            report.error(
+                "cluster.key_file",
+                e.to_string(),
+                Some(format!(
+                    "make it once, then copy the same file to every node (mode 0600): head -c 32 /dev/urandom > {}",
+                    cluster.key_file.display()
+                )),
+            );
+        }
+    }
 
     let mut certs = Vec::with_capacity(config.certificates.len());
     // Pool certificates that failed to load: a host they were meant for is reported as

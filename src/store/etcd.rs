@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, LockOptions, TlsOptions,
-    WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    LockOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 
 use crate::config::Cluster;
@@ -150,6 +150,21 @@ impl Etcd {
             .deadline(kv.put(self.key(name), value.to_vec(), None))
             .await?;
         Ok(r.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Writes `value` at `name` unless something is there already (in one transaction, so
+    /// of several nodes trying at once exactly one writes); whether this call wrote it.
+    pub async fn put_if_absent(&self, name: &str, value: &[u8]) -> Result<bool, StoreError> {
+        let key = self.key(name);
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(vec![TxnOp::put(key, value.to_vec(), None)]);
+        let mut kv = self.client.kv_client();
+        Ok(self.deadline(kv.txn(txn)).await?.succeeded())
     }
 
     /// Removes `name`; whether it was there.
