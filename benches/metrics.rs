@@ -42,7 +42,7 @@ fn bench(c: &mut Criterion) {
         &mut report,
     )
     .unwrap_or_else(|| panic!("the generated configuration is valid:\n{report}"));
-    let shared = Shared::new().expect("shared");
+    let shared = Shared::new();
     let (rt, report) = build(config, Mode::Check, &shared);
     let rt = rt.unwrap_or_else(|| panic!("the runtime builds:\n{report}"));
     for site in &rt.sites {

@@ -8,6 +8,7 @@
 pub mod acme;
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod error_text;
@@ -23,5 +24,6 @@ pub mod proxy_protocol;
 pub mod route;
 pub mod runtime;
 pub mod state;
+pub mod store;
 pub mod tls;
 pub mod upgrade;

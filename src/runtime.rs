@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rustls::server::ProducesTickets;
 use rustls::ServerConfig;
 use tokio::sync::Semaphore;
 
@@ -43,7 +42,8 @@ pub enum Mode {
 /// files that changed and the old and new runtimes share every certificate that did not.
 #[derive(Clone)]
 pub struct Shared {
-    pub ticketer: Arc<dyn ProducesTickets>,
+    /// The session ticket keys: this node's own, or the fleet's once `[cluster]` set them.
+    pub tickets: Arc<crate::tls::tickets::Tickets>,
     /// ACME challenge answers, filled by the ACME tasks and read by the listeners.
     pub challenges: Arc<crate::acme::Challenges>,
     /// The process's metrics (counters survive reloads).
@@ -104,14 +104,21 @@ fn stamp_of(m: &std::fs::Metadata) -> Option<FileStamp> {
     Some((m.len(), m.modified().ok()?, m.ino()))
 }
 
+impl Default for Shared {
+    fn default() -> Self {
+        Shared::new()
+    }
+}
+
 impl Shared {
-    pub fn new() -> Result<Shared, rustls::Error> {
-        Ok(Shared {
-            ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()?,
+    /// Fresh state for a process: its own ticket keys, no certificate loaded yet.
+    pub fn new() -> Shared {
+        Shared {
+            tickets: crate::tls::tickets::Tickets::local(),
             challenges: Arc::default(),
             metrics: Arc::default(),
             loaded: Arc::default(),
-        })
+        }
     }
 
     /// Loads a certificate, or reuses the one loaded before if neither file changed since.
@@ -401,6 +408,19 @@ fn load_dir(
 pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, Report) {
     let mut report = Report::default();
     let now = unix_now();
+    // The cluster key is a file like a certificate's: checked here, in every mode.
+    if let Some(cluster) = &config.cluster {
+        if let Err(e) = crate::store::ClusterKey::load(&cluster.key_file) {
+            report.error(
+                "cluster.key_file",
+                e.to_string(),
+                Some(format!(
+                    "make it once, then copy the same file to every node (mode 0600): head -c 32 /dev/urandom > {}",
+                    cluster.key_file.display()
+                )),
+            );
+        }
+    }
 
     let mut certs = Vec::with_capacity(config.certificates.len());
     // Pool certificates that failed to load: a host they were meant for is reported as
@@ -868,7 +888,7 @@ fn admin_tls(config: &Config, shared: &Shared, report: &mut Report) -> Option<Ar
     match crate::tls::server_config(Arc::new(resolver)) {
         Ok(mut c) => {
             c.alpn_protocols = vec![b"http/1.1".to_vec()];
-            c.ticketer = shared.ticketer.clone();
+            c.ticketer = shared.tickets.clone();
             Some(Arc::new(c))
         }
         Err(e) => {
@@ -889,6 +909,6 @@ fn server_config(
 ) -> Result<ServerConfig, rustls::Error> {
     let mut config = crate::tls::server_config(Arc::new(Resolver::new(table)))?;
     config.alpn_protocols = l.alpn.clone();
-    config.ticketer = shared.ticketer.clone();
+    config.ticketer = shared.tickets.clone();
     Ok(config)
 }

@@ -544,7 +544,7 @@ impl AcmeTasks {
 }
 
 async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
-    let shared = Shared::new().context("cannot set up TLS session tickets")?;
+    let shared = Shared::new();
     let rt = match load(&path, origin, &shared) {
         Ok((rt, _warnings)) => rt,
         Err(report) => {
@@ -558,6 +558,16 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
         }
     };
     let state_dir = rt.config.state_dir.clone();
+    // A fleet's node installs the fleet's ticket keys (its sealed local copy at once, etcd's
+    // when it answers) before it accepts; etcd being away never stops the start.
+    let _fleet = match &rt.config.cluster {
+        Some(cluster) => Some(
+            crate::cluster::Node::start(cluster, &state_dir, &shared)
+                .await
+                .context("cannot join the fleet")?,
+        ),
+        None => None,
+    };
     // The path this binary was started from: an upgrade starts whatever is there now.
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let (mut server, takeover) = match std::env::var_os(crate::upgrade::FROM_ENV) {

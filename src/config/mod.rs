@@ -46,6 +46,32 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// `[log] format`: how log lines are written. Read at start only (`logging::init`).
     pub log_format: LogFormat,
+    /// `[cluster]`: the etcd cluster this node shares its state with; None for a node on its
+    /// own (state in `state_dir` only).
+    pub cluster: Option<Cluster>,
+}
+
+/// The `[cluster]` table (docs/cluster.md): where the fleet's shared state is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// The etcd members' client URLs, as written (`http://10.0.0.1:2379`); at least one.
+    pub etcd: Vec<String>,
+    /// Every key this fleet writes starts with it: `/portico/prod`, no trailing `/`.
+    pub prefix: String,
+    /// This node's name in the fleet: unique per node, `[A-Za-z0-9._-]`, up to 63 bytes.
+    pub node: String,
+    /// The 32-byte key that seals private keys and ticket keys; the same file on every node.
+    pub key_file: PathBuf,
+    /// TLS to etcd: the CA that signed the members' certificates and, for client
+    /// authentication, this node's certificate; required when an URL is `https://`.
+    pub tls: Option<ClusterTls>,
+}
+
+/// `[cluster] tls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTls {
+    pub ca: PathBuf,
+    pub client: Option<CertFiles>,
 }
 
 /// The `[log] format`: text for people (the default), or one JSON object per line for a

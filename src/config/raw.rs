@@ -24,6 +24,27 @@ pub(crate) struct RawConfig {
     pub(crate) metrics: Option<RawMetrics>,
     pub(crate) admin: Option<RawAdmin>,
     pub(crate) log: Option<RawLog>,
+    pub(crate) cluster: Option<RawCluster>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawCluster {
+    pub(crate) etcd: Option<Vec<String>>,
+    pub(crate) prefix: Option<String>,
+    pub(crate) node: Option<String>,
+    pub(crate) key_file: Option<String>,
+    pub(crate) tls: Option<RawClusterTls>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawClusterTls {
+    pub(crate) ca: Option<String>,
+    pub(crate) cert: Option<String>,
+    pub(crate) key: Option<String>,
     #[serde(flatten)]
     pub(crate) unknown: Unknown,
 }

@@ -10,6 +10,7 @@ pub mod load;
 pub mod peek;
 pub mod pool;
 pub mod resolver;
+pub mod tickets;
 
 use std::sync::Arc;
 

@@ -188,7 +188,7 @@ fn sites_serving_one_directory_share_one_file_cache() {
     .expect("write");
     let (config, report) = portico::config::Config::load(&file);
     let config = config.unwrap_or_else(|| panic!("{report}"));
-    let (rt, report) = runtime::build(config, Mode::Check, &Shared::new().expect("shared"));
+    let (rt, report) = runtime::build(config, Mode::Check, &Shared::new());
     let rt = rt.unwrap_or_else(|| panic!("{report}"));
     let root = |i: usize| match &rt.sites[i].action {
         SiteAction::Root(r) => r.clone(),

@@ -131,7 +131,7 @@ async fn counters_survive_a_reload_for_sites_that_stay() {
         free_port()
     );
     std::fs::write(&file, format!("{listener}{SITES}")).expect("write");
-    let shared = portico::runtime::Shared::new().expect("shared");
+    let shared = portico::runtime::Shared::new();
     let mut server = portico::listener::Server::start(crate::support::build(&file, &shared))
         .await
         .expect("start");

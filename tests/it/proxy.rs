@@ -613,7 +613,7 @@ async fn upgraded_connection_closes_after_a_reload_drain_deadline() {
     expect_echo(&mut tls, &[b"ping"]).await;
 
     // A reload: the tunnel belongs to the replaced runtime and is closed at its drain deadline.
-    let shared = portico::runtime::Shared::new().expect("shared");
+    let shared = portico::runtime::Shared::new();
     let rt = crate::support::build(&dir.path().join("portico.toml"), &shared);
     server
         .server

@@ -40,7 +40,7 @@ fn many_certificates_load_and_resolve() {
     let (config, report) = Config::load(&file);
     let config = config.unwrap_or_else(|| panic!("{report}"));
     let parsed = started.elapsed();
-    let (rt, report) = runtime::build(config, Mode::Check, &Shared::new().expect("ticketer"));
+    let (rt, report) = runtime::build(config, Mode::Check, &Shared::new());
     let rt = rt.unwrap_or_else(|| panic!("{report}"));
     eprintln!(
         "{n} sites: config parsed and checked in {parsed:?}, runtime built in {:?}",

@@ -17,6 +17,8 @@ const PROGRAMS: &[(&str, Option<&str>)] = &[
     ("prometheus", Some("prometheus")),
     ("chromium", Some("chromium")),
     ("chromedriver", Some("chromium-driver")),
+    ("etcd", Some("etcd-server")),
+    ("etcdctl", Some("etcd-client")),
     ("sh", None),
     ("id", None),
     ("kill", None),

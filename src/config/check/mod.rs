@@ -14,6 +14,7 @@ use crate::names::HostName;
 
 mod acme;
 mod admin;
+mod cluster;
 mod sites;
 
 pub(super) struct Checker<'r> {
@@ -119,6 +120,7 @@ impl Checker<'_> {
                 "metrics",
                 "admin",
                 "log",
+                "cluster",
             ],
         );
         let state_dir = self.path(raw.state_dir.as_deref().unwrap_or("state"));
@@ -138,6 +140,16 @@ impl Checker<'_> {
         });
         let admin = self.admin(raw.admin, &state_dir, &listeners);
         let log_format = self.log(raw.log);
+        let cluster = raw.cluster.and_then(|c| self.cluster(c));
+        if cluster.is_some() {
+            if let Some(s) = sites.iter().find(|s| s.tls == TlsMode::Acme) {
+                self.report.warning(
+                    format!("site[{}].tls", s.index),
+                    "a fleet does not share ACME certificates yet: every node orders its own for each tls = \"acme\" site (docs/cluster.md says what [cluster] shares today)",
+                    Some("for a fleet of more than a few nodes, give these sites certificate files until then".to_string()),
+                );
+            }
+        }
         if acme.is_none() {
             for s in sites.iter().filter(|s| s.tls == TlsMode::Acme) {
                 self.report.error(
@@ -164,6 +176,7 @@ impl Checker<'_> {
             per_site_histograms,
             admin,
             log_format,
+            cluster,
         };
         self.bindings(&config);
         config

@@ -187,6 +187,14 @@ impl Logged {
     }
 
     /// The first stderr line starting with `prefix`, waited for.
+    /// The first stderr line containing `text`, once there is one.
+    pub fn line_containing(&self, text: &str) -> String {
+        super::eventually(&format!("a stderr line containing {text:?}"), || {
+            let s = self.stderr.lock().expect("lock");
+            s.lines().find(|l| l.contains(text)).map(str::to_string)
+        })
+    }
+
     pub fn line(&self, prefix: &str) -> String {
         super::eventually(&format!("a stderr line starting with {prefix:?}"), || {
             let s = self.stderr.lock().expect("lock");

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod body;
 pub mod client;
+pub mod etcd;
 pub mod nginx;
 pub mod pki;
 pub mod webdriver;
@@ -160,7 +161,7 @@ impl TestServer {
 pub async fn serve(dir: &Path, toml: &str) -> TestServer {
     let file = dir.join("portico.toml");
     std::fs::write(&file, toml).expect("write config");
-    let rt = build(&file, &Shared::new().expect("ticketer"));
+    let rt = build(&file, &Shared::new());
     let server = Server::start(rt).await.expect("start server");
     TestServer {
         server: Some(server),

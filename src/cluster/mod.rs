@@ -1,0 +1,158 @@
+//! A node of a fleet (docs/cluster.md): what `[cluster]` makes this process do with the
+//! other nodes, through the store (`store/`).
+//!
+//! `Node::start` reads the cluster key (an unreadable or malformed key file stops the start
+//! with a clear error) and starts the node's tasks; from then on nothing here stops serving.
+//! An etcd that is gone, a key that is not the fleet's, a value that does not open: each is
+//! logged, retried with backoff, and the node goes on with what it last had.
+//!
+//! So far the fleet shares its session ticket keys (`tickets.rs`): one node at a time (the
+//! holder of the `tickets` lock) makes and rotates them, every node installs them, so a
+//! ticket one node issued resumes on every other.
+
+pub mod tickets;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Cluster;
+use crate::runtime::Shared;
+use crate::store::{ClusterKey, Etcd, KeyError, StoreError};
+
+/// The key whose sealed value tells a node whether its cluster key is the fleet's.
+const KEY_CHECK: &str = "key-check";
+const KEY_CHECK_TEXT: &[u8] = b"portico cluster key check";
+
+/// Waits after a failure: 1 s, doubling up to 30 s.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(Duration::from_secs(1))
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(30));
+    }
+
+    fn reset(&mut self) {
+        self.0 = Duration::from_secs(1);
+    }
+}
+
+/// This process as a member of its fleet: the tasks run until it is dropped.
+pub struct Node {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// What the node's tasks share.
+struct Member {
+    store: Etcd,
+    key: ClusterKey,
+    name: String,
+    /// `state_dir/cluster`: the sealed copies of what the node last saw, for a start while
+    /// etcd is away.
+    local: PathBuf,
+    shared: Shared,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Node {
+    /// Joins the fleet `cluster` describes. Needs a tokio runtime.
+    pub async fn start(
+        cluster: &Cluster,
+        state_dir: &Path,
+        shared: &Shared,
+    ) -> Result<Node, ClusterError> {
+        let key = ClusterKey::load(&cluster.key_file)?;
+        let store = Etcd::connect(cluster).await?;
+        tracing::info!(
+            node = %cluster.node,
+            etcd = %cluster.etcd.join(", "),
+            prefix = %cluster.prefix,
+            key = key.id(),
+            "cluster: joining the fleet"
+        );
+        let member = Arc::new(Member {
+            store,
+            key,
+            name: cluster.node.clone(),
+            local: state_dir.join("cluster"),
+            shared: shared.clone(),
+        });
+        // The last ticket keys this node saw, before etcd answers (or while it does not).
+        tickets::install_local_copy(&member);
+        let tasks = vec![
+            tokio::spawn(tickets::follow(member.clone())),
+            tokio::spawn(tickets::rotate(member)),
+        ];
+        Ok(Node { tasks })
+    }
+}
+
+impl Member {
+    /// Whether this node's cluster key is the fleet's: the first node to ask writes the
+    /// sealed check value, every other opens it. An error when etcd does not answer.
+    async fn key_is_the_fleets(&self) -> Result<bool, StoreError> {
+        let at = self.store.key(KEY_CHECK);
+        let sealed = self.key.seal(&at, KEY_CHECK_TEXT);
+        if self.store.put_if_absent(KEY_CHECK, &sealed).await? {
+            return Ok(true);
+        }
+        let stored = self.store.get(KEY_CHECK).await?.unwrap_or_default();
+        Ok(self
+            .key
+            .open(&at, &stored)
+            .is_ok_and(|text| text == KEY_CHECK_TEXT))
+    }
+
+    /// Waits until the key check passes. A key that is not the fleet's is logged once per
+    /// check (every 30 s at most): nothing sealed by the fleet can be opened meanwhile.
+    async fn wait_for_the_fleets_key(&self, backoff: &mut Backoff) {
+        loop {
+            match self.key_is_the_fleets().await {
+                Ok(true) => return,
+                Ok(false) => tracing::error!(
+                    node = %self.name,
+                    key = self.key.id(),
+                    "cluster: this node's cluster key is not the fleet's (other nodes sealed with another key); it uses nothing of the fleet's until it has the same key file"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cluster: etcd did not answer; retrying"),
+            }
+            backoff.wait().await;
+        }
+    }
+
+    /// Writes a sealed copy of `sealed` (the store's value of `name`) in `state_dir/cluster`.
+    fn keep_local_copy(&self, name: &str, sealed: &[u8]) {
+        let path = self.local.join(name);
+        let written = crate::state::private_dir(&self.local)
+            .map_err(|e| e.to_string())
+            .and_then(|()| crate::state::write_private(&path, sealed).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cluster: cannot keep a local copy");
+        }
+    }
+
+    fn local_copy(&self, name: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.local.join(name)).ok()
+    }
+}

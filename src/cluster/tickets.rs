@@ -1,0 +1,238 @@
+//! The fleet's session ticket keys. One node at a time holds the `tickets` lock and makes
+//! them: a new key when the newest is [`ROTATION`] old, the previous two kept. It writes the
+//! set sealed to `PREFIX/tickets/set`; every node (the holder too) watches that key and installs
+//! what it finds, and keeps a sealed copy in `state_dir/cluster/tickets` so a restart while
+//! etcd is away still resumes the fleet's tickets. When the holder dies its lock ends with
+//! its lease, and another node goes on from the stored set.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Backoff, Member};
+use crate::store::Change;
+use crate::tls::tickets::{next_set, TicketKey, ROTATION};
+
+/// The folder of the sealed set in the store, the rotation lock's name and the local
+/// copy's file name.
+const NAME: &str = "tickets";
+/// The sealed set's key in the folder.
+const SET: &str = "set";
+/// The rotation lock's TTL: how long the fleet goes without a rotator after the holder died.
+const LOCK_TTL: Duration = Duration::from_secs(10);
+
+/// The set as stored (sealed): JSON, newest first.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    keys: Vec<StoredKey>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredKey {
+    id: u32,
+    /// Hex.
+    secret: String,
+    created: i64,
+}
+
+fn set_key() -> String {
+    format!("{NAME}/{SET}")
+}
+
+fn encode(set: &[TicketKey]) -> Vec<u8> {
+    let stored = Stored {
+        keys: set
+            .iter()
+            .map(|k| StoredKey {
+                id: k.id,
+                secret: k.secret.iter().map(|b| format!("{b:02x}")).collect(),
+                created: k.created,
+            })
+            .collect(),
+    };
+    // Serializing plain structs to a Vec cannot fail.
+    serde_json::to_vec(&stored).unwrap_or_default()
+}
+
+fn decode(bytes: &[u8]) -> Option<Vec<TicketKey>> {
+    let stored: Stored = serde_json::from_slice(bytes).ok()?;
+    stored
+        .keys
+        .into_iter()
+        .map(|k| {
+            let mut secret = [0u8; 32];
+            if k.secret.len() != 64 {
+                return None;
+            }
+            for (i, b) in secret.iter_mut().enumerate() {
+                *b = u8::from_str_radix(k.secret.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            Some(TicketKey {
+                id: k.id,
+                secret,
+                created: k.created,
+            })
+        })
+        .collect()
+}
+
+/// The set in a sealed value, or None (logged) when it does not open or parse.
+fn open(member: &Member, sealed: &[u8]) -> Option<Vec<TicketKey>> {
+    let at = member.store.key(&set_key());
+    match member.key.open(&at, sealed).map(|plain| decode(&plain)) {
+        Ok(Some(set)) if !set.is_empty() => Some(set),
+        Ok(_) => {
+            tracing::error!(
+                "cluster: the stored ticket keys do not parse; keeping the current ones"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cluster: the stored ticket keys do not open; keeping the current ones");
+            None
+        }
+    }
+}
+
+fn install(member: &Member, set: Vec<TicketKey>) {
+    let generation = set.first().map_or(0, |k| k.id);
+    if member.shared.tickets.set() == set {
+        return;
+    }
+    member.shared.tickets.install(set);
+    tracing::info!(generation, "cluster: session ticket keys installed");
+}
+
+/// Installs the local copy, if there is one that opens.
+pub(super) fn install_local_copy(member: &Member) {
+    if let Some(set) = member.local_copy(NAME).and_then(|s| open(member, &s)) {
+        install(member, set);
+    }
+}
+
+/// Every node: reads the set and installs it, then installs every change.
+pub(super) async fn follow(member: Arc<Member>) {
+    let mut backoff = Backoff::new();
+    member.wait_for_the_fleets_key(&mut backoff).await;
+    loop {
+        if let Err(e) = follow_once(&member, &mut backoff).await {
+            tracing::warn!(error = %e, "cluster: watching the ticket keys stopped; retrying");
+            backoff.wait().await;
+        }
+    }
+}
+
+async fn follow_once(
+    member: &Member,
+    backoff: &mut Backoff,
+) -> Result<(), crate::store::StoreError> {
+    let listing = member.store.list(NAME).await?;
+    for (name, sealed) in &listing.items {
+        if name == SET {
+            apply(member, sealed);
+        }
+    }
+    let mut watch = member.store.watch(NAME, listing.revision).await?;
+    backoff.reset();
+    loop {
+        for change in watch.next().await? {
+            match change {
+                Change::Put { name, value } if name == SET => apply(member, &value),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn apply(member: &Member, sealed: &[u8]) {
+    if let Some(set) = open(member, sealed) {
+        install(member, set);
+        member.keep_local_copy(NAME, sealed);
+    }
+}
+
+/// Every node campaigns; the one holding the lock rotates.
+pub(super) async fn rotate(member: Arc<Member>) {
+    let mut backoff = Backoff::new();
+    member.wait_for_the_fleets_key(&mut backoff).await;
+    loop {
+        match member
+            .store
+            .lock(NAME, LOCK_TTL, Duration::from_secs(30))
+            .await
+        {
+            Ok(Some(held)) => {
+                tracing::info!(node = %member.name, "cluster: this node rotates the session ticket keys");
+                backoff.reset();
+                while held.is_renewed() {
+                    match rotate_if_due(&member).await {
+                        Ok(wait) => tokio::time::sleep(wait.min(Duration::from_secs(5))).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cluster: rotating the ticket keys failed; retrying");
+                            backoff.wait().await;
+                        }
+                    }
+                }
+                tracing::warn!(node = %member.name, "cluster: the ticket-key lock was lost (etcd unreachable?); campaigning again");
+            }
+            // Another node holds it; ask again.
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: cannot campaign for the ticket-key lock; retrying");
+                backoff.wait().await;
+            }
+        }
+    }
+}
+
+/// Rotates the stored set if its newest key is due (or there is none); how long until
+/// the next rotation is due.
+async fn rotate_if_due(member: &Member) -> Result<Duration, crate::store::StoreError> {
+    let now = crate::runtime::unix_now();
+    let stored = member.store.get(&set_key()).await?;
+    let current = match &stored {
+        Some(sealed) => match open(member, sealed) {
+            Some(set) => set,
+            // Not ours to repair: a value that does not open stays until an operator looks.
+            None => return Ok(Duration::from_secs(30)),
+        },
+        None => Vec::new(),
+    };
+    let age = current
+        .first()
+        .map_or(i64::MAX, |k| now.saturating_sub(k.created));
+    let rotation = i64::try_from(ROTATION.as_secs()).unwrap_or(i64::MAX);
+    if age < rotation {
+        return Ok(Duration::from_secs(
+            u64::try_from(rotation - age).unwrap_or(0),
+        ));
+    }
+    let next = next_set(&current, now);
+    let generation = next.first().map_or(0, |k| k.id);
+    let at = member.store.key(&set_key());
+    member
+        .store
+        .put(&set_key(), &member.key.seal(&at, &encode(&next)))
+        .await?;
+    tracing::info!(
+        generation,
+        "cluster: new session ticket key made for the fleet"
+    );
+    Ok(ROTATION)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_reads_back_as_written_and_garbage_does_not_read() {
+        let set = next_set(&next_set(&[], 5), 10);
+        assert_eq!(decode(&encode(&set)), Some(set));
+        assert_eq!(decode(b"{}"), None);
+        assert_eq!(
+            decode(br#"{"keys":[{"id":1,"secret":"00","created":0}]}"#),
+            None
+        );
+        assert_eq!(decode(b"not json"), None);
+    }
+}
