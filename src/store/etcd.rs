@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    LockOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+    LockOptions, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 
 use crate::config::Cluster;
@@ -165,6 +165,18 @@ impl Etcd {
             .and_then(vec![TxnOp::put(key, value.to_vec(), None)]);
         let mut kv = self.client.kv_client();
         Ok(self.deadline(kv.txn(txn)).await?.succeeded())
+    }
+
+    /// Writes every `(name, value)` in one transaction: a watcher sees them all in one
+    /// revision, never some without the others (a certificate without its key).
+    pub async fn put_all(&self, items: &[(&str, &[u8])]) -> Result<i64, StoreError> {
+        let ops = items
+            .iter()
+            .map(|(name, value)| TxnOp::put(self.key(name), value.to_vec(), None))
+            .collect::<Vec<_>>();
+        let mut kv = self.client.kv_client();
+        let r = self.deadline(kv.txn(Txn::new().and_then(ops))).await?;
+        Ok(r.header().map_or(0, |h| h.revision()))
     }
 
     /// Removes `name`; whether it was there.
@@ -364,6 +376,17 @@ impl Held {
         let revoked = self.store.deadline(lease.revoke(self.lease)).await;
         unlocked?;
         revoked.map(|_| ())
+    }
+
+    /// Writes `value` at `name` on this lock's lease: etcd removes it when the lock ends,
+    /// whether it is released or its holder dies.
+    pub async fn put(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut kv = self.store.client.kv_client();
+        let options = PutOptions::new().with_lease(self.lease);
+        self.store
+            .deadline(kv.put(self.store.key(name), value.to_vec(), Some(options)))
+            .await
+            .map(|_| ())
     }
 
     /// Whether the lease is still being renewed (false once etcd said it is gone).

@@ -237,7 +237,11 @@ mod tests {
             "[[listener]]\naddress = \"127.0.0.1:8443\"\n[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\ntls = \"internal\"\nrespond = {{ body = \"a\" }}\n[cluster]\n{cluster}\n"
         );
         let mut report = Report::default();
-        let config = Config::from_str(&text, std::path::Path::new("/etc/portico/p.toml"), &mut report);
+        let config = Config::from_str(
+            &text,
+            std::path::Path::new("/etc/portico/p.toml"),
+            &mut report,
+        );
         (config.and_then(|c| c.cluster), report)
     }
 
@@ -250,20 +254,61 @@ mod tests {
         assert_eq!(c.key_file, std::path::Path::new("/etc/portico/cluster.key"));
         assert_eq!(c.node, "edge-1");
         assert_eq!(c.tls, None);
-        let (c, _) = check("etcd = [\"http://127.0.0.1:2379\"]\nprefix = \"/p/prod/\"\nnode = \"n\"");
-        assert_eq!(c.expect("cluster").prefix, "/p/prod", "a trailing / is dropped");
+        let (c, _) =
+            check("etcd = [\"http://127.0.0.1:2379\"]\nprefix = \"/p/prod/\"\nnode = \"n\"");
+        assert_eq!(
+            c.expect("cluster").prefix,
+            "/p/prod",
+            "a trailing / is dropped"
+        );
 
         for (table, path, says) in [
             ("node = \"n\"", "cluster.etcd", "no etcd member"),
-            ("etcd = [\"127.0.0.1:2379\"]\nnode = \"n\"", "cluster.etcd[0]", "no scheme"),
-            ("etcd = [\"http://a:1\", \"https://b:1\"]\nnode = \"n\"\ntls = { ca = \"ca.pem\" }", "cluster.etcd", "one connection setting"),
-            ("etcd = [\"https://a:1\"]\nnode = \"n\"", "cluster.tls", "names no CA"),
-            ("etcd = [\"http://a:1\"]\nnode = \"n\"\nprefix = \"portico\"", "cluster.prefix", "must start with /"),
-            ("etcd = [\"http://a:1\"]\nnode = \"n\"\nprefix = \"/\"", "cluster.prefix", "names no folder"),
-            ("etcd = [\"http://a:1\"]\nnode = \"edge 1\"", "cluster.node", "not a node name"),
-            ("etcd = [\"http://a:1\"]\nnode = \"n\"\nkey_file = \"\"", "cluster.key_file", "empty"),
-            ("etcd = [\"https://a:1\"]\nnode = \"n\"\ntls = { cert = \"c.pem\" }", "cluster.tls", "ca is missing"),
-            ("etcd = [\"http://a:1\"]\nnode = \"n\"\nnodes = 3", "cluster.nodes", "unknown"),
+            (
+                "etcd = [\"127.0.0.1:2379\"]\nnode = \"n\"",
+                "cluster.etcd[0]",
+                "no scheme",
+            ),
+            (
+                "etcd = [\"http://a:1\", \"https://b:1\"]\nnode = \"n\"\ntls = { ca = \"ca.pem\" }",
+                "cluster.etcd",
+                "one connection setting",
+            ),
+            (
+                "etcd = [\"https://a:1\"]\nnode = \"n\"",
+                "cluster.tls",
+                "names no CA",
+            ),
+            (
+                "etcd = [\"http://a:1\"]\nnode = \"n\"\nprefix = \"portico\"",
+                "cluster.prefix",
+                "must start with /",
+            ),
+            (
+                "etcd = [\"http://a:1\"]\nnode = \"n\"\nprefix = \"/\"",
+                "cluster.prefix",
+                "names no folder",
+            ),
+            (
+                "etcd = [\"http://a:1\"]\nnode = \"edge 1\"",
+                "cluster.node",
+                "not a node name",
+            ),
+            (
+                "etcd = [\"http://a:1\"]\nnode = \"n\"\nkey_file = \"\"",
+                "cluster.key_file",
+                "empty",
+            ),
+            (
+                "etcd = [\"https://a:1\"]\nnode = \"n\"\ntls = { cert = \"c.pem\" }",
+                "cluster.tls",
+                "ca is missing",
+            ),
+            (
+                "etcd = [\"http://a:1\"]\nnode = \"n\"\nnodes = 3",
+                "cluster.nodes",
+                "unknown",
+            ),
         ] {
             let (_, report) = check(table);
             let found = report
@@ -274,7 +319,12 @@ mod tests {
         }
         let (_, report) = check("etcd = [\"http://a:1\"]\nnode = \"n\"\ntls = { ca = \"ca.pem\" }");
         assert!(!report.has_errors(), "{report}");
-        assert!(report.warnings().any(|d| d.message.contains("tls is not used")), "{report}");
+        assert!(
+            report
+                .warnings()
+                .any(|d| d.message.contains("tls is not used")),
+            "{report}"
+        );
     }
 
     #[test]
