@@ -334,7 +334,9 @@ async fn site_task(common: Arc<Common>, site: Site) {
                 None
             }
         };
-        // The other process, or node, may have stored a certificate while this one waited.
+        // The other process, or node, may have stored a certificate while this one waited
+        // (valid from a moment ago: the time is taken again).
+        let now = unix_now();
         if usable(&common, &site, now).map(|c| c.sha256) != p.cert {
             if let Some(l) = fleet_lock {
                 l.release().await;
@@ -421,7 +423,6 @@ async fn fleet_lock(
     site: &Site,
     st: &mut Status,
 ) -> Option<crate::cluster::acme::OrderLock> {
-    tracing::info!(site = %site.name, "ACME order due; taking the fleet's order lock");
     let failed = match fleet.lock(&common.home, &site.name).await {
         Ok(Some(l)) => match fleet.install_stored(&common.home, &site.name).await {
             // Installed or not, the caller's look at the certificate tells what to do.

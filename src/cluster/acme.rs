@@ -22,7 +22,6 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,8 +104,8 @@ pub struct Fleet {
     state_dir: PathBuf,
     challenges: Arc<Challenges>,
     issued: UnboundedSender<String>,
-    /// Set once the key check passed: nothing of the fleet's is used before.
-    ready: AtomicBool,
+    /// True once the key check passed: nothing of the fleet's is used before.
+    ready: tokio::sync::watch::Sender<bool>,
     /// One writer of a site's local files at a time (the watch, or a task after its lock).
     installing: tokio::sync::Mutex<()>,
 }
@@ -122,7 +121,7 @@ impl Fleet {
             member,
             state_dir: state_dir.to_path_buf(),
             issued,
-            ready: AtomicBool::new(false),
+            ready: tokio::sync::watch::Sender::new(false),
             installing: tokio::sync::Mutex::new(()),
         }
     }
@@ -133,7 +132,21 @@ impl Fleet {
     }
 
     fn check_ready(&self) -> Result<(), FleetError> {
-        if self.ready.load(Ordering::Acquire) {
+        if *self.ready.borrow() {
+            Ok(())
+        } else {
+            Err(FleetError::NotReady)
+        }
+    }
+
+    /// Waits a while for the key check (a task that starts with the node would otherwise
+    /// find it not done yet).
+    async fn wait_ready(&self) -> Result<(), FleetError> {
+        let mut ready = self.ready.subscribe();
+        let waited = tokio::time::timeout(ORDER_LOCK_WAIT, ready.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if waited {
             Ok(())
         } else {
             Err(FleetError::NotReady)
@@ -155,13 +168,17 @@ impl Fleet {
     /// Takes the site's fleet-wide order lock; None when another node held it all the
     /// time this waited.
     pub async fn lock(&self, home: &Path, site: &str) -> Result<Option<OrderLock>, FleetError> {
-        self.check_ready()?;
+        self.wait_ready().await?;
         let name = format!("{FOLDER}/{}/{}", dir_id(home), crate::acme::file_stem(site));
+        tracing::info!(%site, node = %self.member.name, "cluster: waiting for the fleet's ACME order lock");
         let held = self
             .member
             .store
             .lock(&name, ORDER_LOCK_TTL, ORDER_LOCK_WAIT)
             .await?;
+        if held.is_some() {
+            tracing::info!(%site, node = %self.member.name, "cluster: this node holds the fleet's ACME order lock");
+        }
         Ok(held.map(|held| OrderLock {
             held,
             member: self.member.clone(),
@@ -283,7 +300,7 @@ impl Fleet {
     /// The fleet's account for this directory: the stored one, or (once, under a lock)
     /// this node's own `account.json` if it has one from before the fleet, or a new one.
     pub async fn account(&self, acme: &Acme, home: &Path) -> Result<Account, AcmeError> {
-        self.check_ready()?;
+        self.wait_ready().await?;
         let dir = dir_id(home);
         let name = format!("{FOLDER}/accounts/{dir}");
         if let Some(account) = self.stored_account(acme, &name).await? {
@@ -479,7 +496,7 @@ impl OrderLock {
 pub(super) async fn follow(fleet: Arc<Fleet>) {
     let mut backoff = Backoff::new();
     fleet.member.wait_for_the_fleets_key(&mut backoff).await;
-    fleet.ready.store(true, Ordering::Release);
+    fleet.ready.send_replace(true);
     // The answers this node serves because etcd has them.
     let mut answers = HashSet::new();
     loop {
