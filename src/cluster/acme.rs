@@ -381,49 +381,44 @@ impl Fleet {
     /// Publishes (or, with None, withdraws) a challenge answer found in the store at
     /// `name` (in the folder) into this node's [`Challenges`].
     fn answer(&self, name: &str, value: Option<&[u8]>) {
+        let (http, alpn) = (
+            name.strip_prefix("challenges/http/"),
+            name.strip_prefix("challenges/alpn/"),
+        );
+        let kind = match (http, alpn) {
+            (Some(_), _) => "HTTP-01",
+            (_, Some(_)) => "TLS-ALPN-01",
+            _ => return,
+        };
         let at = format!("{FOLDER}/{name}");
-        if let Some(token) = name.strip_prefix("challenges/http/") {
-            let answer = match value.map(|v| self.open(&at, v)) {
-                None => None,
-                Some(Ok(plain)) => match String::from_utf8(plain) {
-                    Ok(k) => Some(k),
-                    Err(_) => {
-                        tracing::error!(key = %at, "cluster: an HTTP-01 answer in etcd is not text; not served");
-                        return;
-                    }
-                },
-                Some(Err(e)) => {
-                    tracing::error!(error = %e, "cluster: an HTTP-01 answer in etcd is not served");
-                    return;
-                }
-            };
-            tracing::info!(
-                token,
-                published = answer.is_some(),
-                "cluster: ACME HTTP-01 answer from the fleet"
-            );
-            self.challenges.set_http(token, answer);
-        } else if let Some(host) = name.strip_prefix("challenges/alpn/") {
-            let cert = match value.map(|v| self.open(&at, v)) {
-                None => None,
-                Some(Ok(digest)) => match crate::acme::tls_alpn_certificate(host, &digest) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        tracing::error!(host, error = %e, "cluster: cannot make the TLS-ALPN-01 certificate the fleet asks for");
-                        return;
-                    }
-                },
-                Some(Err(e)) => {
-                    tracing::error!(error = %e, "cluster: a TLS-ALPN-01 answer in etcd is not served");
-                    return;
-                }
-            };
-            tracing::info!(
-                host,
-                published = cert.is_some(),
-                "cluster: ACME TLS-ALPN-01 answer from the fleet"
-            );
-            self.challenges.set_tls_alpn(host, cert);
+        let plain = match value.map(|v| self.open(&at, v)).transpose() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cluster: an ACME {kind} answer in etcd is not served");
+                return;
+            }
+        };
+        let published = plain.is_some();
+        let installed = match (http, alpn) {
+            (Some(token), _) => plain
+                .map(String::from_utf8)
+                .transpose()
+                .map(|k| self.challenges.set_http(token, k))
+                .map_err(|_| "it is not text".to_string()),
+            (_, Some(host)) => plain
+                .map(|digest| crate::acme::tls_alpn_certificate(host, &digest))
+                .transpose()
+                .map(|cert| self.challenges.set_tls_alpn(host, cert))
+                .map_err(|e| e.to_string()),
+            _ => return,
+        };
+        match installed {
+            Ok(()) => {
+                tracing::info!(key = %at, published, "cluster: ACME {kind} answer from the fleet")
+            }
+            Err(e) => {
+                tracing::error!(key = %at, error = %e, "cluster: an ACME {kind} answer in etcd is not served")
+            }
         }
     }
 }

@@ -128,6 +128,21 @@ impl Fleet {
         child
     }
 
+    /// Nodes a, b and c on 127.0.0.2, .3 and .4, all waiting for the site's order lock
+    /// (which this holds meanwhile), a first: a orders.
+    fn start_three(&self) -> (Logged, Logged, Logged) {
+        self.configure("a", "127.0.0.2");
+        let test_lock = self.hold_lock("a");
+        let a = self.start("a", "127.0.0.2");
+        wait_log(&a, WAITING);
+        let b = self.start("b", "127.0.0.3");
+        let c = self.start("c", "127.0.0.4");
+        wait_log(&b, WAITING);
+        wait_log(&c, WAITING);
+        release(test_lock);
+        (a, b, c)
+    }
+
     fn pebble_orders(&self) -> usize {
         std::fs::read_to_string(self.dir.path().join("pebble/pebble.log"))
             .unwrap_or_default()
@@ -229,16 +244,8 @@ fn orders_ok(node_dir: &Path) -> u64 {
 async fn one_order_for_the_fleet_and_every_node_serves_it() {
     // Pebble validates at node c; node a orders.
     let fleet = Fleet::new(r#"["tls-alpn-01"]"#, "127.0.0.4");
-    fleet.configure("a", "127.0.0.2");
-    let test_lock = fleet.hold_lock("a");
-    let a = fleet.start("a", "127.0.0.2");
-    wait_log(&a, WAITING);
-    let b = fleet.start("b", "127.0.0.3");
-    let c = fleet.start("c", "127.0.0.4");
-    wait_log(&b, WAITING);
-    wait_log(&c, WAITING);
+    let (a, b, c) = fleet.start_three();
     let nodes = [("a", &a), ("b", &b), ("c", &c)];
-    release(test_lock);
 
     let ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
     let served = served_by_all(&ips, fleet.ports.1, Duration::from_secs(60), &nodes).await;
@@ -343,15 +350,7 @@ async fn one_order_for_the_fleet_and_every_node_serves_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_node_completes_the_order_of_a_holder_that_died() {
     let fleet = Fleet::new(r#"["http-01"]"#, "127.0.0.4");
-    fleet.configure("a", "127.0.0.2");
-    let test_lock = fleet.hold_lock("a");
-    let a = fleet.start("a", "127.0.0.2");
-    wait_log(&a, WAITING);
-    let b = fleet.start("b", "127.0.0.3");
-    let c = fleet.start("c", "127.0.0.4");
-    wait_log(&b, WAITING);
-    wait_log(&c, WAITING);
-    release(test_lock);
+    let (a, b, c) = fleet.start_three();
     // Node a holds the lock and has published its answer: it dies before the CA is done.
     let start = Instant::now();
     while !log(&a).contains("ACME challenge ready") {
