@@ -182,3 +182,24 @@ pub(super) fn write(home: &Path, status: &mut Status, now: i64) {
         tracing::warn!(site = %status.site, error = %ErrorChain(&e), "cannot write the ACME status file");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fleet_fields_are_left_out_without_a_fleet_and_read_back_with_one() {
+        let mut st = Status::new("shop", vec!["shop.test".to_string()]);
+        let json = serde_json::to_string(&st).expect("json");
+        assert!(
+            !json.contains("issued_by") && !json.contains("held_by"),
+            "{json}"
+        );
+        // A file written before these fields existed still reads.
+        assert_eq!(serde_json::from_str::<Status>(&json).expect("read"), st);
+        st.issued_by = Some("edge-1".to_string());
+        st.certificate = Some("AB:CD".to_string());
+        let json = serde_json::to_string(&st).expect("json");
+        assert_eq!(serde_json::from_str::<Status>(&json).expect("read"), st);
+    }
+}
