@@ -51,6 +51,9 @@ const ARI_RECHECK_MIN: i64 = 60;
 const ARI_RECHECK_MAX: i64 = 6 * 3600;
 /// How long to wait while another process holds the site's order lock.
 const LOCKED_WAIT: Duration = Duration::from_secs(5);
+/// How often a fleet node tries again to store in etcd a certificate it ordered when etcd
+/// did not take it.
+const SHARE_RETRY: Duration = Duration::from_secs(5);
 
 /// The running ACME tasks for one configuration; dropping it stops them.
 #[derive(Default)]
@@ -278,6 +281,8 @@ async fn site_task(common: Arc<Common>, site: Site) {
     }
     let mut backoff = FIRST_BACKOFF;
     let mut current: Option<Plan> = None;
+    // In a fleet: a certificate this node ordered but could not store in etcd yet.
+    let mut unshared = false;
     loop {
         let now = unix_now();
         let cert = usable(&common, &site, now);
@@ -302,7 +307,15 @@ async fn site_task(common: Arc<Common>, site: Site) {
             st.ari_window = p.window;
             st.ari_explanation = p.explanation.clone();
             common.record(&mut st, now);
-            let wake = p.recheck.map_or(p.at, |r| r.min(p.at));
+            let mut wake = p.recheck.map_or(p.at, |r| r.min(p.at));
+            if unshared {
+                if let Some(fleet) = &common.fleet {
+                    unshared = !share_again(&common, fleet, &site).await;
+                }
+                if unshared {
+                    wake = wake.min(now + SHARE_RETRY.as_secs() as i64);
+                }
+            }
             tokio::time::sleep(until(wake, now).min(MAX_SLEEP)).await;
             continue;
         }
@@ -375,7 +388,7 @@ async fn site_task(common: Arc<Common>, site: Site) {
         drop(_lock);
         let now = unix_now();
         if let (Some(fleet), Some(l)) = (&common.fleet, fleet_lock) {
-            share_result(&common, fleet, &site, &st, &result, l, now).await;
+            unshared = !share_result(&common, fleet, &site, &st, &result, l, now).await;
         }
         common.metrics.acme_order(if result.is_ok() {
             crate::metrics::Outcome::Ok
@@ -458,7 +471,7 @@ async fn fleet_lock(
 }
 
 /// In a fleet, after an order: stores a new certificate in etcd, shares the status, and
-/// lets go of the lock.
+/// lets go of the lock. False when a new certificate could not be stored.
 async fn share_result(
     common: &Common,
     fleet: &Fleet,
@@ -467,17 +480,19 @@ async fn share_result(
     result: &Result<(), AcmeError>,
     lock: crate::cluster::acme::OrderLock,
     now: i64,
-) {
+) -> bool {
     let files = cert_files(&common.home, &site.name);
     let mut shared = st.clone();
     shared.held_by = None;
+    let mut stored = true;
     match result {
         Ok(()) => {
             if let Err(e) = fleet
                 .store_issued(&lock, &common.home, &site.name, &files)
                 .await
             {
-                tracing::error!(site = %site.name, error = %ErrorChain(&e), "the new ACME certificate serves on this node but is not in etcd: the other nodes will order their own");
+                stored = false;
+                tracing::error!(site = %site.name, error = %ErrorChain(&e), retry_in = ?SHARE_RETRY, "the new ACME certificate serves on this node but is not in etcd yet: other nodes that need one order their own meanwhile");
             }
             shared.state = State::Waiting;
             shared.attempts = 0;
@@ -497,6 +512,38 @@ async fn share_result(
     shared.updated = now;
     fleet.share_status(&common.home, &shared).await;
     lock.release().await;
+    stored
+}
+
+/// In a fleet: stores the certificate this node ordered but could not store then, under
+/// the site's lock (after installing what etcd holds, which wins when it is newer).
+/// Whether it is in etcd now.
+async fn share_again(common: &Common, fleet: &Fleet, site: &Site) -> bool {
+    let Ok(Some(lock)) = fleet.lock(&common.home, &site.name).await else {
+        return false;
+    };
+    let files = cert_files(&common.home, &site.name);
+    let stored = match fleet.install_stored(&common.home, &site.name).await {
+        Ok(_) => match fleet
+            .store_issued(&lock, &common.home, &site.name, &files)
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(site = %site.name, error = %ErrorChain(&e), "the ACME certificate is still not in etcd; retrying");
+                false
+            }
+        },
+        Err(e) => {
+            tracing::warn!(site = %site.name, error = %ErrorChain(&e), "cannot read the fleet's ACME certificate; retrying");
+            false
+        }
+    };
+    lock.release().await;
+    if stored {
+        tracing::info!(site = %site.name, "the ACME certificate is in etcd now: the fleet serves it");
+    }
+    stored
 }
 
 /// In a fleet: who ordered the certificate this node has, from the fleet's status (when it
