@@ -345,6 +345,23 @@ async fn one_order_for_the_fleet_and_every_node_serves_it() {
         !names.iter().any(|k| k.contains("/acme/challenges/")),
         "{names:?}"
     );
+
+    // etcd goes away entirely: a node restarted meanwhile serves from its own files.
+    let mut fleet = fleet;
+    for i in 0..3 {
+        fleet.etcd.stop(i);
+    }
+    drop(b);
+    let b = fleet.start("b", "127.0.0.3");
+    let nodes = [("b", &b)];
+    let again = served_by_all(
+        &["127.0.0.3"],
+        fleet.ports.1,
+        Duration::from_secs(20),
+        &nodes,
+    )
+    .await;
+    assert_eq!(again[0].0, served[0].0, "{}", log(&b));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
