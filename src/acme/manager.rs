@@ -284,6 +284,8 @@ async fn site_task(common: Arc<Common>, site: Site) {
     // In a fleet: a certificate this node ordered but could not store in etcd yet.
     let mut unshared = false;
     loop {
+        // Taken before the look at the certificate, so an install after it is not missed.
+        let installed = common.fleet.as_ref().map(|f| f.installed());
         let now = unix_now();
         let cert = usable(&common, &site, now);
         let stale = match &current {
@@ -316,7 +318,18 @@ async fn site_task(common: Arc<Common>, site: Site) {
                     wake = wake.min(now + SHARE_RETRY.as_secs() as i64);
                 }
             }
-            tokio::time::sleep(until(wake, now).min(MAX_SLEEP)).await;
+            let sleep = tokio::time::sleep(until(wake, now).min(MAX_SLEEP));
+            match installed {
+                // In a fleet, a certificate another node ordered wakes the task: its plan
+                // and status follow at once.
+                Some(installed) => {
+                    tokio::select! {
+                        _ = sleep => {}
+                        _ = Fleet::wait_installed(installed, &site.name) => {}
+                    }
+                }
+                None => sleep.await,
+            }
             continue;
         }
         // In a fleet, one node orders for the site; the others wait and install its result.

@@ -108,6 +108,9 @@ pub struct Fleet {
     ready: tokio::sync::watch::Sender<bool>,
     /// One writer of a site's local files at a time (the watch, or a task after its lock).
     installing: tokio::sync::Mutex<()>,
+    /// The sites (file names) whose certificate was installed from the fleet, so the site's
+    /// task, asleep until its renewal time, wakes and plans for the new one.
+    installed: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Fleet {
@@ -123,7 +126,34 @@ impl Fleet {
             issued,
             ready: tokio::sync::watch::Sender::new(false),
             installing: tokio::sync::Mutex::new(()),
+            installed: tokio::sync::broadcast::Sender::new(64),
         }
+    }
+
+    /// Waits until the fleet's certificate for `site` is installed; returns early (a
+    /// spurious wake, harmless) when more were installed than could be kept track of.
+    /// Installs from the moment of `subscribe` count.
+    pub async fn wait_installed(
+        mut installed: tokio::sync::broadcast::Receiver<String>,
+        site: &str,
+    ) {
+        let stem = crate::acme::file_stem(site);
+        loop {
+            match installed.recv().await {
+                Ok(s) if s == stem => return,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                // The fleet is gone: nothing more will come.
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    std::future::pending::<()>().await
+                }
+            }
+        }
+    }
+
+    /// Subscribes to the installs [`Fleet::wait_installed`] waits for.
+    pub fn installed(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.installed.subscribe()
     }
 
     /// This node's name in the fleet.
@@ -230,6 +260,8 @@ impl Fleet {
         tracing::info!(site = stem, node = %self.member.name, cert = %files.cert.display(), "cluster: ACME certificate installed from the fleet");
         // The serve loop ended: nobody to tell.
         let _ = self.issued.send(stem.to_string());
+        // No task listening is fine.
+        let _ = self.installed.send(stem.to_string());
         Ok(true)
     }
 
