@@ -2,8 +2,9 @@
 //! .3 and .4 (the same ports on each), and Pebble, whose DNS server resolves the site's name
 //! to one node only, not the one that orders: that node answers the challenge from etcd.
 //! One order at Pebble, the same certificate on every node, a fourth node with an empty
-//! state_dir serving it from etcd, no private key in clear in etcd; and a holder killed
-//! mid-order, after which another node completes it.
+//! state_dir serving it from etcd, no private key in clear in etcd, a node restarted
+//! without etcd serving from its files; a holder killed mid-order, after which another
+//! node completes it; and a renewal that is one order for the fleet.
 //!
 //! Which node orders is made certain by the test itself holding the site's fleet lock
 //! (`etcdctl lock`, the same etcd lock service) while the nodes queue behind it in a known
@@ -39,6 +40,11 @@ struct Fleet {
 impl Fleet {
     /// etcd, and Pebble resolving every name to `dns_ip`.
     fn new(challenges: &'static str, dns_ip: &str) -> Fleet {
+        Fleet::with_pebble(challenges, dns_ip, "")
+    }
+
+    /// [`Fleet::new`] with `extra` fields in Pebble's configuration.
+    fn with_pebble(challenges: &'static str, dns_ip: &str, extra: &str) -> Fleet {
         let etcd = EtcdCluster::start(3);
         let dir = tempfile::tempdir().expect("tempdir");
         // The nodes listen on 127.0.0.2 and up; ports free on 127.0.0.1 are free there too.
@@ -47,7 +53,7 @@ impl Fleet {
             &dir.path().join("pebble"),
             ports.0,
             ports.1,
-            r#""externalAccountBindingRequired": false"#,
+            &format!(r#""externalAccountBindingRequired": false{extra}"#),
             dns_ip,
         );
         let key = dir.path().join("cluster.key");
@@ -410,4 +416,61 @@ async fn another_node_completes_the_order_of_a_holder_that_died() {
         log(&c).contains("/.well-known/acme-challenge/"),
         "Pebble validated at node c\n{all}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_is_one_order_and_every_node_serves_the_new_certificate() {
+    // Certificates that live 30 s: every node plans the renewal for itself (20 s in, less
+    // up to 2 s), and only the first one due orders; the others find it in etcd.
+    let fleet = Fleet::with_pebble(
+        r#"["tls-alpn-01"]"#,
+        "127.0.0.4",
+        r#", "certificateValidityPeriod": 30"#,
+    );
+    let (a, b, c) = fleet.start_three();
+    let nodes = [("a", &a), ("b", &b), ("c", &c)];
+    let ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let first = served_by_all(&ips, fleet.ports.1, Duration::from_secs(60), &nodes).await;
+    let issued = first[0].0.clone();
+    // Every node comes to serve one new certificate, within 2 s of each other.
+    let start = Instant::now();
+    let mut seen: Vec<Option<(String, Instant)>> = vec![None; ips.len()];
+    while seen.iter().any(Option::is_none) {
+        for (i, ip) in ips.iter().enumerate() {
+            if seen[i].is_none() {
+                seen[i] = fingerprint(ip, fleet.ports.1)
+                    .await
+                    .filter(|f| *f != issued)
+                    .map(|f| (f, Instant::now()));
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not every node served a renewed certificate: {seen:?}\n{}",
+            logs(&nodes)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let renewed: Vec<(String, Instant)> = seen.into_iter().flatten().collect();
+    let all = logs(&nodes);
+    assert!(
+        renewed.iter().all(|(f, _)| *f == renewed[0].0),
+        "{renewed:?}\n{all}"
+    );
+    let at = |pick: fn(Instant, Instant) -> Instant| {
+        renewed.iter().map(|(_, t)| *t).reduce(pick).expect("three")
+    };
+    assert!(
+        at(Instant::max) - at(Instant::min) < Duration::from_secs(2),
+        "{all}"
+    );
+    // The nodes due later did not order (their renewal times are within 2 s of the first).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let all = logs(&nodes);
+    let started: usize = [&a, &b, &c]
+        .iter()
+        .map(|n| log(n).matches("ACME order started").count())
+        .sum();
+    assert_eq!(started, 2, "one order, one renewal\n{all}");
+    assert_eq!(fleet.pebble_orders(), 2, "{all}");
 }
