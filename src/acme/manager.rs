@@ -473,7 +473,7 @@ async fn fleet_lock(
         }
         Err(e) => e,
     };
-    tracing::warn!(site = %site.name, error = %ErrorChain(&failed), retry_in = ?LOCKED_WAIT, "cannot take the fleet's ACME order lock; not ordering without it");
+    tracing::warn!(site = %site.name, error = %ErrorChain(&failed), retry_in = ?LOCKED_WAIT, "cannot take the fleet's ACME order lock, or read the fleet's certificate under it; not ordering without them");
     st.state = State::Locked;
     st.held_by = None;
     let now = unix_now();
