@@ -15,7 +15,7 @@ use super::AcmeError;
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// The challenge certificate for `host` and a key authorization's SHA-256 digest.
-pub(super) fn certificate(host: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, AcmeError> {
+pub(crate) fn certificate(host: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, AcmeError> {
     let rcgen = |what| move |source| AcmeError::Rcgen { what, source };
     let key = rcgen::KeyPair::generate().map_err(rcgen("challenge key"))?;
     let mut params = rcgen::CertificateParams::new(vec![host.to_string()])

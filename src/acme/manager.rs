@@ -17,6 +17,12 @@
 //!
 //! The random time is drawn once per certificate (and ARI window), so the plan shown to
 //! operators does not move each time the task wakes.
+//!
+//! In a fleet (`[cluster]`), every node runs these tasks and each decides as above; before
+//! ordering, a task takes the site's fleet-wide lock and first installs what etcd holds
+//! (another node may just have renewed), through `cluster::acme::Fleet`, which says where
+//! the account, the certificate and the challenge answers go. Without a fleet nothing of
+//! that runs: the files in `state_dir` and the `flock` are all there is.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,7 +33,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 use super::status::{self, LastError, Rule, State, Status, Window};
-use super::{cert_files, lock, order, Challenges};
+use super::{cert_files, lock, order, AcmeError, Challenges};
+use crate::cluster::acme::Fleet;
 use crate::config::{Acme, Config, Site, TlsMode};
 use crate::error_text::ErrorChain;
 use crate::runtime::unix_now;
@@ -44,6 +51,9 @@ const ARI_RECHECK_MIN: i64 = 60;
 const ARI_RECHECK_MAX: i64 = 6 * 3600;
 /// How long to wait while another process holds the site's order lock.
 const LOCKED_WAIT: Duration = Duration::from_secs(5);
+/// How often a fleet node tries again to store in etcd a certificate it ordered when etcd
+/// did not take it.
+const SHARE_RETRY: Duration = Duration::from_secs(5);
 
 /// The running ACME tasks for one configuration; dropping it stops them.
 #[derive(Default)]
@@ -68,11 +78,16 @@ struct Common {
     account: tokio::sync::Mutex<Option<Account>>,
     issued: UnboundedSender<String>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// With `[cluster]`: the fleet, through which orders are locked and results shared.
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl Common {
     /// Writes a site's status file and tells the metrics when it orders next.
     fn record(&self, st: &mut Status, now: i64) {
+        if st.state != State::Locked {
+            st.held_by = None;
+        }
         status::write(&self.home, st, now);
         self.metrics.acme_next_renewal(&st.site, st.next_renewal);
     }
@@ -80,12 +95,13 @@ impl Common {
 
 impl Manager {
     /// Starts one task per ACME site of `config`. Each sends the site's name on `issued`
-    /// after storing a certificate.
+    /// after storing a certificate. With `fleet`, orders go through the fleet.
     pub fn start(
         config: &Config,
         challenges: Arc<Challenges>,
         issued: UnboundedSender<String>,
         metrics: Arc<crate::metrics::Metrics>,
+        fleet: Option<Arc<Fleet>>,
     ) -> Manager {
         let Some(acme) = config.acme.clone() else {
             return Manager::default();
@@ -97,6 +113,7 @@ impl Manager {
             account: tokio::sync::Mutex::new(None),
             issued,
             metrics,
+            fleet,
         });
         let tasks = config
             .sites
@@ -121,7 +138,10 @@ async fn account(common: &Common) -> Result<Account, super::AcmeError> {
     if let Some(a) = &*slot {
         return Ok(a.clone());
     }
-    let a = order::account(&common.acme, &common.home).await?;
+    let a = match &common.fleet {
+        Some(fleet) => fleet.account(&common.acme, &common.home).await?,
+        None => order::account(&common.acme, &common.home).await?,
+    };
     *slot = Some(a.clone());
     Ok(a)
 }
@@ -261,7 +281,11 @@ async fn site_task(common: Arc<Common>, site: Site) {
     }
     let mut backoff = FIRST_BACKOFF;
     let mut current: Option<Plan> = None;
+    // In a fleet: a certificate this node ordered but could not store in etcd yet.
+    let mut unshared = false;
     loop {
+        // Taken before the look at the certificate, so an install after it is not missed.
+        let installed = common.fleet.as_ref().map(|f| f.installed());
         let now = unix_now();
         let cert = usable(&common, &site, now);
         let stale = match &current {
@@ -272,6 +296,7 @@ async fn site_task(common: Arc<Common>, site: Site) {
         };
         if stale {
             current = Some(plan(&common, &site, cert.as_ref(), now).await);
+            fleet_issuer(&common, &site, cert.as_ref(), &mut st).await;
         }
         let Some(p) = current.clone() else {
             continue;
@@ -284,14 +309,44 @@ async fn site_task(common: Arc<Common>, site: Site) {
             st.ari_window = p.window;
             st.ari_explanation = p.explanation.clone();
             common.record(&mut st, now);
-            let wake = p.recheck.map_or(p.at, |r| r.min(p.at));
-            tokio::time::sleep(until(wake, now).min(MAX_SLEEP)).await;
+            let mut wake = p.recheck.map_or(p.at, |r| r.min(p.at));
+            if unshared {
+                if let Some(fleet) = &common.fleet {
+                    unshared = !share_again(&common, fleet, &site).await;
+                }
+                if unshared {
+                    wake = wake.min(now + SHARE_RETRY.as_secs() as i64);
+                }
+            }
+            let sleep = tokio::time::sleep(until(wake, now).min(MAX_SLEEP));
+            match installed {
+                // In a fleet, a certificate another node ordered wakes the task: its plan
+                // and status follow at once.
+                Some(installed) => {
+                    tokio::select! {
+                        _ = sleep => {}
+                        _ = Fleet::wait_installed(installed, &site.name) => {}
+                    }
+                }
+                None => sleep.await,
+            }
             continue;
         }
+        // In a fleet, one node orders for the site; the others wait and install its result.
+        let fleet_lock = match &common.fleet {
+            None => None,
+            Some(fleet) => match fleet_lock(&common, fleet, &site, &mut st).await {
+                Some(l) => Some(l),
+                None => continue,
+            },
+        };
         // Another process (a binary upgrade in progress) may be ordering this certificate.
         let _lock = match lock::try_lock(&common.home, &site.name) {
             Ok(Some(l)) => Some(l),
             Ok(None) => {
+                if let Some(l) = fleet_lock {
+                    l.release().await;
+                }
                 tracing::info!(site = %site.name, "another process is ordering this site's certificate; waiting");
                 st.state = State::Locked;
                 st.next_renewal = Some(now + LOCKED_WAIT.as_secs() as i64);
@@ -305,8 +360,13 @@ async fn site_task(common: Arc<Common>, site: Site) {
                 None
             }
         };
-        // The other process may have stored a certificate while this one waited.
+        // The other process, or node, may have stored a certificate while this one waited
+        // (valid from a moment ago: the time is taken again).
+        let now = unix_now();
         if usable(&common, &site, now).map(|c| c.sha256) != p.cert {
+            if let Some(l) = fleet_lock {
+                l.release().await;
+            }
             current = None;
             continue;
         }
@@ -315,6 +375,11 @@ async fn site_task(common: Arc<Common>, site: Site) {
         st.next_renewal = None;
         st.last_attempt = Some(now);
         common.record(&mut st, now);
+        if let Some(fleet) = &common.fleet {
+            let mut shared = st.clone();
+            shared.held_by = Some(fleet.node().to_string());
+            fleet.share_status(&common.home, &shared).await;
+        }
         // Name the certificate being replaced only on a first try: a CA may refuse a
         // second order that replaces the same one.
         let replaces = p.id.clone().filter(|_| st.attempts == 0);
@@ -327,6 +392,7 @@ async fn site_task(common: Arc<Common>, site: Site) {
                     &common.challenges,
                     &files,
                     replaces,
+                    fleet_lock.as_ref(),
                 )
                 .await
             }
@@ -334,6 +400,9 @@ async fn site_task(common: Arc<Common>, site: Site) {
         };
         drop(_lock);
         let now = unix_now();
+        if let (Some(fleet), Some(l)) = (&common.fleet, fleet_lock) {
+            unshared = !share_result(&common, fleet, &site, &st, &result, l, now).await;
+        }
         common.metrics.acme_order(if result.is_ok() {
             crate::metrics::Outcome::Ok
         } else {
@@ -345,6 +414,7 @@ async fn site_task(common: Arc<Common>, site: Site) {
                 st.attempts = 0;
                 st.last_success = Some(now);
                 st.last_error = None;
+                st.issued_by = common.fleet.as_ref().map(|f| f.node().to_string());
                 current = None;
                 if common.issued.send(site.name.clone()).is_err() {
                     return;
@@ -368,6 +438,139 @@ async fn site_task(common: Arc<Common>, site: Site) {
                 back_off(&common, &mut st, now, &mut backoff).await;
             }
         }
+    }
+}
+
+/// In a fleet: takes the site's order lock and installs what etcd holds. None (recorded in
+/// the status, and after a wait) when another node holds the lock or etcd does not answer.
+async fn fleet_lock(
+    common: &Common,
+    fleet: &Fleet,
+    site: &Site,
+    st: &mut Status,
+) -> Option<crate::cluster::acme::OrderLock> {
+    let failed = match fleet.lock(&common.home, &site.name).await {
+        Ok(Some(l)) => match fleet.install_stored(&common.home, &site.name).await {
+            // Installed or not, the caller's look at the certificate tells what to do.
+            Ok(_) => return Some(l),
+            Err(e) => {
+                l.release().await;
+                e
+            }
+        },
+        Ok(None) => {
+            let holder = fleet
+                .shared_status(&common.home, &site.name)
+                .await
+                .filter(|s| s.state == State::Ordering)
+                .and_then(|s| s.held_by);
+            tracing::info!(site = %site.name, holder = holder.as_deref().unwrap_or("?"), "another fleet node is ordering this site's certificate; waiting for it");
+            st.state = State::Locked;
+            st.held_by = holder;
+            st.next_renewal = None;
+            common.record(st, unix_now());
+            return None;
+        }
+        Err(e) => e,
+    };
+    tracing::warn!(site = %site.name, error = %ErrorChain(&failed), retry_in = ?LOCKED_WAIT, "cannot take the fleet's ACME order lock, or read the fleet's certificate under it; not ordering without them");
+    st.state = State::Locked;
+    st.held_by = None;
+    let now = unix_now();
+    st.next_renewal = Some(now + LOCKED_WAIT.as_secs() as i64);
+    common.record(st, now);
+    tokio::time::sleep(LOCKED_WAIT).await;
+    None
+}
+
+/// In a fleet, after an order: stores a new certificate in etcd, shares the status, and
+/// lets go of the lock. False when a new certificate could not be stored.
+async fn share_result(
+    common: &Common,
+    fleet: &Fleet,
+    site: &Site,
+    st: &Status,
+    result: &Result<(), AcmeError>,
+    lock: crate::cluster::acme::OrderLock,
+    now: i64,
+) -> bool {
+    let files = cert_files(&common.home, &site.name);
+    let mut shared = st.clone();
+    shared.held_by = None;
+    let mut stored = true;
+    match result {
+        Ok(()) => {
+            if let Err(e) = fleet
+                .store_issued(&lock, &common.home, &site.name, &files)
+                .await
+            {
+                stored = false;
+                tracing::error!(site = %site.name, error = %ErrorChain(&e), retry_in = ?SHARE_RETRY, "the new ACME certificate serves on this node but is not in etcd yet: other nodes that need one order their own meanwhile");
+            }
+            shared.state = State::Waiting;
+            shared.attempts = 0;
+            shared.last_success = Some(now);
+            shared.last_error = None;
+            shared.issued_by = Some(fleet.node().to_string());
+            shared.certificate = crate::tls::load::load(&files.cert, &files.key)
+                .ok()
+                .map(|c| c.fingerprint());
+        }
+        Err(e) => {
+            shared.state = State::Backoff;
+            shared.attempts += 1;
+            shared.last_error = Some(LastError::new(now, e));
+        }
+    }
+    shared.updated = now;
+    fleet.share_status(&common.home, &shared).await;
+    lock.release().await;
+    stored
+}
+
+/// In a fleet: stores the certificate this node ordered but could not store then, under
+/// the site's lock (after installing what etcd holds, which wins when it is newer).
+/// Whether it is in etcd now.
+async fn share_again(common: &Common, fleet: &Fleet, site: &Site) -> bool {
+    let Ok(Some(lock)) = fleet.lock(&common.home, &site.name).await else {
+        return false;
+    };
+    let files = cert_files(&common.home, &site.name);
+    let stored = match fleet.install_stored(&common.home, &site.name).await {
+        Ok(_) => match fleet
+            .store_issued(&lock, &common.home, &site.name, &files)
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(site = %site.name, error = %ErrorChain(&e), "the ACME certificate is still not in etcd; retrying");
+                false
+            }
+        },
+        Err(e) => {
+            tracing::warn!(site = %site.name, error = %ErrorChain(&e), "cannot read the fleet's ACME certificate; retrying");
+            false
+        }
+    };
+    lock.release().await;
+    if stored {
+        tracing::info!(site = %site.name, "the ACME certificate is in etcd now: the fleet serves it");
+    }
+    stored
+}
+
+/// In a fleet: who ordered the certificate this node has, from the fleet's status (when it
+/// describes this certificate).
+async fn fleet_issuer(common: &Common, site: &Site, cert: Option<&Cert>, st: &mut Status) {
+    let (Some(fleet), Some(cert)) = (&common.fleet, cert) else {
+        return;
+    };
+    let Some(shared) = fleet.shared_status(&common.home, &site.name).await else {
+        return;
+    };
+    if shared.certificate.as_deref() == Some(cert.fingerprint().as_str()) {
+        st.issued_by = shared.issued_by;
+        st.last_success = st.last_success.max(shared.last_success);
     }
 }
 

@@ -25,6 +25,10 @@ use rustls::sign::CertifiedKey;
 
 pub use challenge::{tls_alpn_config, ACME_TLS_ALPN};
 pub use manager::Manager;
+// For the fleet's side of ACME (cluster/acme.rs): the same account and challenge code.
+pub(crate) use challenge::certificate as tls_alpn_certificate;
+pub(crate) use order::{account_from, create_account};
+pub(crate) use store::{account_path, file_stem};
 
 use crate::config::CertFiles;
 
@@ -61,6 +65,8 @@ pub enum AcmeError {
     OrderStatus(instant_acme::OrderStatus),
     #[error("the issued certificate does not load: {0}")]
     Load(#[from] crate::tls::load::LoadError),
+    #[error("the fleet: {0}")]
+    Fleet(#[from] crate::cluster::acme::FleetError),
 }
 
 impl AcmeError {
@@ -102,7 +108,7 @@ impl Challenges {
         self.tls_alpn.load().get(host).cloned()
     }
 
-    fn set_http(&self, token: &str, key_authorization: Option<String>) {
+    pub(crate) fn set_http(&self, token: &str, key_authorization: Option<String>) {
         self.http.rcu(|m| {
             let mut m = HashMap::clone(m);
             match &key_authorization {
@@ -113,7 +119,7 @@ impl Challenges {
         });
     }
 
-    fn set_tls_alpn(&self, host: &str, cert: Option<Arc<CertifiedKey>>) {
+    pub(crate) fn set_tls_alpn(&self, host: &str, cert: Option<Arc<CertifiedKey>>) {
         self.tls_alpn.rcu(|m| {
             let mut m = HashMap::clone(m);
             match &cert {

@@ -16,43 +16,63 @@ use crate::config::{Acme, CertFiles, Challenge, Site};
 /// How long one order may wait for the CA to validate and to issue.
 const POLL: Duration = Duration::from_secs(120);
 
-/// The account in `home/account.json`, created on the CA first if there is none
-/// (with the External Account Binding, when one is configured: it is only needed then).
+/// An account builder for the configured CA (with its root, when `ca` is set).
+fn builder(acme: &Acme) -> Result<instant_acme::AccountBuilder, AcmeError> {
+    Ok(match &acme.ca {
+        Some(ca) => Account::builder_with_root(ca)?,
+        None => Account::builder()?,
+    })
+}
+
+/// The account whose credentials (JSON, as [`create_account`] makes them) are `json`;
+/// `source` names where they were read, for the error.
+pub(crate) async fn account_from(
+    acme: &Acme,
+    json: &[u8],
+    source: &Path,
+) -> Result<Account, AcmeError> {
+    let credentials: AccountCredentials =
+        serde_json::from_slice(json).map_err(|e| AcmeError::Account {
+            path: source.to_path_buf(),
+            source: e,
+        })?;
+    Ok(builder(acme)?.from_credentials(credentials).await?)
+}
+
+/// Creates a new account on the CA (with the External Account Binding, when one is
+/// configured: it is only needed then); the account and its credentials as JSON.
+pub(crate) async fn create_account(acme: &Acme) -> Result<(Account, Vec<u8>), AcmeError> {
+    let contact = acme.email.as_ref().map(|e| format!("mailto:{e}"));
+    let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
+    let eab = acme
+        .eab
+        .as_ref()
+        .map(|e| ExternalAccountKey::new(e.kid.clone(), &e.hmac_key));
+    let (account, credentials) = builder(acme)?
+        .create(
+            &NewAccount {
+                contact: &contact,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            acme.directory.clone(),
+            eab.as_ref(),
+        )
+        .await?;
+    let json = serde_json::to_vec_pretty(&credentials).map_err(|source| AcmeError::Account {
+        path: Path::new("the new account's credentials").to_path_buf(),
+        source,
+    })?;
+    Ok((account, json))
+}
+
+/// The account in `home/account.json`, created on the CA first if there is none.
 pub(super) async fn account(acme: &Acme, home: &Path) -> Result<Account, AcmeError> {
-    let builder = || match &acme.ca {
-        Some(ca) => Account::builder_with_root(ca),
-        None => Account::builder(),
-    };
     let path = store::account_path(home);
     match std::fs::read(&path) {
-        Ok(bytes) => {
-            let credentials: AccountCredentials = serde_json::from_slice(&bytes)
-                .map_err(|source| AcmeError::Account { path, source })?;
-            Ok(builder()?.from_credentials(credentials).await?)
-        }
+        Ok(bytes) => account_from(acme, &bytes, &path).await,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let contact = acme.email.as_ref().map(|e| format!("mailto:{e}"));
-            let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
-            let eab = acme
-                .eab
-                .as_ref()
-                .map(|e| ExternalAccountKey::new(e.kid.clone(), &e.hmac_key));
-            let (account, credentials) = builder()?
-                .create(
-                    &NewAccount {
-                        contact: &contact,
-                        terms_of_service_agreed: true,
-                        only_return_existing: false,
-                    },
-                    acme.directory.clone(),
-                    eab.as_ref(),
-                )
-                .await?;
-            let json =
-                serde_json::to_vec_pretty(&credentials).map_err(|source| AcmeError::Account {
-                    path: path.clone(),
-                    source,
-                })?;
+            let (account, json) = create_account(acme).await?;
             store::write_private(&path, &json)?;
             tracing::info!(account = account.id(), file = %path.display(), external_account_binding = acme.eab.is_some(), "ACME account created");
             Ok(account)
@@ -99,6 +119,7 @@ pub(super) async fn issue(
     challenges: &Challenges,
     files: &CertFiles,
     replaces: Option<CertificateIdentifier<'static>>,
+    fleet: Option<&crate::cluster::acme::OrderLock>,
 ) -> Result<(), AcmeError> {
     let ids: Vec<Identifier> = site
         .hosts
@@ -138,13 +159,24 @@ pub(super) async fn issue(
             .challenge(ty.clone())
             .ok_or_else(|| AcmeError::NoChallenge(host.clone()))?;
         let key_authorization = ch.key_authorization();
+        // In a fleet the CA may connect to any node: the answer goes to etcd too, where
+        // every node's watch picks it up.
         if ty == ChallengeType::Http01 {
             challenges.set_http(&ch.token, Some(key_authorization.as_str().to_string()));
             published.tokens.push(ch.token.clone());
+            if let Some(fleet) = fleet {
+                fleet
+                    .publish_http(&ch.token, key_authorization.as_str())
+                    .await?;
+            }
         } else {
-            let cert = challenge::certificate(&host, key_authorization.digest().as_ref())?;
+            let digest = key_authorization.digest();
+            let cert = challenge::certificate(&host, digest.as_ref())?;
             challenges.set_tls_alpn(&host, Some(cert));
             published.hosts.push(host.clone());
+            if let Some(fleet) = fleet {
+                fleet.publish_tls_alpn(&host, digest.as_ref()).await?;
+            }
         }
         tracing::info!(site = %site.name, %host, challenge = ?ty, "ACME challenge ready");
         ch.set_ready().await?;

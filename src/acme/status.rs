@@ -24,7 +24,8 @@ pub enum State {
     Ordering,
     /// The last order failed; waiting to retry.
     Backoff,
-    /// Another process (the other side of a binary upgrade) holds this site's order lock.
+    /// Another process (the other side of a binary upgrade) holds this site's order lock,
+    /// or, in a fleet, another node holds the site's fleet-wide order lock (`held_by`).
     Locked,
 }
 
@@ -117,6 +118,18 @@ pub struct Status {
     pub last_error: Option<LastError>,
     /// When the file was written (unix seconds).
     pub updated: i64,
+    /// In a fleet: the node that ordered the certificate the site has now (this one or
+    /// another, whose certificate came through etcd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_by: Option<String>,
+    /// In a fleet: the node holding the site's order lock while this one waits, as far as
+    /// the fleet's status in etcd tells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
+    /// In the fleet's copy of the status (`PREFIX/acme/status/...`): the SHA-256 (hex) of
+    /// the certificate `issued_by` stored, so a node knows whether it has that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
 }
 
 impl Status {
@@ -135,6 +148,9 @@ impl Status {
             last_success: None,
             last_error: None,
             updated: 0,
+            issued_by: None,
+            held_by: None,
+            certificate: None,
         }
     }
 }
@@ -164,5 +180,26 @@ pub(super) fn write(home: &Path, status: &mut Status, now: i64) {
         .and_then(|json| store::write_private(&file, &json));
     if let Err(e) = result {
         tracing::warn!(site = %status.site, error = %ErrorChain(&e), "cannot write the ACME status file");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fleet_fields_are_left_out_without_a_fleet_and_read_back_with_one() {
+        let mut st = Status::new("shop", vec!["shop.test".to_string()]);
+        let json = serde_json::to_string(&st).expect("json");
+        assert!(
+            !json.contains("issued_by") && !json.contains("held_by"),
+            "{json}"
+        );
+        // A file written before these fields existed still reads.
+        assert_eq!(serde_json::from_str::<Status>(&json).expect("read"), st);
+        st.issued_by = Some("edge-1".to_string());
+        st.certificate = Some("AB:CD".to_string());
+        let json = serde_json::to_string(&st).expect("json");
+        assert_eq!(serde_json::from_str::<Status>(&json).expect("read"), st);
     }
 }

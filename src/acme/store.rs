@@ -21,13 +21,13 @@ pub fn home(state_dir: &Path, directory: &str) -> PathBuf {
         .join(file_stem(url.trim_end_matches('/')))
 }
 
-pub(super) fn account_path(home: &Path) -> PathBuf {
+pub(crate) fn account_path(home: &Path) -> PathBuf {
     home.join("account.json")
 }
 
 /// A site name made safe as a file name: anything but `[A-Za-z0-9._-]` becomes `_`, and a
 /// leading dot too.
-pub(super) fn file_stem(site: &str) -> String {
+pub(crate) fn file_stem(site: &str) -> String {
     let mut s: String = site
         .chars()
         .map(|c| {

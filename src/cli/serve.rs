@@ -505,6 +505,7 @@ struct AcmeTasks {
     challenges: std::sync::Arc<crate::acme::Challenges>,
     issued: tokio::sync::mpsc::UnboundedSender<String>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    fleet: Option<Arc<crate::cluster::acme::Fleet>>,
 }
 
 impl AcmeTasks {
@@ -512,6 +513,7 @@ impl AcmeTasks {
         config: &Config,
         shared: &Shared,
         issued: tokio::sync::mpsc::UnboundedSender<String>,
+        fleet: Option<Arc<crate::cluster::acme::Fleet>>,
     ) -> AcmeTasks {
         let (challenges, metrics) = (shared.challenges.clone(), shared.metrics.clone());
         AcmeTasks {
@@ -521,10 +523,12 @@ impl AcmeTasks {
                 challenges.clone(),
                 issued.clone(),
                 metrics.clone(),
+                fleet.clone(),
             ),
             challenges,
             issued,
             metrics,
+            fleet,
         }
     }
 
@@ -537,6 +541,7 @@ impl AcmeTasks {
                 self.challenges.clone(),
                 self.issued.clone(),
                 self.metrics.clone(),
+                self.fleet.clone(),
             );
             self.inputs = inputs;
         }
@@ -558,11 +563,14 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
         }
     };
     let state_dir = rt.config.state_dir.clone();
+    // Sites whose ACME certificate was just stored, by this node's order or (in a fleet)
+    // another's: the serve loop rebuilds for each.
+    let (issued_tx, mut issued) = tokio::sync::mpsc::unbounded_channel();
     // A fleet's node installs the fleet's ticket keys (its sealed local copy at once, etcd's
     // when it answers) before it accepts; etcd being away never stops the start.
     let _fleet = match &rt.config.cluster {
         Some(cluster) => Some(
-            crate::cluster::Node::start(cluster, &state_dir, &shared)
+            crate::cluster::Node::start(cluster, &state_dir, &shared, issued_tx.clone())
                 .await
                 .context("cannot join the fleet")?,
         ),
@@ -631,9 +639,9 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
     let mut pending: Option<Vec<_>> = None;
     let mut upgrade = Upgrade::default();
     // ACME tasks for the configuration being served; restarted when a reload changes it.
-    let (issued_tx, mut issued) = tokio::sync::mpsc::unbounded_channel();
     shared.metrics.installed(&server.runtime());
-    let mut acme = AcmeTasks::start(&server.runtime().config, &shared, issued_tx);
+    let fleet_acme = _fleet.as_ref().map(crate::cluster::Node::acme);
+    let mut acme = AcmeTasks::start(&server.runtime().config, &shared, issued_tx, fleet_acme);
     loop {
         tokio::select! {
             _ = hup.recv() => {

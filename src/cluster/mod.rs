@@ -6,10 +6,13 @@
 //! An etcd that is gone, a key that is not the fleet's, a value that does not open: each is
 //! logged, retried with backoff, and the node goes on with what it last had.
 //!
-//! So far the fleet shares its session ticket keys (`tickets.rs`): one node at a time (the
+//! The fleet shares its session ticket keys (`tickets.rs`): one node at a time (the
 //! holder of the `tickets` lock) makes and rotates them, every node installs them, so a
-//! ticket one node issued resumes on every other.
+//! ticket one node issued resumes on every other. And its ACME accounts, orders,
+//! certificates and challenge answers (`acme.rs`): one order per site fleet-wide, every
+//! node answering the CA and serving the result.
 
+pub mod acme;
 pub mod members;
 pub mod status;
 pub mod tickets;
@@ -54,6 +57,7 @@ impl Backoff {
 /// This process as a member of its fleet: the tasks run until it is dropped.
 pub struct Node {
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    acme: Arc<acme::Fleet>,
 }
 
 impl Drop for Node {
@@ -86,11 +90,13 @@ pub enum ClusterError {
 }
 
 impl Node {
-    /// Joins the fleet `cluster` describes. Needs a tokio runtime.
+    /// Joins the fleet `cluster` describes. Needs a tokio runtime. A site whose ACME
+    /// certificate came from the fleet is sent on `issued`, as after a local order.
     pub async fn start(
         cluster: &Cluster,
         state_dir: &Path,
         shared: &Shared,
+        issued: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> Result<Node, ClusterError> {
         let key = ClusterKey::load(&cluster.key_file)?;
         let store = Etcd::connect(cluster).await?;
@@ -111,12 +117,19 @@ impl Node {
         });
         // The last ticket keys this node saw, before etcd answers (or while it does not).
         tickets::install_local_copy(&member);
+        let acme = Arc::new(acme::Fleet::new(member.clone(), state_dir, issued));
         let tasks = vec![
             tokio::spawn(members::register(member.clone())),
             tokio::spawn(tickets::follow(member.clone())),
             tokio::spawn(tickets::rotate(member)),
+            tokio::spawn(acme::follow(acme.clone())),
         ];
-        Ok(Node { tasks })
+        Ok(Node { tasks, acme })
+    }
+
+    /// The fleet's side of ACME, for the site tasks (`acme::Manager`).
+    pub fn acme(&self) -> Arc<acme::Fleet> {
+        self.acme.clone()
     }
 }
 

@@ -169,9 +169,10 @@ pub fn acme_progress(status: Option<&Status>) -> String {
     let mut out = match (st.state, st.last_attempt) {
         (State::Ordering, Some(at)) => format!("an order is in progress since {}", format_time(at)),
         (State::Ordering, None) => "an order is in progress".to_string(),
-        (State::Locked, _) => {
-            "another process holds the order lock (an upgrade in progress)".to_string()
-        }
+        (State::Locked, _) => match &st.held_by {
+            Some(node) => format!("fleet node {node} is ordering; this node waits for its certificate"),
+            None => "another process or fleet node holds the order lock (an upgrade in progress, or a fleet)".to_string(),
+        },
         _ => String::new(),
     };
     if let Some(e) = &st.last_error {

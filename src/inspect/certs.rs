@@ -241,6 +241,12 @@ pub fn human(entries: &[Entry], now: i64) -> String {
                     format_time(w.end)
                 );
             }
+            if let Some(node) = &st.issued_by {
+                let _ = writeln!(out, "  fleet: issued by node {node}");
+            }
+            if let (status::State::Locked, Some(node)) = (st.state, &st.held_by) {
+                let _ = writeln!(out, "  fleet: node {node} is ordering; this node waits");
+            }
             // A pending entry already says what the task did.
             if e.pending.is_none() && (st.last_error.is_some() || st.attempts > 0) {
                 let _ = writeln!(
@@ -315,6 +321,8 @@ fn acme_json(st: &Status) -> Json {
         ("last_success", time(st.last_success)),
         ("last_error", last_error),
         ("updated", Json::str(format_time(st.updated))),
+        ("issued_by", Json::opt_str(st.issued_by.as_deref())),
+        ("held_by", Json::opt_str(st.held_by.as_deref())),
     ])
 }
 

@@ -223,6 +223,22 @@ impl Etcd {
         Ok(r.succeeded())
     }
 
+    /// Writes every `(name, value)` in one transaction: a watcher sees them all in one
+    /// revision, never some without the others (a certificate without its key).
+    pub async fn put_all(&self, items: &[(&str, &[u8])]) -> Result<i64, StoreError> {
+        let r = self
+            .retrying(|| {
+                let ops = items
+                    .iter()
+                    .map(|(name, value)| TxnOp::put(self.key(name), value.to_vec(), None))
+                    .collect::<Vec<_>>();
+                let mut kv = self.client.kv_client();
+                async move { kv.txn(Txn::new().and_then(ops)).await }
+            })
+            .await?;
+        Ok(r.header().map_or(0, |h| h.revision()))
+    }
+
     /// Removes `name`; whether it was there.
     pub async fn delete(&self, name: &str) -> Result<bool, StoreError> {
         let key = self.key(name);
@@ -515,6 +531,16 @@ impl Held {
         let revoked = self.lease.revoke().await;
         unlocked?;
         revoked
+    }
+
+    /// Writes `value` at `name` on this lock's lease: etcd removes it when the lock ends,
+    /// whether it is released or its holder dies.
+    pub async fn put(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.lease
+            .store
+            .put_leased(name, value, &self.lease)
+            .await
+            .map(|_| ())
     }
 
     /// Whether the lease is still being renewed (false once etcd said it is gone).

@@ -141,15 +141,6 @@ impl Checker<'_> {
         let admin = self.admin(raw.admin, &state_dir, &listeners);
         let log_format = self.log(raw.log);
         let cluster = raw.cluster.and_then(|c| self.cluster(c));
-        if cluster.is_some() {
-            if let Some(s) = sites.iter().find(|s| s.tls == TlsMode::Acme) {
-                self.report.warning(
-                    format!("site[{}].tls", s.index),
-                    "a fleet does not share ACME certificates yet: every node orders its own for each tls = \"acme\" site (docs/cluster.md says what [cluster] shares today)",
-                    Some("for a fleet of more than a few nodes, give these sites certificate files until then".to_string()),
-                );
-            }
-        }
         if acme.is_none() {
             for s in sites.iter().filter(|s| s.tls == TlsMode::Acme) {
                 self.report.error(

@@ -78,6 +78,9 @@ fn setup(dir: &Path) -> (std::path::PathBuf, u16) {
         last_success: Some(now - 50 * 86_400),
         last_error: None,
         updated: now,
+        issued_by: None,
+        held_by: None,
+        certificate: None,
     };
     write_status(&state, &blog);
     blog.site = "shop".to_string();

@@ -20,12 +20,12 @@ const PEBBLE: &str = "/usr/bin/pebble";
 const CHALLTESTSRV: &str = "/usr/bin/pebble-challtestsrv";
 
 /// Pebble and its DNS server, both on loopback.
-struct Pebble {
+pub(crate) struct Pebble {
     _dns: Running,
     _pebble: Running,
-    directory: String,
+    pub(crate) directory: String,
     /// The root Pebble's own HTTPS listener is signed by (not the issuing CA).
-    ca: PathBuf,
+    pub(crate) ca: PathBuf,
 }
 
 fn wait_port(port: u16, what: &str) {
@@ -105,6 +105,17 @@ fn pebble(dir: &Path, http_port: u16, tls_port: u16) -> Pebble {
 
 /// Pebble with `extra` fields in its configuration (certificate lifetime, EAB keys).
 fn pebble_with(dir: &Path, http_port: u16, tls_port: u16, extra: &str) -> Pebble {
+    pebble_resolving(dir, http_port, tls_port, extra, "127.0.0.1")
+}
+
+/// Pebble whose DNS server resolves every name to `ip` (a loopback address).
+pub(crate) fn pebble_resolving(
+    dir: &Path,
+    http_port: u16,
+    tls_port: u16,
+    extra: &str,
+    ip: &str,
+) -> Pebble {
     assert!(
         Path::new(PEBBLE).exists() && Path::new(CHALLTESTSRV).exists(),
         "these tests need the Debian package pebble (apt-get install pebble)"
@@ -120,7 +131,7 @@ fn pebble_with(dir: &Path, http_port: u16, tls_port: u16, extra: &str) -> Pebble
     let log = |name: &str| std::fs::File::create(dir.join(name)).expect("log file");
     let (dns, [dns_port, _]) = start_listening("pebble-challtestsrv", |[dns_port, mgmt]| {
         Command::new(CHALLTESTSRV)
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args(["-defaultIPv4", ip, "-defaultIPv6", ""])
             .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
             .args(["-management", &format!("127.0.0.1:{mgmt}")])
@@ -224,7 +235,7 @@ async fn served(port: u16, name: &str, sans: &[&str], dir: &Path, log: &str) {
     }
 }
 
-fn assert_private(path: &Path) {
+pub(crate) fn assert_private(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -554,7 +565,7 @@ async fn a_failing_order_leaves_other_sites_serving() {
 
 /// The folder where Portico keeps the ACME files (account, certificates, status) of the
 /// directory configured in `dir/portico.toml`.
-pub(super) fn acme_home(dir: &Path) -> PathBuf {
+pub(crate) fn acme_home(dir: &Path) -> PathBuf {
     let (config, report) = portico::config::Config::load(&dir.join("portico.toml"));
     let config = config.unwrap_or_else(|| panic!("{report}"));
     portico::acme::home(&config).expect("an [acme] table")

@@ -62,6 +62,8 @@ pub struct Presented {
     pub sans: Vec<String>,
     /// The leaf's serial number, in hex.
     pub serial: String,
+    /// The SHA-256 of the leaf (DER), in hex.
+    pub sha256: String,
     pub subject: String,
     pub rsa: bool,
     pub version: rustls::ProtocolVersion,
@@ -205,6 +207,11 @@ pub async fn connect_with(
         Presented {
             sans,
             serial: leaf.raw_serial_as_string(),
+            sha256: aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, chain[0].as_ref())
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
             subject: leaf.subject().to_string(),
             rsa: leaf.public_key().algorithm.algorithm.to_id_string() == "1.2.840.113549.1.1.1",
             version: conn.protocol_version().expect("version"),
