@@ -2,6 +2,7 @@
 //! command early are `anyhow` errors printed by `main`.
 
 pub mod check;
+pub mod generate;
 mod inspect;
 pub mod probe;
 pub mod reload;
@@ -68,7 +69,7 @@ impl Output {
 #[derive(Debug, Parser)]
 #[command(
     name = "portico",
-    version,
+    version = crate::VERSION,
     about = "An HTTPS front door: many sites on one IP:port, each with its own certificate chosen by SNI"
 )]
 pub struct Cli {
@@ -136,6 +137,13 @@ pub enum Command {
     /// Connect to a TLS server as a client; show the chain, protocol and ALPN, and whether the
     /// certificate covers the name and verifies. Exit 1 on a mismatch, failure or refusal.
     Probe(probe::Args),
+    /// Write the man page or a shell's completions, made from these definitions, to
+    /// stdout (scripts/deb packages them). Hidden: a packaging tool, not an operator's.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: generate::What,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -167,6 +175,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             inspect::run(&config, query, output.format(), output.live)
         }
         Command::Probe(args) => probe::run(args),
+        Command::Generate { what } => generate::run(what),
     }
 }
 
