@@ -1,8 +1,9 @@
-//! `portico generate WHAT`: the man page and the shell completions, made from the clap
-//! definitions in `cli/mod.rs`, written to stdout. The packaging script runs it on the very
-//! binary it packages, so the page and the completions always describe that binary.
+//! `portico generate WHAT`: the man pages and the shell completions, made from the clap
+//! definitions in `cli/mod.rs`. The packaging script runs it on the very binary it
+//! packages, so the pages and the completions always describe that binary.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -11,39 +12,42 @@ use clap::CommandFactory;
 /// What to write.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum What {
-    /// The man page, portico(1), in roff.
+    /// The man pages in roff: portico(1) and portico-COMMAND(1) for each command.
     Man,
     Bash,
     Zsh,
     Fish,
 }
 
-pub(super) fn run(what: What) -> anyhow::Result<ExitCode> {
-    let bytes = render(what)?;
-    std::io::stdout()
-        .lock()
-        .write_all(&bytes)
-        .context("cannot write to stdout")?;
+pub(super) fn run(what: What, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    match (what, dir) {
+        (What::Man, Some(dir)) => man_pages(dir)?,
+        (What::Man, None) => anyhow::bail!("man pages need a directory to go to"),
+        (shell, _) => std::io::stdout()
+            .lock()
+            .write_all(&completions(shell))
+            .context("cannot write to stdout")?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The file's bytes.
-fn render(what: What) -> anyhow::Result<Vec<u8>> {
-    let mut command = super::Cli::command();
-    let mut out = Vec::new();
+/// Writes portico.1 and a page per visible command into `dir`.
+fn man_pages(dir: &Path) -> anyhow::Result<()> {
+    clap_mangen::generate_to(super::Cli::command(), dir)
+        .with_context(|| format!("cannot write the man pages into {}", dir.display()))
+}
+
+/// A shell's completion script (for `What::Man`, nothing).
+fn completions(what: What) -> Vec<u8> {
     let shell = match what {
-        What::Man => {
-            clap_mangen::Man::new(command)
-                .render(&mut out)
-                .context("cannot render the man page")?;
-            return Ok(out);
-        }
+        What::Man => return Vec::new(),
         What::Bash => clap_complete::Shell::Bash,
         What::Zsh => clap_complete::Shell::Zsh,
         What::Fish => clap_complete::Shell::Fish,
     };
-    clap_complete::generate(shell, &mut command, "portico", &mut out);
-    Ok(out)
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut super::Cli::command(), "portico", &mut out);
+    out
 }
 
 #[cfg(test)]
@@ -51,23 +55,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn man_page_names_every_visible_command_and_not_this_one() {
-        let page = String::from_utf8(render(What::Man).expect("man")).expect("utf-8");
-        assert!(
-            page.starts_with(".ie") || page.contains(".TH portico 1"),
-            "{page}"
-        );
+    fn a_man_page_per_visible_command_and_none_for_this_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        man_pages(dir.path()).expect("man pages");
+        let page = |name: &str| std::fs::read_to_string(dir.path().join(name));
+        let top = page("portico.1").expect("portico.1");
+        assert!(top.contains(".TH portico 1"), "{top}");
+        assert!(top.contains(crate::VERSION), "the page carries the version");
         for command in ["serve", "check", "reload", "upgrade", "bindings", "probe"] {
-            assert!(page.contains(command), "the page names {command}");
+            let sub = page(&format!("portico-{command}.1"))
+                .unwrap_or_else(|e| panic!("portico-{command}.1: {e}"));
+            assert!(sub.contains(&format!(".TH portico-{command} 1")), "{sub}");
         }
+        assert!(page("portico-serve.1")
+            .expect("serve")
+            .contains("\\-\\-config"));
         assert!(
-            page.contains(crate::VERSION),
-            "the page carries the version"
-        );
-        assert!(
-            !page.contains("generate"),
+            page("portico-generate.1").is_err(),
             "the hidden command stays hidden"
         );
+        assert!(!top.contains("generate"), "and is not listed");
     }
 
     #[test]
@@ -77,7 +84,7 @@ mod tests {
             (What::Zsh, "#compdef portico"),
             (What::Fish, "complete -c portico"),
         ] {
-            let text = String::from_utf8(render(what).expect("render")).expect("utf-8");
+            let text = String::from_utf8(completions(what)).expect("utf-8");
             assert!(text.contains(marker), "{what:?}: {text}");
             assert!(
                 text.contains("bindings") && text.contains("--config"),

@@ -137,12 +137,16 @@ pub enum Command {
     /// Connect to a TLS server as a client; show the chain, protocol and ALPN, and whether the
     /// certificate covers the name and verifies. Exit 1 on a mismatch, failure or refusal.
     Probe(probe::Args),
-    /// Write the man page or a shell's completions, made from these definitions, to
-    /// stdout (scripts/deb packages them). Hidden: a packaging tool, not an operator's.
+    /// Write the man pages (portico.1 and one per command) into DIR, or a shell's
+    /// completions to stdout, made from these definitions (scripts/deb packages them).
+    /// Hidden: a packaging tool, not an operator's.
     #[command(hide = true)]
     Generate {
         #[arg(value_enum)]
         what: generate::What,
+        /// Where the man pages go (man only).
+        #[arg(value_name = "DIR", required_if_eq("what", "man"))]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -175,7 +179,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             inspect::run(&config, query, output.format(), output.live)
         }
         Command::Probe(args) => probe::run(args),
-        Command::Generate { what } => generate::run(what),
+        Command::Generate { what, dir } => generate::run(what, dir.as_deref()),
     }
 }
 
