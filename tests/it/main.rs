@@ -17,6 +17,7 @@ mod http;
 mod inspect;
 mod lifecycle;
 mod metrics;
+mod package;
 mod passthrough;
 mod probe;
 mod prometheus;
