@@ -29,3 +29,4 @@ mod reload;
 mod scale;
 mod setup;
 mod sni;
+mod systemd;
