@@ -242,3 +242,19 @@ fn package_installs_checks_and_purges_without_a_trace() {
     let listed = run("dpkg-query", &["-W", "portico"]);
     assert!(!listed.status.success(), "dpkg no longer knows portico");
 }
+
+/// `portico --version`: the package version and the commit, as build.rs found it.
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let out = ok(BIN, &["--version"]);
+    let line = out.trim();
+    let commit = line
+        .strip_prefix(&format!("portico {} (commit ", env!("CARGO_PKG_VERSION")))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{line:?}"));
+    let hash = commit.strip_suffix("-dirty").unwrap_or(commit);
+    assert!(
+        hash == "unknown" || (hash.len() >= 7 && hash.chars().all(|c| c.is_ascii_hexdigit())),
+        "a commit hash, or unknown without git: {line:?}"
+    );
+}
