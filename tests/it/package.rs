@@ -82,6 +82,40 @@ fn installed_binary_running() -> bool {
         .unwrap_or(false)
 }
 
+/// Whether this machine's dpkg is told not to install `path` (`path-exclude=` in
+/// /etc/dpkg/dpkg.cfg.d, as slim container images do for /usr/share/doc and man pages);
+/// the last rule that matches decides, as in dpkg.
+fn excluded_by_dpkg(path: &str) -> bool {
+    let mut excluded = false;
+    let Ok(entries) = std::fs::read_dir("/etc/dpkg/dpkg.cfg.d") else {
+        return false;
+    };
+    for entry in entries.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines().map(str::trim) {
+            if let Some(p) = line.strip_prefix("path-exclude=") {
+                excluded |= glob(p.trim().as_bytes(), path.as_bytes());
+            } else if let Some(p) = line.strip_prefix("path-include=") {
+                excluded &= !glob(p.trim().as_bytes(), path.as_bytes());
+            }
+        }
+    }
+    excluded
+}
+
+/// fnmatch without FNM_PATHNAME, as dpkg's filters use it: `*` also matches `/`.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob(&pattern[1..], text) || (!text.is_empty() && glob(pattern, &text[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob(&pattern[1..], &text[1..]),
+        (Some(p), Some(t)) if p == t => glob(&pattern[1..], &text[1..]),
+        _ => false,
+    }
+}
+
 /// Purges the package when dropped, so that a failed assertion leaves the machine clean.
 struct Purge;
 
@@ -130,11 +164,19 @@ fn package_installs_checks_and_purges_without_a_trace() {
     let deb = deb.trim();
     assert!(deb.ends_with(".deb") && Path::new(deb).exists(), "{deb}");
 
+    let contents = ok("dpkg-deb", &["--contents", deb]);
+    for file in FILES {
+        assert!(
+            contents.contains(&format!(".{file}\n")),
+            "the package holds {file}:\n{contents}"
+        );
+    }
+
     let _purge = Purge;
     ok("dpkg", &["--install", deb]);
     assert!(installed());
 
-    for file in FILES {
+    for file in FILES.iter().filter(|f| !excluded_by_dpkg(f)) {
         assert!(Path::new(file).is_file(), "{file} is installed");
     }
     let mode = std::fs::metadata("/usr/bin/portico")
@@ -244,6 +286,23 @@ fn package_installs_checks_and_purges_without_a_trace() {
 }
 
 /// `portico --version`: the package version and the commit, as build.rs found it.
+#[test]
+fn dpkg_path_filters_match_as_dpkg_does() {
+    assert!(glob(
+        b"/usr/share/doc/*",
+        b"/usr/share/doc/portico/install.md"
+    ));
+    assert!(glob(
+        b"/usr/share/doc/*/copyright",
+        b"/usr/share/doc/portico/copyright"
+    ));
+    assert!(!glob(b"/usr/share/man/*", b"/usr/bin/portico"));
+    assert!(glob(
+        b"/usr/share/man/man?/*",
+        b"/usr/share/man/man1/portico.1.gz"
+    ));
+}
+
 #[test]
 fn version_names_the_commit_it_was_built_from() {
     let out = ok(BIN, &["--version"]);

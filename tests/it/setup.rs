@@ -23,6 +23,7 @@ const PROGRAMS: &[(&str, Option<&str>)] = &[
     ("systemd-analyze", Some("systemd")),
     ("dpkg", None),
     ("dpkg-query", None),
+    ("dpkg-deb", None),
     ("getent", None),
     ("sh", None),
     ("id", None),
