@@ -46,8 +46,31 @@ fn completions(what: What) -> Vec<u8> {
         What::Fish => clap_complete::Shell::Fish,
     };
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut super::Cli::command(), "portico", &mut out);
+    clap_complete::generate(
+        shell,
+        &mut visible(super::Cli::command()),
+        "portico",
+        &mut out,
+    );
     out
+}
+
+/// `command` without its hidden subcommands: clap_complete would offer them (it skips
+/// hidden options, not hidden commands), and this one is no operator's.
+fn visible(command: clap::Command) -> clap::Command {
+    let subcommands: Vec<clap::Command> = command
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .cloned()
+        .collect();
+    let mut top = clap::Command::new("portico")
+        .version(crate::VERSION)
+        .args(command.get_arguments().cloned())
+        .subcommands(subcommands);
+    if let Some(about) = command.get_about() {
+        top = top.about(about.clone());
+    }
+    top
 }
 
 #[cfg(test)]
@@ -79,16 +102,20 @@ mod tests {
 
     #[test]
     fn completions_complete_commands_and_options() {
-        for (what, marker) in [
-            (What::Bash, "complete -F"),
-            (What::Zsh, "#compdef portico"),
-            (What::Fish, "complete -c portico"),
+        for (what, marker, option) in [
+            (What::Bash, "complete -F", "--config"),
+            (What::Zsh, "#compdef portico", "--config"),
+            (What::Fish, "complete -c portico", "-l config"),
         ] {
             let text = String::from_utf8(completions(what)).expect("utf-8");
             assert!(text.contains(marker), "{what:?}: {text}");
             assert!(
-                text.contains("bindings") && text.contains("--config"),
-                "{what:?}"
+                text.contains("bindings") && text.contains(option),
+                "{what:?}: {text}"
+            );
+            assert!(
+                !text.contains("generate"),
+                "{what:?}: the hidden command stays hidden"
             );
         }
     }
