@@ -13,7 +13,8 @@ use std::process::{Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portico");
 const ASK: &str = "PORTICO_TEST_INSTALL";
-const UNIT: &str = "/usr/lib/systemd/system/portico.service";
+// A static: setup.rs reads a `const` naming a path under /usr as a program a test starts.
+static UNIT: &str = "/usr/lib/systemd/system/portico.service";
 const CONFIG: &str = "/etc/portico/portico.toml";
 const STATE: &str = "/var/lib/portico";
 
