@@ -21,6 +21,7 @@ const PROGRAMS: &[(&str, Option<&str>)] = &[
     ("etcdctl", Some("etcd-client")),
     ("systemd-socket-activate", Some("systemd")),
     ("systemd-analyze", Some("systemd")),
+    ("strace", Some("strace")),
     ("dpkg", None),
     ("dpkg-query", None),
     ("dpkg-deb", None),

@@ -177,12 +177,6 @@ fn notify_an_upgrade_names_the_new_main_process_instead_of_stopping() {
     }
     let pid = main_pid.expect("MAINPID");
     // Stopped at the end whatever happens: the new process is not this test's child.
-    struct Kill(u32);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = Command::new("kill").arg(self.0.to_string()).status();
-        }
-    }
     let _new = Kill(pid);
     let ca = dir.path().join("state/ca.pem");
     assert_eq!(curl(&ca, "a.test", port).as_deref(), Some("one"));
@@ -192,6 +186,18 @@ fn notify_an_upgrade_names_the_new_main_process_instead_of_stopping() {
         .expect("kill runs");
     assert!(status.success());
     manager.expect("STOPPING=1");
+}
+
+/// Kills a process that is not this test's child when dropped.
+struct Kill(u32);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.0.to_string())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// `systemd-socket-activate -l 127.0.0.1:PORT portico serve -c FILE`: it binds, waits for
@@ -265,5 +271,141 @@ fn socket_activation_refuses_a_socket_no_listener_wants_and_names_it() {
     assert!(
         stderr.contains(&format!("127.0.0.1:{port}")),
         "and says what the listeners want: {stderr}"
+    );
+}
+
+/// The system calls a filter line's groups stand for, `@group`s expanded, as this
+/// machine's systemd defines them.
+fn syscalls(groups: &[&str], into: &mut std::collections::BTreeSet<String>) {
+    for group in groups {
+        if !group.starts_with('@') {
+            into.insert(group.to_string());
+            continue;
+        }
+        let out = Command::new("systemd-analyze")
+            .args(["syscall-filter", group])
+            .output()
+            .expect("systemd-analyze runs");
+        assert!(
+            out.status.success(),
+            "systemd-analyze syscall-filter {group}"
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // The first line names the group; then comments and members, groups among them.
+        let members: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        syscalls(&members, into);
+    }
+}
+
+/// The unit's `SystemCallFilter=` lines: what they allow, and what `~` lines take away.
+fn unit_filter() -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/debian/portico.service");
+    let text = std::fs::read_to_string(unit).expect("the unit");
+    let (mut allowed, mut denied) = Default::default();
+    for value in text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("SystemCallFilter="))
+    {
+        match value.strip_prefix('~') {
+            Some(deny) => syscalls(&deny.split_whitespace().collect::<Vec<_>>(), &mut denied),
+            None => syscalls(&value.split_whitespace().collect::<Vec<_>>(), &mut allowed),
+        }
+    }
+    (allowed, denied)
+}
+
+/// The unit's system call filter against what Portico really calls: a server traced
+/// with strace through a start, https and http requests, a proxied one, a reload, an
+/// `--live` question and a drain calls nothing the filter refuses.
+#[test]
+fn the_units_system_call_filter_allows_what_portico_calls() {
+    let (allowed, denied) = unit_filter();
+    assert!(allowed.contains("accept4") && denied.contains("setrlimit"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, http) = (free_port(), free_port());
+    let config = dir.path().join("portico.toml");
+    crate::support::site_root(dir.path(), "site", "traced");
+    std::fs::write(
+        &config,
+        format!("[[listener]]\naddress = \"127.0.0.1:{port}\"\n[[listener]]\naddress = \"127.0.0.1:{http}\"\nkind = \"http\"\n[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\ntls = \"internal\"\nroot = \"site\"\n[[site]]\nname = \"b\"\nhosts = [\"b.test\"]\ntls = \"internal\"\nproxy = {{ upstreams = [\"http://127.0.0.1:{}\"] }}\n", free_port()),
+    )
+    .expect("write config");
+    let trace = dir.path().join("trace");
+    let mut strace = Command::new("strace");
+    strace
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .args([BIN, "serve", "-c"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = Running(strace.spawn().expect("strace starts"));
+    let ca = dir.path().join("state/ca.pem");
+    assert_eq!(
+        eventually("served under strace", || curl(&ca, "a.test", port)),
+        "traced"
+    );
+    // A proxied request to an upstream that is not there (502), and a plain http one.
+    let _ = curl(&ca, "b.test", port);
+    let _ = std::net::TcpStream::connect(("127.0.0.1", http)).map(|mut s| {
+        use std::io::{Read, Write};
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
+        let _ = s.read_to_end(&mut Vec::new());
+    });
+    assert!(reload(&config).status.success());
+    let live = Command::new(BIN)
+        .args(["certs", "--live", "-c"])
+        .arg(&config)
+        .output()
+        .expect("certs --live runs");
+    assert!(live.status.success(), "{live:?}");
+    // SIGTERM to Portico itself (strace would detach): the pid of the trace's first line.
+    let text = std::fs::read_to_string(&trace).expect("the trace");
+    let pid: u32 = text
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the traced process's pid");
+    let _portico = Kill(pid);
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let status = eventually("exit after SIGTERM", || child.0.try_wait().expect("wait"));
+    assert!(status.success(), "{status:?}");
+
+    let text = std::fs::read_to_string(&trace).expect("the trace");
+    let called: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| {
+            // "PID name(args) = result"; resumed and signal lines have no name there.
+            let rest = l.split_once(' ')?.1.trim_start();
+            let name = &rest[..rest.find('(')?];
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                .then(|| name.to_string())
+        })
+        .collect();
+    assert!(
+        called.contains("accept4") && called.contains("epoll_wait"),
+        "{called:?}"
+    );
+    let refused: Vec<&String> = called
+        .iter()
+        .filter(|c| !allowed.contains(*c) || denied.contains(*c))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "the unit's SystemCallFilter refuses system calls Portico makes: {refused:?}"
     );
 }
