@@ -2,6 +2,7 @@
 //! command early are `anyhow` errors printed by `main`.
 
 pub mod check;
+mod cluster;
 pub mod generate;
 mod inspect;
 pub mod probe;
@@ -134,6 +135,11 @@ pub enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// The fleet this node belongs to ([cluster]): etcd members, nodes up, locks, keys.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Connect to a TLS server as a client; show the chain, protocol and ALPN, and whether the
     /// certificate covers the name and verifies. Exit 1 on a mismatch, failure or refusal.
     Probe(probe::Args),
@@ -147,6 +153,19 @@ pub enum Command {
         /// Where the man pages go (man only).
         #[arg(value_name = "DIR", required_if_eq("what", "man"))]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Show the etcd members, the Portico nodes up, who holds which lock, the ticket key
+    /// generation, and whether this machine's cluster key is the fleet's.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON (schema in docs/cluster.md).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -178,6 +197,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let query = Query::Explain { host, options };
             inspect::run(&config, query, output.format(), output.live)
         }
+        Command::Cluster {
+            command: ClusterCommand::Status { config, json },
+        } => cluster::status(&config, json),
         Command::Probe(args) => probe::run(args),
         Command::Generate { what, dir } => generate::run(what, dir.as_deref()),
     }

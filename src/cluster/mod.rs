@@ -10,6 +10,8 @@
 //! holder of the `tickets` lock) makes and rotates them, every node installs them, so a
 //! ticket one node issued resumes on every other.
 
+pub mod members;
+pub mod status;
 pub mod tickets;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +25,12 @@ use crate::store::{ClusterKey, Etcd, KeyError, StoreError};
 /// The key whose sealed value tells a node whether its cluster key is the fleet's.
 const KEY_CHECK: &str = "key-check";
 const KEY_CHECK_TEXT: &[u8] = b"portico cluster key check";
+
+/// Whether `key` opens the fleet's check value `stored` (sealed at the etcd key `at`).
+fn opens_check(key: &ClusterKey, at: &str, stored: &[u8]) -> bool {
+    key.open(at, stored)
+        .is_ok_and(|text| text == KEY_CHECK_TEXT)
+}
 
 /// Waits after a failure: 1 s, doubling up to 30 s.
 #[derive(Debug)]
@@ -65,6 +73,8 @@ struct Member {
     /// etcd is away.
     local: PathBuf,
     shared: Shared,
+    /// The highest store revision the node's watches have seen (for its record).
+    synced: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,10 +107,12 @@ impl Node {
             name: cluster.node.clone(),
             local: state_dir.join("cluster"),
             shared: shared.clone(),
+            synced: std::sync::atomic::AtomicI64::new(0),
         });
         // The last ticket keys this node saw, before etcd answers (or while it does not).
         tickets::install_local_copy(&member);
         let tasks = vec![
+            tokio::spawn(members::register(member.clone())),
             tokio::spawn(tickets::follow(member.clone())),
             tokio::spawn(tickets::rotate(member)),
         ];
@@ -109,6 +121,12 @@ impl Node {
 }
 
 impl Member {
+    /// Records that the node has synced to `revision`.
+    fn saw(&self, revision: i64) {
+        self.synced
+            .fetch_max(revision, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Whether this node's cluster key is the fleet's: the first node to ask writes the
     /// sealed check value, every other opens it. An error when etcd does not answer.
     async fn key_is_the_fleets(&self) -> Result<bool, StoreError> {
@@ -118,10 +136,7 @@ impl Member {
             return Ok(true);
         }
         let stored = self.store.get(KEY_CHECK).await?.unwrap_or_default();
-        Ok(self
-            .key
-            .open(&at, &stored)
-            .is_ok_and(|text| text == KEY_CHECK_TEXT))
+        Ok(opens_check(&self.key, &at, &stored))
     }
 
     /// Waits until the key check passes. A key that is not the fleet's is logged once per

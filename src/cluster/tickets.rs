@@ -14,9 +14,9 @@ use crate::tls::tickets::{next_set, TicketKey, ROTATION};
 
 /// The folder of the sealed set in the store, the rotation lock's name and the local
 /// copy's file name.
-const NAME: &str = "tickets";
+pub(super) const NAME: &str = "tickets";
 /// The sealed set's key in the folder.
-const SET: &str = "set";
+pub(super) const SET: &str = "set";
 /// The rotation lock's TTL: how long the fleet goes without a rotator after the holder died.
 const LOCK_TTL: Duration = Duration::from_secs(10);
 
@@ -77,20 +77,23 @@ fn decode(bytes: &[u8]) -> Option<Vec<TicketKey>> {
 
 /// The set in a sealed value, or None (logged) when it does not open or parse.
 fn open(member: &Member, sealed: &[u8]) -> Option<Vec<TicketKey>> {
-    let at = member.store.key(&set_key());
-    match member.key.open(&at, sealed).map(|plain| decode(&plain)) {
-        Ok(Some(set)) if !set.is_empty() => Some(set),
-        Ok(_) => {
-            tracing::error!(
-                "cluster: the stored ticket keys do not parse; keeping the current ones"
-            );
-            None
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cluster: the stored ticket keys do not open; keeping the current ones");
-            None
-        }
+    let set = open_with(&member.key, &member.store.key(&set_key()), sealed);
+    if set.is_none() {
+        tracing::error!("cluster: the stored ticket keys do not open with this node's key, or do not parse; keeping the current ones");
     }
+    set
+}
+
+/// The set sealed at the etcd key `at`, if `key` opens it and it parses.
+pub(super) fn open_with(
+    key: &crate::store::ClusterKey,
+    at: &str,
+    sealed: &[u8],
+) -> Option<Vec<TicketKey>> {
+    key.open(at, sealed)
+        .ok()
+        .and_then(|plain| decode(&plain))
+        .filter(|set| !set.is_empty())
 }
 
 fn install(member: &Member, set: Vec<TicketKey>) {
@@ -131,10 +134,13 @@ async fn follow_once(
             apply(member, sealed);
         }
     }
+    member.saw(listing.revision);
     let mut watch = member.store.watch(NAME, listing.revision).await?;
     backoff.reset();
     loop {
-        for change in watch.next().await? {
+        let changes = watch.next().await?;
+        member.saw(watch.revision());
+        for change in changes {
             match change {
                 Change::Put { name, value } if name == SET => apply(member, &value),
                 _ => {}

@@ -10,15 +10,20 @@ use std::time::Duration;
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    LockOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+    LockOptions, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 
 use crate::config::Cluster;
 
 /// For a connection to a member.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// For one request (not for waiting on a lock, or on a watch).
+/// For one request, its retries included (not for waiting on a lock, or on a watch).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// For one try of a request: a try routed to a member that just died can hang until the
+/// connection is given up, while the other members answer in milliseconds.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Between two tries of a request.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -66,6 +71,8 @@ pub struct Etcd {
     client: Client,
     prefix: String,
     endpoints: String,
+    /// This node's name, written where it holds a lock.
+    node: String,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -110,6 +117,7 @@ impl Etcd {
             client,
             prefix: cluster.prefix.clone(),
             endpoints,
+            node: cluster.node.clone(),
         })
     }
 
@@ -137,49 +145,106 @@ impl Etcd {
         }
     }
 
+    /// Runs `call` until it succeeds, each try for at most [`ATTEMPT_TIMEOUT`] and all of
+    /// them for at most [`REQUEST_TIMEOUT`], then answers the last error. A member that just died fails the request routed to it (a broken
+    /// pipe), and the next attempt goes to a member that answers: one member down must
+    /// change nothing. Only for requests that may be sent twice.
+    async fn retrying<T, F>(&self, mut call: impl FnMut() -> F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let start = tokio::time::Instant::now();
+        let mut last = None;
+        loop {
+            let left = REQUEST_TIMEOUT.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), call()).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => last = Some(e),
+                // An attempt stuck on a member that went away: the next may go elsewhere.
+                Err(_) => {}
+            }
+            tokio::time::sleep(RETRY_PAUSE.min(REQUEST_TIMEOUT.saturating_sub(start.elapsed())))
+                .await;
+        }
+        Err(match last {
+            Some(e) => self.unavailable(e),
+            None => StoreError::TimedOut {
+                endpoints: self.endpoints.clone(),
+            },
+        })
+    }
+
     pub async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut kv = self.client.kv_client();
-        let r = self.deadline(kv.get(self.key(name), None)).await?;
+        let key = self.key(name);
+        let r = self
+            .retrying(|| {
+                let mut kv = self.client.kv_client();
+                let key = key.clone();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
         Ok(r.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
     /// Writes `value` at `name`; the store's revision after the write.
     pub async fn put(&self, name: &str, value: &[u8]) -> Result<i64, StoreError> {
-        let mut kv = self.client.kv_client();
+        let key = self.key(name);
         let r = self
-            .deadline(kv.put(self.key(name), value.to_vec(), None))
+            .retrying(|| {
+                let mut kv = self.client.kv_client();
+                let (key, value) = (key.clone(), value.to_vec());
+                async move { kv.put(key, value, None).await }
+            })
             .await?;
         Ok(r.header().map_or(0, |h| h.revision()))
     }
 
     /// Writes `value` at `name` unless something is there already (in one transaction, so
-    /// of several nodes trying at once exactly one writes); whether this call wrote it.
+    /// of several nodes trying at once exactly one writes); whether this call wrote it. (A
+    /// retry after an answer was lost says false: the caller reads what is there.)
     pub async fn put_if_absent(&self, name: &str, value: &[u8]) -> Result<bool, StoreError> {
         let key = self.key(name);
-        let txn = Txn::new()
-            .when(vec![Compare::create_revision(
-                key.clone(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then(vec![TxnOp::put(key, value.to_vec(), None)]);
-        let mut kv = self.client.kv_client();
-        Ok(self.deadline(kv.txn(txn)).await?.succeeded())
+        let r = self
+            .retrying(|| {
+                let mut kv = self.client.kv_client();
+                let txn = Txn::new()
+                    .when(vec![Compare::create_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        0,
+                    )])
+                    .and_then(vec![TxnOp::put(key.clone(), value.to_vec(), None)]);
+                async move { kv.txn(txn).await }
+            })
+            .await?;
+        Ok(r.succeeded())
     }
 
     /// Removes `name`; whether it was there.
     pub async fn delete(&self, name: &str) -> Result<bool, StoreError> {
-        let mut kv = self.client.kv_client();
-        let r = self.deadline(kv.delete(self.key(name), None)).await?;
+        let key = self.key(name);
+        let r = self
+            .retrying(|| {
+                let mut kv = self.client.kv_client();
+                let key = key.clone();
+                async move { kv.delete(key, None).await }
+            })
+            .await?;
         Ok(r.deleted() > 0)
     }
 
     /// Every key in the folder `dir` (and below it), at one revision.
     pub async fn list(&self, dir: &str) -> Result<Listing, StoreError> {
         let folder = self.key(&format!("{dir}/"));
-        let mut kv = self.client.kv_client();
         let r = self
-            .deadline(kv.get(folder.clone(), Some(GetOptions::new().with_prefix())))
+            .retrying(|| {
+                let mut kv = self.client.kv_client();
+                let folder = folder.clone();
+                async move { kv.get(folder, Some(GetOptions::new().with_prefix())).await }
+            })
             .await?;
         let items = r
             .kvs()
@@ -218,21 +283,25 @@ impl Etcd {
         })
     }
 
-    /// Takes the fleet-wide lock `name`, waiting up to `wait` for it. The lock is held
-    /// until [`Held::release`], or until this process stops renewing it: `ttl` after it
-    /// dies (or loses etcd), another node gets it. None when `wait` passed first.
-    pub async fn lock(
-        &self,
-        name: &str,
-        ttl: Duration,
-        wait: Duration,
-    ) -> Result<Option<Held>, StoreError> {
+    /// A lease of `ttl` that this process renews (at a third of the TTL) until it is
+    /// dropped or revoked: what is written with it, and the locks taken on it, end `ttl`
+    /// after this process stops renewing it (it died, or lost etcd).
+    pub async fn lease(&self, ttl: Duration) -> Result<Lease, StoreError> {
         let ttl_s = i64::try_from(ttl.as_secs().max(2)).unwrap_or(i64::MAX);
-        let mut lease = self.client.lease_client();
-        let granted = self.deadline(lease.grant(ttl_s, None)).await?;
-        let id = granted.id();
-        let (mut keeper, mut answers) = self.deadline(lease.keep_alive(id)).await?;
-        // Renew at a third of the TTL, so two renewals may be lost before the lock ends.
+        // A grant sent twice leaves an unused lease, which ends with its TTL.
+        let id = self
+            .retrying(|| {
+                let mut lease = self.client.lease_client();
+                async move { lease.grant(ttl_s, None).await }
+            })
+            .await?
+            .id();
+        let (mut keeper, mut answers) = self
+            .retrying(|| {
+                let mut lease = self.client.lease_client();
+                async move { lease.keep_alive(id).await }
+            })
+            .await?;
         let period = Duration::from_secs(u64::try_from(ttl_s).unwrap_or(u64::MAX) / 3)
             .max(Duration::from_millis(500));
         let renew = tokio::spawn(async move {
@@ -242,38 +311,120 @@ impl Etcd {
                 }
                 match answers.message().await {
                     Ok(Some(a)) if a.ttl() > 0 => {}
-                    // The lease is gone: so is the lock.
+                    // The lease is gone, and with it what hangs on it.
                     _ => return,
                 }
                 tokio::time::sleep(period).await;
             }
         });
+        Ok(Lease {
+            id,
+            renew,
+            store: self.clone(),
+        })
+    }
+
+    /// Writes `value` at `name` for as long as `lease` lives.
+    pub async fn put_leased(
+        &self,
+        name: &str,
+        value: &[u8],
+        lease: &Lease,
+    ) -> Result<i64, StoreError> {
+        let key = self.key(name);
+        let r = self
+            .retrying(|| {
+                let mut kv = self.client.kv_client();
+                let (key, value) = (key.clone(), value.to_vec());
+                let options = PutOptions::new().with_lease(lease.id);
+                async move { kv.put(key, value, Some(options)).await }
+            })
+            .await?;
+        Ok(r.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Takes the fleet-wide lock `name`, waiting up to `wait` for it. The lock is held
+    /// until [`Held::release`], or until this process stops renewing it: `ttl` after it
+    /// dies (or loses etcd), another node gets it. None when `wait` passed first. While it
+    /// is held, `PREFIX/holders/NAME` names this node (for `portico cluster status`).
+    pub async fn lock(
+        &self,
+        name: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Option<Held>, StoreError> {
+        let lease = self.lease(ttl).await?;
         let mut locks = self.client.lock_client();
         let key = self.key(&format!("locks/{name}"));
         let taken = tokio::time::timeout(
             wait,
-            locks.lock(key, Some(LockOptions::new().with_lease(id))),
+            locks.lock(key, Some(LockOptions::new().with_lease(lease.id))),
         )
         .await;
-        let held = match taken {
-            Ok(Ok(r)) => Some(Held {
-                key: r.key().to_vec(),
-                lease: id,
-                renew,
-                store: self.clone(),
-            }),
+        match taken {
+            Ok(Ok(r)) => {
+                let holder = format!("holders/{name}");
+                // Only for people: the lock is held whether or not this is written.
+                if let Err(e) = self.put_leased(&holder, self.node.as_bytes(), &lease).await {
+                    tracing::debug!(error = %e, lock = name, "cannot record the lock's holder");
+                }
+                Ok(Some(Held {
+                    key: r.key().to_vec(),
+                    holder,
+                    lease,
+                }))
+            }
             Ok(Err(e)) => {
-                renew.abort();
-                let _ = lease.revoke(id).await;
-                return Err(self.unavailable(e));
+                let _ = lease.revoke().await;
+                Err(self.unavailable(e))
             }
             Err(_) => {
-                renew.abort();
-                let _ = self.deadline(lease.revoke(id)).await;
-                None
+                let _ = lease.revoke().await;
+                Ok(None)
             }
-        };
-        Ok(held)
+        }
+    }
+
+    /// The etcd cluster's members: name and client URLs, as etcd lists them.
+    pub async fn members(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        let r = self
+            .retrying(|| {
+                let mut client = self.client.cluster_client();
+                async move { client.member_list().await }
+            })
+            .await?;
+        Ok(r.members()
+            .iter()
+            .map(|m| (m.name().to_string(), m.client_urls().to_vec()))
+            .collect())
+    }
+}
+
+/// A lease this process renews; see [`Etcd::lease`].
+pub struct Lease {
+    id: i64,
+    renew: tokio::task::JoinHandle<()>,
+    store: Etcd,
+}
+
+impl Lease {
+    /// Whether it is still renewed (false once etcd said it is gone, or could not be told).
+    pub fn is_alive(&self) -> bool {
+        !self.renew.is_finished()
+    }
+
+    /// Ends it now, and with it what hangs on it.
+    pub async fn revoke(self) -> Result<(), StoreError> {
+        self.renew.abort();
+        let mut lease = self.store.client.lease_client();
+        self.store.deadline(lease.revoke(self.id)).await.map(|_| ())
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Not revoked: stop renewing, and etcd ends it when its TTL runs out.
+        self.renew.abort();
     }
 }
 
@@ -349,32 +500,25 @@ impl Watch {
 /// A fleet-wide lock, held while its lease is renewed.
 pub struct Held {
     key: Vec<u8>,
-    lease: i64,
-    renew: tokio::task::JoinHandle<()>,
-    store: Etcd,
+    /// Where this node is named as the holder.
+    holder: String,
+    lease: Lease,
 }
 
 impl Held {
     /// Lets go of the lock now (a holder that dies lets go when its lease ends).
     pub async fn release(self) -> Result<(), StoreError> {
-        self.renew.abort();
-        let mut locks = self.store.client.lock_client();
-        let unlocked = self.store.deadline(locks.unlock(self.key.clone())).await;
-        let mut lease = self.store.client.lease_client();
-        let revoked = self.store.deadline(lease.revoke(self.lease)).await;
+        let store = self.lease.store.clone();
+        let _ = store.delete(&self.holder).await;
+        let mut locks = store.client.lock_client();
+        let unlocked = store.deadline(locks.unlock(self.key.clone())).await;
+        let revoked = self.lease.revoke().await;
         unlocked?;
-        revoked.map(|_| ())
+        revoked
     }
 
     /// Whether the lease is still being renewed (false once etcd said it is gone).
     pub fn is_renewed(&self) -> bool {
-        !self.renew.is_finished()
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        // Dropped without release: stop renewing; etcd ends the lock when the TTL runs out.
-        self.renew.abort();
+        self.lease.is_alive()
     }
 }

@@ -3,6 +3,7 @@
 //! the client. A ticket node A issued resumes on node B; a node of another fleet, or with
 //! another cluster key, does not resume it; etcd holds the keys sealed only; and a node
 //! restarted while etcd is down still resumes the fleet's tickets from its sealed copy.
+//! `portico cluster status` shows the nodes, the rotator's lock and the keys' generation.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -182,7 +183,7 @@ fn a_ticket_from_one_node_resumes_on_another() {
         );
     }
 
-    // etcd holds every value sealed: no ticket key, no private key in clear.
+    // etcd holds every secret sealed: no ticket key, no private key in clear.
     let fleet_values = etcd.dump("/portico/fleet/");
     assert!(
         fleet_values
@@ -191,11 +192,72 @@ fn a_ticket_from_one_node_resumes_on_another() {
         "{fleet_values:?}"
     );
     for (k, v) in &fleet_values {
-        assert!(
-            v.is_empty() || ClusterKey::is_sealed(v),
-            "{k} is not sealed"
-        );
+        // Public by design: who is up (a JSON record) and who holds which lock (a name).
+        if k.contains("/nodes/") {
+            serde_json::from_slice::<serde_json::Value>(v).expect("a node record");
+        } else if k.contains("/holders/") {
+            assert!(
+                ["a", "b"].contains(&String::from_utf8_lossy(v).as_ref()),
+                "{k}"
+            );
+        } else {
+            assert!(
+                v.is_empty() || ClusterKey::is_sealed(v),
+                "{k} is not sealed"
+            );
+        }
     }
+
+    // `portico cluster status` sees the nodes up, the rotator's lock, the keys' generation,
+    // and which machine's key is the fleet's.
+    let status = |file: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["cluster", "status", "--json", "-c"])
+            .arg(file)
+            .output()
+            .expect("cluster status runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    let st = crate::support::eventually("every node's record", || {
+        let st = status(&a_file);
+        let nodes: Vec<String> = st["nodes"]
+            .as_array()?
+            .iter()
+            .filter_map(|n| n["node"].as_str().map(str::to_string))
+            .collect();
+        // Records are rewritten every 5 s: wait for the ones made after the keys came.
+        let synced = st["nodes"].as_array()?.iter().all(|n| {
+            n["node"] == "d"
+                || (n["synced_revision"].as_i64() > Some(0)
+                    && n["tickets_generation"] == st["tickets"]["generation"])
+        });
+        (nodes == ["a", "b", "d"] && synced).then_some(st)
+    });
+    assert_eq!(st["members"].as_array().map(Vec::len), Some(3), "{st}");
+    let rotator = if made(&node_a) { "a" } else { "b" };
+    assert!(
+        st["locks"].as_array().is_some_and(|l| l
+            .iter()
+            .any(|l| l["lock"] == "tickets" && l["node"] == rotator)),
+        "{st}"
+    );
+    let generation = st["tickets"]["generation"].as_i64().expect("a generation");
+    assert!(generation >= 1, "{st}");
+    for n in st["nodes"].as_array().expect("nodes") {
+        if n["node"] != "d" {
+            assert_eq!(n["tickets_generation"].as_i64(), Some(generation), "{n}");
+            assert!(n["synced_revision"].as_i64() > Some(0), "{n}");
+        }
+    }
+    assert_eq!(st["key"]["is_the_fleets"], true, "{st}");
+    let on_d = status(&d_file);
+    assert_eq!(on_d["key"]["is_the_fleets"], false, "{on_d}");
+    assert_eq!(on_d["tickets"], "sealed", "{on_d}");
 
     // etcd goes away entirely; a node restarted meanwhile serves, and resumes the fleet's
     // tickets from its sealed local copy.
@@ -207,6 +269,14 @@ fn a_ticket_from_one_node_resumes_on_another() {
     drop(node_b);
     let node_b = Logged::serve(&b_file);
     wait_listening(b);
+    let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["cluster", "status", "-c"])
+        .arg(&b_file)
+        .output()
+        .expect("cluster status runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did not answer"), "{err}");
     let again = fleet.dir.path().join("after.pem");
     assert!(
         fleet.connect(b, Some(&sess), &again),
