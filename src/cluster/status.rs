@@ -249,10 +249,7 @@ pub fn json(st: &Status, now: i64) -> Json {
             "key",
             Json::Obj(vec![
                 ("id", st.key.as_ref().map_or(Json::Null, Json::str)),
-                (
-                    "error",
-                    st.key.as_ref().err().map_or(Json::Null, Json::str),
-                ),
+                ("error", st.key.as_ref().err().map_or(Json::Null, Json::str)),
                 (
                     "is_the_fleets",
                     st.key_is_the_fleets.map_or(Json::Null, Json::Bool),
