@@ -5,7 +5,17 @@
 //! listener, name, site and certificate, [`tls`] terminates, [`http`] serves. [`config`] and
 //! [`runtime`] turn a file into the immutable tables all of that reads.
 
+/// The version `portico --version` prints: the package's, and the commit it was built from
+/// (build.rs: `-dirty` when the tree differed from it, "unknown" without git).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PORTICO_COMMIT"),
+    ")"
+);
+
 pub mod acme;
+pub mod activation;
 pub mod admin;
 pub mod cli;
 pub mod cluster;
@@ -19,6 +29,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod names;
+pub mod notify;
 pub mod passthrough;
 pub mod proxy_protocol;
 pub mod route;

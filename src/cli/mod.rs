@@ -3,6 +3,7 @@
 
 pub mod check;
 mod cluster;
+pub mod generate;
 mod inspect;
 pub mod probe;
 pub mod reload;
@@ -69,7 +70,7 @@ impl Output {
 #[derive(Debug, Parser)]
 #[command(
     name = "portico",
-    version,
+    version = crate::VERSION,
     about = "An HTTPS front door: many sites on one IP:port, each with its own certificate chosen by SNI"
 )]
 pub struct Cli {
@@ -142,6 +143,17 @@ pub enum Command {
     /// Connect to a TLS server as a client; show the chain, protocol and ALPN, and whether the
     /// certificate covers the name and verifies. Exit 1 on a mismatch, failure or refusal.
     Probe(probe::Args),
+    /// Write the man pages (portico.1 and one per command) into DIR, or a shell's
+    /// completions to stdout, made from these definitions (scripts/deb packages them).
+    /// Hidden: a packaging tool, not an operator's.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: generate::What,
+        /// Where the man pages go (man only).
+        #[arg(value_name = "DIR", required_if_eq("what", "man"))]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +201,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: ClusterCommand::Status { config, json },
         } => cluster::status(&config, json),
         Command::Probe(args) => probe::run(args),
+        Command::Generate { what, dir } => generate::run(what, dir.as_deref()),
     }
 }
 

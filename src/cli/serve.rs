@@ -11,6 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::config::{CertFiles, Config, Origin, Report, TlsMode};
 use crate::control::{Changed, Command, History, Outcome, Reply};
 use crate::listener::Server;
+use crate::notify::Notifier;
 use crate::runtime::{self, format_time, FileStamp, Mode, Runtime, Shared};
 use crate::tls::dir::Staged;
 
@@ -42,6 +43,12 @@ pub(super) fn run(config: &super::ConfigArg) -> anyhow::Result<ExitCode> {
     // Before the configuration is loaded, so that its diagnostics are in the chosen format
     // too; the format cannot change after this (a reload that changes it warns).
     super::init_logging(Config::log_format_in(config.path()));
+    // What the service manager handed this process, read (and removed from the
+    // environment) before any other thread runs.
+    let notifier = Notifier::from_env();
+    let activated = crate::activation::take_from_env()
+        .map_err(|e| anyhow::anyhow!("{e}\n  fix: {}", e.fix()))
+        .context("cannot take the sockets from the service manager")?;
     // With one CPU to run on (a pinned process, a container limited to one CPU), one
     // thread runs every connection and this loop: tokio's multi-threaded scheduler would
     // add a second thread for the loop and pay for handing tasks between threads it cannot
@@ -67,7 +74,12 @@ pub(super) fn run(config: &super::ConfigArg) -> anyhow::Result<ExitCode> {
         },
         "async runtime"
     );
-    tokio.block_on(serve(config.path().to_path_buf(), config.origin()))
+    tokio.block_on(serve(
+        config.path().to_path_buf(),
+        config.origin(),
+        notifier,
+        activated,
+    ))
 }
 
 /// Loads and builds a runtime, logging every diagnostic. With the runtime comes the report
@@ -221,11 +233,23 @@ struct Upgrade {
 
 impl Upgrade {
     /// Starts the binary at `exe` as `serve -c path`, told to take the sockets over.
-    fn start(&mut self, exe: &Path, path: &Path, state_dir: &Path) -> anyhow::Result<()> {
+    fn start(
+        &mut self,
+        exe: &Path,
+        path: &Path,
+        state_dir: &Path,
+        notifier: &Notifier,
+    ) -> anyhow::Result<()> {
         if self.client.is_some() {
             anyhow::bail!("an upgrade is already in progress");
         }
-        let child = std::process::Command::new(exe)
+        let mut command = std::process::Command::new(exe);
+        // Under systemd the new process tells the manager it is ready, once this one has
+        // named it the main process (MAINPID) at the hand-over.
+        if let Some(socket) = notifier.socket_env() {
+            command.env(crate::notify::SOCKET_ENV, socket);
+        }
+        let child = command
             .arg("serve")
             .arg("-c")
             .arg(path)
@@ -548,7 +572,12 @@ impl AcmeTasks {
     }
 }
 
-async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
+async fn serve(
+    path: PathBuf,
+    origin: Origin,
+    notifier: Notifier,
+    activated: Vec<crate::activation::Inherited>,
+) -> anyhow::Result<ExitCode> {
     let shared = Shared::new();
     let rt = match load(&path, origin, &shared) {
         Ok((rt, _warnings)) => rt,
@@ -579,7 +608,19 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
     // The path this binary was started from: an upgrade starts whatever is there now.
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let (mut server, takeover) = match std::env::var_os(crate::upgrade::FROM_ENV) {
-        None => (Server::start(rt).await?, None),
+        None if activated.is_empty() => (Server::start(rt).await?, None),
+        None => {
+            // Socket activation: the manager's sockets, matched to listeners by address,
+            // take the path an upgrade's do; listeners without one are bound.
+            let count = activated.len();
+            let handed = crate::activation::assign(activated, &crate::listener::socket_addrs(&rt))
+                .map_err(|e| anyhow::anyhow!("{e}\n  fix: {}", e.fix()))?;
+            tracing::info!(
+                sockets = count,
+                "took the listening sockets from the service manager"
+            );
+            (Server::start_with(rt, handed).await?, None)
+        }
         Some(socket) => {
             // A binary upgrade: the runtime is built (a bad configuration has already
             // failed above), now take the sockets from the old process.
@@ -642,10 +683,16 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
     shared.metrics.installed(&server.runtime());
     let fleet_acme = _fleet.as_ref().map(crate::cluster::Node::acme);
     let mut acme = AcmeTasks::start(&server.runtime().config, &shared, issued_tx, fleet_acme);
+    // Every listener is bound, the runtime installed and the control socket (which
+    // `ExecReload=portico reload` talks to) is up.
+    notifier.ready();
+    let mut handed_over = false;
     loop {
         tokio::select! {
             _ = hup.recv() => {
+                notifier.reloading();
                 install(&mut server, &shared.metrics, &history, load_off(&path, origin, &shared).await, "SIGHUP");
+                notifier.ready();
                 files = loaded_cert_files(&server.runtime().config, &shared);
                 watch = every(watch_period(files.len()));
                 acme.follow(&server.runtime().config);
@@ -659,7 +706,9 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
             }
             Some(request) = commands.recv() => match request.command {
                 Command::Reload => {
+                    notifier.reloading();
                     let answer = install(&mut server, &shared.metrics, &history, load_off(&path, origin, &shared).await, request.source);
+                    notifier.ready();
                     files = loaded_cert_files(&server.runtime().config, &shared);
                     watch = every(watch_period(files.len()));
                     acme.follow(&server.runtime().config);
@@ -686,7 +735,7 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
                     let answer = change_certificate(&mut server, &shared, &history, change).await;
                     let _ = request.reply.send(answer);
                 }
-                Command::Upgrade => match upgrade.start(&exe, &path, &state_dir) {
+                Command::Upgrade => match upgrade.start(&exe, &path, &state_dir, &notifier) {
                     Ok(()) => upgrade.client = Some(request.reply),
                     Err(e) => {
                         let _ = request.reply.send(Reply::Text(format!("FAILED {e}\n")));
@@ -713,6 +762,7 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
                         let _ = client.send(Reply::Text(format!("OK upgraded: process {pid} serves now; this one drains and exits\n")));
                     }
                     let _ = request.reply.send(Reply::Text(String::new()));
+                    handed_over = true;
                     break;
                 }
                 Command::HandedOver { ready: false } => {
@@ -771,6 +821,12 @@ async fn serve(path: PathBuf, origin: Origin) -> anyhow::Result<ExitCode> {
     }
     drop(acme);
     drop(admin);
+    match upgrade.pid {
+        // The new process serves on: the manager follows it, and this one's drain is no
+        // stop of the service.
+        Some(pid) if handed_over => notifier.main_pid(pid),
+        _ => notifier.stopping(),
+    }
     let drain = server.runtime().config.limits.drain_timeout;
     tracing::info!(deadline = ?drain, "draining");
     let clean = server.shutdown(drain).await;

@@ -125,7 +125,7 @@ async fn request_in_flight_finishes_during_drain() {
     );
 }
 
-fn signal(child: &Child, sig: &str) {
+pub(crate) fn signal(child: &Child, sig: &str) {
     let status = Command::new("sh")
         .args(["-c", &format!("kill -{sig} {}", child.id())])
         .status()
@@ -133,7 +133,7 @@ fn signal(child: &Child, sig: &str) {
     assert!(status.success());
 }
 
-fn curl(ca: &std::path::Path, host: &str, port: u16) -> Option<String> {
+pub(crate) fn curl(ca: &std::path::Path, host: &str, port: u16) -> Option<String> {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "5", "--cacert"])
         .arg(ca)
