@@ -192,20 +192,31 @@ pub async fn listen(
             source,
         }
     })?;
+    let sessions = Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS));
+    let open = sessions.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
+            };
+            // Closed only when the process ends; more sessions than this wait their turn.
+            let Ok(permit) = open.clone().acquire_owned().await else {
+                return;
             };
             let requests = requests.clone();
             tokio::spawn(async move {
                 if let Err(e) = session(stream, requests).await {
                     tracing::debug!(error = %e, "control session ended with an error");
                 }
+                drop(permit);
             });
         }
     });
-    Ok(Guard { path, task })
+    Ok(Guard {
+        path,
+        task,
+        sessions,
+    })
 }
 
 async fn session(mut stream: UnixStream, requests: mpsc::Sender<Request>) -> io::Result<()> {
@@ -306,19 +317,38 @@ async fn handover(stream: UnixStream, requests: mpsc::Sender<Request>) -> io::Re
     Ok(())
 }
 
+/// At most this many control sessions at once.
+const MAX_SESSIONS: usize = 64;
+
 /// Keeps the control socket open; dropping it stops listening and removes the file.
 pub struct Guard {
     path: PathBuf,
     task: tokio::task::JoinHandle<()>,
+    sessions: Arc<tokio::sync::Semaphore>,
 }
 
 impl Guard {
     /// Stops listening and removes the socket file now, so a new process can bind it; the
-    /// drop that follows leaves that new file alone.
-    pub fn release(mut self) {
+    /// drop that follows leaves that new file alone. The sessions still open (the
+    /// `portico upgrade` waiting for its answer) go on; [`Sessions::finished`] waits for
+    /// them.
+    pub fn release(mut self) -> Sessions {
         self.task.abort();
         let _ = std::fs::remove_file(&self.path);
         self.path = PathBuf::new();
+        Sessions(self.sessions.clone())
+    }
+}
+
+/// The control sessions of a released socket.
+pub struct Sessions(Arc<tokio::sync::Semaphore>);
+
+impl Sessions {
+    /// Waits until every session has written its answer, for at most `within`: a process
+    /// that ends first would cut `portico upgrade` off before its `OK`.
+    pub async fn finished(self, within: Duration) {
+        let all = u32::try_from(MAX_SESSIONS).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(within, self.0.acquire_many(all)).await;
     }
 }
 

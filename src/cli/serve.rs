@@ -687,6 +687,8 @@ async fn serve(
     // `ExecReload=portico reload` talks to) is up.
     notifier.ready();
     let mut handed_over = false;
+    // After a hand-over: the control sessions still writing their answers.
+    let mut sessions = None;
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -753,7 +755,7 @@ async fn serve(
                     tracing::info!(pid = ?upgrade.pid, "the new process serves; this one drains and exits");
                     // Let go of the control socket first: the new process binds it next.
                     if let Some(guard) = control.take() {
-                        guard.release();
+                        sessions = Some(guard.release());
                     }
                     // And of the admin listener, which the new process opens next.
                     admin.release().await;
@@ -832,6 +834,10 @@ async fn serve(
     let clean = server.shutdown(drain).await;
     if !clean {
         tracing::warn!("drain deadline reached; closing remaining connections");
+    }
+    // `portico upgrade` gets its OK before this process is gone.
+    if let Some(sessions) = sessions {
+        sessions.finished(Duration::from_secs(2)).await;
     }
     Ok(ExitCode::SUCCESS)
 }
