@@ -273,12 +273,6 @@ def write(res, path, rsa=None):
         for r in group.values()
         if isinstance(r, dict) and r.get("other_load_on_server_cpu") is not None
     ]
-    scrape = _get(res, "servers", "portico", "startup", "100000", "metrics_scrape_s")
-    if scrape is not None:
-        series = _get(res, "servers", "portico", "startup", "100000", "metrics_series")
-        lines.append(f"| 100k sites: a metrics scrape under 1 s | {_fmt(scrape, 3)} s ({_fmt(series, 0)} series) | {'met' if scrape < 1 else 'missed'} |")
-    else:
-        lines.append("| 100k sites: a metrics scrape under 1 s | — | not measured (run with `--sizes 1000,10000,100000`) |")
     crit = res.get("criterion") or {}
     parts = [
         "# Benchmarks",
