@@ -104,8 +104,6 @@ pub struct Fleet {
     state_dir: PathBuf,
     challenges: Arc<Challenges>,
     issued: UnboundedSender<String>,
-    /// True once the key check passed: nothing of the fleet's is used before.
-    ready: tokio::sync::watch::Sender<bool>,
     /// One writer of a site's local files at a time (the watch, or a task after its lock).
     installing: tokio::sync::Mutex<()>,
     /// The sites (file names) whose certificate was installed from the fleet, so the site's
@@ -124,7 +122,6 @@ impl Fleet {
             member,
             state_dir: state_dir.to_path_buf(),
             issued,
-            ready: tokio::sync::watch::Sender::new(false),
             installing: tokio::sync::Mutex::new(()),
             installed: tokio::sync::broadcast::Sender::new(64),
         }
@@ -162,7 +159,7 @@ impl Fleet {
     }
 
     fn check_ready(&self) -> Result<(), FleetError> {
-        if *self.ready.borrow() {
+        if *self.member.key_confirmed.borrow() {
             Ok(())
         } else {
             Err(FleetError::NotReady)
@@ -172,11 +169,11 @@ impl Fleet {
     /// Waits a while for the key check (a task that starts with the node would otherwise
     /// find it not done yet).
     async fn wait_ready(&self) -> Result<(), FleetError> {
-        let mut ready = self.ready.subscribe();
-        let waited = tokio::time::timeout(ORDER_LOCK_WAIT, ready.wait_for(|r| *r))
+        let confirmed = self.member.wait_for_the_fleets_key();
+        if tokio::time::timeout(ORDER_LOCK_WAIT, confirmed)
             .await
-            .is_ok_and(|r| r.is_ok());
-        if waited {
+            .is_ok()
+        {
             Ok(())
         } else {
             Err(FleetError::NotReady)
@@ -522,8 +519,7 @@ impl OrderLock {
 /// listing of `PREFIX/acme/` and then its watch.
 pub(super) async fn follow(fleet: Arc<Fleet>) {
     let mut backoff = Backoff::new();
-    fleet.member.wait_for_the_fleets_key(&mut backoff).await;
-    fleet.ready.send_replace(true);
+    fleet.member.wait_for_the_fleets_key().await;
     // The answers this node serves because etcd has them.
     let mut answers = HashSet::new();
     loop {

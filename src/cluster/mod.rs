@@ -79,6 +79,9 @@ struct Member {
     shared: Shared,
     /// The highest store revision the node's watches have seen (for its record).
     synced: std::sync::atomic::AtomicI64,
+    /// True once the key check passed (`confirm_key`): nothing of the fleet's is used
+    /// before.
+    key_confirmed: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,11 +117,13 @@ impl Node {
             local: state_dir.join("cluster"),
             shared: shared.clone(),
             synced: std::sync::atomic::AtomicI64::new(0),
+            key_confirmed: tokio::sync::watch::Sender::new(false),
         });
         // The last ticket keys this node saw, before etcd answers (or while it does not).
         tickets::install_local_copy(&member);
         let acme = Arc::new(acme::Fleet::new(member.clone(), state_dir, issued));
         let tasks = vec![
+            tokio::spawn(confirm_key(member.clone())),
             tokio::spawn(members::register(member.clone())),
             tokio::spawn(tickets::follow(member.clone())),
             tokio::spawn(tickets::rotate(member)),
@@ -130,6 +135,28 @@ impl Node {
     /// The fleet's side of ACME, for the site tasks (`acme::Manager`).
     pub fn acme(&self) -> Arc<acme::Fleet> {
         self.acme.clone()
+    }
+}
+
+/// Runs the key check until it passes, once for the whole node; a key that is not the
+/// fleet's is logged at each check (every 30 s at most, with the backoff): nothing sealed
+/// by the fleet can be opened meanwhile.
+async fn confirm_key(member: Arc<Member>) {
+    let mut backoff = Backoff::new();
+    loop {
+        match member.key_is_the_fleets().await {
+            Ok(true) => {
+                member.key_confirmed.send_replace(true);
+                return;
+            }
+            Ok(false) => tracing::error!(
+                node = %member.name,
+                key = member.key.id(),
+                "cluster: this node's cluster key is not the fleet's (other nodes sealed with another key); it uses nothing of the fleet's until it has the same key file"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cluster: etcd did not answer; retrying"),
+        }
+        backoff.wait().await;
     }
 }
 
@@ -152,21 +179,11 @@ impl Member {
         Ok(opens_check(&self.key, &at, &stored))
     }
 
-    /// Waits until the key check passes. A key that is not the fleet's is logged once per
-    /// check (every 30 s at most): nothing sealed by the fleet can be opened meanwhile.
-    async fn wait_for_the_fleets_key(&self, backoff: &mut Backoff) {
-        loop {
-            match self.key_is_the_fleets().await {
-                Ok(true) => return,
-                Ok(false) => tracing::error!(
-                    node = %self.name,
-                    key = self.key.id(),
-                    "cluster: this node's cluster key is not the fleet's (other nodes sealed with another key); it uses nothing of the fleet's until it has the same key file"
-                ),
-                Err(e) => tracing::warn!(error = %e, "cluster: etcd did not answer; retrying"),
-            }
-            backoff.wait().await;
-        }
+    /// Waits until [`confirm_key`] has found this node's key to be the fleet's.
+    async fn wait_for_the_fleets_key(&self) {
+        let mut confirmed = self.key_confirmed.subscribe();
+        // The sender lives in `self`, so the wait ends only with a confirmation.
+        let _ = confirmed.wait_for(|c| *c).await;
     }
 
     /// Writes a sealed copy of `sealed` (the store's value of `name`) in `state_dir/cluster`.

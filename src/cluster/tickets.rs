@@ -44,7 +44,7 @@ fn encode(set: &[TicketKey]) -> Vec<u8> {
             .iter()
             .map(|k| StoredKey {
                 id: k.id,
-                secret: k.secret.iter().map(|b| format!("{b:02x}")).collect(),
+                secret: crate::hex::encode(&k.secret),
                 created: k.created,
             })
             .collect(),
@@ -59,16 +59,9 @@ fn decode(bytes: &[u8]) -> Option<Vec<TicketKey>> {
         .keys
         .into_iter()
         .map(|k| {
-            let mut secret = [0u8; 32];
-            if k.secret.len() != 64 {
-                return None;
-            }
-            for (i, b) in secret.iter_mut().enumerate() {
-                *b = u8::from_str_radix(k.secret.get(2 * i..2 * i + 2)?, 16).ok()?;
-            }
             Some(TicketKey {
                 id: k.id,
-                secret,
+                secret: crate::hex::decode_32(&k.secret)?,
                 created: k.created,
             })
         })
@@ -115,7 +108,7 @@ pub(super) fn install_local_copy(member: &Member) {
 /// Every node: reads the set and installs it, then installs every change.
 pub(super) async fn follow(member: Arc<Member>) {
     let mut backoff = Backoff::new();
-    member.wait_for_the_fleets_key(&mut backoff).await;
+    member.wait_for_the_fleets_key().await;
     loop {
         if let Err(e) = follow_once(&member, &mut backoff).await {
             tracing::warn!(error = %e, "cluster: watching the ticket keys stopped; retrying");
@@ -159,7 +152,7 @@ fn apply(member: &Member, sealed: &[u8]) {
 /// Every node campaigns; the one holding the lock rotates.
 pub(super) async fn rotate(member: Arc<Member>) {
     let mut backoff = Backoff::new();
-    member.wait_for_the_fleets_key(&mut backoff).await;
+    member.wait_for_the_fleets_key().await;
     loop {
         match member
             .store
