@@ -23,6 +23,7 @@ pub mod config;
 pub mod control;
 pub mod error_text;
 mod gather;
+mod hex;
 pub mod http;
 pub mod inspect;
 pub mod listener;

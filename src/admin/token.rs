@@ -47,7 +47,7 @@ impl std::fmt::Debug for Token {
 impl Token {
     fn new(secret: String) -> Token {
         let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-        let session = hex(hmac::sign(&key, SESSION_LABEL).as_ref());
+        let session = crate::hex::encode(hmac::sign(&key, SESSION_LABEL).as_ref());
         Token { secret, session }
     }
 
@@ -87,7 +87,7 @@ pub(super) fn load_or_create(path: &Path) -> Result<(Token, bool), TokenError> {
     }
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes).map_err(|_| TokenError::Random)?;
-    let secret = hex(&bytes);
+    let secret = crate::hex::encode(&bytes);
     let write_err = |source| TokenError::Write {
         path: path.to_path_buf(),
         source,
@@ -151,14 +151,6 @@ fn parse(path: &Path, text: &str) -> Result<Token, TokenError> {
         }
     }
     Ok(Token::new(secret.to_string()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 #[cfg(test)]

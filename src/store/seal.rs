@@ -86,14 +86,7 @@ impl ClusterKey {
         let text = std::str::from_utf8(bytes)
             .ok()?
             .trim_end_matches(['\n', '\r']);
-        if text.len() != 2 * KEY_LEN {
-            return None;
-        }
-        let mut key = [0u8; KEY_LEN];
-        for (i, b) in key.iter_mut().enumerate() {
-            *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(ClusterKey::new(&key))
+        Some(ClusterKey::new(&crate::hex::decode_32(text)?))
     }
 
     fn new(bytes: &[u8]) -> ClusterKey {
@@ -102,13 +95,9 @@ impl ClusterKey {
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(b"portico cluster key id\0");
         ctx.update(bytes);
-        let id = ctx
-            .finish()
-            .as_ref()
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let digest = ctx.finish();
+        // A SHA-256 digest has 32 bytes.
+        let id = crate::hex::encode(&digest.as_ref()[..8]);
         ClusterKey {
             key: LessSafeKey::new(unbound),
             id,

@@ -77,15 +77,6 @@ struct AcceptAll {
     rsa_only: bool,
 }
 
-const RSA_SCHEMES: &[SignatureScheme] = &[
-    SignatureScheme::RSA_PSS_SHA256,
-    SignatureScheme::RSA_PSS_SHA384,
-    SignatureScheme::RSA_PSS_SHA512,
-    SignatureScheme::RSA_PKCS1_SHA256,
-    SignatureScheme::RSA_PKCS1_SHA384,
-    SignatureScheme::RSA_PKCS1_SHA512,
-];
-
 impl ServerCertVerifier for AcceptAll {
     fn verify_server_cert(
         &self,
@@ -115,7 +106,7 @@ impl ServerCertVerifier for AcceptAll {
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         if self.rsa_only {
-            RSA_SCHEMES.to_vec()
+            portico::inspect::explain::RSA_ONLY_SCHEMES.to_vec()
         } else {
             rustls::crypto::aws_lc_rs::default_provider()
                 .signature_verification_algorithms
