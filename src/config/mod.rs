@@ -8,6 +8,7 @@
 mod backend;
 mod check;
 mod diag;
+mod fleet;
 mod proxy;
 mod raw;
 
@@ -22,6 +23,7 @@ pub use backend::{Backend, Cidr, ProxyProtocol};
 use check::Checker;
 pub use check::{MAX_CONNECTIONS, MAX_DURATION};
 pub use diag::{Diagnostic, Report, Severity};
+pub use fleet::{merge, NodeLocal, NODE_LOCAL};
 pub use proxy::{HealthCheck, LoadBalance, Proxy, Scheme, Upstream};
 use raw::RawConfig;
 
@@ -65,6 +67,19 @@ pub struct Cluster {
     /// TLS to etcd: the CA that signed the members' certificates and, for client
     /// authentication, this node's certificate; required when an URL is `https://`.
     pub tls: Option<ClusterTls>,
+    /// `config`: where the rest of the configuration comes from.
+    pub config: ConfigSource,
+}
+
+/// `[cluster] config`: whether this file is the node's whole configuration, or only its
+/// node-local part, the rest pushed to the fleet (`portico cluster push`, `fleet.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConfigSource {
+    /// `"file"` (the default): this file is the whole configuration.
+    #[default]
+    File,
+    /// `"etcd"`: the fleet's pushed configuration, merged with this file's node-local part.
+    Etcd,
 }
 
 /// `[cluster] tls`.
@@ -414,8 +429,17 @@ impl Config {
     /// [`Config::load_partial`] of a file named as `origin` says.
     pub fn load_partial_as(file: &Path, origin: Origin) -> (Option<Config>, Report) {
         let mut report = Report::default();
-        let text = match std::fs::read_to_string(file) {
-            Ok(text) => text,
+        let Some(text) = Config::read(file, origin, &mut report) else {
+            return (None, report);
+        };
+        let config = Config::from_str(&text, file, &mut report);
+        (config, report)
+    }
+
+    /// The text of `file`, or None with the error in `report`.
+    fn read(file: &Path, origin: Origin, report: &mut Report) -> Option<String> {
+        match std::fs::read_to_string(file) {
+            Ok(text) => Some(text),
             Err(e) => {
                 let fix = match origin {
                     Origin::Given => "check the path given with -c (relative paths are relative to the current directory)",
@@ -430,11 +454,9 @@ impl Config {
                     ),
                     Some(fix.to_string()),
                 );
-                return (None, report);
+                None
             }
-        };
-        let config = Config::from_str(&text, file, &mut report);
-        (config, report)
+        }
     }
 
     /// Checks `text` as if read from `file` (relative paths resolve against its directory).

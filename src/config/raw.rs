@@ -36,6 +36,7 @@ pub(crate) struct RawCluster {
     pub(crate) node: Option<String>,
     pub(crate) key_file: Option<String>,
     pub(crate) tls: Option<RawClusterTls>,
+    pub(crate) config: Option<String>,
     #[serde(flatten)]
     pub(crate) unknown: Unknown,
 }

@@ -18,6 +18,7 @@ fn cluster(etcd: &EtcdCluster, prefix: &str) -> Cluster {
         node: "test".to_string(),
         key_file: "unused".into(),
         tls: None,
+        config: portico::config::ConfigSource::File,
     }
 }
 

@@ -5,7 +5,7 @@
 //! are named. Whether the key file holds a key, and whether etcd answers, are for the runtime.
 
 use super::*;
-use crate::config::{Cluster, ClusterTls};
+use crate::config::{Cluster, ClusterTls, ConfigSource};
 
 /// The prefix when none is given.
 pub(crate) const DEFAULT_PREFIX: &str = "/portico";
@@ -15,13 +15,25 @@ pub(crate) const DEFAULT_KEY_FILE: &str = "cluster.key";
 const MAX_NODE: usize = 63;
 
 impl Checker<'_> {
-    pub(super) fn cluster(&mut self, raw: raw::RawCluster) -> Option<Cluster> {
+    pub(in crate::config) fn cluster(&mut self, raw: raw::RawCluster) -> Option<Cluster> {
         unknown_keys(
             self.report,
             "cluster",
             &raw.unknown,
-            &["etcd", "prefix", "node", "key_file", "tls"],
+            &["etcd", "prefix", "node", "key_file", "tls", "config"],
         );
+        let config = match raw.config.as_deref() {
+            None | Some("file") => ConfigSource::File,
+            Some("etcd") => ConfigSource::Etcd,
+            Some(other) => {
+                self.report.error(
+                    "cluster.config",
+                    format!("unknown configuration source {other:?}"),
+                    Some("set config = \"file\" (the default: this file is the whole configuration) or \"etcd\" (the fleet's, pushed with `portico cluster push`)".to_string()),
+                );
+                ConfigSource::File
+            }
+        };
         let etcd = self.etcd_urls(raw.etcd.unwrap_or_default());
         let prefix = self.prefix(raw.prefix.as_deref().unwrap_or(DEFAULT_PREFIX));
         let node = match raw.node {
@@ -69,6 +81,7 @@ impl Checker<'_> {
             node: node?,
             key_file: key_file?,
             tls: if https { tls } else { None },
+            config,
         })
     }
 
