@@ -32,9 +32,16 @@ pub struct Record {
     pub synced_revision: i64,
     /// Unix seconds.
     pub updated: i64,
+    /// The fleet configuration version it runs (`[cluster] config = "etcd"`).
+    #[serde(default)]
+    pub config_version: Option<u64>,
+    /// The newest fleet configuration version that failed on it, with its first errors.
+    #[serde(default)]
+    pub config_failed: Option<super::pushed::Failed>,
 }
 
 fn record(member: &Member, started: i64) -> Record {
+    let config = member.config.lock().map(|s| s.clone()).unwrap_or_default();
     Record {
         node: member.name.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -44,6 +51,8 @@ fn record(member: &Member, started: i64) -> Record {
         tickets_generation: member.shared.tickets.generation(),
         synced_revision: member.synced.load(Ordering::Relaxed),
         updated: crate::runtime::unix_now(),
+        config_version: config.running,
+        config_failed: config.failed,
     }
 }
 

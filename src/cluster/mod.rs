@@ -14,6 +14,7 @@
 
 pub mod acme;
 pub mod members;
+pub mod pushed;
 pub mod status;
 pub mod tickets;
 
@@ -58,6 +59,7 @@ impl Backoff {
 pub struct Node {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     acme: Arc<acme::Fleet>,
+    member: Arc<Member>,
 }
 
 impl Drop for Node {
@@ -82,6 +84,9 @@ struct Member {
     /// True once the key check passed (`confirm_key`): nothing of the fleet's is used
     /// before.
     key_confirmed: tokio::sync::watch::Sender<bool>,
+    /// The fleet's configuration version this node runs, and the newest that failed on it
+    /// (`[cluster] config = "etcd"` only).
+    config: std::sync::Mutex<pushed::State>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +95,10 @@ pub enum ClusterError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("this machine's cluster key is not the fleet's: the nodes could not open what it stores")]
+    NotTheFleetsKey,
+    #[error("other pushes kept changing the fleet's configuration; try again")]
+    Contended,
 }
 
 impl Node {
@@ -118,6 +127,7 @@ impl Node {
             shared: shared.clone(),
             synced: std::sync::atomic::AtomicI64::new(0),
             key_confirmed: tokio::sync::watch::Sender::new(false),
+            config: std::sync::Mutex::new(pushed::State::default()),
         });
         // The last ticket keys this node saw, before etcd answers (or while it does not).
         tickets::install_local_copy(&member);
@@ -126,10 +136,34 @@ impl Node {
             tokio::spawn(confirm_key(member.clone())),
             tokio::spawn(members::register(member.clone())),
             tokio::spawn(tickets::follow(member.clone())),
-            tokio::spawn(tickets::rotate(member)),
+            tokio::spawn(tickets::rotate(member.clone())),
             tokio::spawn(acme::follow(acme.clone())),
         ];
-        Ok(Node { tasks, acme })
+        Ok(Node {
+            tasks,
+            acme,
+            member,
+        })
+    }
+
+    /// Follows the fleet's configuration (`[cluster] config = "etcd"`), from `state` (what
+    /// the start ran and what failed): each newer version comes out of the receiver.
+    pub fn follow_config(
+        &mut self,
+        state: pushed::State,
+    ) -> tokio::sync::watch::Receiver<Option<Arc<pushed::Pushed>>> {
+        if let Ok(mut s) = self.member.config.lock() {
+            *s = state;
+        }
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        self.tasks
+            .push(tokio::spawn(pushed::follow(self.member.clone(), tx)));
+        rx
+    }
+
+    /// Records what loading `pushed` came to (None: it runs; else the report of why not).
+    pub fn config_loaded(&self, pushed: &pushed::Pushed, failed: Option<&crate::config::Report>) {
+        self.member.loaded(pushed, failed);
     }
 
     /// The fleet's side of ACME, for the site tasks (`acme::Manager`).

@@ -239,6 +239,34 @@ impl Etcd {
         Ok(r.header().map_or(0, |h| h.revision()))
     }
 
+    /// [`Etcd::put_all`] only if `guard` still holds `expected` (None: is absent), in one
+    /// transaction: whether it wrote. (A retry after an answer was lost says false: the
+    /// caller reads again.) A compare-and-swap for writers that count, like the pushed
+    /// configuration's version.
+    pub async fn put_all_if(
+        &self,
+        guard: &str,
+        expected: Option<&[u8]>,
+        items: &[(&str, &[u8])],
+    ) -> Result<bool, StoreError> {
+        let at = self.key(guard);
+        let r = self
+            .retrying(|| {
+                let compare = match expected {
+                    None => Compare::create_revision(at.clone(), CompareOp::Equal, 0),
+                    Some(v) => Compare::value(at.clone(), CompareOp::Equal, v.to_vec()),
+                };
+                let ops = items
+                    .iter()
+                    .map(|(name, value)| TxnOp::put(self.key(name), value.to_vec(), None))
+                    .collect::<Vec<_>>();
+                let mut kv = self.client.kv_client();
+                async move { kv.txn(Txn::new().when(vec![compare]).and_then(ops)).await }
+            })
+            .await?;
+        Ok(r.succeeded())
+    }
+
     /// Removes `name`; whether it was there.
     pub async fn delete(&self, name: &str) -> Result<bool, StoreError> {
         let key = self.key(name);
