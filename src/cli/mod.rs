@@ -167,6 +167,17 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Check FILE as the node of -c would run it (its own file's state_dir, [admin], [log],
+    /// [cluster] and listener changes, merged with FILE) and store it as the fleet's next
+    /// configuration version; nodes with [cluster] config = "etcd" load it. Exit 1, and
+    /// nothing stored, when the check finds an error.
+    Push {
+        /// The fleet's configuration: everything but the node-local keys.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -200,6 +211,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cluster {
             command: ClusterCommand::Status { config, json },
         } => cluster::status(&config, json),
+        Command::Cluster {
+            command: ClusterCommand::Push { file, config },
+        } => cluster::push(&config, &file),
         Command::Probe(args) => probe::run(args),
         Command::Generate { what, dir } => generate::run(what, dir.as_deref()),
     }

@@ -13,6 +13,7 @@ use crate::control::{Changed, Command, History, Outcome, Reply};
 use crate::listener::Server;
 use crate::notify::Notifier;
 use crate::runtime::{self, format_time, FileStamp, Mode, Runtime, Shared};
+use crate::cluster::pushed::{Pushed, State};
 use crate::tls::dir::Staged;
 
 /// How often internal certificates are looked at for renewal.
@@ -85,7 +86,21 @@ pub(super) fn run(config: &super::ConfigArg) -> anyhow::Result<ExitCode> {
 /// Loads and builds a runtime, logging every diagnostic. With the runtime comes the report
 /// of its warnings.
 pub fn load(path: &Path, origin: Origin, shared: &Shared) -> Result<(Runtime, Report), Report> {
-    let (config, mut report) = Config::load_as(path, origin);
+    load_with(path, origin, None, shared)
+}
+
+/// [`load`] of a node's own file merged with the fleet's `pushed` configuration text
+/// (`[cluster] config = "etcd"`), or of the file alone (None).
+pub fn load_with(
+    path: &Path,
+    origin: Origin,
+    pushed: Option<&str>,
+    shared: &Shared,
+) -> Result<(Runtime, Report), Report> {
+    let (config, mut report) = match pushed {
+        Some(text) => Config::load_fleet_as(path, origin, text),
+        None => Config::load_as(path, origin),
+    };
     let rt = config.and_then(|config| {
         let running = crate::logging::format();
         if config.log_format != running {
@@ -294,14 +309,87 @@ async fn off_loop<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     }
 }
 
-/// [`load`] off the serving threads.
+/// [`load_with`] off the serving threads.
 async fn load_off(
     path: &Path,
     origin: Origin,
+    pushed: Option<Arc<Pushed>>,
     shared: &Shared,
 ) -> Result<(Runtime, Report), Report> {
     let (path, shared) = (path.to_path_buf(), shared.clone());
-    off_loop(move || load(&path, origin, &shared)).await
+    off_loop(move || load_with(&path, origin, pushed.as_ref().map(|p| p.text.as_str()), &shared))
+        .await
+}
+
+/// The next fleet configuration version the node's watch sends; never without a watch.
+async fn next_push(
+    pushes: &mut Option<tokio::sync::watch::Receiver<Option<Arc<Pushed>>>>,
+) -> Arc<Pushed> {
+    if let Some(rx) = pushes {
+        // An error: the watch task ended with the node; nothing more will come.
+        while rx.changed().await.is_ok() {
+            if let Some(p) = rx.borrow_and_update().clone() {
+                return p;
+            }
+        }
+    }
+    std::future::pending().await
+}
+
+/// The start of a node whose configuration is the fleet's (`[cluster] config = "etcd"`):
+/// the fleet's current version with the node's own file, or else (etcd away, or that
+/// version fails here) the sealed copy of the last one this node ran. The configuration
+/// it runs, the newest it knows (what a reload loads again) and what it tried.
+async fn start_from_fleet(
+    path: &Path,
+    origin: Origin,
+    node: &crate::config::NodeLocal,
+    shared: &Shared,
+) -> anyhow::Result<Result<(Runtime, Arc<Pushed>, State), ExitCode>> {
+    let found = crate::cluster::pushed::at_start(&node.cluster, &node.state_dir)
+        .await
+        .context("cannot read the fleet's configuration")?;
+    if let Some(why) = &found.fleet_missing {
+        tracing::warn!("cluster: {why}; trying this node's copy of the last fleet configuration it ran");
+    }
+    let newest = found.fleet.clone().or_else(|| found.local.clone()).map(Arc::new);
+    let mut candidates: Vec<Pushed> = found.fleet.into_iter().collect();
+    if let Some(local) = found.local {
+        if candidates.iter().all(|c| c.meta.version != local.meta.version) {
+            candidates.push(local);
+        }
+    }
+    let mut state = State::default();
+    let Some(newest) = newest else {
+        eprintln!(
+            "{}: [cluster] config = \"etcd\", but there is no fleet configuration to run: {}, and {} holds no copy of one",
+            path.display(),
+            found.fleet_missing.as_deref().unwrap_or("etcd holds none"),
+            node.state_dir.join("cluster").display()
+        );
+        return Ok(Err(ExitCode::from(1)));
+    };
+    for c in candidates {
+        let version = c.meta.version;
+        match load_with(path, origin, Some(&c.text), shared) {
+            Ok((rt, _warnings)) => {
+                state.loaded(version, None);
+                tracing::info!(version, by = %c.meta.by, "cluster: serving the fleet's configuration");
+                return Ok(Ok((rt, newest, state)));
+            }
+            Err(report) => {
+                eprint!("{report}");
+                eprintln!(
+                    "{} with the fleet's configuration version {version}: {} errors",
+                    path.display(),
+                    report.errors().count()
+                );
+                state.loaded(version, Some(&report));
+            }
+        }
+    }
+    eprintln!("{}: no fleet configuration runs on this node; not serving", path.display());
+    Ok(Err(ExitCode::from(1)))
 }
 
 /// [`build`] off the serving threads.
@@ -579,7 +667,23 @@ async fn serve(
     activated: Vec<crate::activation::Inherited>,
 ) -> anyhow::Result<ExitCode> {
     let shared = Shared::new();
-    let rt = match load(&path, origin, &shared) {
+    // A node whose configuration is the fleet's: the newest version it knows (what a
+    // reload loads again with its own file), and what its start ran and tried.
+    let fleet_node = Config::fleet_node(&path);
+    let mut latest: Option<Arc<Pushed>> = None;
+    let mut config_state = State::default();
+    let loaded = match &fleet_node {
+        Some(node) => match start_from_fleet(&path, origin, node, &shared).await? {
+            Ok((rt, newest, state)) => {
+                latest = Some(newest);
+                config_state = state;
+                Ok((rt, Report::default()))
+            }
+            Err(code) => return Ok(code),
+        },
+        None => load(&path, origin, &shared),
+    };
+    let rt = match loaded {
         Ok((rt, _warnings)) => rt,
         Err(report) => {
             eprint!("{report}");
@@ -597,7 +701,7 @@ async fn serve(
     let (issued_tx, mut issued) = tokio::sync::mpsc::unbounded_channel();
     // A fleet's node installs the fleet's ticket keys (its sealed local copy at once, etcd's
     // when it answers) before it accepts; etcd being away never stops the start.
-    let _fleet = match &rt.config.cluster {
+    let mut fleet = match &rt.config.cluster {
         Some(cluster) => Some(
             crate::cluster::Node::start(cluster, &state_dir, &shared, issued_tx.clone())
                 .await
@@ -681,24 +785,47 @@ async fn serve(
     let mut upgrade = Upgrade::default();
     // ACME tasks for the configuration being served; restarted when a reload changes it.
     shared.metrics.installed(&server.runtime());
-    let fleet_acme = _fleet.as_ref().map(crate::cluster::Node::acme);
+    let fleet_acme = fleet.as_ref().map(crate::cluster::Node::acme);
+    // Each newer fleet configuration version, from the node's watch of etcd.
+    let mut pushes = match (&mut fleet, &fleet_node) {
+        (Some(node), Some(_)) => Some(node.follow_config(config_state)),
+        _ => None,
+    };
     let mut acme = AcmeTasks::start(&server.runtime().config, &shared, issued_tx, fleet_acme);
     // Every listener is bound, the runtime installed and the control socket (which
     // `ExecReload=portico reload` talks to) is up.
     notifier.ready();
+    // The one reload path: SIGHUP, the control socket and the admin API, and a new fleet
+    // configuration version. It loads the file (with the newest fleet configuration on
+    // a fleet's node), installs or reports, and records the outcome.
+    macro_rules! reload {
+        ($why:expr) => {{
+            notifier.reloading();
+            let built = load_off(&path, origin, latest.clone(), &shared).await;
+            let outcome = install(&mut server, &shared.metrics, &history, built, $why);
+            notifier.ready();
+            files = loaded_cert_files(&server.runtime().config, &shared);
+            watch = every(watch_period(files.len()));
+            acme.follow(&server.runtime().config);
+            admin.follow(&server.runtime().config).await;
+            if let (Some(node), Some(p), true) = (&fleet, &latest, pushes.is_some()) {
+                node.config_loaded(p, (!outcome.ok).then_some(&outcome.report));
+            }
+            outcome
+        }};
+    }
     let mut handed_over = false;
     // After a hand-over: the control sessions still writing their answers.
     let mut sessions = None;
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                notifier.reloading();
-                install(&mut server, &shared.metrics, &history, load_off(&path, origin, &shared).await, "SIGHUP");
-                notifier.ready();
-                files = loaded_cert_files(&server.runtime().config, &shared);
-                watch = every(watch_period(files.len()));
-                acme.follow(&server.runtime().config);
-                admin.follow(&server.runtime().config).await;
+                reload!("SIGHUP");
+            }
+            pushed = next_push(&mut pushes) => {
+                let why = format!("fleet configuration version {}", pushed.meta.version);
+                latest = Some(pushed);
+                reload!(&why);
             }
             Some(site) = issued.recv() => {
                 // The configuration in memory: a new certificate must not apply edits
@@ -708,13 +835,7 @@ async fn serve(
             }
             Some(request) = commands.recv() => match request.command {
                 Command::Reload => {
-                    notifier.reloading();
-                    let answer = install(&mut server, &shared.metrics, &history, load_off(&path, origin, &shared).await, request.source);
-                    notifier.ready();
-                    files = loaded_cert_files(&server.runtime().config, &shared);
-                    watch = every(watch_period(files.len()));
-                    acme.follow(&server.runtime().config);
-                    admin.follow(&server.runtime().config).await;
+                    let answer = reload!(request.source);
                     let _ = request.reply.send(Reply::Reload(answer));
                 }
                 Command::Inspect(query, format) => {

@@ -1,6 +1,8 @@
 //! `portico cluster status`: what the store says about the fleet. The etcd members, the
 //! nodes that are up (their records, `members.rs`), who holds which lock, the ticket key
-//! generation, and whether this machine's cluster key is the fleet's.
+//! generation, whether this machine's cluster key is the fleet's, and the fleet's pushed
+//! configuration: its version, who pushed it and when, and which version each node runs
+//! (or failed to).
 
 use std::fmt::Write as _;
 
@@ -28,6 +30,8 @@ pub struct Status {
     pub key: Result<String, String>,
     /// Whether it opens the fleet's check value (None: no key, or no check value yet).
     pub key_is_the_fleets: Option<bool>,
+    /// The fleet's pushed configuration (`PREFIX/config/meta`), if any.
+    pub config: Option<super::pushed::Meta>,
 }
 
 /// What the store holds of the ticket keys.
@@ -86,7 +90,12 @@ pub async fn gather(cluster: &Cluster) -> Result<Status, StoreError> {
         (Ok(k), Some(check)) => Some(super::opens_check(k, &store.key(super::KEY_CHECK), &check)),
         _ => None,
     };
+    let config = store
+        .get(&format!("{}/meta", super::pushed::FOLDER))
+        .await?
+        .and_then(|m| serde_json::from_slice(&m).ok());
     Ok(Status {
+        config,
         endpoints: cluster.etcd.clone(),
         prefix: cluster.prefix.clone(),
         revision: listing.revision,
@@ -127,7 +136,7 @@ pub fn text(st: &Status, now: i64) -> String {
     for n in &st.nodes {
         let _ = writeln!(
             out,
-            "  {:<12} {} pid {}, up {}, cluster key {}, ticket keys generation {}, synced to revision {}, seen {} ago",
+            "  {:<12} {} pid {}, up {}, cluster key {}, ticket keys generation {}, synced to revision {}, configuration {}, seen {} ago",
             n.node,
             n.version,
             n.pid,
@@ -135,12 +144,41 @@ pub fn text(st: &Status, now: i64) -> String {
             n.key_id,
             n.tickets_generation,
             n.synced_revision,
+            n.config_version
+                .map_or_else(|| "its own file".to_string(), |v| format!("version {v}")),
             ago(now, n.updated)
         );
+    }
+    for n in &st.nodes {
+        if let Some(f) = &n.config_failed {
+            let _ = writeln!(
+                out,
+                "  {:<12} fleet configuration version {} FAILED here; it runs {}:",
+                n.node,
+                f.version,
+                n.config_version
+                    .map_or_else(|| "none".to_string(), |v| format!("version {v}"))
+            );
+            for e in &f.errors {
+                let _ = writeln!(out, "    {}", e.replace('\n', "\n    "));
+            }
+        }
     }
     if st.unreadable_nodes > 0 {
         let _ = writeln!(out, "  ({} records that do not parse)", st.unreadable_nodes);
     }
+    let _ = match &st.config {
+        None => writeln!(out, "\nfleet configuration: none pushed"),
+        Some(m) => writeln!(
+            out,
+            "\nfleet configuration: version {}, pushed by {} on {} ({} ago), sha256 {}",
+            m.version,
+            m.by,
+            format_time(m.at),
+            ago(now, m.at),
+            m.sha256
+        ),
+    };
     let _ = writeln!(out, "\nlocks held ({}):", st.holders.len());
     for (lock, node) in &st.holders {
         let _ = writeln!(out, "  {lock:<24} {node}");
@@ -171,6 +209,11 @@ pub fn text(st: &Status, now: i64) -> String {
     out
 }
 
+/// A configuration version in JSON (counted from 1, far below i64's end).
+fn version(v: u64) -> Json {
+    Json::Int(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
 /// The status as JSON (schema in docs/cluster.md).
 pub fn json(st: &Status, now: i64) -> Json {
     let nodes = st
@@ -190,6 +233,22 @@ pub fn json(st: &Status, now: i64) -> Json {
                 ("synced_revision", Json::Int(n.synced_revision)),
                 ("updated", Json::str(format_time(n.updated))),
                 ("seconds_since_update", Json::Int((now - n.updated).max(0))),
+                (
+                    "config_version",
+                    n.config_version.map_or(Json::Null, version),
+                ),
+                (
+                    "config_failed",
+                    n.config_failed.as_ref().map_or(Json::Null, |f| {
+                        Json::Obj(vec![
+                            ("version", version(f.version)),
+                            (
+                                "errors",
+                                Json::Arr(f.errors.iter().map(Json::str).collect()),
+                            ),
+                        ])
+                    }),
+                ),
             ])
         })
         .collect();
@@ -245,6 +304,17 @@ pub fn json(st: &Status, now: i64) -> Json {
             ),
         ),
         ("tickets", tickets),
+        (
+            "config",
+            st.config.as_ref().map_or(Json::Null, |m| {
+                Json::Obj(vec![
+                    ("version", version(m.version)),
+                    ("sha256", Json::str(&m.sha256)),
+                    ("by", Json::str(&m.by)),
+                    ("at", Json::str(format_time(m.at))),
+                ])
+            }),
+        ),
         (
             "key",
             Json::Obj(vec![
