@@ -48,7 +48,10 @@ fn fleet_text(node: &crate::config::NodeLocal) -> Result<crate::cluster::pushed:
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let found = tokio
-        .block_on(crate::cluster::pushed::at_start(&node.cluster, &node.state_dir))
+        .block_on(crate::cluster::pushed::at_start(
+            &node.cluster,
+            &node.state_dir,
+        ))
         .map_err(|e| e.to_string())?;
     found.fleet.or(found.local).ok_or_else(|| {
         found

@@ -79,7 +79,11 @@ pub(super) fn push(config: &ConfigArg, file: &std::path::Path) -> anyhow::Result
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    match tokio.block_on(crate::cluster::pushed::push(&local.cluster, &text, &pusher())) {
+    match tokio.block_on(crate::cluster::pushed::push(
+        &local.cluster,
+        &text,
+        &pusher(),
+    )) {
         Ok(meta) => {
             println!(
                 "pushed {} as the fleet's configuration version {} (sha256 {}, by {})",
@@ -104,7 +108,8 @@ fn pusher() -> String {
         .unwrap_or_else(|_| {
             use std::os::unix::fs::MetadataExt;
             // The process's own entry belongs to its user.
-            std::fs::metadata("/proc/self").map_or_else(|_| "someone".to_string(), |m| format!("uid {}", m.uid()))
+            std::fs::metadata("/proc/self")
+                .map_or_else(|_| "someone".to_string(), |m| format!("uid {}", m.uid()))
         });
     let host = rustix::system::uname()
         .nodename()

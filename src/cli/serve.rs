@@ -8,12 +8,12 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::cluster::pushed::{Pushed, State};
 use crate::config::{CertFiles, Config, Origin, Report, TlsMode};
 use crate::control::{Changed, Command, History, Outcome, Reply};
 use crate::listener::Server;
 use crate::notify::Notifier;
 use crate::runtime::{self, format_time, FileStamp, Mode, Runtime, Shared};
-use crate::cluster::pushed::{Pushed, State};
 use crate::tls::dir::Staged;
 
 /// How often internal certificates are looked at for renewal.
@@ -317,8 +317,15 @@ async fn load_off(
     shared: &Shared,
 ) -> Result<(Runtime, Report), Report> {
     let (path, shared) = (path.to_path_buf(), shared.clone());
-    off_loop(move || load_with(&path, origin, pushed.as_ref().map(|p| p.text.as_str()), &shared))
-        .await
+    off_loop(move || {
+        load_with(
+            &path,
+            origin,
+            pushed.as_ref().map(|p| p.text.as_str()),
+            &shared,
+        )
+    })
+    .await
 }
 
 /// The next fleet configuration version the node's watch sends; never without a watch.
@@ -339,23 +346,33 @@ async fn next_push(
 /// The start of a node whose configuration is the fleet's (`[cluster] config = "etcd"`):
 /// the fleet's current version with the node's own file, or else (etcd away, or that
 /// version fails here) the sealed copy of the last one this node ran. The configuration
-/// it runs, the newest it knows (what a reload loads again) and what it tried.
+/// it runs, the newest it knows (what a reload loads again), the one it runs, and what it
+/// tried.
 async fn start_from_fleet(
     path: &Path,
     origin: Origin,
     node: &crate::config::NodeLocal,
     shared: &Shared,
-) -> anyhow::Result<Result<(Runtime, Arc<Pushed>, State), ExitCode>> {
+) -> anyhow::Result<Result<(Runtime, Arc<Pushed>, Pushed, State), ExitCode>> {
     let found = crate::cluster::pushed::at_start(&node.cluster, &node.state_dir)
         .await
         .context("cannot read the fleet's configuration")?;
     if let Some(why) = &found.fleet_missing {
-        tracing::warn!("cluster: {why}; trying this node's copy of the last fleet configuration it ran");
+        tracing::warn!(
+            "cluster: {why}; trying this node's copy of the last fleet configuration it ran"
+        );
     }
-    let newest = found.fleet.clone().or_else(|| found.local.clone()).map(Arc::new);
+    let newest = found
+        .fleet
+        .clone()
+        .or_else(|| found.local.clone())
+        .map(Arc::new);
     let mut candidates: Vec<Pushed> = found.fleet.into_iter().collect();
     if let Some(local) = found.local {
-        if candidates.iter().all(|c| c.meta.version != local.meta.version) {
+        if candidates
+            .iter()
+            .all(|c| c.meta.version != local.meta.version)
+        {
             candidates.push(local);
         }
     }
@@ -375,7 +392,7 @@ async fn start_from_fleet(
             Ok((rt, _warnings)) => {
                 state.loaded(version, None);
                 tracing::info!(version, by = %c.meta.by, "cluster: serving the fleet's configuration");
-                return Ok(Ok((rt, newest, state)));
+                return Ok(Ok((rt, newest, c, state)));
             }
             Err(report) => {
                 eprint!("{report}");
@@ -388,7 +405,10 @@ async fn start_from_fleet(
             }
         }
     }
-    eprintln!("{}: no fleet configuration runs on this node; not serving", path.display());
+    eprintln!(
+        "{}: no fleet configuration runs on this node; not serving",
+        path.display()
+    );
     Ok(Err(ExitCode::from(1)))
 }
 
@@ -672,10 +692,12 @@ async fn serve(
     let fleet_node = Config::fleet_node(&path);
     let mut latest: Option<Arc<Pushed>> = None;
     let mut config_state = State::default();
+    let mut running = None;
     let loaded = match &fleet_node {
         Some(node) => match start_from_fleet(&path, origin, node, &shared).await? {
-            Ok((rt, newest, state)) => {
+            Ok((rt, newest, ran, state)) => {
                 latest = Some(newest);
+                running = Some(ran);
                 config_state = state;
                 Ok((rt, Report::default()))
             }
@@ -788,7 +810,14 @@ async fn serve(
     let fleet_acme = fleet.as_ref().map(crate::cluster::Node::acme);
     // Each newer fleet configuration version, from the node's watch of etcd.
     let mut pushes = match (&mut fleet, &fleet_node) {
-        (Some(node), Some(_)) => Some(node.follow_config(config_state)),
+        (Some(node), Some(_)) => {
+            let rx = node.follow_config(config_state);
+            // Its sealed copy: what a start while etcd is away runs.
+            if let Some(ran) = &running {
+                node.config_loaded(ran, None);
+            }
+            Some(rx)
+        }
         _ => None,
     };
     let mut acme = AcmeTasks::start(&server.runtime().config, &shared, issued_tx, fleet_acme);

@@ -95,7 +95,9 @@ pub enum ClusterError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("this machine's cluster key is not the fleet's: the nodes could not open what it stores")]
+    #[error(
+        "this machine's cluster key is not the fleet's: the nodes could not open what it stores"
+    )]
     NotTheFleetsKey,
     #[error("other pushes kept changing the fleet's configuration; try again")]
     Contended,

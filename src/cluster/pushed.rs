@@ -99,7 +99,9 @@ impl State {
 }
 
 pub fn sha256(text: &str) -> String {
-    crate::hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()).as_ref())
+    crate::hex::encode(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()).as_ref(),
+    )
 }
 
 /// The full etcd key of the sealed configuration (its associated data).
@@ -126,7 +128,10 @@ pub async fn push(cluster: &Cluster, text: &str, by: &str) -> Result<Meta, Clust
     // A machine whose key is not the fleet's would push what no node can open.
     let check_at = store.key(super::KEY_CHECK);
     if !store
-        .put_if_absent(super::KEY_CHECK, &key.seal(&check_at, super::KEY_CHECK_TEXT))
+        .put_if_absent(
+            super::KEY_CHECK,
+            &key.seal(&check_at, super::KEY_CHECK_TEXT),
+        )
         .await?
     {
         let stored = store.get(super::KEY_CHECK).await?.unwrap_or_default();
@@ -158,7 +163,10 @@ pub async fn push(cluster: &Cluster, text: &str, by: &str) -> Result<Meta, Clust
         let sealed = key.seal(&store.key(&current_key), &plain);
         let public = serde_json::to_vec(&meta).unwrap_or_default();
         let items: [(&str, &[u8]); 2] = [(&current_key, &sealed), (&meta_key, &public)];
-        if store.put_all_if(&meta_key, before.as_deref(), &items).await? {
+        if store
+            .put_all_if(&meta_key, before.as_deref(), &items)
+            .await?
+        {
             return Ok(meta);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -187,7 +195,9 @@ pub async fn at_start(cluster: &Cluster, state_dir: &Path) -> Result<Candidates,
             Ok(p) => found.fleet = Some(p),
             Err(why) => {
                 tracing::error!(key = %at, "cluster: the fleet's configuration is unusable: {why}");
-                found.fleet_missing = Some(format!("the fleet's configuration at {at} is unusable: {why}"));
+                found.fleet_missing = Some(format!(
+                    "the fleet's configuration at {at} is unusable: {why}"
+                ));
             }
         },
         Ok(Ok(None)) => {
@@ -208,7 +218,9 @@ pub async fn at_start(cluster: &Cluster, state_dir: &Path) -> Result<Candidates,
     if let Ok(sealed) = std::fs::read(&copy) {
         match open(&key, &at, &sealed) {
             Ok(p) => found.local = Some(p),
-            Err(why) => tracing::error!(path = %copy.display(), "cluster: the local copy of the fleet's configuration is unusable: {why}"),
+            Err(why) => {
+                tracing::error!(path = %copy.display(), "cluster: the local copy of the fleet's configuration is unusable: {why}")
+            }
         }
     }
     Ok(found)
@@ -237,7 +249,10 @@ impl Member {
 }
 
 /// Sends each newer configuration version the store holds to `tx` (the serve loop).
-pub(super) async fn follow(member: Arc<Member>, tx: tokio::sync::watch::Sender<Option<Arc<Pushed>>>) {
+pub(super) async fn follow(
+    member: Arc<Member>,
+    tx: tokio::sync::watch::Sender<Option<Arc<Pushed>>>,
+) {
     let mut backoff = Backoff::new();
     member.wait_for_the_fleets_key().await;
     loop {

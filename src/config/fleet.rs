@@ -74,7 +74,11 @@ fn listeners(local: toml::Value, pushed: &mut toml::Table, report: &mut Report) 
             report.error(at, "a [[listener]] entry is not a table", None);
             continue;
         };
-        let Some(name) = l.get("name").and_then(toml::Value::as_str).map(str::to_string) else {
+        let Some(name) = l
+            .get("name")
+            .and_then(toml::Value::as_str)
+            .map(str::to_string)
+        else {
             report.error(
                 format!("{at}.name"),
                 "a node's listener has no name: it changes the pushed listener of the same name",
@@ -82,14 +86,21 @@ fn listeners(local: toml::Value, pushed: &mut toml::Table, report: &mut Report) 
             );
             continue;
         };
-        let Some(j) = names.iter().position(|n| n.as_deref() == Some(name.as_str())) else {
+        let Some(j) = names
+            .iter()
+            .position(|n| n.as_deref() == Some(name.as_str()))
+        else {
             let known: Vec<&str> = names.iter().flatten().map(String::as_str).collect();
             report.error(
                 format!("{at}.name"),
                 format!("the pushed configuration has no listener named {name:?}"),
                 Some(format!(
                     "name one of the pushed listeners ({}), or remove this table",
-                    if known.is_empty() { "it has none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "it has none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 )),
             );
             continue;
@@ -301,7 +312,8 @@ root = "www/a"
 
     #[test]
     fn a_listener_is_named_by_its_address_when_it_has_no_name() {
-        let local = format!("{LOCAL}\n[[listener]]\nname = \"*:8080\"\naddress = \"127.0.0.2:8080\"\n");
+        let local =
+            format!("{LOCAL}\n[[listener]]\nname = \"*:8080\"\naddress = \"127.0.0.2:8080\"\n");
         let (config, report) = load(&local, PUSHED);
         let config = config.unwrap_or_else(|| panic!("{report}"));
         assert_eq!(config.listeners[1].address.to_string(), "127.0.0.2:8080");
@@ -311,15 +323,43 @@ root = "www/a"
     fn every_key_in_the_wrong_file_is_an_error() {
         let rows: &[(&str, &str, &str)] = &[
             // The pushed file sets a node-local key.
-            (LOCAL, "[cluster]\netcd = [\"http://x:1\"]\n", "cluster: the pushed configuration sets cluster"),
-            (LOCAL, "state_dir = \"s\"\n", "state_dir: the pushed configuration sets state_dir"),
-            (LOCAL, "[log]\nformat = \"json\"\n", "log: the pushed configuration sets log"),
+            (
+                LOCAL,
+                "[cluster]\netcd = [\"http://x:1\"]\n",
+                "cluster: the pushed configuration sets cluster",
+            ),
+            (
+                LOCAL,
+                "state_dir = \"s\"\n",
+                "state_dir: the pushed configuration sets state_dir",
+            ),
+            (
+                LOCAL,
+                "[log]\nformat = \"json\"\n",
+                "log: the pushed configuration sets log",
+            ),
             // The node's file sets what the fleet pushes.
-            ("[[site]]\nname = \"x\"\n[cluster]\netcd = [\"http://x:1\"]\n", PUSHED, "site comes from the fleet's pushed configuration"),
-            ("[limits]\nidle_timeout = \"5s\"\n", PUSHED, "limits comes from the fleet's pushed configuration"),
+            (
+                "[[site]]\nname = \"x\"\n[cluster]\netcd = [\"http://x:1\"]\n",
+                PUSHED,
+                "site comes from the fleet's pushed configuration",
+            ),
+            (
+                "[limits]\nidle_timeout = \"5s\"\n",
+                PUSHED,
+                "limits comes from the fleet's pushed configuration",
+            ),
             // A node's listener names no pushed one, or has no name.
-            ("[[listener]]\nname = \"htps\"\naddress = \"127.0.0.2:1\"\n", PUSHED, "listener[0].name: the pushed configuration has no listener named \"htps\""),
-            ("[[listener]]\naddress = \"127.0.0.2:1\"\n", PUSHED, "listener[0].name: a node's listener has no name"),
+            (
+                "[[listener]]\nname = \"htps\"\naddress = \"127.0.0.2:1\"\n",
+                PUSHED,
+                "listener[0].name: the pushed configuration has no listener named \"htps\"",
+            ),
+            (
+                "[[listener]]\naddress = \"127.0.0.2:1\"\n",
+                PUSHED,
+                "listener[0].name: a node's listener has no name",
+            ),
         ];
         for (local, pushed, want) in rows {
             let got = errors(local, pushed);

@@ -168,14 +168,28 @@ fn a_pushed_configuration_reaches_every_node_and_a_failing_one_leaves_the_node_a
     assert!(out.contains("no fleet configuration to run"), "{out}");
 
     // An invalid configuration, or one that sets a node-local table: exit 1, nothing stored.
-    let bad = fleet.pushed("bad.toml", "x", "[[site]]\nname = \"c\"\nhosts = [\"c.test\"]\nrot = \"www\"\n");
+    let bad = fleet.pushed(
+        "bad.toml",
+        "x",
+        "[[site]]\nname = \"c\"\nhosts = [\"c.test\"]\nrot = \"www\"\n",
+    );
     let (code, out) = fleet.push(&bad, &a_file);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("unknown key \"rot\"") && out.contains("nothing pushed"), "{out}");
-    let with_cluster = fleet.pushed("cluster.toml", "x", "[cluster]\netcd = [\"http://127.0.0.1:1\"]\n");
+    assert!(
+        out.contains("unknown key \"rot\"") && out.contains("nothing pushed"),
+        "{out}"
+    );
+    let with_cluster = fleet.pushed(
+        "cluster.toml",
+        "x",
+        "[cluster]\netcd = [\"http://127.0.0.1:1\"]\n",
+    );
     let (code, out) = fleet.push(&with_cluster, &a_file);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("the pushed configuration sets cluster"), "{out}");
+    assert!(
+        out.contains("the pushed configuration sets cluster"),
+        "{out}"
+    );
     assert!(etcd.dump(&format!("{PREFIX}/config/")).is_empty());
 
     // Version 1: both nodes serve both sites, each on its own address.
@@ -212,7 +226,10 @@ fn a_pushed_configuration_reaches_every_node_and_a_failing_one_leaves_the_node_a
     fleet.serves("127.0.0.2", "c.test", "200 c");
     fleet.serves("127.0.0.2", "a.test", "200 a v3");
     node_b.line_containing("the fleet's configuration failed on this node");
-    assert_eq!(fleet.fetch("127.0.0.3", "a.test").as_deref(), Some("200 a v2"));
+    assert_eq!(
+        fleet.fetch("127.0.0.3", "a.test").as_deref(),
+        Some("200 a v2")
+    );
     let st = eventually("both records show version 3's outcome", || {
         let st = status(&a_file);
         let a = node(&st, "a")?;
@@ -223,9 +240,15 @@ fn a_pushed_configuration_reaches_every_node_and_a_failing_one_leaves_the_node_a
     assert_eq!(b["config_version"], 2, "{st}");
     let errors = b["config_failed"]["errors"].to_string();
     assert!(errors.contains("www/c"), "{st}");
-    assert!(node(&st, "a").expect("a")["config_failed"].is_null(), "{st}");
+    assert!(
+        node(&st, "a").expect("a")["config_failed"].is_null(),
+        "{st}"
+    );
     assert_eq!(st["config"]["version"], 3, "{st}");
-    assert!(st["config"]["by"].as_str().is_some_and(|b| b.contains('@')), "{st}");
+    assert!(
+        st["config"]["by"].as_str().is_some_and(|b| b.contains('@')),
+        "{st}"
+    );
     // `portico check` on node b names what is missing there.
     let (code, out) = portico(&["check", "-c"], &[&b_file]);
     assert_eq!(code, Some(1), "{out}");
@@ -233,7 +256,10 @@ fn a_pushed_configuration_reaches_every_node_and_a_failing_one_leaves_the_node_a
     // And the text status shows the failure.
     let (code, text) = portico(&["cluster", "status", "-c"], &[&a_file]);
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("fleet configuration version 3 FAILED here"), "{text}");
+    assert!(
+        text.contains("fleet configuration version 3 FAILED here"),
+        "{text}"
+    );
 
     // etcd holds the configuration sealed, its version public.
     for (k, v) in etcd.dump(&format!("{PREFIX}/config/")) {
@@ -248,14 +274,38 @@ fn a_pushed_configuration_reaches_every_node_and_a_failing_one_leaves_the_node_a
     etcd.etcdctl(&["put", &format!("{PREFIX}/config/current"), "garbage"])
         .expect("etcdctl put");
     node_a.line_containing("the fleet's configuration is unusable");
-    assert_eq!(fleet.fetch("127.0.0.2", "a.test").as_deref(), Some("200 a v3"));
+    assert_eq!(
+        fleet.fetch("127.0.0.2", "a.test").as_deref(),
+        Some("200 a v3")
+    );
 
-    // etcd goes away; node b, restarted, serves the last version it ran from its copy.
+    // Version 4 (without site c) runs on both again.
+    let v4 = fleet.pushed("v4.toml", "a v4", "");
+    let (code, out) = fleet.push(&v4, &a_file);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("configuration version 4"), "{out}");
+    fleet.serves("127.0.0.2", "a.test", "200 a v4");
+    fleet.serves("127.0.0.3", "a.test", "200 a v4");
+
+    // A node started from etcd keeps its sealed copy at once (not only after a change).
+    drop(node_a);
+    let copy = fleet.dir.path().join("a/state/cluster/config");
+    std::fs::remove_file(&copy).expect("node a's copy");
+    let mut node_a = Logged::serve(&a_file);
+    fleet.serves("127.0.0.2", "a.test", "200 a v4");
+    eventually("node a's sealed copy", || copy.exists().then_some(()));
+    assert!(ClusterKey::is_sealed(&std::fs::read(&copy).expect("copy")));
+
+    // etcd goes away; the nodes, restarted, serve the last version they ran from their copy.
     etcd.stop(0);
+    drop(node_a);
     drop(node_b);
+    node_a = Logged::serve(&a_file);
     node_b = Logged::serve(&b_file);
-    fleet.serves("127.0.0.3", "a.test", "200 a v2");
+    fleet.serves("127.0.0.2", "a.test", "200 a v4");
+    fleet.serves("127.0.0.3", "a.test", "200 a v4");
     fleet.serves("127.0.0.3", "b.test", "200 b on b");
+    node_b.line_containing("trying this node's copy");
     drop(node_b);
     drop(node_a);
 }
