@@ -307,3 +307,73 @@ fn offer(member: &Member, tx: &tokio::sync::watch::Sender<Option<Arc<Pushed>>>, 
         tx.send_replace(Some(Arc::new(pushed)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> ClusterKey {
+        ClusterKey::from_file_bytes(&[byte; 32]).expect("a key")
+    }
+
+    fn sealed(key: &ClusterKey, at: &str, pushed: &Pushed) -> Vec<u8> {
+        key.seal(at, &serde_json::to_vec(pushed).expect("json"))
+    }
+
+    #[test]
+    fn only_a_value_that_opens_parses_and_matches_its_digest_is_a_configuration() {
+        let at = "/portico/config/current";
+        let text = "[[site]]\n".to_string();
+        let good = Pushed {
+            meta: Meta {
+                version: 3,
+                sha256: sha256(&text),
+                by: "ops@admin".to_string(),
+                at: 0,
+            },
+            text,
+        };
+        assert_eq!(
+            open(&key(1), at, &sealed(&key(1), at, &good)),
+            Ok(good.clone())
+        );
+        // Another key, another etcd key, garbage, JSON that is no configuration, a text
+        // that is not the one its digest names.
+        assert!(open(&key(2), at, &sealed(&key(1), at, &good)).is_err());
+        assert!(open(
+            &key(1),
+            "/other/config/current",
+            &sealed(&key(1), at, &good)
+        )
+        .is_err());
+        assert!(open(&key(1), at, b"garbage").is_err());
+        assert!(open(&key(1), at, &key(1).seal(at, b"{}")).is_err());
+        let mut changed = good;
+        changed.text.push('#');
+        assert_eq!(
+            open(&key(1), at, &sealed(&key(1), at, &changed)),
+            Err("its text does not match its SHA-256")
+        );
+    }
+
+    #[test]
+    fn a_failed_version_is_kept_until_one_as_new_runs() {
+        let mut report = Report::default();
+        report.error("site[0].root", "cannot open", None);
+        let mut state = State::default();
+        state.loaded(1, None);
+        state.loaded(2, Some(&report));
+        assert_eq!(state.running, Some(1));
+        assert_eq!(state.failed.as_ref().map(|f| f.version), Some(2));
+        assert_eq!(state.newest(), 2);
+        assert!(state
+            .failed
+            .as_ref()
+            .is_some_and(|f| f.errors[0].contains("site[0].root")));
+        // A reload of the older version keeps the failure of the newer one on record.
+        state.loaded(1, None);
+        assert_eq!(state.failed.as_ref().map(|f| f.version), Some(2));
+        state.loaded(2, None);
+        assert_eq!((state.running, state.failed), (Some(2), None));
+    }
+}

@@ -267,6 +267,12 @@ mod tests {
         assert_eq!(c.key_file, std::path::Path::new("/etc/portico/cluster.key"));
         assert_eq!(c.node, "edge-1");
         assert_eq!(c.tls, None);
+        assert_eq!(c.config, crate::config::ConfigSource::File);
+        let (c, _) = check("etcd = [\"http://a:1\"]\nnode = \"n\"\nconfig = \"etcd\"");
+        assert_eq!(
+            c.expect("cluster").config,
+            crate::config::ConfigSource::Etcd
+        );
         let (c, _) =
             check("etcd = [\"http://127.0.0.1:2379\"]\nprefix = \"/p/prod/\"\nnode = \"n\"");
         assert_eq!(
@@ -291,6 +297,11 @@ mod tests {
                 "etcd = [\"https://a:1\"]\nnode = \"n\"",
                 "cluster.tls",
                 "names no CA",
+            ),
+            (
+                "etcd = [\"http://a:1\"]\nnode = \"n\"\nconfig = \"push\"",
+                "cluster.config",
+                "unknown configuration source \"push\"",
             ),
             (
                 "etcd = [\"http://a:1\"]\nnode = \"n\"\nprefix = \"portico\"",
