@@ -3,7 +3,8 @@
 //! listener's address) with `[cluster] config = "etcd"`, and `portico cluster push`.
 //! A push reaches every node; a changed one too; one that fails on one node (a document
 //! root only the other has) leaves that node on the version it ran, and `portico cluster
-//! status --json` says so; an invalid push stores nothing; a value in etcd that is not a
+//! status --json` says so, until `portico reload` there finds what was missing; an invalid
+//! push stores nothing; a value in etcd that is not a
 //! configuration changes nothing; and a node restarted while etcd is down serves its
 //! sealed copy of the last version it ran.
 
@@ -260,6 +261,19 @@ fn a_pushed_configuration_reaches_every_node_and_a_failing_one_leaves_the_node_a
         text.contains("fleet configuration version 3 FAILED here"),
         "{text}"
     );
+
+    // Once node b has the missing root, `portico reload` loads its file with version 3.
+    std::fs::create_dir_all(fleet.dir.path().join("b/www/c")).expect("root c on b");
+    std::fs::write(fleet.dir.path().join("b/www/c/index.html"), "c on b").expect("root c");
+    let (code, out) = portico(&["reload", "-c"], &[&b_file]);
+    assert_eq!(code, Some(0), "{out}");
+    fleet.serves("127.0.0.3", "c.test", "200 c on b");
+    fleet.serves("127.0.0.3", "a.test", "200 a v3");
+    eventually("node b's record shows version 3 running", || {
+        let st = status(&a_file);
+        let b = node(&st, "b")?;
+        (b["config_version"] == 3 && b["config_failed"].is_null()).then_some(())
+    });
 
     // etcd holds the configuration sealed, its version public.
     for (k, v) in etcd.dump(&format!("{PREFIX}/config/")) {
