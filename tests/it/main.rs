@@ -18,6 +18,7 @@ mod hardening;
 mod http;
 mod inspect;
 mod lifecycle;
+mod log_output;
 mod metrics;
 mod package;
 mod passthrough;
