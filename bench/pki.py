@@ -80,11 +80,35 @@ def _make_ca(pki, kind):
         f.write(cert.public_bytes(serialization.Encoding.PEM))
 
 
+def _leaf(ca, ca_key, key, i, now):
+    """The leaf for site `i` with `key`, signed by the bench CA."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host(i))]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=825))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host(i))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def _ca(pki):
+    ca_key = serialization.load_pem_private_key(_load(os.path.join(pki, "ca.key")), None)
+    ca = x509.load_pem_x509_certificate(_load(os.path.join(pki, "ca.pem")))
+    return ca, ca_key
+
+
 def _leaves(args):
     """Worker: writes the leaves for sites [start, end). Runs in a child process."""
     pki, kind, start, end = args
-    ca_key = serialization.load_pem_private_key(_load(os.path.join(pki, "ca.key")), None)
-    ca = x509.load_pem_x509_certificate(_load(os.path.join(pki, "ca.pem")))
+    ca, ca_key = _ca(pki)
     now = datetime.datetime.now(datetime.timezone.utc)
     rsa_pool = {}
     for i in range(start, end):
@@ -95,27 +119,21 @@ def _leaves(args):
             key = rsa_pool[slot]
         else:
             key = _new_key(kind)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host(i))]))
-            .issuer_name(ca.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=825))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host(i))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
+        cert = _leaf(ca, ca_key, key, i, now)
         path = site_pem(pki, i)
         with open(path + ".tmp", "wb") as f:
             f.write(cert.public_bytes(serialization.Encoding.PEM))
             f.write(_pem_key(key))
         os.replace(path + ".tmp", path)  # a half-written file never looks complete
     return end - start
+
+
+def renewed(pki, i):
+    """A new ECDSA leaf and key for site `i` (a renewal): (chain PEM, key PEM)."""
+    ca, ca_key = _ca(pki)
+    key = _new_key("ecdsa")
+    cert = _leaf(ca, ca_key, key, i, datetime.datetime.now(datetime.timezone.utc))
+    return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
 
 
 def _shared_rsa_key(pki, slot):

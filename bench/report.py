@@ -261,7 +261,42 @@ def rsa_section(rsa):
     ]
 
 
-def write(res, path, rsa=None):
+def fleet_section(fleet):
+    """The fleet figures of bench/fleet (bench/results-fleet.json): no peer has an etcd fleet
+    to compare with, so they stand alone."""
+    meta = fleet["meta"]
+    prop = fleet.get("propagation") or {}
+    cold = fleet.get("cold") or []
+    lines = [
+        "## A fleet through etcd (issue 14)",
+        "",
+        f"`bench/fleet` on {meta['date']} ({meta['portico']}, {meta['etcd']}): a three-member etcd "
+        f"and Portico nodes on one machine (nodes on CPU 0, etcd and the client on CPU 1), "
+        f"{meta['certs']:,} admin-API certificates, one site each. Node 1 starts with them in its "
+        "state_dir and offers them to the fleet; nodes 2 and 3 start with an empty state_dir. "
+        "No peer shares certificates through etcd, so there is nothing to set beside these figures.",
+        "",
+        "| Figure | Value |",
+        "|---|---|",
+        f"| node 1: start until it serves ({meta['certs']:,} certificates from its own files) | {_fmt(fleet.get('node1_serves_s'), 3)} s |",
+        f"| node 1: start until etcd holds every pair | {_fmt(fleet.get('push_s'), 3)} s |",
+    ]
+    for c in cold:
+        lines.append(
+            f"| {c['node']}, empty state_dir: start until it serves every certificate from etcd "
+            f"| {_fmt(c['serves_s'], 3)} s ({c['failed']} names failed; RSS {_mib(c['memory_kib'])} MiB) |"
+        )
+    if prop:
+        lines += [
+            f"| a renewal (PUT on node 1) until every node presents it: median of {len(prop['trials'])} "
+            f"| {_fmt(prop['median_s'], 3)} s |",
+            f"| the same, maximum | {_fmt(prop['max_s'], 3)} s |",
+        ]
+    lines.append(f"| private keys in etcd that are not sealed | {fleet.get('unsealed_keys_in_etcd', '—')} |")
+    return lines + [""]
+
+
+def write(res, path, rsa=None, fleet=None):
     meta = res["meta"]
     m = meta["machine"]
     table = rows(res)
@@ -316,6 +351,8 @@ def write(res, path, rsa=None):
     ]
     if rsa:
         parts += rsa_section(rsa)
+    if fleet:
+        parts += fleet_section(fleet)
     runs = repeated(res)
     if runs:
         parts += [

@@ -8,9 +8,22 @@
 //! events keep theirs. Formatting writes straight into tracing-subscriber's reused line
 //! buffer: no allocation per line, and never anything but formatting on the request path.
 //! The format is chosen once, at start; nothing here changes it later.
+//!
+//! Lines are not written to stderr where they are made. [`Output`] appends each to one
+//! buffer in memory (a copy under a mutex, no allocation once the buffer has grown), and
+//! one thread writes the buffer out: when it holds 64 KiB, every second, at once for a line
+//! that is not the access log's (a warning is not kept waiting), and at the end
+//! ([`finish`], after the drain on SIGTERM). A request therefore costs no write(2) of its
+//! own. When stderr does not keep up (a slow disk, a full pipe), the buffer stops growing
+//! at [`BUFFER_LIMIT`]: further access log lines are dropped and counted ([`dropped`],
+//! `portico_log_lines_dropped_total`), and the writer says how many once it can write
+//! again; other lines are always kept.
 
 use std::fmt::{self, Write as _};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::Duration;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -44,7 +57,7 @@ pub fn init(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(Output::start());
     match format {
         LogFormat::Text => {
             let _ = builder
@@ -60,6 +73,179 @@ pub fn init(format: LogFormat) {
             {
                 JSON.store(true, Ordering::Relaxed);
             }
+        }
+    }
+}
+
+/// How much the buffer may hold while stderr does not take it: about 16,000 access log
+/// lines. Beyond it, access log lines are dropped (and counted), never waited for.
+pub const BUFFER_LIMIT: usize = 4 << 20;
+/// The writer writes once the buffer holds this much, without waiting for its second.
+const WRITE_AT: usize = 64 << 10;
+/// The longest a line waits in the buffer.
+const WRITE_EVERY: Duration = Duration::from_secs(1);
+
+/// The process's one log buffer and its writer thread.
+struct Buffer {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    /// Access log lines dropped because the buffer was full, since the start.
+    dropped: AtomicU64,
+}
+
+#[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    /// A line that should not wait is in `lines`.
+    urgent: bool,
+    /// [`finish`] was called: write what is there and stop.
+    finished: bool,
+}
+
+static BUFFER: OnceLock<&'static Buffer> = OnceLock::new();
+
+/// Access log lines dropped so far because stderr did not keep up.
+pub fn dropped() -> u64 {
+    BUFFER
+        .get()
+        .map_or(0, |b| b.dropped.load(Ordering::Relaxed))
+}
+
+/// Writes out every line logged so far; the process is about to end. Later lines are
+/// written as they come, unbuffered.
+pub fn finish() {
+    let Some(buffer) = BUFFER.get() else { return };
+    let lines = {
+        let mut p = buffer.lock();
+        p.finished = true;
+        std::mem::take(&mut p.lines)
+    };
+    buffer.wake.notify_one();
+    let _ = std::io::stderr().lock().write_all(&lines);
+}
+
+impl Buffer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // A panic while appending leaves whole lines or none: the buffer stays usable.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `line`, or drops it when the buffer is full and it may be dropped.
+    fn append(&self, line: &[u8], urgent: bool) {
+        let mut p = self.lock();
+        if p.finished {
+            drop(p);
+            let _ = std::io::stderr().lock().write_all(line);
+            return;
+        }
+        if !urgent && p.lines.len() + line.len() > BUFFER_LIMIT {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        p.lines.extend_from_slice(line);
+        p.urgent |= urgent;
+        let wake = p.urgent || p.lines.len() >= WRITE_AT;
+        drop(p);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The writer thread: takes the buffer's lines and writes them to stderr, swapping two
+    /// vectors so neither is allocated again.
+    fn write_out(&'static self) {
+        let mut spare = Vec::new();
+        let mut reported = 0;
+        loop {
+            {
+                let mut p = self.lock();
+                if !(p.urgent || p.lines.len() >= WRITE_AT || p.finished) {
+                    p = self
+                        .wake
+                        .wait_timeout(p, WRITE_EVERY)
+                        .map_or_else(|e| e.into_inner().0, |(p, _)| p);
+                }
+                if p.finished {
+                    return;
+                }
+                p.urgent = false;
+                std::mem::swap(&mut p.lines, &mut spare);
+            }
+            if !spare.is_empty() {
+                // Nothing to do about a stderr that refuses: the lines are gone either way.
+                let _ = std::io::stderr().lock().write_all(&spare);
+                spare.clear();
+            }
+            let dropped = self.dropped.load(Ordering::Relaxed);
+            if dropped > reported {
+                tracing::warn!(
+                    dropped = dropped - reported,
+                    total = dropped,
+                    "access log lines dropped: the log's output (stderr) did not keep up"
+                );
+                reported = dropped;
+            }
+        }
+    }
+}
+
+/// What the subscriber writes through: each event's formatted line goes to the buffer.
+#[derive(Clone, Copy)]
+pub struct Output(&'static Buffer);
+
+impl Output {
+    /// The process's buffer, and its writer thread started on first use.
+    fn start() -> Output {
+        let buffer = *BUFFER.get_or_init(|| {
+            let buffer: &'static Buffer = Box::leak(Box::new(Buffer {
+                pending: Mutex::default(),
+                wake: Condvar::new(),
+                dropped: AtomicU64::new(0),
+            }));
+            let spawned = std::thread::Builder::new()
+                .name("portico-log".to_string())
+                .spawn(|| buffer.write_out());
+            if spawned.is_err() {
+                // No writer: every line is then written where it is made.
+                buffer.lock().finished = true;
+            }
+            buffer
+        });
+        Output(buffer)
+    }
+}
+
+/// One event's line on its way to the buffer.
+pub struct LineWriter {
+    buffer: &'static Buffer,
+    urgent: bool,
+}
+
+impl std::io::Write for LineWriter {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.buffer.append(line, self.urgent);
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Output {
+    type Writer = LineWriter;
+
+    fn make_writer(&'a self) -> LineWriter {
+        LineWriter {
+            buffer: self.0,
+            urgent: true,
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> LineWriter {
+        LineWriter {
+            buffer: self.0,
+            urgent: meta.target() != "access",
         }
     }
 }

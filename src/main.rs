@@ -10,7 +10,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = portico::cli::Cli::parse();
-    match portico::cli::run(cli) {
+    let result = portico::cli::run(cli);
+    // The log's last lines (a drained server's access log) before the process ends.
+    portico::logging::finish();
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

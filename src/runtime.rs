@@ -160,7 +160,7 @@ impl Shared {
     /// Forgets certificates no longer named by `config` or listed in a certificate
     /// directory (`listed`), so removed ones are freed once the runtimes holding them are
     /// gone.
-    fn retain(&self, config: &Config, listed: &dir::Listing) {
+    fn retain(&self, config: &Config, listed: &[(String, dir::Listing)]) {
         let home = crate::acme::home(config);
         let acme: Vec<CertFiles> = config
             .sites
@@ -171,7 +171,10 @@ impl Shared {
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         let admin = config.admin.as_ref().and_then(|a| a.tls.as_ref());
         let kept = config.cert_files().chain(&acme).chain(admin);
-        loaded.retain(kept.chain(listed.pairs.iter().map(|(_, f)| f)));
+        let in_dirs = listed
+            .iter()
+            .flat_map(|(_, l)| l.pairs.iter().map(|(_, f)| f));
+        loaded.retain(kept.chain(in_dirs));
     }
 }
 
@@ -426,9 +429,33 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
     // Pool certificates that failed to load: a host they were meant for is reported as
     // uncovered too, and that message should point back at them.
     let mut unloaded = Vec::new();
-    // The admin API's store: read in every mode, so `check` judges what serving would load.
-    let stored = dir::list(&dir::admin_store(&config.state_dir));
-    shared.retain(&config, &stored);
+    // The `[[certificate]] dir` directories, then the admin API's store: read in every
+    // mode, so `check` judges what serving would load.
+    let mut listed = Vec::with_capacity(config.certificate_dirs.len() + 1);
+    for d in &config.certificate_dirs {
+        match std::fs::metadata(&d.path) {
+            Ok(m) if m.is_dir() => listed.push((d.at(), dir::list(&d.path))),
+            Ok(_) => report.error(
+                d.at(),
+                format!("{} is not a directory", d.path.display()),
+                Some("name a directory of NAME.pem + NAME.key pairs, or use cert and key for one pair".to_string()),
+            ),
+            Err(e) => report.error(
+                d.at(),
+                format!(
+                    "cannot read the certificate directory {}: {}",
+                    d.path.display(),
+                    crate::error_text::describe_io(&e)
+                ),
+                Some("create the directory (it may be empty), or fix the path (relative paths are relative to the configuration file)".to_string()),
+            ),
+        }
+    }
+    listed.push((
+        "state_dir".to_string(),
+        dir::list(&dir::admin_store(&config.state_dir)),
+    ));
+    shared.retain(&config, &listed);
     for (i, r) in load_all(&config.certificates, shared)
         .into_iter()
         .enumerate()
@@ -447,14 +474,16 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             }
         }
     }
-    certs.extend(load_dir(
-        &stored,
-        "state_dir",
-        mode,
-        shared,
-        &mut report,
-        &mut unloaded,
-    ));
+    for (at, listing) in &listed {
+        certs.extend(load_dir(
+            listing,
+            at,
+            mode,
+            shared,
+            &mut report,
+            &mut unloaded,
+        ));
+    }
     let unloaded_note = if unloaded.is_empty() {
         String::new()
     } else {

@@ -18,9 +18,13 @@ use crate::tls::dir::Staged;
 
 /// How often internal certificates are looked at for renewal.
 const RENEWAL_CHECK: Duration = Duration::from_secs(6 * 3600);
-/// How often certificate and key files are looked at for changes. A change is applied once
-/// the files have stayed the same for one more interval.
+/// How often certificate and key files are looked at for changes (more rarely for many
+/// files, `watch_period`).
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// A change is applied once the files have stayed the same this long, so a writer that
+/// replaces the chain and then the key is seen once, done. Also how soon a directory event
+/// (inotify) is followed by a look.
+const SETTLE: Duration = Duration::from_millis(500);
 
 /// The most threads tokio's blocking pool may run (its default is 512). Static files use
 /// it for what is not cached: one task per request for the path checks, open, metadata and
@@ -555,6 +559,15 @@ async fn change_certificate(
     Reply::Certificate(changed, Some(outcome))
 }
 
+/// The `[[certificate]] dir` directories of `config`.
+fn cert_dirs(config: &Config) -> Vec<PathBuf> {
+    config
+        .certificate_dirs
+        .iter()
+        .map(|d| d.path.clone())
+        .collect()
+}
+
 /// How often to look at `n` files: every second for a few thousand, less often for more,
 /// so watching 100,000 certificates does not cost a core.
 fn watch_period(n: usize) -> Duration {
@@ -577,7 +590,13 @@ fn watched(
     stamps: impl Fn(&CertFiles) -> (Option<FileStamp>, Option<FileStamp>),
 ) -> Watched {
     let mut out = Vec::new();
-    for f in config.cert_files() {
+    let in_dirs: Vec<CertFiles> = config
+        .certificate_dirs
+        .iter()
+        .flat_map(|d| crate::tls::dir::list(&d.path).pairs)
+        .map(|(_, f)| f)
+        .collect();
+    for f in config.cert_files().chain(&in_dirs) {
         let (cert, key) = stamps(f);
         out.push((f.cert.clone(), cert));
         if !f.same_file() {
@@ -802,6 +821,9 @@ async fn serve(
     let mut renew = every(RENEWAL_CHECK);
     let mut files = loaded_cert_files(&server.runtime().config, &shared);
     let mut watch = every(watch_period(files.len()));
+    // `[[certificate]] dir` directories: an event there brings the next look forward.
+    let mut dirs = crate::tls::dir::Watcher::new();
+    dirs.follow(&cert_dirs(&server.runtime().config));
     // Files seen changed at the previous tick; rebuilt once they stop changing (debounce).
     let mut pending: Option<Vec<_>> = None;
     let mut upgrade = Upgrade::default();
@@ -835,6 +857,7 @@ async fn serve(
             notifier.ready();
             files = loaded_cert_files(&server.runtime().config, &shared);
             watch = every(watch_period(files.len()));
+            dirs.follow(&cert_dirs(&server.runtime().config));
             acme.follow(&server.runtime().config);
             admin.follow(&server.runtime().config).await;
             if let (Some(node), Some(p), true) = (&fleet, &latest, pushes.is_some()) {
@@ -956,9 +979,12 @@ async fn serve(
                     files = now;
                     pending = None;
                 } else {
+                    // Look again once the writer has had time to finish.
                     pending = Some(now);
+                    watch.reset_after(SETTLE);
                 }
             }
+            () = dirs.changed() => watch.reset_after(SETTLE),
             _ = renew.tick() => {
                 // The configuration in memory, not the file: renewal must not apply edits
                 // nobody asked to load yet.

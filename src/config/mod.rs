@@ -37,6 +37,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub listeners: Vec<Listener>,
     pub certificates: Vec<CertFiles>,
+    /// `[[certificate]] dir`: directories whose every pair joins the pool (`tls/dir.rs`).
+    pub certificate_dirs: Vec<CertDir>,
     pub sites: Vec<Site>,
     pub limits: Limits,
     /// The ACME account and CA that `tls = "acme"` sites get their certificates from.
@@ -51,6 +53,22 @@ pub struct Config {
     /// `[cluster]`: the etcd cluster this node shares its state with; None for a node on its
     /// own (state in `state_dir` only).
     pub cluster: Option<Cluster>,
+}
+
+/// A `[[certificate]] dir = "..."`: a directory of `NAME.pem` + `NAME.key` pairs, read
+/// (never written) at each build and watched for changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertDir {
+    pub path: PathBuf,
+    /// Its place among the `[[certificate]]` tables, for diagnostics (`certificate[3].dir`).
+    pub index: usize,
+}
+
+impl CertDir {
+    /// Where its problems are reported.
+    pub fn at(&self) -> String {
+        format!("certificate[{}].dir", self.index)
+    }
 }
 
 /// The `[cluster]` table (docs/cluster.md): where the fleet's shared state is kept.

@@ -16,7 +16,7 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) listener: Vec<RawListener>,
     #[serde(default)]
-    pub(crate) certificate: Vec<RawCertificate>,
+    pub(crate) certificate: Vec<RawPoolCertificate>,
     #[serde(default)]
     pub(crate) site: Vec<RawSite>,
     pub(crate) limits: Option<RawLimits>,
@@ -106,6 +106,16 @@ pub(crate) struct RawListener {
 pub(crate) struct RawPassthrough {
     pub(crate) backend: Option<String>,
     pub(crate) proxy_protocol: Option<String>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+/// A `[[certificate]]` table: a pair of files, or a directory of pairs.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawPoolCertificate {
+    pub(crate) cert: Option<String>,
+    pub(crate) key: Option<String>,
+    pub(crate) dir: Option<String>,
     #[serde(flatten)]
     pub(crate) unknown: Unknown,
 }

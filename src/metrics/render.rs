@@ -35,6 +35,8 @@ pub(super) struct Scrape {
     acme_next: Vec<(String, i64)>,
     config_loaded: u64,
     uptime: f64,
+    /// Access log lines dropped because the log's output did not keep up.
+    log_dropped: u64,
 }
 
 impl Scrape {
@@ -94,6 +96,7 @@ impl Scrape {
             acme_next,
             config_loaded: m.config_loaded.load(Ordering::Relaxed),
             uptime: m.started.elapsed().as_secs_f64(),
+            log_dropped: crate::logging::dropped(),
         }
     }
 }
@@ -305,6 +308,13 @@ impl Collector for Scrape {
                 counter(&mut f, &[("outcome", outcome)], values[i])?;
             }
         }
+        let f = e.encode_descriptor(
+            "portico_log_lines_dropped",
+            "Access log lines dropped because the log's output (stderr) did not keep up.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.log_dropped).encode(f)?;
         let mut f = e.encode_descriptor(
             "portico_acme_next_renewal_seconds",
             "When each ACME site's certificate is ordered next (renewal, or the retry after a failure), in Unix seconds; absent while an order runs.",

@@ -1,9 +1,9 @@
 //! A directory of certificates: each one a pair of files, `NAME.pem` (the chain, leaf first)
-//! and `NAME.key` (its private key), where NAME is 1 to 64 of `a-z 0-9 . _ -`, not starting
-//! with a dot.
+//! and `NAME.key` (its private key).
 //!
-//! The admin API's certificate store, `state_dir/certificates`, is such a directory; so will
-//! be the directories a `[[certificate]]` table names (issue #15). [`list`] reads one (and
+//! The admin API's certificate store, `state_dir/certificates`, is such a directory, where
+//! NAME is 1 to 64 of `a-z 0-9 . _ -`, not starting with a dot ([`check_name`]); so are the
+//! directories `[[certificate]] dir` names, where any NAME but a hidden file's counts. [`list`] reads one (and
 //! `runtime::build` loads what it lists); [`Staged`] changes one pair so that the change
 //! can be undone exactly. Only the admin store is ever written, and only by the serve loop:
 //! an operator's directory is read, never changed. Nothing here parses a certificate.
@@ -76,8 +76,8 @@ pub struct Listing {
 }
 
 /// Lists the certificates in `dir`: every `NAME.pem` with its `NAME.key`. Files with other
-/// names (a temporary file, a README) are not certificates and are skipped; half a pair is
-/// a problem. A directory that does not exist holds no certificates.
+/// names (a temporary file, a README, a hidden file) are not certificates and are skipped;
+/// half a pair is a problem. A directory that does not exist holds no certificates.
 pub fn list(dir: &Path) -> Listing {
     let mut out = Listing::default();
     let entries = match std::fs::read_dir(dir) {
@@ -101,7 +101,9 @@ pub fn list(dir: &Path) -> Listing {
             (_, Some(stem)) => (stem, false),
             _ => continue,
         };
-        if check_name(stem).is_ok() {
+        // Any name but a hidden file's: an operator's directory is named as its owner
+        // likes (`Example.COM.pem`); only the names the admin API creates are restricted.
+        if !stem.is_empty() && !stem.starts_with('.') {
             let names = if is_pem { &mut pems } else { &mut keys };
             names.push(stem.to_string());
         }
@@ -252,6 +254,76 @@ impl Staged {
     }
 }
 
+/// Tells the serve loop that something changed in the `[[certificate]] dir` directories
+/// (inotify, through the `notify` crate), so it looks at them now rather than at its next
+/// periodic pass. Events only wake the loop; what changed is found by listing and
+/// comparing, as the periodic pass does, so a burst of events costs one look.
+pub struct Watcher {
+    inner: Option<::notify::RecommendedWatcher>,
+    watching: Vec<PathBuf>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Default for Watcher {
+    fn default() -> Self {
+        Watcher::new()
+    }
+}
+
+impl Watcher {
+    pub fn new() -> Watcher {
+        Watcher {
+            inner: None,
+            watching: Vec::new(),
+            wake: std::sync::Arc::default(),
+        }
+    }
+
+    /// Watches exactly `dirs` from now on. A directory that cannot be watched (inotify's
+    /// limit reached, or it is gone) is logged, and the periodic pass still sees it.
+    pub fn follow(&mut self, dirs: &[PathBuf]) {
+        use ::notify::Watcher as _;
+        if self.watching == dirs {
+            return;
+        }
+        self.watching = dirs.to_vec();
+        self.inner = None;
+        if dirs.is_empty() {
+            return;
+        }
+        let wake = self.wake.clone();
+        let made =
+            ::notify::recommended_watcher(move |event: ::notify::Result<::notify::Event>| {
+                // Reads (open, access) change nothing; anything else is worth a look.
+                let worth = match &event {
+                    Ok(e) => !matches!(e.kind, ::notify::EventKind::Access(_)),
+                    Err(_) => true,
+                };
+                if worth {
+                    wake.notify_one();
+                }
+            });
+        let mut inner = match made {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the certificate directories; changes are seen by the periodic pass only");
+                return;
+            }
+        };
+        for d in dirs {
+            if let Err(e) = inner.watch(d, ::notify::RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %d.display(), error = %e, "cannot watch a certificate directory; its changes are seen by the periodic pass only");
+            }
+        }
+        self.inner = Some(inner);
+    }
+
+    /// Waits until something changed in a watched directory since the last call.
+    pub async fn changed(&self) {
+        self.wake.notified().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,24 +363,20 @@ mod tests {
             "a.key",
             "lonely.pem",
             "orphan.key",
+            "Example.COM.pem",
+            "Example.COM.key",
         ] {
             std::fs::write(d.join(f), "x").expect("in a test");
         }
-        for skipped in [
-            "a.pem.prev",
-            "a.tmp",
-            "README",
-            "Upper.pem",
-            "Upper.key",
-            ".h.pem",
-        ] {
+        for skipped in ["a.pem.prev", "a.tmp", "README", ".h.pem", ".h.key"] {
             std::fs::write(d.join(skipped), "x").expect("in a test");
         }
         let l = list(d);
         let names: Vec<&str> = l.pairs.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["a", "b"]);
-        assert_eq!(&*l.pairs[0].1.cert, d.join("a.pem"));
-        assert_eq!(&*l.pairs[0].1.key, d.join("a.key"));
+        // An operator's names are theirs (the admin API's are checked where it takes them).
+        assert_eq!(names, ["Example.COM", "a", "b"]);
+        assert_eq!(&*l.pairs[1].1.cert, d.join("a.pem"));
+        assert_eq!(&*l.pairs[1].1.key, d.join("a.key"));
         assert_eq!(l.problems.len(), 2, "{:?}", l.problems);
         assert!(l.problems[0].contains("lonely.pem"), "{:?}", l.problems);
         assert!(l.problems[1].contains("orphan.key"), "{:?}", l.problems);

@@ -1,7 +1,7 @@
 //! Reloads without a failed request: runtime swaps under load, `portico reload` through the
 //! control socket, new and removed listener addresses, and certificate files replaced on disk.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use portico::runtime::Shared;
 
 use crate::support::client::{connect, Http, Opts};
 use crate::support::pki::{Key, Pki, Validity};
-use crate::support::{build, eventually, free_port, serve, Running};
+use crate::support::{build, eventually, free_port, serve, subject, Running};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portico");
 
@@ -112,27 +112,6 @@ async fn twenty_reloads_under_load_fail_no_request() {
         0,
         "no request failed during 20 reloads"
     );
-}
-
-/// The subject of the certificate served for `name` on `port`, via openssl.
-fn subject(port: u16, name: &str) -> Option<String> {
-    let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-servername",
-            name,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .and_then(|c| c.wait_with_output())
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix("subject=").map(|s| s.trim().to_string()))
 }
 
 fn reload(config: &std::path::Path) -> (bool, String) {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::raw::{self, RawConfig, RawListener, RawSite, RawTls, Unknown};
 use super::{
-    Acme, Action, CertFiles, Challenge, Config, Eab, Limits, ListenAddr, Listener, ListenerKind,
-    LogFormat, NoSni, Report, Site, TlsMode, UnknownSni,
+    Acme, Action, CertDir, CertFiles, Challenge, Config, Eab, Limits, ListenAddr, Listener,
+    ListenerKind, LogFormat, NoSni, Report, Site, TlsMode, UnknownSni,
 };
 use crate::names::HostName;
 
@@ -129,8 +129,13 @@ impl Checker<'_> {
         // Not collected from `raw.certificate.into_iter()`: that would reuse the raw
         // vector's larger allocation for as long as the configuration lives.
         let mut certificates = Vec::with_capacity(raw.certificate.len());
+        let mut certificate_dirs = Vec::new();
         for (i, c) in raw.certificate.into_iter().enumerate() {
-            certificates.extend(self.cert_files(&format!("certificate[{i}]"), c));
+            match self.pool_certificate(i, c) {
+                Some(PoolEntry::Files(f)) => certificates.push(f),
+                Some(PoolEntry::Dir(d)) => certificate_dirs.push(d),
+                None => {}
+            }
         }
         let sites = self.sites(raw.site, &listeners);
         let acme = raw.acme.and_then(|a| self.acme(a));
@@ -161,6 +166,7 @@ impl Checker<'_> {
             state_dir,
             listeners,
             certificates,
+            certificate_dirs,
             sites,
             limits,
             acme,
@@ -500,6 +506,54 @@ impl Checker<'_> {
         out
     }
 
+    /// A `[[certificate]]` table: `cert` and `key`, or `dir` alone.
+    fn pool_certificate(&mut self, i: usize, raw: raw::RawPoolCertificate) -> Option<PoolEntry> {
+        let at = format!("certificate[{i}]");
+        unknown_keys(self.report, &at, &raw.unknown, &["cert", "key", "dir"]);
+        match (raw.dir, raw.cert, raw.key) {
+            (Some(dir), None, None) => {
+                if dir.is_empty() {
+                    self.report.error(
+                        format!("{at}.dir"),
+                        "the directory is empty".to_string(),
+                        Some("name the directory holding NAME.pem and NAME.key pairs".to_string()),
+                    );
+                    return None;
+                }
+                Some(PoolEntry::Dir(CertDir {
+                    path: self.path(&dir),
+                    index: i,
+                }))
+            }
+            (Some(_), _, _) => {
+                self.report.error(
+                    &at,
+                    "dir cannot be combined with cert or key".to_string(),
+                    Some("use one [[certificate]] table for the directory and another for the pair of files".to_string()),
+                );
+                None
+            }
+            (None, None, None) => {
+                self.report.error(
+                    &at,
+                    "a certificate needs cert and key, or dir".to_string(),
+                    Some("give cert = \"chain.pem\" and key = \"key.pem\", or dir = \"certs\" for a directory of NAME.pem + NAME.key pairs".to_string()),
+                );
+                None
+            }
+            (None, cert, key) => self
+                .cert_files(
+                    &at,
+                    raw::RawCertificate {
+                        cert,
+                        key,
+                        unknown: Default::default(),
+                    },
+                )
+                .map(PoolEntry::Files),
+        }
+    }
+
     fn cert_files(&mut self, at: &str, raw: raw::RawCertificate) -> Option<CertFiles> {
         unknown_keys(self.report, at, &raw.unknown, &["cert", "key"]);
         match (raw.cert, raw.key) {
@@ -516,6 +570,12 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// What one `[[certificate]]` table adds to the pool.
+enum PoolEntry {
+    Files(CertFiles),
+    Dir(CertDir),
 }
 
 #[cfg(test)]

@@ -197,3 +197,24 @@ pub async fn good_connection(server: &TestServer) -> client::Http {
     assert_eq!(http.get("a.test", "/").await.text(), "a");
     http
 }
+
+/// The subject of the certificate served for `name` on `port`, via openssl.
+pub fn subject(port: u16, name: &str) -> Option<String> {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            name,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .and_then(|c| c.wait_with_output())
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("subject=").map(|s| s.trim().to_string()))
+}

@@ -1,0 +1,157 @@
+//! `[[certificate]] dir`: every NAME.pem + NAME.key pair of a directory joins the pool, and
+//! pairs added, replaced or removed are served without a reload, within 2 s (inotify).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::admin::Logged;
+use crate::support::pki::{Key, Pki, Validity};
+use crate::support::{eventually, free_port, subject};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portico");
+
+/// Puts a leaf for `sans` into `dir` as `name.pem` + `name.key`, each by an atomic rename
+/// (key first), as a deployment tool would.
+fn put_pair(pki: &Pki, dir: &Path, name: &str, stem: &str, sans: &[&str]) {
+    let (cert, key) = pki.leaf(stem, sans, Key::Ecdsa, Validity::Current);
+    for (from, to) in [(key, format!("{name}.key")), (cert, format!("{name}.pem"))] {
+        let tmp = dir.join(format!(".{to}.tmp"));
+        std::fs::copy(from, &tmp).expect("copy");
+        std::fs::rename(&tmp, dir.join(to)).expect("rename");
+    }
+}
+
+/// Waits until `name` is served with a certificate whose subject holds `stem`, and
+/// returns how long that took from `since`.
+fn served(port: u16, name: &str, stem: &str, since: Instant) -> Duration {
+    eventually(&format!("{name} served with {stem}"), || {
+        subject(port, name).filter(|s| s.contains(stem))
+    });
+    since.elapsed()
+}
+
+#[test]
+fn a_directory_of_pairs_is_the_pool_and_its_changes_are_served_within_2_s() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).expect("mkdir");
+    put_pair(&pki, &certs, "wildcard", "wild-v1", &["*.dir.test"]);
+    // An operator's names need not be the admin API's: upper case is fine here.
+    put_pair(&pki, &certs, "A.dir.test", "a-v1", &["a.dir.test"]);
+    put_pair(&pki, &certs, "c", "c-v1", &["c.other.test"]);
+    std::fs::write(certs.join("README"), "not a certificate").expect("write");
+    let port = free_port();
+    let config = dir.path().join("portico.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"state\"\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n\
+             [[certificate]]\ndir = \"certs\"\n\
+             [[site]]\nhosts = [\"a.dir.test\", \"b.dir.test\", \"c.other.test\"]\nrespond = {{ body = \"d\" }}\n"
+        ),
+    )
+    .expect("write");
+    let check = std::process::Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .expect("check runs");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    let node = Logged::serve(&config);
+    let t = Instant::now();
+    served(port, "a.dir.test", "a-v1", t);
+    served(port, "b.dir.test", "wild-v1", t);
+
+    // Added: an exact certificate for b beats the wildcard.
+    let t = Instant::now();
+    put_pair(&pki, &certs, "b", "b-v1", &["b.dir.test"]);
+    let took = served(port, "b.dir.test", "b-v1", t);
+    assert!(took < Duration::from_secs(2), "an added pair took {took:?}");
+
+    // Replaced.
+    let t = Instant::now();
+    put_pair(&pki, &certs, "A.dir.test", "a-v2", &["a.dir.test"]);
+    let took = served(port, "a.dir.test", "a-v2", t);
+    assert!(
+        took < Duration::from_secs(2),
+        "a replaced pair took {took:?}"
+    );
+
+    // Removed: b falls back to the wildcard.
+    let t = Instant::now();
+    std::fs::remove_file(certs.join("b.pem")).expect("rm");
+    std::fs::remove_file(certs.join("b.key")).expect("rm");
+    let took = served(port, "b.dir.test", "wild-v1", t);
+    assert!(
+        took < Duration::from_secs(2),
+        "a removed pair took {took:?}"
+    );
+
+    // A removal that would leave a host without a certificate changes nothing, and the log
+    // says why.
+    std::fs::remove_file(certs.join("c.pem")).expect("rm");
+    std::fs::remove_file(certs.join("c.key")).expect("rm");
+    eventually("the refused change logged", || {
+        node.stderr
+            .lock()
+            .expect("lock")
+            .contains("certificate change not applied")
+            .then_some(())
+    });
+    assert!(
+        subject(port, "c.other.test").is_some_and(|s| s.contains("c-v1")),
+        "c.other.test keeps its certificate\n{}",
+        node.stderr.lock().expect("lock")
+    );
+    let log = node.stderr.lock().expect("lock").clone();
+    assert!(
+        log.contains("c.other.test"),
+        "the log names the host\n{log}"
+    );
+}
+
+#[test]
+fn check_names_a_missing_directory_and_half_pairs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).expect("mkdir");
+    put_pair(&pki, &certs, "a", "a", &["a.dir.test"]);
+    std::fs::copy(certs.join("a.pem"), certs.join("lonely.pem")).expect("copy");
+    let config = dir.path().join("portico.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[listener]]\naddress = \"127.0.0.1:1\"\n\
+         [[certificate]]\ndir = \"certs\"\n\
+         [[certificate]]\ndir = \"missing\"\n\
+         [[certificate]]\ndir = \"certs\"\ncert = \"certs/a.pem\"\n\
+         [[site]]\nhosts = [\"a.dir.test\"]\nrespond = { body = \"d\" }\n",
+    )
+    .expect("write");
+    let check = std::process::Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .expect("check runs");
+    let out = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("certificate[2]") && out.contains("dir cannot be combined with cert or key"),
+        "{out}"
+    );
+    assert!(
+        out.contains("certificate[1].dir") && out.contains("cannot read the certificate directory"),
+        "{out}"
+    );
+    assert!(
+        out.contains("certificate[0].dir") && out.contains("lonely.pem has no key file"),
+        "{out}"
+    );
+}
