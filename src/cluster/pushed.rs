@@ -98,6 +98,7 @@ impl State {
     }
 }
 
+/// The SHA-256 of a configuration text, lowercase hex (what `meta` and `status` show).
 pub fn sha256(text: &str) -> String {
     crate::hex::encode(
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()).as_ref(),

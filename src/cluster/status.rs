@@ -145,7 +145,7 @@ pub fn text(st: &Status, now: i64) -> String {
             n.tickets_generation,
             n.synced_revision,
             n.config_version
-                .map_or_else(|| "its own file".to_string(), |v| format!("version {v}")),
+                .map_or_else(|| "from its own file".to_string(), |v| format!("version {v}")),
             ago(now, n.updated)
         );
     }
