@@ -35,6 +35,12 @@ def _mib(kib):
     return None if kib is None else kib / 1024
 
 
+KEEPALIVE = "Keep-alive, 1 KiB static file"
+FIXED = "Fixed response (respond, return 200, http-request return)"
+PROXY = "Reverse proxy to one local backend, 1 KiB file"
+OFF = ", access logs off"
+
+
 def rows(res):
     """(section, label, {server: value}, lower_is_better, note) for every figure."""
     meta, servers = res["meta"], res["servers"]
@@ -59,10 +65,13 @@ def rows(res):
     row(hs, "resumed: share of offers accepted", lambda s: _get(s, "handshakes", "resumed", "resumed_fraction"), lower=False, digits=3)
     row(hs, "new connection per request (h2load): server CPU µs", lambda s: _get(s, "handshakes", "h2load_new_connection", "server_cpu_us_per_request"))
     row(hs, "new connection per request (h2load): connections/s", lambda s: _get(s, "handshakes", "h2load_new_connection", "req_per_s"), lower=False)
-    ka = "Keep-alive, 1 KiB static file"
-    for proto, label in [("http1", "HTTP/1.1"), ("http2", "HTTP/2")]:
-        row(ka, f"{label}: requests/s", lambda s, p=proto: _get(s, "keepalive", p, "req_per_s"), lower=False)
-        row(ka, f"{label}: server CPU µs per request", lambda s, p=proto: _get(s, "keepalive", p, "server_cpu_us_per_request"), digits=2)
+    def requests(section, key):
+        for proto, label in [("http1", "HTTP/1.1"), ("http2", "HTTP/2")]:
+            row(section, f"{label}: requests/s", lambda s, p=proto: _get(s, key, p, "req_per_s"), lower=False)
+            row(section, f"{label}: server CPU µs per request", lambda s, p=proto: _get(s, key, p, "server_cpu_us_per_request"), digits=2)
+
+    requests(KEEPALIVE, "keepalive")
+    requests(FIXED, "fixed")
     for size in meta["sizes"]:
         sec = f"Startup, {size:,} sites"
         k = str(size)
@@ -71,15 +80,16 @@ def rows(res):
         row(sec, "resident memory (VmRSS, process tree), MiB", lambda s, k=k: _mib(_get(s, "startup", k, "rss_kib")))
         row(sec, "proportional memory (PSS, process tree), MiB", lambda s, k=k: _mib(_get(s, "startup", k, "pss_kib")))
         row(sec, "GET /metrics (Portico's admin socket): median of 3 scrapes, s", lambda s, k=k: _get(s, "startup", k, "metrics_scrape_s"), digits=3)
-    px = "Reverse proxy to one local backend, 1 KiB file"
-    for proto, label in [("http1", "HTTP/1.1"), ("http2", "HTTP/2")]:
-        row(px, f"{label}: requests/s", lambda s, p=proto: _get(s, "proxy", p, "req_per_s"), lower=False)
-        row(px, f"{label}: server CPU µs per request", lambda s, p=proto: _get(s, "proxy", p, "server_cpu_us_per_request"), digits=2)
+    requests(PROXY, "proxy")
     sec = f"Reload, {meta['reload_size']:,} sites + 1"
     row(sec, "time until the new site answers, s", lambda s: _get(s, "reload", "reload_s"), digits=2)
     row(sec, "server CPU during it, s", lambda s: _get(s, "reload", "reload_server_cpu_s"), digits=2)
     row(sec, "failed requests during the bounded load", lambda s: _get(s, "reload", "failed_requests"))
     row(sec, "peak resident memory during it (VmRSS), MiB", lambda s: _mib(_get(s, "reload", "peak_rss_kib")))
+    # The same request figures with every server's access log off.
+    requests(KEEPALIVE + OFF, "keepalive_nolog")
+    requests(FIXED + OFF, "fixed_nolog")
+    requests(PROXY + OFF, "proxy_nolog")
     return out
 
 
@@ -99,6 +109,10 @@ TARGETS = [
     ("HTTP/2 CPU per request ≤ 0.7× nginx", "HTTP/2: server CPU µs per request", "Keep-alive", "nginx", 0.7),
     ("HTTP/2 CPU per request below HAProxy", "HTTP/2: server CPU µs per request", "Keep-alive", "haproxy", 1.0),
     ("HTTP/2 CPU per request below Caddy", "HTTP/2: server CPU µs per request", "Keep-alive", "caddy", 1.0),
+    ("reverse proxy, HTTP/1.1 CPU per request below nginx", "HTTP/1.1: server CPU µs per request", "Reverse proxy", "nginx", 1.0),
+    ("reverse proxy, HTTP/1.1 CPU per request below HAProxy", "HTTP/1.1: server CPU µs per request", "Reverse proxy", "haproxy", 1.0),
+    ("reverse proxy, HTTP/2 CPU per request below HAProxy", "HTTP/2: server CPU µs per request", "Reverse proxy", "haproxy", 1.0),
+    ("fixed response, HTTP/2 CPU per request below HAProxy", "HTTP/2: server CPU µs per request", "Fixed response", "haproxy", 1.0),
     ("10k sites: startup ≤ 0.1× nginx", "time until the last site answers, s", "Startup, 10,000 sites", "nginx", 0.1),
     ("10k sites: resident memory ≤ 0.2× nginx", "resident memory (VmRSS, process tree), MiB", "Startup, 10,000 sites", "nginx", 0.2),
 ]
@@ -159,6 +173,14 @@ REPEATED = [
     ("HTTP/2 keep-alive, server CPU µs per request", ("keepalive", "http2"), REQ, 2),
     ("proxy, HTTP/1.1, server CPU µs per request", ("proxy", "http1"), REQ, 2),
     ("proxy, HTTP/2, server CPU µs per request", ("proxy", "http2"), REQ, 2),
+    ("fixed response, HTTP/1.1, server CPU µs per request", ("fixed", "http1"), REQ, 2),
+    ("fixed response, HTTP/2, server CPU µs per request", ("fixed", "http2"), REQ, 2),
+    ("logs off: HTTP/1.1 keep-alive, server CPU µs per request", ("keepalive_nolog", "http1"), REQ, 2),
+    ("logs off: HTTP/2 keep-alive, server CPU µs per request", ("keepalive_nolog", "http2"), REQ, 2),
+    ("logs off: proxy, HTTP/1.1, server CPU µs per request", ("proxy_nolog", "http1"), REQ, 2),
+    ("logs off: proxy, HTTP/2, server CPU µs per request", ("proxy_nolog", "http2"), REQ, 2),
+    ("logs off: fixed response, HTTP/1.1, server CPU µs per request", ("fixed_nolog", "http1"), REQ, 2),
+    ("logs off: fixed response, HTTP/2, server CPU µs per request", ("fixed_nolog", "http2"), REQ, 2),
 ]
 
 
@@ -212,12 +234,18 @@ def details(res):
                     f"{r['ok']} answered 200, {r['resumed']} resumed, {r['errors']} errors, "
                     f"{r['elapsed_s']} s, server CPU {r['server_cpu_s']} s, other load on CPU 0: {r['other_load_on_server_cpu']:.0%}"
                 )
-        px = s.get("proxy") or {}
-        if px.get("error"):
-            out.append(f"- proxy: {px['error']}\n\n```\n{px.get('log', '')}\n```")
-        elif px.get("command"):
-            out.append(f"- proxy: `{px['command']}` (configuration: `write_proxy_config` in bench/servers.py)")
-        for key, r in list(hs.items()) + list((s.get("keepalive") or {}).items()) + [(f"proxy {k}", v) for k, v in px.items()]:
+        one_site = []
+        for part, writer in (("proxy", "write_proxy_config"), ("fixed", "write_fixed_config")):
+            for suffix in ("", "_nolog"):
+                px = s.get(part + suffix) or {}
+                what = part + (" (logs off)" if suffix else "")
+                if px.get("error"):
+                    out.append(f"- {what}: {px['error']}\n\n```\n{px.get('log', '')}\n```")
+                elif px.get("command"):
+                    out.append(f"- {what}: `{px['command']}` (configuration: `{writer}` in bench/servers.py)")
+                one_site += [(f"{what} {k}", v) for k, v in px.items()]
+        keepalive = list((s.get("keepalive") or {}).items()) + list((s.get("keepalive_nolog") or {}).items())
+        for key, r in list(hs.items()) + keepalive + one_site:
             if isinstance(r, dict) and "cmd" in r:
                 out.append(
                     f"- `{r['cmd']}`: {_fmt(r.get('succeeded'))} succeeded, "
@@ -344,7 +372,9 @@ def write(res, path, rsa=None, fleet=None):
         "is better, above 1 where higher is better (↑). — means not measured (see the notes per server).",
         main_table(res, table),
         "",
-        "## Targets (from the benchmark issue)",
+        "## Targets (from the benchmark issues)",
+        "",
+        "Request figures with every server's access log on, as users run them.",
         "",
         targets(res, table),
         "",
@@ -434,6 +464,15 @@ def write(res, path, rsa=None, fleet=None):
         "connections). h2load as for keep-alive, HTTP/1.1 and HTTP/2 from the client; HTTP/1.1 "
         "to the backend. Requests/s is bounded by CPU 1, which carries both h2load and the "
         "backend; server CPU per request is the figure to compare.",
+        "- **Fixed response**: one site answering `200` with the body `ok` (Portico `respond`, nginx "
+        "`return 200`, HAProxy `http-request return`, Caddy `static_response`), h2load as for "
+        "keep-alive.",
+        "- **Access logs**: every figure above is measured with each server's access log on, as "
+        "users run them: nginx's default `access_log` (combined format) to a file, HAProxy's "
+        "`option httplog` to a local syslog socket that bench/run drains, Caddy's `log` to a file, "
+        "Portico at its default log level with stderr to a file. The keep-alive, proxy and fixed "
+        "figures are measured again with every log off (nginx `access_log off`, no HAProxy `log`, "
+        "no Caddy server log, Portico `RUST_LOG=warn`): the sections marked *access logs off*.",
         "",
         "### Exact commands",
         "",

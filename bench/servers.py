@@ -2,20 +2,27 @@
 
 Every server gets the same sites (`s<i>.bench.test`, one ECDSA or RSA certificate each, see
 pki.py), the same static file, one listener on 127.0.0.1:PORT, TLS 1.2 and 1.3, ALPN h2 and
-http/1.1, no access log, and one worker (the server is pinned to one CPU, so a second
-worker could only compete with the first). Settings that would otherwise skew a figure are
-set explicitly and explained where they are set: keep-alive request limits, connection
-limits, HTTP/3.
+http/1.1, and one worker (the server is pinned to one CPU, so a second worker could only
+compete with the first). Settings that would otherwise skew a figure are set explicitly and
+explained where they are set: keep-alive request limits, connection limits, HTTP/3.
 
-Each server class knows four things: `write_config(sites)`, `command()`, `reload()` (after
-`write_config` with the new sites) and the name of the process to find in `ps`. Starting,
-waiting and measuring are the same for all and live in measure.py and bench/run.
+Access logs: `logs = True` (the default, as users run them) gives each server the access
+log an operator turns on or gets by default: nginx's `access_log` to a file (its default),
+HAProxy's `option httplog` to a local log socket (read by bench/run), Caddy's `log` to a
+file, Portico's default log level with stderr to a file. `logs = False` turns each off
+(nginx `access_log off`, no HAProxy `log`, no Caddy server log, Portico `RUST_LOG=warn`).
+
+Each server class knows `write_config(sites)`, `write_proxy_config(port)`,
+`write_fixed_config()` (one site answering a fixed 200 "ok"), `command()`, `reload()`
+(after `write_config` with the new sites) and the name of the process to find in `ps`.
+Starting, waiting and measuring are the same for all and live in measure.py and bench/run.
 """
 
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import urllib.request
@@ -44,9 +51,16 @@ def _write(path, text):
     os.replace(path + ".tmp", path)
 
 
+# The fixed response every `write_fixed_config` answers with.
+FIXED_BODY = "ok"
+
+
 class Server:
     name = "?"
     binary = "?"
+    # Access logs on, as users run the servers; bench/run turns them off for the second
+    # set of request figures.
+    logs = True
 
     def __init__(self, work, pki_dir, www, port):
         self.dir = os.path.join(work, self.name)
@@ -99,7 +113,7 @@ class Portico(Server):
         self.config = os.path.join(self.dir, "portico.toml")
         _write(self.config, "".join(parts))
 
-    def write_proxy_config(self, backend_port):
+    def _one_site(self, action):
         pem = self.pem(0)
         self.config = os.path.join(self.dir, "portico.toml")
         _write(
@@ -107,18 +121,24 @@ class Portico(Server):
             f'state_dir = "{self.dir}/state"\n\n'
             f'[[listener]]\nname = "https"\naddress = "127.0.0.1:{self.port}"\n\n'
             f'[[certificate]]\ncert = "{pem}"\nkey = "{pem}"\n\n'
-            # Defaults otherwise: forwarded headers added, keep-alive pool to the backend.
-            f'[[site]]\nname = "s0"\nhosts = ["{pki.host(0)}"]\n'
-            f'proxy = {{ upstreams = ["http://127.0.0.1:{backend_port}"] }}\n'
+            f'[[site]]\nname = "s0"\nhosts = ["{pki.host(0)}"]\n{action}\n'
             "\n[limits]\nmax_connections = 100000\n",
         )
+
+    def write_proxy_config(self, backend_port):
+        # Defaults otherwise: forwarded headers added, keep-alive pool to the backend.
+        self._one_site(f'proxy = {{ upstreams = ["http://127.0.0.1:{backend_port}"] }}')
+
+    def write_fixed_config(self):
+        self._one_site(f'respond = {{ status = 200, body = "{FIXED_BODY}" }}')
 
     def command(self):
         return [self.binary, "serve", "-c", self.config]
 
     def env(self):
-        # warn: no access log line per request (the peers log none either).
-        return {"RUST_LOG": "warn"}
+        # Its default log level writes the access log (to stderr, which bench/run sends to
+        # a file); warn leaves it out.
+        return {} if self.logs else {"RUST_LOG": "warn"}
 
     def reload(self):
         os.kill(self.proc.pid, signal.SIGHUP)
@@ -139,7 +159,7 @@ class Nginx(Server):
 worker_rlimit_nofile 20000;
 events {{ worker_connections 16384; }}
 http {{
-{_nginx_http_common(d)}    sendfile on;
+{_nginx_http_common(d, os.path.join(d, "access.log") if self.logs else None)}    sendfile on;
     ssl_protocols TLSv1.2 TLSv1.3;
     # Session tickets are on by default (nginx's own keys); no session cache, as Portico.
     # Sized so that N names fit the server_name hash without nginx refusing to start.
@@ -184,6 +204,19 @@ http {{
         self.config = os.path.join(d, "nginx.conf")
         _write(self.config, text)
 
+    def write_fixed_config(self):
+        d, pem = self.dir, self.pem(0)
+        text = self._head(1) + f"""    server {{
+        listen 127.0.0.1:{self.port} ssl http2; server_name {pki.host(0)};
+        ssl_certificate {pem}; ssl_certificate_key {pem};
+        location / {{ default_type text/plain; return 200 "{FIXED_BODY}"; }}
+    }}
+}}
+"""
+        os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
+        self.config = os.path.join(d, "nginx.conf")
+        _write(self.config, text)
+
     def command(self):
         return ["nginx", "-p", self.dir, "-e", os.path.join(self.dir, "error.log"), "-c", self.config]
 
@@ -200,9 +233,35 @@ class Haproxy(Server):
         out = subprocess.run(["haproxy", "-v"], capture_output=True, text=True)
         return out.stdout.splitlines()[0].replace("HAProxy version ", "").split(" ")[0]
 
+    sink = None
+
+    def _log_socket(self):
+        """A local syslog socket for `option httplog`, drained by a thread of bench/run
+        (on the load generator's CPU): what a local syslog daemon would do."""
+        path = os.path.join(self.dir, "log.sock")
+        if Haproxy.sink is None:
+            if os.path.exists(path):
+                os.unlink(path)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            s.bind(path)
+
+            def drain():
+                while True:
+                    s.recv(65536)
+
+            threading.Thread(target=drain, daemon=True).start()
+            Haproxy.sink = s
+        return path
+
     def _write(self, pems, defaults, frontend, rest=""):
         """The configuration: the same global and defaults sections for every figure, one
         frontend on the port with the given certificates."""
+        if self.logs:
+            log_global = f"    log {self._log_socket()} local0\n"
+            defaults = "    log global\n    option httplog\n" + defaults
+        else:
+            log_global = ""
         crt_list = os.path.join(self.dir, "crt-list.txt")
         # Without an SNI filter, HAProxy indexes each certificate by its own names.
         _write(crt_list, "".join(p + "\n" for p in pems))
@@ -215,7 +274,7 @@ class Haproxy(Server):
     # Each connection costs HAProxy two descriptors' worth of limit; this fits in 20,000.
     maxconn 9000
     ssl-default-bind-options ssl-min-ver TLSv1.2
-
+{log_global}
 defaults
     mode http
 {defaults}    timeout connect 5s
@@ -247,6 +306,13 @@ frontend bench
             f"\nbackend app\n    server app1 127.0.0.1:{backend_port}\n",
         )
 
+    def write_fixed_config(self):
+        self._write(
+            [self.pem(0)],
+            "",
+            f"    http-request return status 200 content-type text/plain string {FIXED_BODY}\n",
+        )
+
     def command(self):
         # Master-worker mode (-W) in the foreground: SIGUSR2 to the master reloads.
         return ["haproxy", "-W", "-f", self.config]
@@ -268,9 +334,19 @@ class Caddy(Server):
         return f"127.0.0.1:{self.port + self.admin_port_offset}"
 
     def _config(self, sites):
-        return {
+        logs = {"default": {"level": "ERROR"}}
+        server_logs = {}
+        if self.logs:
+            # What a Caddyfile's `log { output file ... }` becomes.
+            logs["default"]["exclude"] = ["http.log.access.log0"]
+            logs["log0"] = {
+                "writer": {"output": "file", "filename": os.path.join(self.dir, "access.log")},
+                "include": ["http.log.access.log0"],
+            }
+            server_logs = {"logs": {"default_logger_name": "log0"}}
+        cfg = {
             "admin": {"listen": self.admin()},
-            "logging": {"logs": {"default": {"level": "ERROR"}}},
+            "logging": {"logs": logs},
             "storage": {"module": "file_system", "root": os.path.join(self.dir, "data")},
             "apps": {
                 "tls": {
@@ -296,11 +372,13 @@ class Caddy(Server):
                                     "terminal": True,
                                 }
                             ],
+                            **server_logs,
                         }
                     }
                 },
             },
         }
+        return cfg
 
     def write_config(self, sites):
         self.config = os.path.join(self.dir, "caddy.json")
@@ -312,6 +390,15 @@ class Caddy(Server):
         cfg = self._config([0])
         route = cfg["apps"]["http"]["servers"]["bench"]["routes"][0]
         route["handle"] = [{"handler": "reverse_proxy", "upstreams": [{"dial": f"127.0.0.1:{backend_port}"}]}]
+        self.config = os.path.join(self.dir, "caddy.json")
+        self._body = json.dumps(cfg)
+        _write(self.config, self._body)
+
+    def write_fixed_config(self):
+        cfg = self._config([0])
+        route = cfg["apps"]["http"]["servers"]["bench"]["routes"][0]
+        route["handle"] = [{"handler": "static_response", "status_code": 200, "body": FIXED_BODY,
+                            "headers": {"Content-Type": ["text/plain"]}}]
         self.config = os.path.join(self.dir, "caddy.json")
         self._body = json.dumps(cfg)
         _write(self.config, self._body)
@@ -374,9 +461,11 @@ error_log {d}/error.log warn;
 """
 
 
-def _nginx_http_common(d):
-    """The http-block lines both nginx configurations share."""
-    return f"""    access_log off;
+def _nginx_http_common(d, access_log=None):
+    """The http-block lines both nginx configurations share; the access log, nginx's
+    default `combined` format, to `access_log` (off without one)."""
+    log = f"access_log {access_log};" if access_log else "access_log off;"
+    return f"""    {log}
     default_type text/html;
     # nginx closes a keep-alive connection after 1000 requests by default; the other
     # servers do not, so the keep-alive figures would include reconnections for nginx only.
