@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity,
     LockOptions, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 
@@ -478,32 +478,42 @@ impl Watch {
                     reason: r.cancel_reason().to_string(),
                 });
             }
-            if let Some(h) = r.header() {
-                self.revision = self.revision.max(h.revision());
+            let events = r.events();
+            if events.is_empty() {
+                // A progress notification says the watch has seen everything up to its
+                // header's revision. The creation's header is the store's revision when
+                // the watch was made, which a watch that starts further back has not seen
+                // yet: it moves nothing.
+                if let (false, Some(h)) = (r.created(), r.header()) {
+                    self.revision = self.revision.max(h.revision());
+                }
+                continue;
             }
-            let changes: Vec<Change> = r
-                .events()
-                .iter()
-                .filter_map(|e| {
-                    let kv = e.kv()?;
-                    let name = kv
-                        .key()
-                        .strip_prefix(self.folder.as_bytes())
-                        .unwrap_or(kv.key());
-                    let name = String::from_utf8_lossy(name).into_owned();
-                    Some(match e.event_type() {
-                        EventType::Put => Change::Put {
-                            name,
-                            value: kv.value().to_vec(),
-                        },
-                        EventType::Delete => Change::Delete { name },
-                    })
-                })
-                .collect();
+            let mut changes = Vec::with_capacity(events.len());
+            for e in events {
+                let Some(kv) = e.kv() else { continue };
+                // The events' own revisions, not the header's: a watch catching up may be
+                // sent a batch whose header is already past its last event.
+                self.revision = self.revision.max(kv.mod_revision());
+                let name = kv
+                    .key()
+                    .strip_prefix(self.folder.as_bytes())
+                    .unwrap_or(kv.key());
+                let name = String::from_utf8_lossy(name).into_owned();
+                // A deletion leaves a key at version 0; a put, 1 and up. (Not
+                // `Event::event_type`, which panics on a type it does not know.)
+                changes.push(if kv.version() == 0 {
+                    Change::Delete { name }
+                } else {
+                    Change::Put {
+                        name,
+                        value: kv.value().to_vec(),
+                    }
+                });
+            }
             if !changes.is_empty() {
                 return Ok(changes);
             }
-            // A progress notification or the watch's creation: nothing changed.
         }
     }
 
@@ -546,5 +556,100 @@ impl Held {
     /// Whether the lease is still being renewed (false once etcd said it is gone).
     pub fn is_renewed(&self) -> bool {
         self.lease.is_alive()
+    }
+
+    /// Writes every `(name, value)` in one transaction, only if this lock is still held:
+    /// etcd compares the lock's key with this lease, so a holder whose lease ended (etcd
+    /// away longer than the TTL, a long pause) and whose lock another node may hold now
+    /// writes nothing. Whether it wrote (false: the lock is lost, nothing was written).
+    pub async fn put_all_if_held(&self, items: &[(&str, &[u8])]) -> Result<bool, StoreError> {
+        let store = &self.lease.store;
+        let r = store
+            .retrying(|| {
+                let ops = items
+                    .iter()
+                    .map(|(name, value)| TxnOp::put(store.key(name), value.to_vec(), None))
+                    .collect::<Vec<_>>();
+                let held = Compare::lease(self.key.clone(), CompareOp::Equal, self.lease.id);
+                let mut kv = store.client.kv_client();
+                async move { kv.txn(Txn::new().when(vec![held]).and_then(ops)).await }
+            })
+            .await?;
+        Ok(r.succeeded())
+    }
+}
+
+/// Follows a folder: its listing, then its changes. After an error the watch resumes from
+/// the last revision it saw, so nothing is missed or repeated; when etcd has compacted that
+/// revision away (or at the start), the folder is listed again. The caller gets either a
+/// whole listing (reconcile: what it has that is not listed is gone) or changes.
+pub struct Follow {
+    dir: String,
+    /// The last revision seen; None: list first.
+    revision: Option<i64>,
+    watch: Option<Watch>,
+}
+
+/// What [`Follow::next`] found.
+#[derive(Debug)]
+pub enum Followed {
+    /// The folder read whole (at the start, or after a compaction).
+    Listing(Listing),
+    /// What changed since the last answer.
+    Changes(Vec<Change>),
+}
+
+impl Follow {
+    pub fn new(dir: &str) -> Follow {
+        Follow {
+            dir: dir.to_string(),
+            revision: None,
+            watch: None,
+        }
+    }
+
+    /// The last revision seen (0 before the first listing).
+    pub fn revision(&self) -> i64 {
+        match (&self.watch, self.revision) {
+            (Some(w), _) => w.revision(),
+            (None, r) => r.unwrap_or(0),
+        }
+    }
+
+    /// The next listing or changes. An error when etcd does not answer: the caller waits
+    /// (backoff) and calls again, which resumes where this one stopped.
+    pub async fn next(&mut self, store: &Etcd) -> Result<Followed, StoreError> {
+        loop {
+            let Some(revision) = self.revision else {
+                let listing = store.list(&self.dir).await?;
+                self.revision = Some(listing.revision);
+                return Ok(Followed::Listing(listing));
+            };
+            let watch = match &mut self.watch {
+                Some(w) => w,
+                None => self.watch.insert(store.watch(&self.dir, revision).await?),
+            };
+            match watch.next().await {
+                Ok(changes) => {
+                    self.revision = Some(watch.revision());
+                    return Ok(Followed::Changes(changes));
+                }
+                Err(StoreError::Compacted { compacted }) => {
+                    tracing::info!(
+                        folder = %store.key(&self.dir),
+                        revision = watch.revision(),
+                        compacted,
+                        "etcd compacted its history past this node's watch; reading the folder again"
+                    );
+                    self.watch = None;
+                    self.revision = None;
+                }
+                Err(e) => {
+                    self.revision = Some(watch.revision());
+                    self.watch = None;
+                    return Err(e);
+                }
+            }
+        }
     }
 }
