@@ -40,9 +40,13 @@ const FOLDER: &str = "acme";
 pub const ORDER_LOCK_TTL: Duration = Duration::from_secs(15);
 /// How long a task waits for the lock before it looks at its certificate again.
 const ORDER_LOCK_WAIT: Duration = Duration::from_secs(10);
-/// How long the holder gives the other nodes to see a challenge answer through their watch
-/// before it tells the CA to validate (a watch event takes milliseconds).
-const ANSWER_GRACE: Duration = Duration::from_secs(1);
+/// How long the holder waits at most for the other nodes to confirm that they see a
+/// challenge answer (their records' synced revision, written every 5 s, reaching the
+/// answer's) before it tells the CA to validate anyway: a node whose watch is still
+/// catching up after etcd was away would fail the CA's connection to it.
+const ANSWER_WAIT: Duration = Duration::from_secs(20);
+/// How often the holder reads the records while it waits.
+const ANSWER_POLL: Duration = Duration::from_millis(500);
 /// How often the holder tries to store a new certificate in etcd before it gives up (the
 /// certificate is in its own files either way).
 const STORE_TRIES: u32 = 5;
@@ -506,12 +510,46 @@ impl OrderLock {
 
     async fn publish(&self, name: String, plain: &[u8]) -> Result<(), FleetError> {
         let sealed = self.member.key.seal(&self.member.store.key(&name), plain);
-        self.held.put(&name, &sealed).await?;
+        let revision = self.held.put(&name, &sealed).await?;
         if let Ok(mut p) = self.published.lock() {
             p.push(name);
         }
-        tokio::time::sleep(ANSWER_GRACE).await;
+        self.wait_seen(revision).await;
         Ok(())
+    }
+
+    /// Waits until every other node up (`PREFIX/nodes/`) says it has synced to `revision`,
+    /// for [`ANSWER_WAIT`] at most; then the CA may connect to any of them.
+    async fn wait_seen(&self, revision: i64) {
+        let start = tokio::time::Instant::now();
+        loop {
+            let behind = match self.member.store.list(super::members::FOLDER).await {
+                Ok(listing) => listing
+                    .items
+                    .iter()
+                    .filter_map(|(_, v)| serde_json::from_slice::<super::members::Record>(v).ok())
+                    .filter(|r| r.node != self.member.name && r.synced_revision < revision)
+                    .map(|r| r.node)
+                    .collect::<Vec<_>>(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster: cannot read which nodes see the ACME answer");
+                    vec!["?".to_string()]
+                }
+            };
+            if behind.is_empty() {
+                return;
+            }
+            if start.elapsed() >= ANSWER_WAIT {
+                tracing::warn!(
+                    nodes = %behind.join(", "),
+                    revision,
+                    "cluster: these nodes did not confirm within {} s that they see the ACME answer; asking the CA to validate anyway (it fails if it reaches one that does not)",
+                    ANSWER_WAIT.as_secs()
+                );
+                return;
+            }
+            tokio::time::sleep(ANSWER_POLL).await;
+        }
     }
 
     /// Whether the lock is still held (its lease renewed).

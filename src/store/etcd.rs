@@ -312,25 +312,51 @@ impl Etcd {
             })
             .await?
             .id();
-        let (mut keeper, mut answers) = self
-            .retrying(|| {
-                let mut lease = self.client.lease_client();
-                async move { lease.keep_alive(id).await }
-            })
-            .await?;
         let period = Duration::from_secs(u64::try_from(ttl_s).unwrap_or(u64::MAX) / 3)
             .max(Duration::from_millis(500));
+        let keep = move |store: Etcd| async move {
+            store
+                .retrying(|| {
+                    let mut lease = store.client.lease_client();
+                    async move { lease.keep_alive(id).await }
+                })
+                .await
+        };
+        let (mut keeper, mut answers) = keep(self.clone()).await?;
+        let store = self.clone();
         let renew = tokio::spawn(async move {
+            // When the member renewing it goes away, another one takes over, for as long
+            // as the lease can still be alive (its TTL since the last renewal etcd
+            // confirmed): one member down must not end a lock.
+            let mut renewed = tokio::time::Instant::now();
             loop {
-                if keeper.keep_alive().await.is_err() {
-                    return;
-                }
-                match answers.message().await {
-                    Ok(Some(a)) if a.ttl() > 0 => {}
+                let answer = match keeper.keep_alive().await {
+                    Ok(()) => tokio::time::timeout(ATTEMPT_TIMEOUT * 2, answers.message()).await,
+                    Err(e) => Ok(Err(e)),
+                };
+                match answer {
+                    Ok(Ok(Some(a))) if a.ttl() > 0 => {
+                        renewed = tokio::time::Instant::now();
+                        tokio::time::sleep(period).await;
+                        continue;
+                    }
                     // The lease is gone, and with it what hangs on it.
-                    _ => return,
+                    Ok(Ok(Some(_))) => return,
+                    // The stream ended or failed, or the member did not answer in time.
+                    _ => {}
                 }
-                tokio::time::sleep(period).await;
+                loop {
+                    if renewed.elapsed() >= ttl {
+                        return;
+                    }
+                    match keep(store.clone()).await {
+                        Ok((k, a)) => {
+                            (keeper, answers) = (k, a);
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+                    }
+                }
             }
         });
         Ok(Lease {
@@ -370,13 +396,22 @@ impl Etcd {
         wait: Duration,
     ) -> Result<Option<Held>, StoreError> {
         let lease = self.lease(ttl).await?;
-        let mut locks = self.client.lock_client();
         let key = self.key(&format!("locks/{name}"));
-        let taken = tokio::time::timeout(
-            wait,
-            locks.lock(key, Some(LockOptions::new().with_lease(lease.id))),
-        )
-        .await;
+        // A request to a member that went away fails at once: the next try goes to another
+        // one. Trying again on the same lease is safe: etcd keeps one waiter per lease.
+        let start = tokio::time::Instant::now();
+        let taken = loop {
+            let left = wait.saturating_sub(start.elapsed());
+            let mut locks = self.client.lock_client();
+            let options = LockOptions::new().with_lease(lease.id);
+            match tokio::time::timeout(left, locks.lock(key.clone(), Some(options))).await {
+                Ok(Err(e)) if start.elapsed() + RETRY_PAUSE < wait && lease.is_alive() => {
+                    tracing::debug!(error = %e, lock = name, "etcd: taking the lock failed; trying another member");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                other => break other,
+            }
+        };
         match taken {
             Ok(Ok(r)) => {
                 let holder = format!("holders/{name}");
@@ -432,8 +467,23 @@ impl Lease {
     /// Ends it now, and with it what hangs on it.
     pub async fn revoke(self) -> Result<(), StoreError> {
         self.renew.abort();
-        let mut lease = self.store.client.lease_client();
-        self.store.deadline(lease.revoke(self.id)).await.map(|_| ())
+        // Sent twice, the second says the lease is not found: ended either way.
+        let id = self.id;
+        self.store
+            .retrying(|| {
+                let mut lease = self.store.client.lease_client();
+                async move {
+                    match lease.revoke(id).await {
+                        Err(etcd_client::Error::GRpcStatus(s))
+                            if s.message().contains("lease not found") =>
+                        {
+                            Ok(())
+                        }
+                        r => r.map(|_| ()),
+                    }
+                }
+            })
+            .await
     }
 }
 
@@ -536,21 +586,23 @@ impl Held {
     pub async fn release(self) -> Result<(), StoreError> {
         let store = self.lease.store.clone();
         let _ = store.delete(&self.holder).await;
-        let mut locks = store.client.lock_client();
-        let unlocked = store.deadline(locks.unlock(self.key.clone())).await;
+        // Unlocking twice is harmless (the second finds no key).
+        let unlocked = store
+            .retrying(|| {
+                let mut locks = store.client.lock_client();
+                let key = self.key.clone();
+                async move { locks.unlock(key).await }
+            })
+            .await;
         let revoked = self.lease.revoke().await;
         unlocked?;
         revoked
     }
 
     /// Writes `value` at `name` on this lock's lease: etcd removes it when the lock ends,
-    /// whether it is released or its holder dies.
-    pub async fn put(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.lease
-            .store
-            .put_leased(name, value, &self.lease)
-            .await
-            .map(|_| ())
+    /// whether it is released or its holder dies. The store's revision after the write.
+    pub async fn put(&self, name: &str, value: &[u8]) -> Result<i64, StoreError> {
+        self.lease.store.put_leased(name, value, &self.lease).await
     }
 
     /// Whether the lease is still being renewed (false once etcd said it is gone).
