@@ -9,6 +9,7 @@ mod admin_certificates;
 mod bad_input;
 mod blocking_pool;
 mod cluster_acme;
+mod cluster_example;
 mod cluster_outage;
 mod cluster_store;
 mod cluster_tickets;
