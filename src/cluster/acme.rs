@@ -339,8 +339,12 @@ impl Fleet {
         let json = serde_json::to_vec(status).unwrap_or_default();
         match lock.held.put_all_if_held(&[(&name, &json)]).await {
             Ok(true) => {}
-            Ok(false) => tracing::warn!(site = %status.site, "cluster: the ACME order lock ended before the status was written to etcd; not written"),
-            Err(e) => tracing::warn!(site = %status.site, error = %e, "cluster: cannot write the ACME status to etcd"),
+            Ok(false) => {
+                tracing::warn!(site = %status.site, "cluster: the ACME order lock ended before the status was written to etcd; not written")
+            }
+            Err(e) => {
+                tracing::warn!(site = %status.site, error = %e, "cluster: cannot write the ACME status to etcd")
+            }
         }
     }
 

@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity,
-    LockOptions, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, LockOptions,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 
 use crate::config::Cluster;

@@ -40,7 +40,10 @@ fn the_cluster_example_checks_runs_and_stops() {
     for n in 1..=3 {
         let file = cluster.join(format!("node{n}.toml"));
         let text = std::fs::read_to_string(&file).expect("node config");
-        assert!(text.contains(":8443\"") && text.contains(":23790\""), "{text}");
+        assert!(
+            text.contains(":8443\"") && text.contains(":23790\""),
+            "{text}"
+        );
         let text = text
             .replace(":8443\"", &format!(":{https}\""))
             .replace(":23790\"", &format!(":{etcd_port}\""));

@@ -33,10 +33,12 @@ const NO_LOCK: &str = "cannot take the fleet's ACME order lock";
 fn get(ip: &str, port: u16, sess_in: Option<&Path>, sess_out: &Path) -> bool {
     let mut cmd = Command::new("timeout");
     // -ign_eof: read until the server closes (after the response and its ticket).
-    cmd.args(["20", "openssl", "s_client", "-tls1_3", "-ign_eof", "-connect"])
-        .arg(format!("{ip}:{port}"))
-        .args(["-servername", HOST, "-sess_out"])
-        .arg(sess_out);
+    cmd.args([
+        "20", "openssl", "s_client", "-tls1_3", "-ign_eof", "-connect",
+    ])
+    .arg(format!("{ip}:{port}"))
+    .args(["-servername", HOST, "-sess_out"])
+    .arg(sess_out);
     if let Some(s) = sess_in {
         cmd.arg("-sess_in").arg(s);
     }
@@ -196,7 +198,10 @@ async fn the_fleet_serves_through_an_etcd_outage_and_renews_once_etcd_is_back() 
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!("every node serves the renewal {:?} after etcd came back", back.elapsed());
+    eprintln!(
+        "every node serves the renewal {:?} after etcd came back",
+        back.elapsed()
+    );
     let all = logs(&nodes);
     assert!(seen.iter().all(|f| *f == seen[0]), "{seen:?}\n{all}");
     assert_eq!(fleet.pebble_orders(), 2, "one order, one renewal\n{all}");
@@ -270,7 +275,9 @@ async fn a_node_cut_off_while_etcd_compacts_reads_again_and_catches_up() {
         .expect("etcdctl compact");
 
     partition.join();
-    node.line_containing("etcd compacted its history past this node's watch; reading the folder again");
+    node.line_containing(
+        "etcd compacted its history past this node's watch; reading the folder again",
+    );
     let installed = node.line_containing("generation=77");
     assert!(
         installed.contains("cluster: session ticket keys installed"),
