@@ -9,13 +9,16 @@
 //! order without the fleet's lock. etcd back: that renewal is one order, and every node
 //! serves its result. And a node cut off from etcd while etcd compacts its history past
 //! the node's watch reads the folder again and catches up with what changed meanwhile.
+//! Below the node, the store's part: `Follow` resumes a broken watch from its revision and
+//! reads the folder again only after a compaction; a holder whose lease ended writes
+//! nothing through `Held::put_all_if_held`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use portico::config::Cluster;
-use portico::store::{ClusterKey, Etcd};
+use portico::store::{Change, ClusterKey, Etcd, Follow, Followed};
 
 use crate::cluster_acme::{fingerprint, log, logs, served_by_all, Fleet, HOST};
 use crate::support::admin::Logged;
@@ -283,4 +286,151 @@ async fn a_node_cut_off_while_etcd_compacts_reads_again_and_catches_up() {
         installed.contains("cluster: session ticket keys installed"),
         "{installed}"
     );
+}
+
+fn store_cluster(etcd: Vec<String>, prefix: &str) -> Cluster {
+    Cluster {
+        etcd,
+        prefix: prefix.to_string(),
+        node: "test".to_string(),
+        key_file: "unused".into(),
+        tls: None,
+    }
+}
+
+/// `follow.next()` until it answers (etcd reachable again), 30 s at most.
+async fn next_answer(follow: &mut Follow, store: &Etcd) -> Followed {
+    let start = Instant::now();
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(10), follow.next(store)).await;
+        if let Ok(Ok(answer)) = r {
+            return answer;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no answer: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_resumes_from_its_revision_and_reads_again_only_after_a_compaction() {
+    const PREFIX: &str = "/portico/follow";
+    let etcd = EtcdCluster::start(1);
+    let partition = Partition::to(&etcd.endpoints()[0]);
+    let cut_off = Etcd::connect(&store_cluster(vec![partition.url.clone()], PREFIX))
+        .await
+        .expect("connect");
+    let other = Etcd::connect(&store_cluster(etcd.endpoints(), PREFIX))
+        .await
+        .expect("connect");
+    other.put("f/a", b"A").await.expect("put");
+    let mut follow = Follow::new("f");
+    let put = |n: &str, v: &[u8]| Change::Put {
+        name: n.to_string(),
+        value: v.to_vec(),
+    };
+    match next_answer(&mut follow, &cut_off).await {
+        Followed::Listing(l) => assert_eq!(l.items, vec![("a".to_string(), b"A".to_vec())]),
+        other => panic!("a listing first: {other:?}"),
+    }
+    other.put("f/b", b"B").await.expect("put");
+    match next_answer(&mut follow, &cut_off).await {
+        Followed::Changes(c) => assert_eq!(c, vec![put("b", b"B")]),
+        other => panic!("{other:?}"),
+    }
+
+    // Cut off: the watch ends; a change meanwhile comes after it resumes, as a change.
+    partition.cut();
+    let ended = tokio::time::timeout(Duration::from_secs(15), follow.next(&cut_off)).await;
+    assert!(matches!(ended, Ok(Err(_))), "{ended:?}");
+    other.put("f/c", b"C").await.expect("put");
+    partition.join();
+    match next_answer(&mut follow, &cut_off).await {
+        Followed::Changes(c) => assert_eq!(c, vec![put("c", b"C")]),
+        other => panic!("resumed, not read again: {other:?}"),
+    }
+
+    // Cut off while etcd compacts past the follow's revision: it reads the folder again.
+    partition.cut();
+    let ended = tokio::time::timeout(Duration::from_secs(15), follow.next(&cut_off)).await;
+    assert!(matches!(ended, Ok(Err(_))), "{ended:?}");
+    other.delete("f/a").await.expect("delete");
+    other.put("f/d", b"D").await.expect("put");
+    let revision = other.put("elsewhere", b"x").await.expect("put");
+    etcd.etcdctl(&["compact", &revision.to_string()])
+        .expect("etcdctl compact");
+    partition.join();
+    match next_answer(&mut follow, &cut_off).await {
+        Followed::Listing(l) => assert_eq!(
+            l.items,
+            vec![
+                ("b".to_string(), b"B".to_vec()),
+                ("c".to_string(), b"C".to_vec()),
+                ("d".to_string(), b"D".to_vec())
+            ]
+        ),
+        other => panic!("read again after the compaction: {other:?}"),
+    }
+    // And on from there: a deletion is a deletion.
+    other.delete("f/b").await.expect("delete");
+    match next_answer(&mut follow, &cut_off).await {
+        Followed::Changes(c) => assert_eq!(
+            c,
+            vec![Change::Delete {
+                name: "b".to_string()
+            }]
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_lease_ended_writes_nothing() {
+    let etcd = EtcdCluster::start(1);
+    let store = Etcd::connect(&store_cluster(etcd.endpoints(), "/portico/fence"))
+        .await
+        .expect("connect");
+    let held = store
+        .lock(
+            "acme/dir/shop",
+            Duration::from_secs(15),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("lock")
+        .expect("free");
+    let items: [(&str, &[u8]); 2] = [("certs/shop.pem", b"one"), ("certs/shop.key", b"1")];
+    assert!(held.put_all_if_held(&items).await.expect("txn"));
+    assert_eq!(
+        store.get("certs/shop.pem").await.expect("get").as_deref(),
+        Some(&b"one"[..])
+    );
+    // Its lease ends behind its back (as after an outage longer than the TTL): every lease
+    // etcd has is revoked, and another client takes the lock.
+    let leases = etcd.etcdctl(&["lease", "list"]).expect("lease list");
+    for id in leases
+        .split_whitespace()
+        .filter(|w| w.len() > 4 && w.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        let _ = etcd.etcdctl(&["lease", "revoke", id]);
+    }
+    let other = store
+        .lock(
+            "acme/dir/shop",
+            Duration::from_secs(15),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("lock")
+        .expect("free once the lease ended");
+    let late: [(&str, &[u8]); 2] = [("certs/shop.pem", b"two"), ("certs/shop.key", b"2")];
+    assert!(!held.put_all_if_held(&late).await.expect("txn"));
+    assert_eq!(
+        store.get("certs/shop.pem").await.expect("get").as_deref(),
+        Some(&b"one"[..]),
+        "the lost holder wrote"
+    );
+    assert!(other.put_all_if_held(&late).await.expect("txn"));
 }
