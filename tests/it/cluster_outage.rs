@@ -434,3 +434,36 @@ async fn a_holder_whose_lease_ended_writes_nothing() {
     );
     assert!(other.put_all_if_held(&late).await.expect("txn"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_outlives_any_one_member_going_away() {
+    let mut etcd = EtcdCluster::start(3);
+    let store = Etcd::connect(&store_cluster(etcd.endpoints(), "/portico/outlives"))
+        .await
+        .expect("connect");
+    // A 3 s lease: each member is away for longer than that, in turn, whichever one was
+    // renewing it.
+    let held = store
+        .lock("tickets", Duration::from_secs(3), Duration::from_secs(5))
+        .await
+        .expect("lock")
+        .expect("free");
+    for i in 0..3 {
+        etcd.stop(i);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(held.is_renewed(), "the lease ended with member {i} away");
+        let locks = etcd
+            .etcdctl(&["get", "--prefix", "--keys-only", "/portico/outlives/locks/"])
+            .expect("etcdctl get");
+        assert!(
+            locks.contains("/locks/tickets/"),
+            "member {i} away: {locks}"
+        );
+        assert!(
+            held.put_all_if_held(&[("probe", b"x")]).await.expect("txn"),
+            "member {i} away: the lock is not held"
+        );
+        etcd.restart(i);
+        etcd.wait_healthy();
+    }
+}
