@@ -523,7 +523,7 @@ async fn share_result(
         }
     }
     shared.updated = now;
-    fleet.share_status(&common.home, &shared).await;
+    fleet.share_status_held(&lock, &common.home, &shared).await;
     lock.release().await;
     stored
 }

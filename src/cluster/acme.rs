@@ -32,7 +32,7 @@ use super::{Backoff, Member};
 use crate::acme::status::Status;
 use crate::acme::{AcmeError, Challenges};
 use crate::config::{Acme, CertFiles};
-use crate::store::{Change, Held, SealError, StoreError};
+use crate::store::{Change, Follow, Followed, Held, Listing, SealError, StoreError};
 
 /// The folder of everything ACME in the store.
 const FOLDER: &str = "acme";
@@ -40,9 +40,13 @@ const FOLDER: &str = "acme";
 pub const ORDER_LOCK_TTL: Duration = Duration::from_secs(15);
 /// How long a task waits for the lock before it looks at its certificate again.
 const ORDER_LOCK_WAIT: Duration = Duration::from_secs(10);
-/// How long the holder gives the other nodes to see a challenge answer through their watch
-/// before it tells the CA to validate (a watch event takes milliseconds).
-const ANSWER_GRACE: Duration = Duration::from_secs(1);
+/// How long the holder waits at most for the other nodes to confirm that they see a
+/// challenge answer (their records' synced revision, written every 5 s, reaching the
+/// answer's) before it tells the CA to validate anyway: a node whose watch is still
+/// catching up after etcd was away would fail the CA's connection to it.
+const ANSWER_WAIT: Duration = Duration::from_secs(20);
+/// How often the holder reads the records while it waits.
+const ANSWER_POLL: Duration = Duration::from_millis(500);
 /// How often the holder tries to store a new certificate in etcd before it gives up (the
 /// certificate is in its own files either way).
 const STORE_TRIES: u32 = 5;
@@ -58,6 +62,8 @@ pub enum FleetError {
     Open { key: String, source: SealError },
     #[error("another node holds the fleet lock {name} (waited {} s)", ORDER_LOCK_WAIT.as_secs())]
     Busy { name: String },
+    #[error("the fleet's ACME order lock of {site} ended before its certificate was stored (etcd away longer than the lock's {} s TTL?); nothing was written to etcd", ORDER_LOCK_TTL.as_secs())]
+    LockLost { site: String },
     #[error("the value at {key} is not usable: {reason}")]
     Invalid { key: String, reason: String },
     #[error("cannot read {}: {source}", path.display())]
@@ -270,7 +276,11 @@ impl Fleet {
     }
 
     /// Stores the pair an order just wrote to `files` in etcd (the key sealed, both in one
-    /// transaction), retried a few times while the lock is held.
+    /// transaction), retried a few times while the lock is held. The transaction writes only
+    /// while etcd still has this node's lock ([`FleetError::LockLost`] otherwise): a holder
+    /// whose lease ended, and whose lock another node may hold now, never overwrites what
+    /// that node stores. Its certificate stays in its own files; the site's task tries again
+    /// under a new lock, after installing the fleet's if it is newer.
     pub async fn store_issued(
         &self,
         lock: &OrderLock,
@@ -291,13 +301,17 @@ impl Fleet {
         let mut backoff = Backoff::new();
         let mut tries = 1;
         loop {
-            match self
-                .member
-                .store
-                .put_all(&[(&key_at, &sealed), (&pem_at, &pem)])
+            match lock
+                .held
+                .put_all_if_held(&[(&key_at, &sealed), (&pem_at, &pem)])
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(true) => return Ok(()),
+                Ok(false) => {
+                    return Err(FleetError::LockLost {
+                        site: site.to_string(),
+                    })
+                }
                 Err(e) if tries < STORE_TRIES && lock.is_held() => {
                     tracing::warn!(site, error = %e, "cluster: cannot store the new ACME certificate in etcd yet; retrying");
                     tries += 1;
@@ -315,6 +329,22 @@ impl Fleet {
         let json = serde_json::to_vec(status).unwrap_or_default();
         if let Err(e) = self.member.store.put(&name, &json).await {
             tracing::warn!(site = %status.site, error = %e, "cluster: cannot write the ACME status to etcd");
+        }
+    }
+
+    /// [`Fleet::share_status`], written only while `lock` is held (after an order: a holder
+    /// that lost its lock does not overwrite the status of the node that holds it now).
+    pub async fn share_status_held(&self, lock: &OrderLock, home: &Path, status: &Status) {
+        let name = status_name(&dir_id(home), &crate::acme::file_stem(&status.site));
+        let json = serde_json::to_vec(status).unwrap_or_default();
+        match lock.held.put_all_if_held(&[(&name, &json)]).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(site = %status.site, "cluster: the ACME order lock ended before the status was written to etcd; not written")
+            }
+            Err(e) => {
+                tracing::warn!(site = %status.site, error = %e, "cluster: cannot write the ACME status to etcd")
+            }
         }
     }
 
@@ -484,12 +514,46 @@ impl OrderLock {
 
     async fn publish(&self, name: String, plain: &[u8]) -> Result<(), FleetError> {
         let sealed = self.member.key.seal(&self.member.store.key(&name), plain);
-        self.held.put(&name, &sealed).await?;
+        let revision = self.held.put(&name, &sealed).await?;
         if let Ok(mut p) = self.published.lock() {
             p.push(name);
         }
-        tokio::time::sleep(ANSWER_GRACE).await;
+        self.wait_seen(revision).await;
         Ok(())
+    }
+
+    /// Waits until every other node up (`PREFIX/nodes/`) says it has synced to `revision`,
+    /// for [`ANSWER_WAIT`] at most; then the CA may connect to any of them.
+    async fn wait_seen(&self, revision: i64) {
+        let start = tokio::time::Instant::now();
+        loop {
+            let behind = match self.member.store.list(super::members::FOLDER).await {
+                Ok(listing) => listing
+                    .items
+                    .iter()
+                    .filter_map(|(_, v)| serde_json::from_slice::<super::members::Record>(v).ok())
+                    .filter(|r| r.node != self.member.name && r.synced_revision < revision)
+                    .map(|r| r.node)
+                    .collect::<Vec<_>>(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster: cannot read which nodes see the ACME answer");
+                    vec!["?".to_string()]
+                }
+            };
+            if behind.is_empty() {
+                return;
+            }
+            if start.elapsed() >= ANSWER_WAIT {
+                tracing::warn!(
+                    nodes = %behind.join(", "),
+                    revision,
+                    "cluster: these nodes did not confirm within {} s that they see the ACME answer; asking the CA to validate anyway (it fails if it reaches one that does not)",
+                    ANSWER_WAIT.as_secs()
+                );
+                return;
+            }
+            tokio::time::sleep(ANSWER_POLL).await;
+        }
     }
 
     /// Whether the lock is still held (its lease renewed).
@@ -516,26 +580,41 @@ impl OrderLock {
 }
 
 /// Every node: answers the fleet's challenges and installs the fleet's certificates, from a
-/// listing of `PREFIX/acme/` and then its watch.
+/// listing of `PREFIX/acme/` and then its watch. After etcd was away the watch resumes from
+/// the last revision seen; when etcd compacted that revision away the folder is read again
+/// and reconciled (`store::Follow`).
+///
+/// A certificate's keys deleted in etcd (by an operator) remove nothing here: the node's
+/// own files keep serving, as they do while etcd is away, and the site's task renews them
+/// when they are due. Challenge answers deleted are withdrawn at once.
 pub(super) async fn follow(fleet: Arc<Fleet>) {
     let mut backoff = Backoff::new();
     fleet.member.wait_for_the_fleets_key().await;
+    let mut follow = Follow::new(FOLDER);
     // The answers this node serves because etcd has them.
     let mut answers = HashSet::new();
     loop {
-        if let Err(e) = follow_once(&fleet, &mut backoff, &mut answers).await {
-            tracing::warn!(error = %e, "cluster: watching the fleet's ACME state stopped; retrying");
-            backoff.wait().await;
+        match follow.next(&fleet.member.store).await {
+            Ok(Followed::Listing(listing)) => {
+                backoff.reset();
+                apply_listing(&fleet, listing, &mut answers).await;
+            }
+            Ok(Followed::Changes(changes)) => {
+                backoff.reset();
+                apply_changes(&fleet, changes, &mut answers).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: watching the fleet's ACME state stopped; retrying");
+                backoff.wait().await;
+            }
         }
+        fleet.member.saw(follow.revision());
     }
 }
 
-async fn follow_once(
-    fleet: &Fleet,
-    backoff: &mut Backoff,
-    answers: &mut HashSet<String>,
-) -> Result<(), StoreError> {
-    let listing = fleet.member.store.list(FOLDER).await?;
+/// The whole folder: every answer listed is served, every other one withdrawn, every pair
+/// installed (when newer than this node's).
+async fn apply_listing(fleet: &Fleet, listing: Listing, answers: &mut HashSet<String>) {
     let listed: HashSet<&str> = listing
         .items
         .iter()
@@ -559,31 +638,30 @@ async fn follow_once(
     for (dir, stem) in &sites {
         fleet.install_logged(dir, stem).await;
     }
-    let mut watch = fleet.member.store.watch(FOLDER, listing.revision).await?;
-    backoff.reset();
-    loop {
-        let mut sites = BTreeSet::new();
-        for change in watch.next().await? {
-            match change {
-                Change::Put { name, value } => {
-                    if name.starts_with("challenges/") {
-                        fleet.answer(&name, Some(&value));
-                        answers.insert(name);
-                    } else if let Some(site) = cert_of(&name) {
-                        sites.insert(site);
-                    }
+}
+
+async fn apply_changes(fleet: &Fleet, changes: Vec<Change>, answers: &mut HashSet<String>) {
+    let mut sites = BTreeSet::new();
+    for change in changes {
+        match change {
+            Change::Put { name, value } => {
+                if name.starts_with("challenges/") {
+                    fleet.answer(&name, Some(&value));
+                    answers.insert(name);
+                } else if let Some(site) = cert_of(&name) {
+                    sites.insert(site);
                 }
-                Change::Delete { name } => {
-                    if answers.remove(&name) {
-                        fleet.answer(&name, None);
-                    }
+            }
+            Change::Delete { name } => {
+                if answers.remove(&name) {
+                    fleet.answer(&name, None);
                 }
             }
         }
-        // A pair comes in one transaction: one install for both of its keys.
-        for (dir, stem) in &sites {
-            fleet.install_logged(dir, stem).await;
-        }
+    }
+    // A pair comes in one transaction: one install for both of its keys.
+    for (dir, stem) in &sites {
+        fleet.install_logged(dir, stem).await;
     }
 }
 

@@ -36,7 +36,9 @@ fn opens_check(key: &ClusterKey, at: &str, stored: &[u8]) -> bool {
         .is_ok_and(|text| text == KEY_CHECK_TEXT)
 }
 
-/// Waits after a failure: 1 s, doubling up to 30 s.
+/// Waits after a failure: 1 s, doubling up to 10 s. (The cap is how late a node may
+/// catch up once etcd is back: its watches, its key check and its record wait this long at
+/// most; a try costs a connection attempt.)
 #[derive(Debug)]
 struct Backoff(Duration);
 
@@ -47,7 +49,7 @@ impl Backoff {
 
     async fn wait(&mut self) {
         tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Duration::from_secs(30));
+        self.0 = (self.0 * 2).min(Duration::from_secs(10));
     }
 
     fn reset(&mut self) {
@@ -175,7 +177,7 @@ impl Node {
 }
 
 /// Runs the key check until it passes, once for the whole node; a key that is not the
-/// fleet's is logged at each check (every 30 s at most, with the backoff): nothing sealed
+/// fleet's is logged at each check (every 10 s at most, with the backoff): nothing sealed
 /// by the fleet can be opened meanwhile.
 async fn confirm_key(member: Arc<Member>) {
     let mut backoff = Backoff::new();

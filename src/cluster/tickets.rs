@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Backoff, Member};
-use crate::store::Change;
+use crate::store::{Change, Follow, Followed, Held};
 use crate::tls::tickets::{next_set, TicketKey, ROTATION};
 
 /// The folder of the sealed set in the store, the rotation lock's name and the local
@@ -105,37 +105,32 @@ pub(super) fn install_local_copy(member: &Member) {
     }
 }
 
-/// Every node: reads the set and installs it, then installs every change.
+/// Every node: reads the set and installs it, then installs every change. After etcd was
+/// away the watch resumes from the last revision seen, or reads the set again when etcd
+/// compacted that revision away (`store::Follow`).
 pub(super) async fn follow(member: Arc<Member>) {
     let mut backoff = Backoff::new();
     member.wait_for_the_fleets_key().await;
+    let mut follow = Follow::new(NAME);
     loop {
-        if let Err(e) = follow_once(&member, &mut backoff).await {
-            tracing::warn!(error = %e, "cluster: watching the ticket keys stopped; retrying");
-            backoff.wait().await;
-        }
-    }
-}
-
-async fn follow_once(
-    member: &Member,
-    backoff: &mut Backoff,
-) -> Result<(), crate::store::StoreError> {
-    let listing = member.store.list(NAME).await?;
-    for (name, sealed) in &listing.items {
-        if name == SET {
-            apply(member, sealed);
-        }
-    }
-    member.saw(listing.revision);
-    let mut watch = member.store.watch(NAME, listing.revision).await?;
-    backoff.reset();
-    loop {
-        let changes = watch.next().await?;
-        member.saw(watch.revision());
+        let changes = match follow.next(&member.store).await {
+            Ok(Followed::Listing(listing)) => listing
+                .items
+                .into_iter()
+                .map(|(name, value)| Change::Put { name, value })
+                .collect(),
+            Ok(Followed::Changes(changes)) => changes,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: watching the ticket keys stopped; retrying");
+                backoff.wait().await;
+                continue;
+            }
+        };
+        backoff.reset();
+        member.saw(follow.revision());
         for change in changes {
             match change {
-                Change::Put { name, value } if name == SET => apply(member, &value),
+                Change::Put { name, value } if name == SET => apply(&member, &value),
                 _ => {}
             }
         }
@@ -163,7 +158,7 @@ pub(super) async fn rotate(member: Arc<Member>) {
                 tracing::info!(node = %member.name, "cluster: this node rotates the session ticket keys");
                 backoff.reset();
                 while held.is_renewed() {
-                    match rotate_if_due(&member).await {
+                    match rotate_if_due(&member, &held).await {
                         Ok(wait) => tokio::time::sleep(wait.min(Duration::from_secs(5))).await,
                         Err(e) => {
                             tracing::warn!(error = %e, "cluster: rotating the ticket keys failed; retrying");
@@ -185,7 +180,7 @@ pub(super) async fn rotate(member: Arc<Member>) {
 
 /// Rotates the stored set if its newest key is due (or there is none); how long until
 /// the next rotation is due.
-async fn rotate_if_due(member: &Member) -> Result<Duration, crate::store::StoreError> {
+async fn rotate_if_due(member: &Member, held: &Held) -> Result<Duration, crate::store::StoreError> {
     let now = crate::runtime::unix_now();
     let stored = member.store.get(&set_key()).await?;
     let current = match &stored {
@@ -208,10 +203,13 @@ async fn rotate_if_due(member: &Member) -> Result<Duration, crate::store::StoreE
     let next = next_set(&current, now);
     let generation = next.first().map_or(0, |k| k.id);
     let at = member.store.key(&set_key());
-    member
-        .store
-        .put(&set_key(), &member.key.seal(&at, &encode(&next)))
-        .await?;
+    let sealed = member.key.seal(&at, &encode(&next));
+    // Only while the lock is this node's: one that lost it (etcd away longer than the
+    // lock's TTL) must not overwrite the set of the node that holds it now.
+    if !held.put_all_if_held(&[(&set_key(), &sealed)]).await? {
+        tracing::warn!(node = %member.name, "cluster: the ticket-key lock was lost before the new key was stored; the node that holds it rotates");
+        return Ok(Duration::from_secs(5));
+    }
     tracing::info!(
         generation,
         "cluster: new session ticket key made for the fleet"

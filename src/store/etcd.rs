@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    LockOptions, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, LockOptions,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 
 use crate::config::Cluster;
@@ -340,25 +340,51 @@ impl Etcd {
             })
             .await?
             .id();
-        let (mut keeper, mut answers) = self
-            .retrying(|| {
-                let mut lease = self.client.lease_client();
-                async move { lease.keep_alive(id).await }
-            })
-            .await?;
         let period = Duration::from_secs(u64::try_from(ttl_s).unwrap_or(u64::MAX) / 3)
             .max(Duration::from_millis(500));
+        let keep = move |store: Etcd| async move {
+            store
+                .retrying(|| {
+                    let mut lease = store.client.lease_client();
+                    async move { lease.keep_alive(id).await }
+                })
+                .await
+        };
+        let (mut keeper, mut answers) = keep(self.clone()).await?;
+        let store = self.clone();
         let renew = tokio::spawn(async move {
+            // When the member renewing it goes away, another one takes over, for as long
+            // as the lease can still be alive (its TTL since the last renewal etcd
+            // confirmed): one member down must not end a lock.
+            let mut renewed = tokio::time::Instant::now();
             loop {
-                if keeper.keep_alive().await.is_err() {
-                    return;
-                }
-                match answers.message().await {
-                    Ok(Some(a)) if a.ttl() > 0 => {}
+                let answer = match keeper.keep_alive().await {
+                    Ok(()) => tokio::time::timeout(ATTEMPT_TIMEOUT * 2, answers.message()).await,
+                    Err(e) => Ok(Err(e)),
+                };
+                match answer {
+                    Ok(Ok(Some(a))) if a.ttl() > 0 => {
+                        renewed = tokio::time::Instant::now();
+                        tokio::time::sleep(period).await;
+                        continue;
+                    }
                     // The lease is gone, and with it what hangs on it.
-                    _ => return,
+                    Ok(Ok(Some(_))) => return,
+                    // The stream ended or failed, or the member did not answer in time.
+                    _ => {}
                 }
-                tokio::time::sleep(period).await;
+                loop {
+                    if renewed.elapsed() >= ttl {
+                        return;
+                    }
+                    match keep(store.clone()).await {
+                        Ok((k, a)) => {
+                            (keeper, answers) = (k, a);
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+                    }
+                }
             }
         });
         Ok(Lease {
@@ -398,13 +424,22 @@ impl Etcd {
         wait: Duration,
     ) -> Result<Option<Held>, StoreError> {
         let lease = self.lease(ttl).await?;
-        let mut locks = self.client.lock_client();
         let key = self.key(&format!("locks/{name}"));
-        let taken = tokio::time::timeout(
-            wait,
-            locks.lock(key, Some(LockOptions::new().with_lease(lease.id))),
-        )
-        .await;
+        // A request to a member that went away fails at once: the next try goes to another
+        // one. Trying again on the same lease is safe: etcd keeps one waiter per lease.
+        let start = tokio::time::Instant::now();
+        let taken = loop {
+            let left = wait.saturating_sub(start.elapsed());
+            let mut locks = self.client.lock_client();
+            let options = LockOptions::new().with_lease(lease.id);
+            match tokio::time::timeout(left, locks.lock(key.clone(), Some(options))).await {
+                Ok(Err(e)) if start.elapsed() + RETRY_PAUSE < wait && lease.is_alive() => {
+                    tracing::debug!(error = %e, lock = name, "etcd: taking the lock failed; trying another member");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                other => break other,
+            }
+        };
         match taken {
             Ok(Ok(r)) => {
                 let holder = format!("holders/{name}");
@@ -460,8 +495,23 @@ impl Lease {
     /// Ends it now, and with it what hangs on it.
     pub async fn revoke(self) -> Result<(), StoreError> {
         self.renew.abort();
-        let mut lease = self.store.client.lease_client();
-        self.store.deadline(lease.revoke(self.id)).await.map(|_| ())
+        // Sent twice, the second says the lease is not found: ended either way.
+        let id = self.id;
+        self.store
+            .retrying(|| {
+                let mut lease = self.store.client.lease_client();
+                async move {
+                    match lease.revoke(id).await {
+                        Err(etcd_client::Error::GRpcStatus(s))
+                            if s.message().contains("lease not found") =>
+                        {
+                            Ok(())
+                        }
+                        r => r.map(|_| ()),
+                    }
+                }
+            })
+            .await
     }
 }
 
@@ -506,32 +556,42 @@ impl Watch {
                     reason: r.cancel_reason().to_string(),
                 });
             }
-            if let Some(h) = r.header() {
-                self.revision = self.revision.max(h.revision());
+            let events = r.events();
+            if events.is_empty() {
+                // A progress notification says the watch has seen everything up to its
+                // header's revision. The creation's header is the store's revision when
+                // the watch was made, which a watch that starts further back has not seen
+                // yet: it moves nothing.
+                if let (false, Some(h)) = (r.created(), r.header()) {
+                    self.revision = self.revision.max(h.revision());
+                }
+                continue;
             }
-            let changes: Vec<Change> = r
-                .events()
-                .iter()
-                .filter_map(|e| {
-                    let kv = e.kv()?;
-                    let name = kv
-                        .key()
-                        .strip_prefix(self.folder.as_bytes())
-                        .unwrap_or(kv.key());
-                    let name = String::from_utf8_lossy(name).into_owned();
-                    Some(match e.event_type() {
-                        EventType::Put => Change::Put {
-                            name,
-                            value: kv.value().to_vec(),
-                        },
-                        EventType::Delete => Change::Delete { name },
-                    })
-                })
-                .collect();
+            let mut changes = Vec::with_capacity(events.len());
+            for e in events {
+                let Some(kv) = e.kv() else { continue };
+                // The events' own revisions, not the header's: a watch catching up may be
+                // sent a batch whose header is already past its last event.
+                self.revision = self.revision.max(kv.mod_revision());
+                let name = kv
+                    .key()
+                    .strip_prefix(self.folder.as_bytes())
+                    .unwrap_or(kv.key());
+                let name = String::from_utf8_lossy(name).into_owned();
+                // A deletion leaves a key at version 0; a put, 1 and up. (Not
+                // `Event::event_type`, which panics on a type it does not know.)
+                changes.push(if kv.version() == 0 {
+                    Change::Delete { name }
+                } else {
+                    Change::Put {
+                        name,
+                        value: kv.value().to_vec(),
+                    }
+                });
+            }
             if !changes.is_empty() {
                 return Ok(changes);
             }
-            // A progress notification or the watch's creation: nothing changed.
         }
     }
 
@@ -554,25 +614,122 @@ impl Held {
     pub async fn release(self) -> Result<(), StoreError> {
         let store = self.lease.store.clone();
         let _ = store.delete(&self.holder).await;
-        let mut locks = store.client.lock_client();
-        let unlocked = store.deadline(locks.unlock(self.key.clone())).await;
+        // Unlocking twice is harmless (the second finds no key).
+        let unlocked = store
+            .retrying(|| {
+                let mut locks = store.client.lock_client();
+                let key = self.key.clone();
+                async move { locks.unlock(key).await }
+            })
+            .await;
         let revoked = self.lease.revoke().await;
         unlocked?;
         revoked
     }
 
     /// Writes `value` at `name` on this lock's lease: etcd removes it when the lock ends,
-    /// whether it is released or its holder dies.
-    pub async fn put(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.lease
-            .store
-            .put_leased(name, value, &self.lease)
-            .await
-            .map(|_| ())
+    /// whether it is released or its holder dies. The store's revision after the write.
+    pub async fn put(&self, name: &str, value: &[u8]) -> Result<i64, StoreError> {
+        self.lease.store.put_leased(name, value, &self.lease).await
     }
 
     /// Whether the lease is still being renewed (false once etcd said it is gone).
     pub fn is_renewed(&self) -> bool {
         self.lease.is_alive()
+    }
+
+    /// Writes every `(name, value)` in one transaction, only if this lock is still held:
+    /// etcd compares the lock's key with this lease, so a holder whose lease ended (etcd
+    /// away longer than the TTL, a long pause) and whose lock another node may hold now
+    /// writes nothing. Whether it wrote (false: the lock is lost, nothing was written).
+    pub async fn put_all_if_held(&self, items: &[(&str, &[u8])]) -> Result<bool, StoreError> {
+        let store = &self.lease.store;
+        let r = store
+            .retrying(|| {
+                let ops = items
+                    .iter()
+                    .map(|(name, value)| TxnOp::put(store.key(name), value.to_vec(), None))
+                    .collect::<Vec<_>>();
+                let held = Compare::lease(self.key.clone(), CompareOp::Equal, self.lease.id);
+                let mut kv = store.client.kv_client();
+                async move { kv.txn(Txn::new().when(vec![held]).and_then(ops)).await }
+            })
+            .await?;
+        Ok(r.succeeded())
+    }
+}
+
+/// Follows a folder: its listing, then its changes. After an error the watch resumes from
+/// the last revision it saw, so nothing is missed or repeated; when etcd has compacted that
+/// revision away (or at the start), the folder is listed again. The caller gets either a
+/// whole listing (reconcile: what it has that is not listed is gone) or changes.
+pub struct Follow {
+    dir: String,
+    /// The last revision seen; None: list first.
+    revision: Option<i64>,
+    watch: Option<Watch>,
+}
+
+/// What [`Follow::next`] found.
+#[derive(Debug)]
+pub enum Followed {
+    /// The folder read whole (at the start, or after a compaction).
+    Listing(Listing),
+    /// What changed since the last answer.
+    Changes(Vec<Change>),
+}
+
+impl Follow {
+    pub fn new(dir: &str) -> Follow {
+        Follow {
+            dir: dir.to_string(),
+            revision: None,
+            watch: None,
+        }
+    }
+
+    /// The last revision seen (0 before the first listing).
+    pub fn revision(&self) -> i64 {
+        match (&self.watch, self.revision) {
+            (Some(w), _) => w.revision(),
+            (None, r) => r.unwrap_or(0),
+        }
+    }
+
+    /// The next listing or changes. An error when etcd does not answer: the caller waits
+    /// (backoff) and calls again, which resumes where this one stopped.
+    pub async fn next(&mut self, store: &Etcd) -> Result<Followed, StoreError> {
+        loop {
+            let Some(revision) = self.revision else {
+                let listing = store.list(&self.dir).await?;
+                self.revision = Some(listing.revision);
+                return Ok(Followed::Listing(listing));
+            };
+            let watch = match &mut self.watch {
+                Some(w) => w,
+                None => self.watch.insert(store.watch(&self.dir, revision).await?),
+            };
+            match watch.next().await {
+                Ok(changes) => {
+                    self.revision = Some(watch.revision());
+                    return Ok(Followed::Changes(changes));
+                }
+                Err(StoreError::Compacted { compacted }) => {
+                    tracing::info!(
+                        folder = %store.key(&self.dir),
+                        revision = watch.revision(),
+                        compacted,
+                        "etcd compacted its history past this node's watch; reading the folder again"
+                    );
+                    self.watch = None;
+                    self.revision = None;
+                }
+                Err(e) => {
+                    self.revision = Some(watch.revision());
+                    self.watch = None;
+                    return Err(e);
+                }
+            }
+        }
     }
 }

@@ -10,5 +10,5 @@
 pub mod etcd;
 pub mod seal;
 
-pub use etcd::{Change, Etcd, Held, Lease, Listing, StoreError, Watch};
+pub use etcd::{Change, Etcd, Follow, Followed, Held, Lease, Listing, StoreError, Watch};
 pub use seal::{ClusterKey, KeyError, SealError};

@@ -23,28 +23,28 @@ use crate::support::client::{connect, Opts};
 use crate::support::etcd::{EtcdCluster, ETCDCTL};
 use crate::support::free_port;
 
-const PREFIX: &str = "/portico/fleet";
-const HOST: &str = "shop.example.test";
-const WAITING: &str = "waiting for the fleet's ACME order lock";
+pub(crate) const PREFIX: &str = "/portico/fleet";
+pub(crate) const HOST: &str = "shop.example.test";
+pub(crate) const WAITING: &str = "waiting for the fleet's ACME order lock";
 
-struct Fleet {
-    dir: tempfile::TempDir,
-    etcd: EtcdCluster,
-    pebble: Pebble,
+pub(crate) struct Fleet {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) etcd: EtcdCluster,
+    pub(crate) pebble: Pebble,
     /// The http and https ports, the same on every node's address.
-    ports: (u16, u16),
-    key: PathBuf,
+    pub(crate) ports: (u16, u16),
+    pub(crate) key: PathBuf,
     challenges: &'static str,
 }
 
 impl Fleet {
     /// etcd, and Pebble resolving every name to `dns_ip`.
-    fn new(challenges: &'static str, dns_ip: &str) -> Fleet {
+    pub(crate) fn new(challenges: &'static str, dns_ip: &str) -> Fleet {
         Fleet::with_pebble(challenges, dns_ip, "")
     }
 
     /// [`Fleet::new`] with `extra` fields in Pebble's configuration.
-    fn with_pebble(challenges: &'static str, dns_ip: &str, extra: &str) -> Fleet {
+    pub(crate) fn with_pebble(challenges: &'static str, dns_ip: &str, extra: &str) -> Fleet {
         let etcd = EtcdCluster::start(3);
         let dir = tempfile::tempdir().expect("tempdir");
         // The nodes listen on 127.0.0.2 and up; ports free on 127.0.0.1 are free there too.
@@ -70,12 +70,12 @@ impl Fleet {
         }
     }
 
-    fn node_dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn node_dir(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Writes node `name`'s configuration: listeners on `ip`, the one ACME site, the fleet.
-    fn configure(&self, name: &str, ip: &str) {
+    pub(crate) fn configure(&self, name: &str, ip: &str) {
         let dir = self.node_dir(name);
         std::fs::create_dir_all(&dir).expect("node dir");
         std::fs::write(
@@ -99,7 +99,7 @@ impl Fleet {
         .expect("config");
     }
 
-    fn start(&self, name: &str, ip: &str) -> Logged {
+    pub(crate) fn start(&self, name: &str, ip: &str) -> Logged {
         self.configure(name, ip);
         let node = Logged::serve(&self.node_dir(name).join("portico.toml"));
         wait_listening(ip, self.ports.1);
@@ -107,14 +107,14 @@ impl Fleet {
     }
 
     /// The etcd key of the site's order lock (as `Etcd::lock` names it).
-    fn lock_name(&self, node: &str) -> String {
+    pub(crate) fn lock_name(&self, node: &str) -> String {
         let home = acme_home(&self.node_dir(node));
         let dir = home.file_name().expect("a folder").to_string_lossy();
         format!("{PREFIX}/locks/acme/{dir}/shop")
     }
 
     /// Takes the site's order lock as `etcdctl lock` (held until [`Fleet::release`]).
-    fn hold_lock(&self, node: &str) -> (Child, String) {
+    pub(crate) fn hold_lock(&self, node: &str) -> (Child, String) {
         let mut child = Command::new(ETCDCTL)
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.etcd.endpoints().join(",")))
@@ -136,7 +136,7 @@ impl Fleet {
 
     /// Nodes a, b and c on 127.0.0.2, .3 and .4, all waiting for the site's order lock
     /// (which this holds meanwhile), a first: a orders.
-    fn start_three(&self) -> (Logged, Logged, Logged) {
+    pub(crate) fn start_three(&self) -> (Logged, Logged, Logged) {
         self.configure("a", "127.0.0.2");
         let test_lock = self.hold_lock("a");
         let a = self.start("a", "127.0.0.2");
@@ -153,7 +153,7 @@ impl Fleet {
     /// lease's id (hex), and revoking the lease ends the lock. (Signals are no good here:
     /// etcdctl 3.4 may exit on SIGINT without unlocking, and then the lock lasts until its
     /// session's 10 s TTL runs out, as long as the nodes' own wait: a race.)
-    fn release(&self, (mut holder, key): (Child, String)) {
+    pub(crate) fn release(&self, (mut holder, key): (Child, String)) {
         let lease = key.rsplit('/').next().expect("a lease id");
         self.etcd
             .etcdctl(&["lease", "revoke", lease])
@@ -162,7 +162,7 @@ impl Fleet {
         let _ = holder.wait();
     }
 
-    fn pebble_orders(&self) -> usize {
+    pub(crate) fn pebble_orders(&self) -> usize {
         std::fs::read_to_string(self.dir.path().join("pebble/pebble.log"))
             .unwrap_or_default()
             .matches("Added order")
@@ -170,12 +170,12 @@ impl Fleet {
     }
 
     /// Every key and value the fleet stored.
-    fn stored(&self) -> Vec<(String, Vec<u8>)> {
+    pub(crate) fn stored(&self) -> Vec<(String, Vec<u8>)> {
         self.etcd.dump(&format!("{PREFIX}/"))
     }
 }
 
-fn wait_listening(ip: &str, port: u16) {
+pub(crate) fn wait_listening(ip: &str, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect((ip, port)).is_err() {
         assert!(Instant::now() < deadline, "nothing listens on {ip}:{port}");
@@ -183,11 +183,11 @@ fn wait_listening(ip: &str, port: u16) {
     }
 }
 
-fn log(node: &Logged) -> String {
+pub(crate) fn log(node: &Logged) -> String {
     node.stderr.lock().expect("lock").clone()
 }
 
-fn logs(nodes: &[(&str, &Logged)]) -> String {
+pub(crate) fn logs(nodes: &[(&str, &Logged)]) -> String {
     nodes
         .iter()
         .map(|(name, n)| format!("--- node {name}:\n{}", log(n)))
@@ -196,12 +196,12 @@ fn logs(nodes: &[(&str, &Logged)]) -> String {
 }
 
 /// Waits until `node`'s log has `text` (30 s at most).
-fn wait_log(node: &Logged, text: &str) {
+pub(crate) fn wait_log(node: &Logged, text: &str) {
     node.line_containing(text);
 }
 
 /// The SHA-256 of the certificate `ip` presents for the site, once it presents one.
-async fn fingerprint(ip: &str, port: u16) -> Option<String> {
+pub(crate) async fn fingerprint(ip: &str, port: u16) -> Option<String> {
     let ip: IpAddr = ip.parse().expect("an address");
     // A node that does not answer is not serving (and must not hold the test up).
     let opts = Opts::sni(HOST);
@@ -215,7 +215,7 @@ async fn fingerprint(ip: &str, port: u16) -> Option<String> {
 }
 
 /// Waits (up to `within`) until every address serves a certificate, and returns each one's.
-async fn served_by_all(
+pub(crate) async fn served_by_all(
     ips: &[&str],
     port: u16,
     within: Duration,
@@ -240,7 +240,7 @@ async fn served_by_all(
 }
 
 /// The count of orders a node made, from its metrics (its admin socket).
-fn orders_ok(node_dir: &Path) -> u64 {
+pub(crate) fn orders_ok(node_dir: &Path) -> u64 {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "5", "--unix-socket"])
         .arg(node_dir.join("state/admin.sock"))

@@ -11,6 +11,8 @@ mod blocking_pool;
 mod cert_dirs;
 mod cluster_acme;
 mod cluster_config;
+mod cluster_example;
+mod cluster_outage;
 mod cluster_store;
 mod cluster_tickets;
 mod config_file;

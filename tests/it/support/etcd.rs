@@ -215,3 +215,73 @@ impl Drop for EtcdCluster {
         }
     }
 }
+
+/// A TCP forwarder from one Portico node to one etcd member, which the test cuts and
+/// joins again: that node alone loses etcd while every other client keeps it (a network
+/// partition). Written because no real component cuts one client off; it copies bytes and
+/// looks at none of them.
+pub struct Partition {
+    /// What the node's `[cluster] etcd` names.
+    pub url: String,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Partition {
+    /// Forwards a free loopback port to `member` (a client URL, `http://127.0.0.1:PORT`).
+    pub fn to(member: &str) -> Partition {
+        use std::sync::atomic::Ordering;
+        let target = member
+            .strip_prefix("http://")
+            .expect("an http:// member")
+            .to_string();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (o, c) = (open.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                // Cut: the connection is closed at once, as by a refusing network.
+                if !o.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                if let (Ok(mut list), Ok(c3), Ok(s3)) =
+                    (c.lock(), client.try_clone(), server.try_clone())
+                {
+                    list.push(c3);
+                    list.push(s3);
+                }
+                pipe(client, s2);
+                pipe(server, c2);
+            }
+        });
+        Partition { url, open, conns }
+    }
+
+    /// Closes every connection through it and refuses new ones until [`Partition::join`].
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for s in self.conns.lock().expect("lock").drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Forwards again.
+    pub fn join(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
