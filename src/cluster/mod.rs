@@ -10,9 +10,14 @@
 //! holder of the `tickets` lock) makes and rotates them, every node installs them, so a
 //! ticket one node issued resumes on every other. And its ACME accounts, orders,
 //! certificates and challenge answers (`acme.rs`): one order per site fleet-wide, every
-//! node answering the CA and serving the result.
+//! node answering the CA and serving the result. And its local CA (`ca.rs`: one CA whose
+//! leaves every node issues) and the admin API's certificates (`certificates.rs`: a PUT on
+//! one node is served by all), which reach the node's runtime only as [`FleetChange`]s
+//! applied by the serve loop.
 
 pub mod acme;
+pub mod ca;
+pub mod certificates;
 pub mod members;
 pub mod status;
 pub mod tickets;
@@ -54,10 +59,23 @@ impl Backoff {
     }
 }
 
+/// What the fleet asks the serve loop to apply, through its one change path (check, stage,
+/// build, install); nothing of the fleet's reaches a runtime otherwise.
+#[derive(Debug)]
+pub enum FleetChange {
+    /// Bring `state_dir/certificates` to these pairs and removals (keys in clear), one
+    /// rebuild for all of them.
+    Certificates(Vec<certificates::Item>),
+    /// Make this (PEM, checked) the node's local CA, and issue its leaves again.
+    Ca { cert: Vec<u8>, key: Vec<u8> },
+}
+
 /// This process as a member of its fleet: the tasks run until it is dropped.
 pub struct Node {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     acme: Arc<acme::Fleet>,
+    certificates: Arc<certificates::Certificates>,
+    changes: Option<tokio::sync::mpsc::UnboundedReceiver<FleetChange>>,
 }
 
 impl Drop for Node {
@@ -122,14 +140,42 @@ impl Node {
         // The last ticket keys this node saw, before etcd answers (or while it does not).
         tickets::install_local_copy(&member);
         let acme = Arc::new(acme::Fleet::new(member.clone(), state_dir, issued));
+        let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
+        let certificates = Arc::new(certificates::Certificates::new(
+            member.clone(),
+            state_dir,
+            changes_tx.clone(),
+        ));
         let tasks = vec![
+            tokio::spawn(certificates::follow(certificates.clone())),
+            tokio::spawn(ca::follow(
+                member.clone(),
+                state_dir.to_path_buf(),
+                changes_tx,
+            )),
             tokio::spawn(confirm_key(member.clone())),
             tokio::spawn(members::register(member.clone())),
             tokio::spawn(tickets::follow(member.clone())),
             tokio::spawn(tickets::rotate(member)),
             tokio::spawn(acme::follow(acme.clone())),
         ];
-        Ok(Node { tasks, acme })
+        Ok(Node {
+            tasks,
+            acme,
+            certificates,
+            changes: Some(changes),
+        })
+    }
+
+    /// The fleet's side of the admin API's certificates, for the serve loop's PUT and
+    /// DELETE.
+    pub fn certificates(&self) -> Arc<certificates::Certificates> {
+        self.certificates.clone()
+    }
+
+    /// What the fleet asks the serve loop to apply (once: the loop takes it).
+    pub fn take_changes(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<FleetChange>> {
+        self.changes.take()
     }
 
     /// The fleet's side of ACME, for the site tasks (`acme::Manager`).
