@@ -9,6 +9,7 @@ mod admin_certificates;
 mod bad_input;
 mod blocking_pool;
 mod cluster_acme;
+mod cluster_certs;
 mod cluster_store;
 mod cluster_tickets;
 mod config_file;
