@@ -413,7 +413,12 @@ fn stage_and_build(
                     }
                     continue;
                 }
-                Staged::put(&store, name, chain, key).map(Some)
+                match asker {
+                    Asker::Admin => Staged::put(&store, name, chain, key),
+                    // Made durable together, below.
+                    Asker::Fleet => Staged::put_unsynced(&store, name, chain, key),
+                }
+                .map(Some)
             }
             CertChange::Delete { name } => Staged::delete(&store, name),
         };
@@ -439,6 +444,12 @@ fn stage_and_build(
     }
     if staged.is_empty() {
         return Staging::Nothing;
+    }
+    if asker == Asker::Fleet {
+        if let Err(e) = crate::tls::dir::sync(&store) {
+            // The files are written; only a crash could lose them, and etcd still has them.
+            tracing::warn!(store = %store.display(), error = %e, "cannot sync the certificate store to disk");
+        }
     }
     Staging::Built(staged, Box::new(build(config, shared)))
 }
