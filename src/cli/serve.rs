@@ -376,6 +376,27 @@ fn check_pair(chain: &[u8], key: &[u8], report: &mut Report) {
     }
 }
 
+/// `f` of each item, in order, the items split among the CPUs (in chunks of 64 at least).
+fn on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = items.len().div_ceil(threads).max(64);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                // A panic while checking a pair is a bug; re-raise it rather than hide it.
+                Err(p) => std::panic::resume_unwind(p),
+            })
+            .collect()
+    })
+}
+
 /// Whether the store holds exactly this pair already.
 fn holds(store: &Path, name: &str, chain: &[u8], key: &[u8]) -> bool {
     let f = crate::tls::dir::files(store, name);
@@ -396,14 +417,23 @@ fn stage_and_build(
     let store = crate::tls::dir::admin_store(&config.state_dir);
     let mut report = Report::default();
     let mut staged = Vec::with_capacity(changes.len());
-    for change in changes {
+    // Each new pair's check, on every core (a fleet's first sync brings thousands): None
+    // when the store holds it already (a fleet's change only).
+    let checks = on_every_core(changes, |change| match change {
+        CertChange::Put { name, chain, key } => {
+            if asker == Asker::Fleet && holds(&store, name, chain, key) {
+                return None;
+            }
+            let mut checked = Report::default();
+            check_pair(chain, key, &mut checked);
+            Some(checked)
+        }
+        CertChange::Delete { .. } => Some(Report::default()),
+    });
+    for (change, checked) in changes.iter().zip(checks) {
+        let Some(checked) = checked else { continue };
         let step = match change {
             CertChange::Put { name, chain, key } => {
-                if asker == Asker::Fleet && holds(&store, name, chain, key) {
-                    continue;
-                }
-                let mut checked = Report::default();
-                check_pair(chain, key, &mut checked);
                 if checked.has_errors() {
                     if asker == Asker::Admin {
                         return Staging::Refused(Changed::Refused, checked);

@@ -85,6 +85,11 @@ impl Fleet {
     /// Starts node `name`: an internal site `dev.test`, a pool site for `app.x.test` and
     /// `old.x.test`, the admin socket, the fleet with cluster key `key`.
     fn start(&self, name: &'static str, key: u8) -> Node {
+        self.start_with(name, key, "")
+    }
+
+    /// [`Fleet::start`] with more hosts for the pool site (`, "h1", "h2"`).
+    fn start_with(&self, name: &'static str, key: u8, more_hosts: &str) -> Node {
         let dir = self.node_dir(name);
         std::fs::create_dir_all(&dir).expect("node dir");
         let port = free_port();
@@ -95,7 +100,7 @@ impl Fleet {
                 "state_dir = \"state\"\n\
                  [[listener]]\naddress = \"127.0.0.1:{port}\"\n{}\
                  [[site]]\nname = \"dev\"\nhosts = [\"dev.test\"]\ntls = \"internal\"\nrespond = {{ body = \"dev\" }}\n\
-                 [[site]]\nname = \"app\"\nhosts = [\"app.x.test\", \"old.x.test\"]\nrespond = {{ body = \"app\" }}\n\
+                 [[site]]\nname = \"app\"\nhosts = [\"app.x.test\", \"old.x.test\"{more_hosts}]\nrespond = {{ body = \"app\" }}\n\
                  [cluster]\netcd = {}\nprefix = \"{PREFIX}\"\nnode = \"{name}\"\nkey_file = \"{}\"\n",
                 self.pool,
                 self.etcd.toml_list(),
@@ -326,4 +331,68 @@ async fn one_ca_and_the_admin_certificates_are_the_fleets() {
     assert_eq!(answer.status, 503, "{answer:?}");
     assert!(a.dir.join("state/certificates/api.pem").exists());
     assert_eq!(served(&a, "app.x.test").await, Some(api));
+}
+
+/// The lead's benchmark, as a test: node a starts with `PORTICO_FLEET_CERTS_N` (10,000)
+/// pairs in its `state_dir/certificates` and offers them; node b, started with an empty
+/// `state_dir`, serves them all from etcd after one rebuild. Prints how long each took and
+/// asserts only correctness. `cargo test --release --test it cluster_certs -- --ignored
+/// --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "generates many certificates; run on demand"]
+async fn a_cold_node_serves_every_admin_certificate_of_the_fleet() {
+    let n: usize = std::env::var("PORTICO_FLEET_CERTS_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let fleet = Fleet::new();
+    let started = Instant::now();
+    let store = fleet.node_dir("a").join("state/certificates");
+    std::fs::create_dir_all(&store).expect("store");
+    let mut serials = Vec::with_capacity(n);
+    for i in 0..n {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![format!("c{i}.x.test")])
+            .expect("params")
+            .self_signed(&key)
+            .expect("sign");
+        std::fs::write(store.join(format!("c{i}.pem")), cert.pem()).expect("write");
+        std::fs::write(store.join(format!("c{i}.key")), key.serialize_pem()).expect("write");
+        serials.push(serial(&cert.pem()));
+    }
+    eprintln!("generated {n} pairs in {:?}", started.elapsed());
+    let started = Instant::now();
+    let hosts: String = (0..n).map(|i| format!(", \"c{i}.x.test\"")).collect();
+    let a = fleet.start_with("a", 1, &hosts);
+    a.logged
+        .line_containing("admin certificates offered to the fleet");
+    eprintln!(
+        "node a offered them {:?} after its start",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    let b = fleet.start_with("b", 1, &hosts);
+    let listening = started.elapsed();
+    b.logged.line_containing("certificate changes\"");
+    let sample: Vec<usize> = (0..n).step_by((n / 20).max(1)).chain([n - 1]).collect();
+    for &i in &sample {
+        all_serve(&[&b], &format!("c{i}.x.test"), &serials[i], started).await;
+    }
+    eprintln!(
+        "node b listened after {listening:?} and served every sampled certificate after {:?}",
+        started.elapsed()
+    );
+    for line in b
+        .log()
+        .lines()
+        .filter(|l| l.contains("cluster:") || l.contains("reloaded"))
+    {
+        eprintln!("b: {line}");
+    }
+    let held = dir_pairs(&b.dir.join("state/certificates"));
+    assert_eq!(held, n, "node b holds every pair");
+}
+
+fn dir_pairs(dir: &Path) -> usize {
+    portico::tls::dir::list(dir).pairs.len()
 }
