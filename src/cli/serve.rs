@@ -341,7 +341,12 @@ enum Staging {
     /// Nothing to do: the fleet's changes are here already.
     Nothing,
     /// The files are changed on disk, and this is the runtime built with them.
-    Built(Vec<Staged>, Box<Result<(Runtime, Report), Report>>),
+    /// With the indexes of the changes staged (a fleet's batch leaves out what is here).
+    Built(
+        Vec<Staged>,
+        Box<Result<(Runtime, Report), Report>>,
+        Vec<usize>,
+    ),
 }
 
 /// Checks a new pair from its bytes into `report` at `body`: it loads, is valid now, and
@@ -430,7 +435,8 @@ fn stage_and_build(
         }
         CertChange::Delete { .. } => Some(Report::default()),
     });
-    for (change, checked) in changes.iter().zip(checks) {
+    let mut applied = Vec::new();
+    for (i, (change, checked)) in changes.iter().zip(checks).enumerate() {
         let Some(checked) = checked else { continue };
         let step = match change {
             CertChange::Put { name, chain, key } => {
@@ -453,7 +459,10 @@ fn stage_and_build(
             CertChange::Delete { name } => Staged::delete(&store, name),
         };
         match step {
-            Ok(Some(s)) => staged.push(s),
+            Ok(Some(s)) => {
+                staged.push(s);
+                applied.push(i);
+            }
             Ok(None) if asker == Asker::Admin => return Staging::NoSuchName,
             Ok(None) => {}
             Err(e) => {
@@ -481,7 +490,20 @@ fn stage_and_build(
             tracing::warn!(store = %store.display(), error = %e, "cannot sync the certificate store to disk");
         }
     }
-    Staging::Built(staged, Box::new(build(config, shared)))
+    Staging::Built(staged, Box::new(build(config, shared)), applied)
+}
+
+/// What a certificate change is called in the log and the history.
+fn reason(asker: Asker, changes: &[&CertChange]) -> String {
+    let who = match asker {
+        Asker::Admin => "admin",
+        Asker::Fleet => "fleet",
+    };
+    match changes {
+        [CertChange::Put { name, .. }] => format!("{who} PUT certificates/{name}"),
+        [CertChange::Delete { name }] => format!("{who} DELETE certificates/{name}"),
+        many => format!("{who}: {} certificate changes", many.len()),
+    }
 }
 
 /// Applies certificate changes, one reload: the outcome goes to the history and the reload
@@ -497,15 +519,7 @@ async fn change_certificates(
     changes: Vec<CertChange>,
     asker: Asker,
 ) -> (Reply, Vec<CertChange>) {
-    let why = match (asker, changes.as_slice()) {
-        (Asker::Admin, [CertChange::Put { name, .. }]) => format!("admin PUT certificates/{name}"),
-        (Asker::Admin, [CertChange::Delete { name }]) => {
-            format!("admin DELETE certificates/{name}")
-        }
-        (_, [CertChange::Put { name, .. }]) => format!("fleet PUT certificates/{name}"),
-        (_, [CertChange::Delete { name }]) => format!("fleet DELETE certificates/{name}"),
-        (_, many) => format!("fleet: {} certificate changes", many.len()),
-    };
+    let mut why = reason(asker, &changes.iter().collect::<Vec<_>>());
     let put = matches!(changes.as_slice(), [CertChange::Put { .. }]);
     let config = server.runtime().config.clone();
     let (staging, changes) = {
@@ -523,7 +537,13 @@ async fn change_certificates(
             let outcome = install(server, &shared.metrics, history, Err(report), &why);
             return (Reply::Certificate(changed, Some(outcome)), changes);
         }
-        Staging::Built(staged, built) => (staged, built),
+        Staging::Built(staged, built, applied) => {
+            why = reason(
+                asker,
+                &applied.iter().map(|&i| &changes[i]).collect::<Vec<_>>(),
+            );
+            (staged, built)
+        }
     };
     let replaced = staged.iter().any(Staged::replaced);
     // In a fleet, etcd takes an admin change first, or nothing changes.

@@ -274,6 +274,20 @@ async fn one_ca_and_the_admin_certificates_are_the_fleets() {
     all_serve(&[&d], "app.x.test", &api, since).await;
     eventually_verifies(&d, &ca).await;
 
+    // A pair deleted while a node is down is removed there when it comes back, not offered
+    // to the fleet again: that node's state_dir has synced with the fleet before.
+    drop(b);
+    let answer = request(&a.admin(), "DELETE", "/api/v1/certificates/old", &[]).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    all_serve(&[&a, &c, &d], "old.x.test", &wildcard, Instant::now()).await;
+    let b = fleet.start("b", 1);
+    b.logged.line_containing("fleet DELETE certificates/old");
+    all_serve(&[&b], "old.x.test", &wildcard, Instant::now()).await;
+    assert!(!b.dir.join("state/certificates/old.pem").exists());
+    let stored = fleet.etcd.dump(&format!("{PREFIX}/certificates/old"));
+    assert!(stored.is_empty(), "old came back: {stored:?}");
+    all_serve(&[&b], "app.x.test", &api, Instant::now()).await;
+
     // A node with another cluster key says so and installs nothing of the fleet's; its
     // PUT is refused (its key would seal nothing the fleet can open).
     let e = fleet.start("e", 2);
@@ -289,7 +303,7 @@ async fn one_ca_and_the_admin_certificates_are_the_fleets() {
     // etcd holds every certificate's key sealed, and no private key in clear at all.
     let stored = fleet.etcd.dump(&format!("{PREFIX}/"));
     for expected in [
-        "certificates/old.key",
+        "certificates/api.key",
         "certificates/api.pem",
         "ca/ca.pem",
         "ca/ca.key",
