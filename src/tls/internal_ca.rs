@@ -420,6 +420,32 @@ mod tests {
     }
 
     #[test]
+    fn a_fleets_ca_replaces_this_nodes_and_its_leaves_are_issued_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mine, fleets) = (dir.path().join("mine"), dir.path().join("fleets"));
+        let ca = LocalCa::load_or_create(&mine).expect("create");
+        let old = ca.leaf("s", &hosts(&["a.test"])).expect("issue");
+        LocalCa::load_or_create(&fleets).expect("create");
+        let (cert, key) = stored_ca(&fleets).expect("stored");
+        // Not a CA with its key: refused, and nothing is written.
+        let (_, other_key) = stored_ca(&mine).expect("stored");
+        assert!(check_ca(&cert, &other_key).is_err());
+        assert!(install_ca(&mine, &cert, &other_key).is_err());
+        assert!(install_ca(&mine, old.certified.cert[0].as_ref(), &key).is_err());
+        assert_ne!(stored_ca(&mine).map(|(c, _)| c), Some(cert.clone()));
+        // The fleet's: written once, the key 0600; the old leaf is not reused.
+        assert!(install_ca(&mine, &cert, &key).expect("install"));
+        assert!(!install_ca(&mine, &cert, &key).expect("again"), "unchanged");
+        assert_eq!(mode(&mine.join("ca.key")), 0o600);
+        let ca = LocalCa::load_or_create(&mine).expect("load");
+        assert_eq!(ca.cert_pem().as_bytes(), cert.as_slice());
+        assert!(stored_leaf(&mine, "s", &hosts(&["a.test"])).is_none());
+        let new = ca.leaf("s", &hosts(&["a.test"])).expect("issue");
+        assert_ne!(new.sha256, old.sha256);
+        assert!(stored_leaf(&mine, "s", &hosts(&["a.test"])).is_some());
+    }
+
+    #[test]
     fn file_stems_do_not_collide() {
         assert_ne!(file_stem("a b"), file_stem("a_b"));
         assert!(file_stem("../../etc").starts_with(".._.._etc-"));
