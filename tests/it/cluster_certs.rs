@@ -5,8 +5,9 @@
 //! deleted on a third and gone everywhere (its host falls back to the pool's wildcard); a
 //! pair a node held before it joined is offered to the fleet, and a node started with an
 //! empty state_dir serves it from etcd; a node with another cluster key installs nothing of
-//! the fleet's; etcd holds no private key in clear; and a PUT while etcd is away is 503 and
-//! changes nothing.
+//! the fleet's; a pair deleted while a node was down is removed there when it returns; etcd
+//! holds no private key in clear; a PUT or DELETE while etcd is away is 503 and changes
+//! nothing; and a node restarted then serves the fleet's certificates and CA from its files.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -344,7 +345,14 @@ async fn one_ca_and_the_admin_certificates_are_the_fleets() {
     let answer = request(&a.admin(), "DELETE", "/api/v1/certificates/api", &[]).await;
     assert_eq!(answer.status, 503, "{answer:?}");
     assert!(a.dir.join("state/certificates/api.pem").exists());
-    assert_eq!(served(&a, "app.x.test").await, Some(api));
+    assert_eq!(served(&a, "app.x.test").await, Some(api.clone()));
+
+    // A node restarted while etcd is away serves the fleet's certificates and CA from its
+    // own files.
+    drop(c);
+    let c = fleet.start("c", 1);
+    assert_eq!(served(&c, "app.x.test").await, Some(api));
+    assert!(verifies(&c, &ca).await, "c's leaf chains to the fleet's CA");
 }
 
 /// The lead's benchmark, as a test: node a starts with `PORTICO_FLEET_CERTS_N` (10,000)
