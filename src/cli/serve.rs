@@ -349,59 +349,6 @@ enum Staging {
     ),
 }
 
-/// Checks a new pair from its bytes into `report` at `body`: it loads, is valid now, and
-/// its key can sign.
-fn check_pair(chain: &[u8], key: &[u8], report: &mut Report) {
-    let body = Path::new("the request body").to_path_buf();
-    let files = CertFiles::new(body.clone(), body);
-    match crate::tls::load::from_pem(chain, key, &files) {
-        Err(e) => report.error("body", e.to_string(), Some(e.fix().to_string())),
-        Ok(cert) => {
-            let now = runtime::unix_now();
-            if now > cert.not_after {
-                report.error(
-                    "body",
-                    format!("the certificate expired on {}", format_time(cert.not_after)),
-                    Some("send a certificate that is valid now".to_string()),
-                );
-            } else if now < cert.not_before {
-                report.error(
-                    "body",
-                    format!(
-                        "the certificate is not valid until {}",
-                        format_time(cert.not_before)
-                    ),
-                    Some("check the system clock, or send it once it is valid".to_string()),
-                );
-            }
-            if !cert.key_usable() {
-                report.error("body", "the private key cannot sign: its public key matches the certificate, but the key itself is not valid".to_string(), Some("send the key the certificate was issued for".to_string()));
-            }
-        }
-    }
-}
-
-/// `f` of each item, in order, the items split among the CPUs (in chunks of 64 at least).
-fn on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = items.len().div_ceil(threads).max(64);
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(v) => v,
-                // A panic while checking a pair is a bug; re-raise it rather than hide it.
-                Err(p) => std::panic::resume_unwind(p),
-            })
-            .collect()
-    })
-}
-
 /// Whether the store holds exactly this pair already.
 fn holds(store: &Path, name: &str, chain: &[u8], key: &[u8]) -> bool {
     let f = crate::tls::dir::files(store, name);
@@ -424,13 +371,13 @@ fn stage_and_build(
     let mut staged = Vec::with_capacity(changes.len());
     // Each new pair's check, on every core (a fleet's first sync brings thousands): None
     // when the store holds it already (a fleet's change only).
-    let checks = on_every_core(changes, |change| match change {
+    let checks = runtime::on_every_core(changes, |change| match change {
         CertChange::Put { name, chain, key } => {
             if asker == Asker::Fleet && holds(&store, name, chain, key) {
                 return None;
             }
             let mut checked = Report::default();
-            check_pair(chain, key, &mut checked);
+            runtime::check_new_pair(chain, key, &mut checked);
             Some(checked)
         }
         CertChange::Delete { .. } => Some(Report::default()),
@@ -803,6 +750,17 @@ async fn serve(
     activated: Vec<crate::activation::Inherited>,
 ) -> anyhow::Result<ExitCode> {
     let shared = Shared::new();
+    // A fleet's node first brings its state_dir to the fleet's CA and certificates (etcd
+    // gets a few seconds; without it the node's own files serve). The file is read twice
+    // only when it can hold a `[cluster]` table.
+    let may_be_a_fleet = std::fs::read_to_string(&path).is_ok_and(|t| t.contains("cluster"));
+    if let Some((cluster, state_dir)) = may_be_a_fleet
+        .then(|| Config::load_as(&path, origin).0)
+        .flatten()
+        .and_then(|c| Some((c.cluster?, c.state_dir)))
+    {
+        crate::cluster::prepare(&cluster, &state_dir).await;
+    }
     let rt = match load(&path, origin, &shared) {
         Ok((rt, _warnings)) => rt,
         Err(report) => {

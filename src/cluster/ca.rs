@@ -96,6 +96,23 @@ async fn follow_once(
     }
 }
 
+/// The fleet's CA (certificate and key, PEM), if etcd holds one that opens with `key` and
+/// is a CA with its key ([`prepare`](super::prepare) before the first build).
+pub(super) async fn stored(
+    store: &crate::store::Etcd,
+    key: &crate::store::ClusterKey,
+) -> Result<Option<(Vec<u8>, Vec<u8>)>, crate::store::StoreError> {
+    let (Some(cert), Some(sealed)) = (store.get(&at(CERT)).await?, store.get(&at(KEY)).await?)
+    else {
+        return Ok(None);
+    };
+    let opened = key
+        .open(&store.key(&at(KEY)), &sealed)
+        .ok()
+        .filter(|k| internal_ca::check_ca(&cert, k).is_ok());
+    Ok(opened.map(|k| (cert, k)))
+}
+
 /// Offers this node's CA (made now if it has none) as the fleet's; whether the offer was
 /// made (true also when another node's came first: the caller reads again).
 async fn offer(member: &Member, state_dir: &std::path::Path) -> Result<bool, FleetError> {

@@ -210,6 +210,83 @@ impl Certificates {
     }
 }
 
+/// The fleet's pairs whose keys open with `key` (the others are left to [`follow`], which
+/// logs them), for [`prepare`](super::prepare) before the first build.
+pub(super) async fn stored(
+    store: &crate::store::Etcd,
+    key: &crate::store::ClusterKey,
+) -> Result<Vec<Item>, StoreError> {
+    let (listing, _) = store.list_paged(FOLDER, PAGE).await?;
+    let mut found: BTreeMap<String, Found> = BTreeMap::new();
+    for (file, value) in listing.items {
+        if let Some((name, is_key)) = half_of(&file) {
+            let f = found.entry(name.to_string()).or_default();
+            if is_key {
+                f.sealed = Some(value);
+            } else {
+                f.pem = Some(value);
+            }
+        }
+    }
+    Ok(found
+        .into_iter()
+        .filter_map(|(name, f)| {
+            let (pem, sealed) = (f.pem?, f.sealed?);
+            let key = key.open(&store.key(&key_name(&name)), &sealed).ok()?;
+            Some(Item::Put {
+                name,
+                chain: pem,
+                key,
+            })
+        })
+        .collect())
+}
+
+/// Writes the fleet's pairs into `state_dir/certificates` before the first build (there is
+/// no runtime yet to change): each pair that differs from the node's and loads, valid now,
+/// checked on every core; synced to disk once. How many were written. A pair that does not
+/// load is left out here (the first build would refuse it, and with it the start), and
+/// [`follow`] logs it.
+pub(super) fn write_before_start(state_dir: &std::path::Path, items: Vec<Item>) -> usize {
+    let store = dir::admin_store(state_dir);
+    let usable = crate::runtime::on_every_core(&items, |item| match item {
+        Item::Put { name, chain, key } => {
+            let f = dir::files(&store, name);
+            let same = |path: &std::path::Path, bytes: &[u8]| {
+                std::fs::read(path).is_ok_and(|b| b == bytes)
+            };
+            if same(&f.cert, chain) && same(&f.key, key) {
+                return false;
+            }
+            let mut report = crate::config::Report::default();
+            crate::runtime::check_new_pair(chain, key, &mut report);
+            !report.has_errors()
+        }
+        Item::Delete { .. } => false,
+    });
+    let mut written = 0;
+    for (item, usable) in items.iter().zip(usable) {
+        let Item::Put { name, chain, key } = item else {
+            continue;
+        };
+        if !usable {
+            continue;
+        }
+        match dir::Staged::put_unsynced(&store, name, chain, key).and_then(dir::Staged::keep) {
+            Ok(()) => written += 1,
+            Err(e) => {
+                tracing::warn!(certificate = %name, error = %e, "cluster: cannot write the fleet's certificate before the start")
+            }
+        }
+    }
+    if written > 0 {
+        if let Err(e) = dir::sync(&store) {
+            tracing::warn!(store = %store.display(), error = %e, "cannot sync the certificate store to disk");
+        }
+    }
+    written
+}
+
 /// Every node: brings its `state_dir/certificates` to the fleet's, from a listing of
 /// `PREFIX/certificates/` and then its watch.
 pub(super) async fn follow(certs: Arc<Certificates>) {

@@ -184,6 +184,70 @@ impl Node {
     }
 }
 
+/// How long a starting node waits for etcd before its first build ([`prepare`]).
+const PREPARE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Before the first build: brings `state_dir` to what the fleet holds — its local CA and the
+/// admin API's certificates — so that a node started with an empty `state_dir` serves them
+/// (and its hosts that only they cover) from its first runtime on. Only adds and replaces,
+/// only pairs that load, and only with this node's key confirmed as the fleet's; waits
+/// [`PREPARE_DEADLINE`] at most for etcd, and never stops the start: without etcd the
+/// node's own files serve, and the node's tasks catch up once it answers.
+pub async fn prepare(cluster: &Cluster, state_dir: &Path) {
+    // An unreadable key is the build's error to report.
+    let Ok(key) = ClusterKey::load(&cluster.key_file) else {
+        return;
+    };
+    let read = async {
+        let store = Etcd::connect(cluster).await?;
+        let at = store.key(KEY_CHECK);
+        match store.get(KEY_CHECK).await? {
+            Some(check) if opens_check(&key, &at, &check) => {}
+            // No fleet yet, or another key: nothing of the fleet's to use.
+            _ => return Ok(None),
+        }
+        let ca = ca::stored(&store, &key).await?;
+        let certs = certificates::stored(&store, &key).await?;
+        Ok::<_, StoreError>(Some((ca, certs)))
+    };
+    let (ca, certs) = match tokio::time::timeout(PREPARE_DEADLINE, read).await {
+        Ok(Ok(Some(found))) => found,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cluster: starting with this node's own CA and certificates");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(
+                etcd = %cluster.etcd.join(", "),
+                "cluster: etcd did not answer within {} s; starting with this node's own CA and certificates",
+                PREPARE_DEADLINE.as_secs()
+            );
+            return;
+        }
+    };
+    let dir = state_dir.to_path_buf();
+    let written = tokio::task::spawn_blocking(move || {
+        if let Some((cert, key)) = ca {
+            match crate::tls::internal_ca::install_ca(&dir, &cert, &key) {
+                Ok(true) => tracing::info!("cluster: the fleet's local CA installed"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "cluster: the fleet's local CA cannot be written; this node keeps its own"),
+            }
+        }
+        certificates::write_before_start(&dir, certs)
+    })
+    .await;
+    if let Ok(n) = written {
+        if n > 0 {
+            tracing::info!(
+                certificates = n,
+                "cluster: the fleet's certificates written before the first build"
+            );
+        }
+    }
+}
+
 /// Runs the key check until it passes, once for the whole node; a key that is not the
 /// fleet's is logged at each check (every 30 s at most, with the backoff): nothing sealed
 /// by the fleet can be opened meanwhile.
