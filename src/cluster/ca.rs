@@ -8,7 +8,8 @@
 //! offers its own (made if it has none yet) with `put_if_absent`: the first node wins, the
 //! others take its CA. Leaves stay per node, each issued by the one CA, so a client that
 //! trusts the fleet's `ca.pem` verifies every node. While etcd is away the node's own files
-//! serve. Nothing here writes a file of the CA or touches a runtime.
+//! serve. Nothing here replaces a CA file or touches a runtime (offering may make the
+//! node's first CA, through `internal_ca.rs`, when it has none).
 
 use std::path::PathBuf;
 use std::sync::Arc;

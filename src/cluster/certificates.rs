@@ -13,7 +13,9 @@
 //! PUT; those files serve while etcd is away. At the first sync of a `state_dir` with a
 //! fleet, the pairs it holds that etcd lacks are offered (`put_if_absent`, in batches);
 //! after that, a pair etcd lacks was removed by the fleet while the node was away, and is
-//! removed here too. Nothing here writes a file of `state_dir/certificates`.
+//! removed here too. Once a runtime serves, nothing here writes a file of
+//! `state_dir/certificates`; before the first build, [`write_before_start`] does (for
+//! `cluster::prepare`: a cold node starts with the fleet's certificates).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
