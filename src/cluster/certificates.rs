@@ -39,6 +39,20 @@ const BATCH: usize = 64;
 /// (in `state_dir/cluster`): the etcd cluster's id and the prefix.
 const SYNCED: &str = "certificates.synced";
 
+/// What [`SYNCED`] says after a sync with this etcd cluster and prefix.
+fn marker(cluster_id: u64, store: &crate::store::Etcd) -> Vec<u8> {
+    format!("{cluster_id:016x} {}\n", store.key(FOLDER)).into_bytes()
+}
+
+/// The fleet's pairs as [`prepare`](super::prepare) read them before the first build.
+pub(super) struct Stored {
+    items: Vec<Item>,
+    /// Every name in the store (also those whose key does not open).
+    names: std::collections::BTreeSet<String>,
+    /// The [`SYNCED`] marker of this listing.
+    marker: Vec<u8>,
+}
+
 /// One change to a node's `state_dir/certificates`, the key in clear.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
@@ -164,7 +178,7 @@ impl Certificates {
 
     /// What this node's marker says it synced with, and what it would say now.
     fn synced_with(&self, cluster_id: u64) -> (Option<Vec<u8>>, Vec<u8>) {
-        let now = format!("{cluster_id:016x} {}\n", self.member.store.key(FOLDER)).into_bytes();
+        let now = marker(cluster_id, &self.member.store);
         (self.member.local_copy(SYNCED), now)
     }
 
@@ -217,8 +231,8 @@ impl Certificates {
 pub(super) async fn stored(
     store: &crate::store::Etcd,
     key: &crate::store::ClusterKey,
-) -> Result<Vec<Item>, StoreError> {
-    let (listing, _) = store.list_paged(FOLDER, PAGE).await?;
+) -> Result<Stored, StoreError> {
+    let (listing, cluster_id) = store.list_paged(FOLDER, PAGE).await?;
     let mut found: BTreeMap<String, Found> = BTreeMap::new();
     for (file, value) in listing.items {
         if let Some((name, is_key)) = half_of(&file) {
@@ -230,7 +244,8 @@ pub(super) async fn stored(
             }
         }
     }
-    Ok(found
+    let names = found.keys().cloned().collect();
+    let items = found
         .into_iter()
         .filter_map(|(name, f)| {
             let (pem, sealed) = (f.pem?, f.sealed?);
@@ -241,16 +256,37 @@ pub(super) async fn stored(
                 key,
             })
         })
-        .collect())
+        .collect();
+    Ok(Stored {
+        items,
+        names,
+        marker: marker(cluster_id, store),
+    })
 }
 
 /// Writes the fleet's pairs into `state_dir/certificates` before the first build (there is
 /// no runtime yet to change): each pair that differs from the node's and loads, valid now,
 /// checked on every core; synced to disk once. How many were written. A pair that does not
 /// load is left out here (the first build would refuse it, and with it the start), and
-/// [`follow`] logs it.
-pub(super) fn write_before_start(state_dir: &std::path::Path, items: Vec<Item>) -> usize {
+/// [`follow`] logs it. When the node holds no pair the fleet lacks, its `state_dir` is in
+/// sync with the fleet from now on ([`SYNCED`]): a pair the fleet removes before [`follow`]
+/// reads the folder again is then removed here too, not offered back.
+pub(super) fn write_before_start(state_dir: &std::path::Path, stored: Stored) -> usize {
     let store = dir::admin_store(state_dir);
+    let local = dir::list(&store);
+    if local.pairs.iter().all(|(n, _)| stored.names.contains(n)) {
+        let cluster = state_dir.join("cluster");
+        let marked = crate::state::private_dir(&cluster)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                crate::state::write_private(&cluster.join(SYNCED), &stored.marker)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = marked {
+            tracing::warn!(error = %e, "cluster: cannot keep a local copy");
+        }
+    }
+    let items = stored.items;
     let usable = crate::runtime::on_every_core(&items, |item| match item {
         Item::Put { name, chain, key } => {
             let f = dir::files(&store, name);
