@@ -53,8 +53,9 @@ pub(super) struct Stored {
     marker: Vec<u8>,
 }
 
-/// One change to a node's `state_dir/certificates`, the key in clear.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One change to a node's `state_dir/certificates`, the key in clear (which `Debug` never
+/// shows).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Item {
     Put {
         name: String,
@@ -64,6 +65,19 @@ pub enum Item {
     Delete {
         name: String,
     },
+}
+
+impl std::fmt::Debug for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Item::Put { name, chain, .. } => f
+                .debug_struct("Put")
+                .field("name", name)
+                .field("chain_bytes", &chain.len())
+                .finish_non_exhaustive(),
+            Item::Delete { name } => f.debug_struct("Delete").field("name", name).finish(),
+        }
+    }
 }
 
 impl Item {

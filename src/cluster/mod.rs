@@ -60,8 +60,8 @@ impl Backoff {
 }
 
 /// What the fleet asks the serve loop to apply, through its one change path (check, stage,
-/// build, install); nothing of the fleet's reaches a runtime otherwise.
-#[derive(Debug)]
+/// build, install); nothing of the fleet's reaches a runtime otherwise. (No `Debug`: it
+/// carries private keys in clear.)
 pub enum FleetChange {
     /// Bring `state_dir/certificates` to these pairs and removals (keys in clear), one
     /// rebuild for all of them.
