@@ -5,7 +5,8 @@
 //! deleted on a third and gone everywhere (its host falls back to the pool's wildcard); a
 //! pair a node held before it joined is offered to the fleet, and a node started with an
 //! empty state_dir serves it from etcd; a node with another cluster key installs nothing of
-//! the fleet's; a pair deleted while a node was down is removed there when it returns; etcd
+//! the fleet's; a pair whose key does not open is installed nowhere; a pair deleted while
+//! a node was down is removed there when it returns; etcd
 //! holds no private key in clear; a PUT or DELETE while etcd is away is 503 and changes
 //! nothing; and a node restarted then serves the fleet's certificates and CA from its files.
 
@@ -307,6 +308,38 @@ async fn one_ca_and_the_admin_certificates_are_the_fleets() {
     let answer = put(&e, "mine", &fleet.body("mine", &["app.x.test"]).0).await;
     assert_eq!(answer.status, 503, "{answer:?}");
     assert!(!e.dir.join("state/certificates/mine.pem").exists());
+
+    // A pair in etcd whose key does not open is logged with its key and installed nowhere.
+    let (bad, _) = fleet
+        .pki
+        .leaf("bad", &["bad.x.test"], Key::Ecdsa, Validity::Current);
+    let bad = read(&bad);
+    let bad_key = format!("{PREFIX}/certificates/bad.key");
+    fleet
+        .etcd
+        .etcdctl(&["put", "--", &format!("{PREFIX}/certificates/bad.pem"), &bad])
+        .expect("etcdctl put");
+    fleet
+        .etcd
+        .etcdctl(&[
+            "put",
+            "--",
+            &bad_key,
+            "PSEAL1 not sealed with the fleet's key",
+        ])
+        .expect("etcdctl put");
+    a.logged.line_containing(&format!("key={bad_key}"));
+    for node in [&a, &b, &c, &d] {
+        assert!(
+            !node.dir.join("state/certificates/bad.pem").exists(),
+            "{}",
+            node.name
+        );
+    }
+    fleet
+        .etcd
+        .etcdctl(&["del", "--prefix", &format!("{PREFIX}/certificates/bad.")])
+        .expect("etcdctl del");
 
     // etcd holds every certificate's key sealed, and no private key in clear at all.
     let stored = fleet.etcd.dump(&format!("{PREFIX}/"));
