@@ -94,6 +94,9 @@ pub enum Changed {
     Refused,
     /// The files could not be written or moved: nothing changed.
     StoreFailed,
+    /// In a fleet: etcd did not take the change (it did not answer, or this node's cluster
+    /// key is not confirmed as the fleet's), so nothing changed, here or on any node.
+    FleetUnavailable,
 }
 
 /// What a reload (or a rebuild after a certificate change) came to: `portico reload`

@@ -352,6 +352,59 @@ fn load_all(files: &[CertFiles], shared: &Shared) -> Vec<Result<Arc<Cert>, load:
     })
 }
 
+/// Checks a new pair from its bytes into `report` at `body`: it loads, is valid now, and
+/// its key can sign.
+pub fn check_new_pair(chain: &[u8], key: &[u8], report: &mut Report) {
+    let body = std::path::Path::new("the request body").to_path_buf();
+    let files = CertFiles::new(body.clone(), body);
+    match load::from_pem(chain, key, &files) {
+        Err(e) => report.error("body", e.to_string(), Some(e.fix().to_string())),
+        Ok(cert) => {
+            let now = unix_now();
+            if now > cert.not_after {
+                report.error(
+                    "body",
+                    format!("the certificate expired on {}", format_time(cert.not_after)),
+                    Some("send a certificate that is valid now".to_string()),
+                );
+            } else if now < cert.not_before {
+                report.error(
+                    "body",
+                    format!(
+                        "the certificate is not valid until {}",
+                        format_time(cert.not_before)
+                    ),
+                    Some("check the system clock, or send it once it is valid".to_string()),
+                );
+            }
+            if !cert.key_usable() {
+                report.error("body", "the private key cannot sign: its public key matches the certificate, but the key itself is not valid".to_string(), Some("send the key the certificate was issued for".to_string()));
+            }
+        }
+    }
+}
+
+/// `f` of each item, in order, the items split among the CPUs (in chunks of 64 at least).
+pub fn on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = items.len().div_ceil(threads).max(64);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                // A panic while checking a pair is a bug; re-raise it rather than hide it.
+                Err(p) => std::panic::resume_unwind(p),
+            })
+            .collect()
+    })
+}
+
 /// `check` parses every key whose parsing serving defers to the first handshake, so that a
 /// key aws-lc refuses is still an error before it is served.
 fn check_key(report: &mut Report, at: &str, cert: &Cert) {

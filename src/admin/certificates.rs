@@ -95,6 +95,8 @@ pub(super) async fn answer(
                 Changed::Refused if *method == Method::DELETE => StatusCode::CONFLICT,
                 Changed::Refused => StatusCode::UNPROCESSABLE_ENTITY,
                 Changed::StoreFailed => StatusCode::INTERNAL_SERVER_ERROR,
+                // etcd did not take it: nothing changed anywhere; send it again later.
+                Changed::FleetUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             };
             match outcome {
                 Some(o) => response(status, JSON, outcome_json(&o).pretty()),

@@ -10,9 +10,14 @@
 //! holder of the `tickets` lock) makes and rotates them, every node installs them, so a
 //! ticket one node issued resumes on every other. And its ACME accounts, orders,
 //! certificates and challenge answers (`acme.rs`): one order per site fleet-wide, every
-//! node answering the CA and serving the result.
+//! node answering the CA and serving the result. And its local CA (`ca.rs`: one CA whose
+//! leaves every node issues) and the admin API's certificates (`certificates.rs`: a PUT on
+//! one node is served by all), which reach the node's runtime only as [`FleetChange`]s
+//! applied by the serve loop.
 
 pub mod acme;
+pub mod ca;
+pub mod certificates;
 pub mod members;
 pub mod pushed;
 pub mod status;
@@ -57,11 +62,24 @@ impl Backoff {
     }
 }
 
+/// What the fleet asks the serve loop to apply, through its one change path (check, stage,
+/// build, install); nothing of the fleet's reaches a runtime otherwise. (No `Debug`: it
+/// carries private keys in clear.)
+pub enum FleetChange {
+    /// Bring `state_dir/certificates` to these pairs and removals (keys in clear), one
+    /// rebuild for all of them.
+    Certificates(Vec<certificates::Item>),
+    /// Make this (PEM, checked) the node's local CA, and issue its leaves again.
+    Ca { cert: Vec<u8>, key: Vec<u8> },
+}
+
 /// This process as a member of its fleet: the tasks run until it is dropped.
 pub struct Node {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     acme: Arc<acme::Fleet>,
     member: Arc<Member>,
+    certificates: Arc<certificates::Certificates>,
+    changes: Option<tokio::sync::mpsc::UnboundedReceiver<FleetChange>>,
 }
 
 impl Drop for Node {
@@ -136,7 +154,19 @@ impl Node {
         // The last ticket keys this node saw, before etcd answers (or while it does not).
         tickets::install_local_copy(&member);
         let acme = Arc::new(acme::Fleet::new(member.clone(), state_dir, issued));
+        let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
+        let certificates = Arc::new(certificates::Certificates::new(
+            member.clone(),
+            state_dir,
+            changes_tx.clone(),
+        ));
         let tasks = vec![
+            tokio::spawn(certificates::follow(certificates.clone())),
+            tokio::spawn(ca::follow(
+                member.clone(),
+                state_dir.to_path_buf(),
+                changes_tx,
+            )),
             tokio::spawn(confirm_key(member.clone())),
             tokio::spawn(members::register(member.clone())),
             tokio::spawn(tickets::follow(member.clone())),
@@ -147,7 +177,20 @@ impl Node {
             tasks,
             acme,
             member,
+            certificates,
+            changes: Some(changes),
         })
+    }
+
+    /// The fleet's side of the admin API's certificates, for the serve loop's PUT and
+    /// DELETE.
+    pub fn certificates(&self) -> Arc<certificates::Certificates> {
+        self.certificates.clone()
+    }
+
+    /// What the fleet asks the serve loop to apply (once: the loop takes it).
+    pub fn take_changes(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<FleetChange>> {
+        self.changes.take()
     }
 
     /// Follows the fleet's configuration (`[cluster] config = "etcd"`), from `state` (what
@@ -173,6 +216,70 @@ impl Node {
     /// The fleet's side of ACME, for the site tasks (`acme::Manager`).
     pub fn acme(&self) -> Arc<acme::Fleet> {
         self.acme.clone()
+    }
+}
+
+/// How long a starting node waits for etcd before its first build ([`prepare`]).
+const PREPARE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Before the first build: brings `state_dir` to what the fleet holds — its local CA and the
+/// admin API's certificates — so that a node started with an empty `state_dir` serves them
+/// (and its hosts that only they cover) from its first runtime on. Only adds and replaces,
+/// only pairs that load, and only with this node's key confirmed as the fleet's; waits
+/// [`PREPARE_DEADLINE`] at most for etcd, and never stops the start: without etcd the
+/// node's own files serve, and the node's tasks catch up once it answers.
+pub async fn prepare(cluster: &Cluster, state_dir: &Path) {
+    // An unreadable key is the build's error to report.
+    let Ok(key) = ClusterKey::load(&cluster.key_file) else {
+        return;
+    };
+    let read = async {
+        let store = Etcd::connect(cluster).await?;
+        let at = store.key(KEY_CHECK);
+        match store.get(KEY_CHECK).await? {
+            Some(check) if opens_check(&key, &at, &check) => {}
+            // No fleet yet, or another key: nothing of the fleet's to use.
+            _ => return Ok(None),
+        }
+        let ca = ca::stored(&store, &key).await?;
+        let certs = certificates::stored(&store, &key).await?;
+        Ok::<_, StoreError>(Some((ca, certs)))
+    };
+    let (ca, certs) = match tokio::time::timeout(PREPARE_DEADLINE, read).await {
+        Ok(Ok(Some(found))) => found,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cluster: starting with this node's own CA and certificates");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(
+                etcd = %cluster.etcd.join(", "),
+                "cluster: etcd did not answer within {} s; starting with this node's own CA and certificates",
+                PREPARE_DEADLINE.as_secs()
+            );
+            return;
+        }
+    };
+    let dir = state_dir.to_path_buf();
+    let written = tokio::task::spawn_blocking(move || {
+        if let Some((cert, key)) = ca {
+            match crate::tls::internal_ca::install_ca(&dir, &cert, &key) {
+                Ok(true) => tracing::info!("cluster: the fleet's local CA installed"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "cluster: the fleet's local CA cannot be written; this node keeps its own"),
+            }
+        }
+        certificates::write_before_start(&dir, certs)
+    })
+    .await;
+    if let Ok(n) = written {
+        if n > 0 {
+            tracing::info!(
+                certificates = n,
+                "cluster: the fleet's certificates written before the first build"
+            );
+        }
     }
 }
 

@@ -267,6 +267,43 @@ impl Etcd {
         Ok(r.succeeded())
     }
 
+    /// Writes every `(name, value)` in one transaction if none of the names exists yet;
+    /// whether this call wrote them (false: at least one was there, and nothing was
+    /// written). As with [`Etcd::put_if_absent`], a retry after a lost answer says false.
+    pub async fn put_all_if_absent(&self, items: &[(&str, &[u8])]) -> Result<bool, StoreError> {
+        let r = self
+            .retrying(|| {
+                let when = items
+                    .iter()
+                    .map(|(name, _)| Compare::create_revision(self.key(name), CompareOp::Equal, 0))
+                    .collect::<Vec<_>>();
+                let ops = items
+                    .iter()
+                    .map(|(name, value)| TxnOp::put(self.key(name), value.to_vec(), None))
+                    .collect::<Vec<_>>();
+                let mut kv = self.client.kv_client();
+                async move { kv.txn(Txn::new().when(when).and_then(ops)).await }
+            })
+            .await?;
+        Ok(r.succeeded())
+    }
+
+    /// Removes every name in one transaction (a watcher sees them go in one revision); the
+    /// store's revision after it.
+    pub async fn delete_all(&self, names: &[&str]) -> Result<i64, StoreError> {
+        let r = self
+            .retrying(|| {
+                let ops = names
+                    .iter()
+                    .map(|name| TxnOp::delete(self.key(name), None))
+                    .collect::<Vec<_>>();
+                let mut kv = self.client.kv_client();
+                async move { kv.txn(Txn::new().and_then(ops)).await }
+            })
+            .await?;
+        Ok(r.header().map_or(0, |h| h.revision()))
+    }
+
     /// Removes `name`; whether it was there.
     pub async fn delete(&self, name: &str) -> Result<bool, StoreError> {
         let key = self.key(name);
@@ -305,6 +342,58 @@ impl Etcd {
             items,
             revision: r.header().map_or(0, |h| h.revision()),
         })
+    }
+
+    /// [`Etcd::list`] in pages of `page` keys, all read at the revision of the first, so
+    /// that a folder larger than one gRPC message (4 MiB) is read whole and consistent.
+    /// Also the etcd cluster's id, which tells one etcd cluster from another (a new one
+    /// made under the same prefix, say).
+    pub async fn list_paged(&self, dir: &str, page: i64) -> Result<(Listing, u64), StoreError> {
+        let folder = self.key(&format!("{dir}/"));
+        // The end of the folder's range: the prefix with its last byte incremented ('/'
+        // becomes '0').
+        let mut end = folder.clone().into_bytes();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let mut items = Vec::new();
+        let (mut revision, mut cluster_id) = (0, 0);
+        let mut from = folder.clone().into_bytes();
+        loop {
+            let r = self
+                .retrying(|| {
+                    let mut kv = self.client.kv_client();
+                    let options = GetOptions::new()
+                        .with_range(end.clone())
+                        .with_limit(page)
+                        .with_revision(revision);
+                    let from = from.clone();
+                    async move { kv.get(from, Some(options)).await }
+                })
+                .await?;
+            if let Some(h) = r.header() {
+                if revision == 0 {
+                    revision = h.revision();
+                }
+                cluster_id = h.cluster_id();
+            }
+            for kv in r.kvs() {
+                let name = kv.key().strip_prefix(folder.as_bytes()).unwrap_or(kv.key());
+                items.push((
+                    String::from_utf8_lossy(name).into_owned(),
+                    kv.value().to_vec(),
+                ));
+            }
+            match r.kvs().last() {
+                Some(last) if r.more() => {
+                    // The next key after the last one read.
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok((Listing { items, revision }, cluster_id))
     }
 
     /// Watches the folder `dir` for changes after `revision` (a listing's), so that a

@@ -129,6 +129,11 @@ pub fn list(dir: &Path) -> Listing {
     out
 }
 
+/// Makes what [`Staged::put_unsynced`] wrote in `dir` durable: one sync of its file system.
+pub fn sync(dir: &Path) -> io::Result<()> {
+    crate::state::sync_filesystem(dir)
+}
+
 /// One pair's files changed on disk, not yet kept: [`Staged::keep`] makes the change final,
 /// [`Staged::undo`] puts back exactly what was there (the same files, by rename).
 ///
@@ -165,11 +170,27 @@ impl Staged {
     /// Writes certificate `name` in `dir` (0600, write-then-rename, the directory made 0700
     /// if missing), keeping what was there to undo. On an error, what was done is undone.
     pub fn put(dir: &Path, name: &str, chain: &[u8], key: &[u8]) -> io::Result<Staged> {
+        Staged::put_as(dir, name, chain, key, true)
+    }
+
+    /// [`Staged::put`] without waiting for the disk, for one of many pairs staged at once:
+    /// [`sync`] the directory once they all are.
+    pub fn put_unsynced(dir: &Path, name: &str, chain: &[u8], key: &[u8]) -> io::Result<Staged> {
+        Staged::put_as(dir, name, chain, key, false)
+    }
+
+    fn put_as(
+        dir: &Path,
+        name: &str,
+        chain: &[u8],
+        key: &[u8],
+        durable: bool,
+    ) -> io::Result<Staged> {
         crate::state::private_dir(dir)?;
         let f = files(dir, name);
         let mut staged = Staged { steps: Vec::new() };
         for (path, data) in [(&f.cert, chain), (&f.key, key)] {
-            if let Err(e) = staged.write(path, data) {
+            if let Err(e) = staged.write(path, data, durable) {
                 let _ = staged.undo();
                 return Err(e);
             }
@@ -177,7 +198,7 @@ impl Staged {
         Ok(staged)
     }
 
-    fn write(&mut self, path: &Path, data: &[u8]) -> io::Result<()> {
+    fn write(&mut self, path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
         let backup = backup_of(path);
         // One left by a process that stopped between staging and keeping.
         remove(&backup)?;
@@ -191,7 +212,12 @@ impl Staged {
             backup,
             wrote: false,
         });
-        crate::state::write_private(path, data).map_err(|e| io::Error::new(e.source.kind(), e))?;
+        let written = if durable {
+            crate::state::write_private(path, data)
+        } else {
+            crate::state::write_private_unsynced(path, data)
+        };
+        written.map_err(|e| io::Error::new(e.source.kind(), e))?;
         if let Some(step) = self.steps.last_mut() {
             step.wrote = true;
         }

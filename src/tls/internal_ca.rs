@@ -47,6 +47,8 @@ pub struct LocalCa {
     cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
     subject_raw: Vec<u8>,
+    /// The CA certificate (DER), which the chain of each leaf it issued carries.
+    der: Vec<u8>,
 }
 
 /// Where a site's internal certificate and key live (`portico certs` reads them).
@@ -107,7 +109,7 @@ impl LocalCa {
     pub fn load_or_create(state_dir: &Path) -> Result<LocalCa, CaError> {
         ensure_dir(state_dir)?;
         let cert_path = ca_cert_path(state_dir);
-        let key_path = state_dir.join("ca.key");
+        let key_path = ca_key_path(state_dir);
         if !cert_path.exists() || !key_path.exists() {
             let key = KeyPair::generate()?;
             let mut params = CertificateParams::default();
@@ -161,6 +163,7 @@ impl LocalCa {
             cert_pem,
             issuer,
             subject_raw,
+            der: der.to_vec(),
         })
     }
 
@@ -206,13 +209,14 @@ impl LocalCa {
     }
 
     fn reusable(&self, cert: &Cert, hosts: &[HostName]) -> bool {
-        reusable(&self.subject_raw, cert, hosts)
+        reusable(&self.subject_raw, &self.der, cert, hosts)
     }
 }
 
-/// Whether `cert` is a leaf the CA with this subject issued for exactly `hosts`, valid now
-/// and not due for renewal: the one rule for reusing a stored leaf.
-fn reusable(ca_subject_raw: &[u8], cert: &Cert, hosts: &[HostName]) -> bool {
+/// Whether `cert` is a leaf the CA with this subject and certificate (DER) issued for
+/// exactly `hosts`, valid now and not due for renewal: the one rule for reusing a stored
+/// leaf. (A fleet's CA replacing this node's own makes every leaf of the old one due.)
+fn reusable(ca_subject_raw: &[u8], ca_der: &[u8], cert: &Cert, hosts: &[HostName]) -> bool {
     let renew_at = cert.not_after - RENEW_BEFORE.whole_seconds();
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let same_names =
@@ -222,7 +226,12 @@ fn reusable(ca_subject_raw: &[u8], cert: &Cert, hosts: &[HostName]) -> bool {
         .cert
         .first()
         .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
-        .is_some_and(|(_, c)| c.issuer().as_raw() == ca_subject_raw);
+        .is_some_and(|(_, c)| c.issuer().as_raw() == ca_subject_raw)
+        && cert
+            .certified
+            .cert
+            .get(1)
+            .is_some_and(|c| c.as_ref() == ca_der);
     same_names && ours && cert.not_before <= now && now < renew_at
 }
 
@@ -236,9 +245,62 @@ pub fn stored_leaf(state_dir: &Path, site: &str, hosts: &[HostName]) -> Option<C
     let subject = x509_parser::parse_x509_certificate(&der)
         .ok()
         .map(|(_, c)| c.subject().as_raw().to_vec())?;
+    let der = der.to_vec();
     let (cert_path, key_path) = leaf_paths(state_dir, site);
     let cert = load::load(&cert_path, &key_path).ok()?;
-    reusable(&subject, &cert, hosts).then_some(cert)
+    reusable(&subject, &der, &cert, hosts).then_some(cert)
+}
+
+/// The CA's certificate and key as stored in `state_dir` (PEM), if both are there: what a
+/// fleet's node offers as the fleet's CA.
+pub fn stored_ca(state_dir: &Path) -> Option<(Vec<u8>, Vec<u8>)> {
+    let cert = fs::read(ca_cert_path(state_dir)).ok()?;
+    let key = fs::read(ca_key_path(state_dir)).ok()?;
+    Some((cert, key))
+}
+
+fn ca_key_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("ca.key")
+}
+
+/// Checks that `cert_pem` and `key_pem` make a CA this module can issue with: the key
+/// parses, the certificate parses and is a CA, and the certificate's public key is the
+/// key's.
+pub fn check_ca(cert_pem: &[u8], key_pem: &[u8]) -> Result<(), CaError> {
+    let bad = |source| CaError::BadCa {
+        path: PathBuf::from("the fleet's CA"),
+        source,
+    };
+    let key_text =
+        std::str::from_utf8(key_pem).map_err(|_| bad(rcgen::Error::CouldNotParseKeyPair))?;
+    let cert_text =
+        std::str::from_utf8(cert_pem).map_err(|_| bad(rcgen::Error::CouldNotParseCertificate))?;
+    let key = KeyPair::from_pem(key_text).map_err(bad)?;
+    let public = key.public_key_raw().to_vec();
+    Issuer::from_ca_cert_pem(cert_text, key).map_err(bad)?;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem)
+        .map_err(|_| bad(rcgen::Error::CouldNotParseCertificate))?;
+    let (_, c) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|_| bad(rcgen::Error::CouldNotParseCertificate))?;
+    if !c.is_ca() || c.public_key().subject_public_key.data.as_ref() != public.as_slice() {
+        return Err(bad(rcgen::Error::CouldNotParseCertificate));
+    }
+    Ok(())
+}
+
+/// Makes `cert_pem` and `key_pem` (checked with [`check_ca`]) the CA in `state_dir`, the
+/// key 0600, each file written whole and renamed into place; whether anything changed
+/// (false when the same CA is there already). Leaves of the previous CA are no longer
+/// reused: the next build issues new ones.
+pub fn install_ca(state_dir: &Path, cert_pem: &[u8], key_pem: &[u8]) -> Result<bool, CaError> {
+    check_ca(cert_pem, key_pem)?;
+    if stored_ca(state_dir).is_some_and(|(c, k)| c == cert_pem && k == key_pem) {
+        return Ok(false);
+    }
+    ensure_dir(state_dir)?;
+    write_atomic(&ca_key_path(state_dir), key_pem, 0o600)?;
+    write_atomic(&ca_cert_path(state_dir), cert_pem, 0o644)?;
+    Ok(true)
 }
 
 /// A file name for a site: its name with anything unusual replaced, plus a short hash so two
@@ -355,6 +417,32 @@ mod tests {
             .leaf("s", &hosts(&["a.test", "b.test"]))
             .expect("reissue");
         assert_ne!(mine.sha256, stranger.sha256);
+    }
+
+    #[test]
+    fn a_fleets_ca_replaces_this_nodes_and_its_leaves_are_issued_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mine, fleets) = (dir.path().join("mine"), dir.path().join("fleets"));
+        let ca = LocalCa::load_or_create(&mine).expect("create");
+        let old = ca.leaf("s", &hosts(&["a.test"])).expect("issue");
+        LocalCa::load_or_create(&fleets).expect("create");
+        let (cert, key) = stored_ca(&fleets).expect("stored");
+        // Not a CA with its key: refused, and nothing is written.
+        let (_, other_key) = stored_ca(&mine).expect("stored");
+        assert!(check_ca(&cert, &other_key).is_err());
+        assert!(install_ca(&mine, &cert, &other_key).is_err());
+        assert!(install_ca(&mine, old.certified.cert[0].as_ref(), &key).is_err());
+        assert_ne!(stored_ca(&mine).map(|(c, _)| c), Some(cert.clone()));
+        // The fleet's: written once, the key 0600; the old leaf is not reused.
+        assert!(install_ca(&mine, &cert, &key).expect("install"));
+        assert!(!install_ca(&mine, &cert, &key).expect("again"), "unchanged");
+        assert_eq!(mode(&mine.join("ca.key")), 0o600);
+        let ca = LocalCa::load_or_create(&mine).expect("load");
+        assert_eq!(ca.cert_pem().as_bytes(), cert.as_slice());
+        assert!(stored_leaf(&mine, "s", &hosts(&["a.test"])).is_none());
+        let new = ca.leaf("s", &hosts(&["a.test"])).expect("issue");
+        assert_ne!(new.sha256, old.sha256);
+        assert!(stored_leaf(&mine, "s", &hosts(&["a.test"])).is_some());
     }
 
     #[test]

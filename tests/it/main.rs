@@ -10,6 +10,7 @@ mod bad_input;
 mod blocking_pool;
 mod cert_dirs;
 mod cluster_acme;
+mod cluster_certs;
 mod cluster_config;
 mod cluster_example;
 mod cluster_outage;
