@@ -31,6 +31,7 @@ const PROGRAMS: &[(&str, Option<&str>)] = &[
     ("kill", None),
     ("setpriv", None),
     ("taskset", None),
+    ("timeout", None),
 ];
 
 /// The packages `scripts/test` installs: its `packages=(...)` line.
