@@ -312,7 +312,7 @@ def fleet_section(fleet):
     for c in cold:
         lines.append(
             f"| {c['node']}, empty state_dir: start until it serves every certificate from etcd "
-            f"| {_fmt(c['serves_s'], 3)} s ({c['failed']} names failed; RSS {_mib(c['memory_kib'])} MiB) |"
+            f"| {_fmt(c['serves_s'], 3)} s ({c['failed']} names failed; RSS {_fmt(_mib(c['memory_kib']))} MiB) |"
         )
     if prop:
         lines += [

@@ -1,0 +1,304 @@
+//! Certificate changes the serve loop applies: the admin API's PUT and DELETE (stored in
+//! etcd first in a fleet) and the fleet's batches and local CA, each checked, staged, built
+//! and installed, or undone.
+
+use super::*;
+
+/// A change to the admin API's certificate store: one pair put or removed.
+pub(super) type CertChange = crate::cluster::certificates::Item;
+
+/// Who asked for a certificate change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Asker {
+    /// The admin API: one change, answered; in a fleet, stored in etcd before it is
+    /// installed.
+    Admin,
+    /// The fleet (etcd's listing or watch): changes already in etcd, applied here. A pair
+    /// that does not load, or is already here, is left out (logged); the others go on.
+    Fleet,
+}
+
+/// Where a certificate change stands after its blocking half.
+pub(super) enum Staging {
+    NoSuchName,
+    /// Nothing was written: the pair does not load, or the store cannot be written.
+    Refused(Changed, Report),
+    /// Nothing to do: the fleet's changes are here already.
+    Nothing,
+    /// The files are changed on disk, and this is the runtime built with them.
+    /// With the indexes of the changes staged (a fleet's batch leaves out what is here).
+    Built(
+        Vec<Staged>,
+        Box<Result<(Runtime, Report), Report>>,
+        Vec<usize>,
+    ),
+}
+
+/// Whether the store holds exactly this pair already.
+pub(super) fn holds(store: &Path, name: &str, chain: &[u8], key: &[u8]) -> bool {
+    let f = crate::tls::dir::files(store, name);
+    let same = |path: &Path, bytes: &[u8]| std::fs::read(path).is_ok_and(|b| b == bytes);
+    same(&f.cert, chain) && same(&f.key, key)
+}
+
+/// The blocking half of a certificate change: checks each new pair from its bytes (nothing
+/// is written for one that does not load, is not valid now or whose key cannot sign),
+/// stages the files, and builds once from the configuration in memory, the path a
+/// certificate file change takes.
+pub(super) fn stage_and_build(
+    config: Config,
+    shared: &Shared,
+    changes: &[CertChange],
+    asker: Asker,
+) -> Staging {
+    let store = crate::tls::dir::admin_store(&config.state_dir);
+    let mut report = Report::default();
+    let mut staged = Vec::with_capacity(changes.len());
+    // Each new pair's check, on every core (a fleet's first sync brings thousands): None
+    // when the store holds it already (a fleet's change only).
+    let checks = runtime::on_every_core(changes, |change| match change {
+        CertChange::Put { name, chain, key } => {
+            if asker == Asker::Fleet && holds(&store, name, chain, key) {
+                return None;
+            }
+            let mut checked = Report::default();
+            runtime::check_new_pair(chain, key, &mut checked);
+            Some(checked)
+        }
+        CertChange::Delete { .. } => Some(Report::default()),
+    });
+    let mut applied = Vec::new();
+    for (i, (change, checked)) in changes.iter().zip(checks).enumerate() {
+        let Some(checked) = checked else { continue };
+        let step = match change {
+            CertChange::Put { name, chain, key } => {
+                if checked.has_errors() {
+                    if asker == Asker::Admin {
+                        return Staging::Refused(Changed::Refused, checked);
+                    }
+                    for d in checked.errors() {
+                        tracing::error!(certificate = %name, "cluster: the fleet's certificate is not installed; this node keeps what it has: {d}");
+                    }
+                    continue;
+                }
+                match asker {
+                    Asker::Admin => Staged::put(&store, name, chain, key),
+                    // Made durable together, below.
+                    Asker::Fleet => Staged::put_unsynced(&store, name, chain, key),
+                }
+                .map(Some)
+            }
+            CertChange::Delete { name } => Staged::delete(&store, name),
+        };
+        match step {
+            Ok(Some(s)) => {
+                staged.push(s);
+                applied.push(i);
+            }
+            Ok(None) if asker == Asker::Admin => return Staging::NoSuchName,
+            Ok(None) => {}
+            Err(e) => {
+                for s in staged {
+                    let _ = s.undo();
+                }
+                report.error(
+                    "state_dir",
+                    format!(
+                        "cannot change the certificate store {}: {e}",
+                        store.display()
+                    ),
+                    Some("make state_dir writable by the user Portico runs as".to_string()),
+                );
+                return Staging::Refused(Changed::StoreFailed, report);
+            }
+        }
+    }
+    if staged.is_empty() {
+        return Staging::Nothing;
+    }
+    if asker == Asker::Fleet {
+        if let Err(e) = crate::tls::dir::sync(&store) {
+            // The files are written; only a crash could lose them, and etcd still has them.
+            tracing::warn!(store = %store.display(), error = %e, "cannot sync the certificate store to disk");
+        }
+    }
+    Staging::Built(staged, Box::new(build(config, shared)), applied)
+}
+
+/// What a certificate change is called in the log and the history.
+pub(super) fn reason(asker: Asker, changes: &[&CertChange]) -> String {
+    let who = match asker {
+        Asker::Admin => "admin",
+        Asker::Fleet => "fleet",
+    };
+    match changes {
+        [CertChange::Put { name, .. }] => format!("{who} PUT certificates/{name}"),
+        [CertChange::Delete { name }] => format!("{who} DELETE certificates/{name}"),
+        many => format!("{who}: {} certificate changes", many.len()),
+    }
+}
+
+/// Applies certificate changes, one reload: the outcome goes to the history and the reload
+/// counter like any other. On success the new files are kept; on any failure they are put
+/// back exactly as they were, and nothing changed. A change from the admin API in a fleet
+/// is stored in etcd once it has built here and before it is installed: if etcd does not
+/// take it, nothing changed here or anywhere. The changes come back with the reply.
+pub(super) async fn change_certificates(
+    server: &mut Server,
+    shared: &Shared,
+    history: &History,
+    fleet: Option<&crate::cluster::certificates::Certificates>,
+    changes: Vec<CertChange>,
+    asker: Asker,
+) -> (Reply, Vec<CertChange>) {
+    let mut why = reason(asker, &changes.iter().collect::<Vec<_>>());
+    let put = matches!(changes.as_slice(), [CertChange::Put { .. }]);
+    let config = server.runtime().config.clone();
+    let (staging, changes) = {
+        let shared = shared.clone();
+        off_loop(move || {
+            let staging = stage_and_build(config, &shared, &changes, asker);
+            (staging, changes)
+        })
+        .await
+    };
+    let (staged, built) = match staging {
+        Staging::NoSuchName => return (Reply::Certificate(Changed::NoSuchName, None), changes),
+        Staging::Nothing => return (Reply::Certificate(Changed::Replaced, None), changes),
+        Staging::Refused(changed, report) => {
+            let outcome = install(server, &shared.metrics, history, Err(report), &why);
+            return (Reply::Certificate(changed, Some(outcome)), changes);
+        }
+        Staging::Built(staged, built, applied) => {
+            why = reason(
+                asker,
+                &applied.iter().map(|&i| &changes[i]).collect::<Vec<_>>(),
+            );
+            (staged, built)
+        }
+    };
+    let replaced = staged.iter().any(Staged::replaced);
+    // In a fleet, etcd takes an admin change first, or nothing changes.
+    let stored = match (asker, fleet, &*built, changes.as_slice()) {
+        (Asker::Admin, Some(fleet), Ok(_), [CertChange::Put { name, chain, key }]) => {
+            fleet.store(name, chain, key).await
+        }
+        (Asker::Admin, Some(fleet), Ok(_), [CertChange::Delete { name }]) => {
+            fleet.remove(name).await
+        }
+        _ => Ok(()),
+    };
+    let (outcome, fleet_failed) = match stored {
+        Ok(()) => (
+            install(server, &shared.metrics, history, *built, &why),
+            false,
+        ),
+        Err(e) => {
+            let mut report = Report::default();
+            report.error(
+                "cluster",
+                format!("the fleet did not take the change, so nothing changed on this node or any other: {e}"),
+                Some("send it again once etcd answers (portico cluster status shows it)".to_string()),
+            );
+            (
+                install(server, &shared.metrics, history, Err(report), &why),
+                true,
+            )
+        }
+    };
+    let ok = outcome.ok;
+    let settled = off_loop(move || {
+        let mut result = Ok(());
+        for s in staged {
+            let r = if ok { s.keep() } else { s.undo() };
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
+    .await;
+    if let Err(e) = settled {
+        if ok {
+            tracing::warn!(reason = %why, error = %e, "a previous certificate file could not be removed (a .prev file is left)");
+        } else {
+            tracing::error!(reason = %why, error = %e, "the previous certificate files could not be put back; a reload reads what is on disk");
+        }
+    }
+    let changed = match (ok, put, replaced) {
+        _ if fleet_failed => Changed::FleetUnavailable,
+        (false, _, _) => Changed::Refused,
+        (true, false, _) => Changed::Deleted,
+        (true, true, true) => Changed::Replaced,
+        (true, true, false) => Changed::Created,
+    };
+    (Reply::Certificate(changed, Some(outcome)), changes)
+}
+
+/// Applies the fleet's certificate changes: all in one rebuild; when that rebuild fails
+/// (a removal would leave one of this node's hosts without a certificate, say), in halves,
+/// so the changes this node can take are taken and each one it cannot is logged and left.
+pub(super) async fn apply_fleet_certificates(
+    server: &mut Server,
+    shared: &Shared,
+    history: &History,
+    changes: Vec<CertChange>,
+) {
+    let mut todo = vec![changes];
+    while let Some(batch) = todo.pop() {
+        let n = batch.len();
+        let (reply, mut batch) =
+            change_certificates(server, shared, history, None, batch, Asker::Fleet).await;
+        if let Reply::Certificate(Changed::Refused, _) = reply {
+            if n > 1 {
+                let second = batch.split_off(n / 2);
+                todo.push(second);
+                todo.push(batch);
+            } else if let Some(change) = batch.first() {
+                tracing::error!(certificate = %change.name(), "cluster: the fleet's certificate change does not build on this node (see the reload's errors); this node keeps what it has");
+            }
+        }
+    }
+}
+
+/// Makes the fleet's CA this node's, and issues the internal leaves again from it.
+pub(super) async fn apply_fleet_ca(
+    server: &mut Server,
+    shared: &Shared,
+    history: &History,
+    cert: Vec<u8>,
+    key: Vec<u8>,
+) {
+    let state_dir = server.runtime().config.state_dir.clone();
+    let written =
+        off_loop(move || crate::tls::internal_ca::install_ca(&state_dir, &cert, &key)).await;
+    match written {
+        Ok(false) => {}
+        Ok(true) => {
+            tracing::info!("cluster: the fleet's local CA installed");
+            let config = server.runtime().config.clone();
+            if config.sites.iter().any(|s| s.tls == TlsMode::Internal) {
+                install(
+                    server,
+                    &shared.metrics,
+                    history,
+                    build_off(config, shared).await,
+                    "the fleet's local CA",
+                );
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cluster: the fleet's local CA cannot be written; this node keeps its own")
+        }
+    }
+}
+
+/// The fleet's next change; never without a fleet.
+pub(super) async fn next_fleet_change(
+    changes: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crate::cluster::FleetChange>>,
+) -> Option<crate::cluster::FleetChange> {
+    match changes {
+        Some(c) => c.recv().await,
+        None => std::future::pending().await,
+    }
+}
