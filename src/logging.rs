@@ -89,6 +89,10 @@ const WRITE_EVERY: Duration = Duration::from_secs(1);
 struct Buffer {
     pending: Mutex<Pending>,
     wake: Condvar,
+    /// Held while a batch is written, and taken before `pending` is let go: batches reach
+    /// stderr in the order they were taken, and [`finish`] returns only once the writer's
+    /// batch in hand is out.
+    output: Mutex<()>,
     /// Access log lines dropped because the buffer was full, since the start.
     dropped: AtomicU64,
 }
@@ -115,11 +119,11 @@ pub fn dropped() -> u64 {
 /// written as they come, unbuffered.
 pub fn finish() {
     let Some(buffer) = BUFFER.get() else { return };
-    let lines = {
-        let mut p = buffer.lock();
-        p.finished = true;
-        std::mem::take(&mut p.lines)
-    };
+    let mut p = buffer.lock();
+    p.finished = true;
+    let lines = std::mem::take(&mut p.lines);
+    let _out = buffer.output();
+    drop(p);
     buffer.wake.notify_one();
     let _ = std::io::stderr().lock().write_all(&lines);
 }
@@ -128,6 +132,10 @@ impl Buffer {
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         // A panic while appending leaves whole lines or none: the buffer stays usable.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn output(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.output.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Keeps `line`, or drops it when the buffer is full and it may be dropped.
@@ -157,7 +165,7 @@ impl Buffer {
         let mut spare = Vec::new();
         let mut reported = 0;
         loop {
-            {
+            let out = {
                 let mut p = self.lock();
                 if !(p.urgent || p.lines.len() >= WRITE_AT || p.finished) {
                     p = self
@@ -170,12 +178,14 @@ impl Buffer {
                 }
                 p.urgent = false;
                 std::mem::swap(&mut p.lines, &mut spare);
-            }
+                self.output()
+            };
             if !spare.is_empty() {
                 // Nothing to do about a stderr that refuses: the lines are gone either way.
                 let _ = std::io::stderr().lock().write_all(&spare);
                 spare.clear();
             }
+            drop(out);
             let dropped = self.dropped.load(Ordering::Relaxed);
             if dropped > reported {
                 tracing::warn!(
@@ -200,6 +210,7 @@ impl Output {
             let buffer: &'static Buffer = Box::leak(Box::new(Buffer {
                 pending: Mutex::default(),
                 wake: Condvar::new(),
+                output: Mutex::new(()),
                 dropped: AtomicU64::new(0),
             }));
             let spawned = std::thread::Builder::new()
