@@ -219,45 +219,57 @@ impl Node {
     }
 }
 
-/// How long a starting node waits for etcd before its first build ([`prepare`]).
+/// How long a starting node waits for etcd to answer before its first build ([`prepare`]).
 const PREPARE_DEADLINE: Duration = Duration::from_secs(3);
 
 /// Before the first build: brings `state_dir` to what the fleet holds — its local CA and the
 /// admin API's certificates — so that a node started with an empty `state_dir` serves them
 /// (and its hosts that only they cover) from its first runtime on. Only adds and replaces,
 /// only pairs that load, and only with this node's key confirmed as the fleet's; waits
-/// [`PREPARE_DEADLINE`] at most for etcd, and never stops the start: without etcd the
-/// node's own files serve, and the node's tasks catch up once it answers.
+/// [`PREPARE_DEADLINE`] at most for etcd's first answer (the key check), and never stops
+/// the start: without etcd the node's own files serve, and the node's tasks catch up once
+/// it answers. Once etcd has answered, the reading goes on to the end (each request with
+/// the store's own deadline): at 100,000 pairs it takes longer than the first answer, and
+/// a node that gave up halfway could not serve the hosts only they cover.
 pub async fn prepare(cluster: &Cluster, state_dir: &Path) {
     // An unreadable key is the build's error to report.
     let Ok(key) = ClusterKey::load(&cluster.key_file) else {
         return;
     };
-    let read = async {
+    let answered = async {
         let store = Etcd::connect(cluster).await?;
         let at = store.key(KEY_CHECK);
         match store.get(KEY_CHECK).await? {
-            Some(check) if opens_check(&key, &at, &check) => {}
+            Some(check) if opens_check(&key, &at, &check) => Ok(Some(store)),
             // No fleet yet, or another key: nothing of the fleet's to use.
-            _ => return Ok(None),
+            _ => Ok::<_, StoreError>(None),
         }
-        let ca = ca::stored(&store, &key).await?;
-        let certs = certificates::stored(&store, &key).await?;
-        Ok::<_, StoreError>(Some((ca, certs)))
     };
-    let (ca, certs) = match tokio::time::timeout(PREPARE_DEADLINE, read).await {
-        Ok(Ok(Some(found))) => found,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cluster: starting with this node's own CA and certificates");
-            return;
+    let read = |store: Etcd| {
+        let key = &key;
+        async move {
+            let ca = ca::stored(&store, key).await?;
+            let certs = certificates::stored(&store, key).await?;
+            Ok::<_, StoreError>((ca, certs))
         }
+    };
+    let found = match tokio::time::timeout(PREPARE_DEADLINE, answered).await {
+        Ok(Ok(Some(store))) => read(store).await,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => Err(e),
         Err(_) => {
             tracing::warn!(
                 etcd = %cluster.etcd.join(", "),
                 "cluster: etcd did not answer within {} s; starting with this node's own CA and certificates",
                 PREPARE_DEADLINE.as_secs()
             );
+            return;
+        }
+    };
+    let (ca, certs) = match found {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster: starting with this node's own CA and certificates");
             return;
         }
     };
