@@ -332,24 +332,7 @@ pub fn format_time(unix: i64) -> String {
 
 /// Loads many certificates on every core: 100,000 certificates must load in seconds.
 fn load_all(files: &[CertFiles], shared: &Shared) -> Vec<Result<Arc<Cert>, load::LoadError>> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let chunk = files.len().div_ceil(threads).max(64);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = files
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(|f| shared.load(f)).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(v) => v,
-                // A panic while parsing a file is a bug; re-raise it rather than hide it.
-                Err(p) => std::panic::resume_unwind(p),
-            })
-            .collect()
-    })
+    on_every_core(files, |f| shared.load(f))
 }
 
 /// Checks a new pair from its bytes into `report` at `body`: it loads, is valid now, and
@@ -398,7 +381,8 @@ pub fn on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) 
             .into_iter()
             .flat_map(|h| match h.join() {
                 Ok(v) => v,
-                // A panic while checking a pair is a bug; re-raise it rather than hide it.
+                // A panic while loading or checking a pair is a bug; re-raise it rather than
+                // hide it.
                 Err(p) => std::panic::resume_unwind(p),
             })
             .collect()

@@ -240,15 +240,11 @@ impl Certificates {
     }
 }
 
-/// The fleet's pairs whose keys open with `key` (the others are left to [`follow`], which
-/// logs them), for [`prepare`](super::prepare) before the first build.
-pub(super) async fn stored(
-    store: &crate::store::Etcd,
-    key: &crate::store::ClusterKey,
-) -> Result<Stored, StoreError> {
-    let (listing, cluster_id) = store.list_paged(FOLDER, PAGE).await?;
+/// A listing's values by certificate name: each name's chain and sealed key (either may
+/// be missing).
+fn by_name(items: Vec<(String, Vec<u8>)>) -> BTreeMap<String, Found> {
     let mut found: BTreeMap<String, Found> = BTreeMap::new();
-    for (file, value) in listing.items {
+    for (file, value) in items {
         if let Some((name, is_key)) = half_of(&file) {
             let f = found.entry(name.to_string()).or_default();
             if is_key {
@@ -258,6 +254,17 @@ pub(super) async fn stored(
             }
         }
     }
+    found
+}
+
+/// The fleet's pairs whose keys open with `key` (the others are left to [`follow`], which
+/// logs them), for [`prepare`](super::prepare) before the first build.
+pub(super) async fn stored(
+    store: &crate::store::Etcd,
+    key: &crate::store::ClusterKey,
+) -> Result<Stored, StoreError> {
+    let (listing, cluster_id) = store.list_paged(FOLDER, PAGE).await?;
+    let found = by_name(listing.items);
     let names = found.keys().cloned().collect();
     let items = found
         .into_iter()
@@ -355,17 +362,7 @@ pub(super) async fn follow(certs: Arc<Certificates>) {
 async fn follow_once(certs: &Certificates, backoff: &mut Backoff) -> Result<(), StoreError> {
     let store = &certs.member.store;
     let (listing, cluster_id) = store.list_paged(FOLDER, PAGE).await?;
-    let mut found: BTreeMap<String, Found> = BTreeMap::new();
-    for (file, value) in listing.items {
-        if let Some((name, is_key)) = half_of(&file) {
-            let f = found.entry(name.to_string()).or_default();
-            if is_key {
-                f.sealed = Some(value);
-            } else {
-                f.pem = Some(value);
-            }
-        }
-    }
+    let found = by_name(listing.items);
     // What this node holds: read off the async threads (10,000 pairs are 20,000 files).
     let state_dir = certs.state_dir.clone();
     let local = tokio::task::spawn_blocking(move || dir::list(&dir::admin_store(&state_dir)))
