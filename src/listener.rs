@@ -30,7 +30,9 @@ use crate::proxy_protocol;
 use crate::route::{certificate_for, Refusal};
 use crate::runtime::{Decision, Runtime};
 use crate::tls::client_hello::HelloError;
+use crate::tls::load::Cert;
 use crate::tls::peek::{read_client_hello, PeekError, PrefixedIo};
+use crate::tls::resolver::presenting;
 
 /// The answer to plain HTTP (or anything that is not TLS) sent to an https listener.
 const PLAIN_HTTP_ON_HTTPS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 59\r\nConnection: close\r\n\r\n400 bad request: this port speaks HTTPS; use https:// URLs\n";
@@ -432,6 +434,33 @@ async fn acme_tls_alpn(
     }
 }
 
+/// The chain and key of a certificate the cache evicted, read again from its files on the
+/// blocking pool (at most [`COLD_LOADS`] at once), within the handshake deadline.
+async fn cold_certificate(
+    rt: &Runtime,
+    cert: &Arc<Cert>,
+    deadline: Instant,
+) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    static LOADING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(COLD_LOADS);
+    let load = async {
+        let _permit = LOADING.acquire().await.map_err(|e| e.to_string())?;
+        let (cert, keys) = (cert.clone(), rt.keys.clone());
+        match tokio::task::spawn_blocking(move || cert.certified(&keys)).await {
+            Ok(Ok(key)) => Ok(key),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("the load failed: {e}")),
+        }
+    };
+    match tokio::time::timeout_at(deadline, load).await {
+        Ok(r) => r,
+        Err(_) => Err("the files were not read before the handshake deadline".to_string()),
+    }
+}
+
+/// How many evicted certificates are read again at once: enough to keep the disk busy,
+/// few enough that a flood of cold names cannot take the blocking pool.
+const COLD_LOADS: usize = 8;
+
 #[allow(clippy::too_many_arguments)]
 async fn https(
     rt: Arc<Runtime>,
@@ -529,13 +558,31 @@ async fn https(
     } else {
         Handshake::NoCertificate
     };
+    let site = resolved.binding.site;
+    let chosen = match &cert {
+        None => None,
+        Some(cert) => match cert.in_memory() {
+            Some(key) => Some(key),
+            None => match cold_certificate(&rt, cert, deadline).await {
+                Ok(key) => Some(key),
+                Err(reason) => {
+                    ended(Handshake::Failed);
+                    tracing::warn!(listener = %listener.config.name, %client, sni = sni_sent.unwrap_or("-"), site = %rt.sites[site].name, file = %cert.cert_file.display(), %reason, "handshake refused: the certificate cannot be loaded");
+                    let _ = tcp.write_all(&alert_record(80)).await;
+                    let _ = tcp.shutdown().await;
+                    return;
+                }
+            },
+        },
+    };
     let sni = sni_sent.and_then(|s| HostName::parse(s).ok());
     // From the handshake on, what one wake-up of the connection writes leaves in one write.
     let (io, sender) = gather(PrefixedIo::new(prefix, tcp));
     let terminated = async move {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
         let counters = &rt.listeners[li].metrics;
-        let tls = match tokio::time::timeout_at(deadline, acceptor.accept(io)).await {
+        let handshake = presenting(chosen, acceptor.accept(io));
+        let tls = match tokio::time::timeout_at(deadline, handshake).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 counters.handshake(failure);

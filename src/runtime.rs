@@ -17,6 +17,7 @@ use crate::config::{Action, CertFiles, Config, Listener, ListenerKind, NoSni, Re
 use crate::config::{Backend, UnknownSni};
 use crate::http::static_files;
 use crate::route::{Binding, Refusal, Resolved, Table};
+use crate::tls::cache::KeyCache;
 use crate::tls::dir;
 use crate::tls::internal_ca::{self, LocalCa};
 use crate::tls::load::{self, Cert};
@@ -48,6 +49,8 @@ pub struct Shared {
     pub challenges: Arc<crate::acme::Challenges>,
     /// The process's metrics (counters survive reloads).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Which certificates keep their chain and key in memory (`limits.certificate_cache`).
+    pub keys: Arc<KeyCache>,
     loaded: Arc<Mutex<Cache>>,
 }
 
@@ -117,6 +120,7 @@ impl Shared {
             tickets: crate::tls::tickets::Tickets::local(),
             challenges: Arc::default(),
             metrics: Arc::default(),
+            keys: Arc::default(),
             loaded: Arc::default(),
         }
     }
@@ -138,6 +142,7 @@ impl Shared {
         }
         let (cert, [cert_meta, key_meta]) = load::load_shared(files)?;
         let cert = Arc::new(cert);
+        self.keys.adopt(&cert);
         if let Some(stamps) = stamp_of(&cert_meta).zip(stamp_of(&key_meta)) {
             let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
             loaded.insert(
@@ -235,6 +240,8 @@ pub struct Runtime {
     pub site_certs: Vec<Option<Arc<Cert>>>,
     /// ACME challenge answers (shared by every runtime of one process).
     pub challenges: Arc<crate::acme::Challenges>,
+    /// The certificate cache (shared by every runtime of one process).
+    pub keys: Arc<KeyCache>,
     /// The process's metrics (shared by every runtime of one process).
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The admin listener's TLS configuration, when `[admin]` has `tls`.
@@ -360,7 +367,7 @@ pub fn check_new_pair(chain: &[u8], key: &[u8], report: &mut Report) {
                     Some("check the system clock, or send it once it is valid".to_string()),
                 );
             }
-            if !cert.key_usable() {
+            if !Arc::new(cert).key_usable(&KeyCache::default()) {
                 report.error("body", "the private key cannot sign: its public key matches the certificate, but the key itself is not valid".to_string(), Some("send the key the certificate was issued for".to_string()));
             }
         }
@@ -391,8 +398,8 @@ pub fn on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) 
 
 /// `check` parses every key whose parsing serving defers to the first handshake, so that a
 /// key aws-lc refuses is still an error before it is served.
-fn check_key(report: &mut Report, at: &str, cert: &Cert) {
-    if !cert.key_usable() {
+fn check_key(report: &mut Report, at: &str, cert: &Arc<Cert>, keys: &KeyCache) {
+    if !cert.key_usable(keys) {
         report.error(
             format!("{at}.key"),
             format!(
@@ -427,7 +434,7 @@ fn load_dir(
         match r {
             Ok(c) => {
                 if mode == Mode::Check {
-                    check_key(report, at, &c);
+                    check_key(report, at, &c, &shared.keys);
                 }
                 certs.push(c)
             }
@@ -448,6 +455,7 @@ fn load_dir(
 pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, Report) {
     let mut report = Report::default();
     let now = unix_now();
+    shared.keys.set_capacity(config.limits.certificate_cache);
     // The cluster key is a file like a certificate's: checked here, in every mode.
     if let Some(cluster) = &config.cluster {
         if let Err(e) = crate::store::ClusterKey::load(&cluster.key_file) {
@@ -500,7 +508,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
         match r {
             Ok(c) => {
                 if mode == Mode::Check {
-                    check_key(&mut report, &format!("certificate[{i}]"), &c);
+                    check_key(&mut report, &format!("certificate[{i}]"), &c, &shared.keys);
                 }
                 certs.push(c)
             }
@@ -611,7 +619,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                 TlsMode::Pinned(files) => match shared.load(files) {
                     Ok(cert) => {
                         if mode == Mode::Check {
-                            check_key(&mut report, &format!("{at}.tls"), &cert);
+                            check_key(&mut report, &format!("{at}.tls"), &cert, &shared.keys);
                         }
                         for (hi, host) in site.hosts.iter().enumerate() {
                             if cert.covers(host) {
@@ -760,7 +768,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
         };
         let table = Arc::new(Table::new(bindings, no_sni, l.unknown_sni));
         let tls = match l.kind {
-            ListenerKind::Https => match server_config(l, table.clone(), shared) {
+            ListenerKind::Https => match server_config(l, shared) {
                 Ok(c) => Some(Arc::new(c)),
                 Err(e) => {
                     report.error(
@@ -796,6 +804,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             pool,
             site_certs,
             challenges: shared.challenges.clone(),
+            keys: shared.keys.clone(),
             metrics: shared.metrics.clone(),
             admin_tls,
             retired: tokio::sync::watch::Sender::new(false),
@@ -949,8 +958,15 @@ fn admin_tls(config: &Config, shared: &Shared, report: &mut Report) -> Option<Ar
             return None;
         }
     };
-    check_key(report, "admin.tls", &cert);
-    let resolver = rustls::sign::SingleCertAndKey::from(cert.certified.clone());
+    check_key(report, "admin.tls", &cert, &shared.keys);
+    let certified = match cert.certified(&shared.keys) {
+        Ok(certified) => certified,
+        Err(e) => {
+            report.error("admin.tls", e.to_string(), Some(e.fix().to_string()));
+            return None;
+        }
+    };
+    let resolver = rustls::sign::SingleCertAndKey::from(certified);
     match crate::tls::server_config(Arc::new(resolver)) {
         Ok(mut c) => {
             c.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -968,12 +984,8 @@ fn admin_tls(config: &Config, shared: &Shared, report: &mut Report) -> Option<Ar
     }
 }
 
-fn server_config(
-    l: &Listener,
-    table: Arc<Table>,
-    shared: &Shared,
-) -> Result<ServerConfig, rustls::Error> {
-    let mut config = crate::tls::server_config(Arc::new(Resolver::new(table)))?;
+fn server_config(l: &Listener, shared: &Shared) -> Result<ServerConfig, rustls::Error> {
+    let mut config = crate::tls::server_config(Arc::new(Resolver))?;
     config.alpn_protocols = l.alpn.clone();
     config.ticketer = shared.tickets.clone();
     Ok(config)

@@ -214,7 +214,10 @@ async fn plan(common: &Common, site: &Site, cert: Option<&Cert>, now: i64) -> Pl
         recheck: None,
         id: None,
     };
-    let Some(leaf) = cert.certified.cert.first() else {
+    let Some(chain) = cert.in_memory() else {
+        return one_third;
+    };
+    let Some(leaf) = chain.cert.first() else {
         return one_third;
     };
     let id = match CertificateIdentifier::try_from(leaf) {

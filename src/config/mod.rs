@@ -354,6 +354,10 @@ pub enum Action {
     Proxy(Proxy),
 }
 
+/// `limits.certificate_cache` by default: room for every certificate of a large shared
+/// host; with a million certificates in a directory, most stay on disk.
+pub const DEFAULT_CERTIFICATE_CACHE: usize = 100_000;
+
 /// Time and size limits that protect the server from slow or greedy clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -374,6 +378,9 @@ pub struct Limits {
     pub max_headers: usize,
     /// Per listener, unless the listener says otherwise.
     pub max_connections: usize,
+    /// How many certificates keep their chain and private key in memory; the others are
+    /// read again from their files at their next handshake (tls/cache.rs).
+    pub certificate_cache: usize,
 }
 
 impl Default for Limits {
@@ -386,6 +393,7 @@ impl Default for Limits {
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             max_connections: 10_000,
+            certificate_cache: DEFAULT_CERTIFICATE_CACHE,
         }
     }
 }

@@ -207,6 +207,7 @@ pub(crate) struct RawLimits {
     pub(crate) max_header_bytes: Option<i64>,
     pub(crate) max_headers: Option<i64>,
     pub(crate) max_connections: Option<i64>,
+    pub(crate) certificate_cache: Option<i64>,
     #[serde(flatten)]
     pub(crate) unknown: Unknown,
 }

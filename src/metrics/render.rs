@@ -37,6 +37,8 @@ pub(super) struct Scrape {
     uptime: f64,
     /// Access log lines dropped because the log's output did not keep up.
     log_dropped: u64,
+    /// The certificate cache: entries, capacity, reads of evicted certificates.
+    cache: [u64; 3],
 }
 
 impl Scrape {
@@ -97,6 +99,7 @@ impl Scrape {
             config_loaded: m.config_loaded.load(Ordering::Relaxed),
             uptime: m.started.elapsed().as_secs_f64(),
             log_dropped: crate::logging::dropped(),
+            cache: [rt.keys.len(), rt.keys.capacity(), rt.keys.reloads()].map(|n| n as u64),
         }
     }
 }
@@ -315,6 +318,20 @@ impl Collector for Scrape {
             MetricType::Counter,
         )?;
         ConstCounter::new(self.log_dropped).encode(f)?;
+        for (name, help, value) in [
+            ("portico_certificate_cache_entries", "Certificates whose chain and key are in memory (limits.certificate_cache bounds it).", self.cache[0]),
+            ("portico_certificate_cache_capacity", "limits.certificate_cache: how many certificates may keep their chain and key in memory.", self.cache[1]),
+        ] {
+            let f = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(value as f64).encode(f)?;
+        }
+        let f = e.encode_descriptor(
+            "portico_certificate_cache_reloads",
+            "Evicted certificates read again from their files for a handshake.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.cache[2]).encode(f)?;
         let mut f = e.encode_descriptor(
             "portico_acme_next_renewal_seconds",
             "When each ACME site's certificate is ordered next (renewal, or the retry after a failure), in Unix seconds; absent while an order runs.",

@@ -221,17 +221,15 @@ fn reusable(ca_subject_raw: &[u8], ca_der: &[u8], cert: &Cert, hosts: &[HostName
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let same_names =
         cert.names.len() == hosts.len() && hosts.iter().all(|h| cert.names.contains(h));
-    let ours = cert
-        .certified
+    let Some(chain) = cert.in_memory() else {
+        return false;
+    };
+    let ours = chain
         .cert
         .first()
         .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
         .is_some_and(|(_, c)| c.issuer().as_raw() == ca_subject_raw)
-        && cert
-            .certified
-            .cert
-            .get(1)
-            .is_some_and(|c| c.as_ref() == ca_der);
+        && chain.cert.get(1).is_some_and(|c| c.as_ref() == ca_der);
     same_names && ours && cert.not_before <= now && now < renew_at
 }
 
@@ -362,7 +360,7 @@ mod tests {
         assert_eq!(mode(&leaf.key_file), 0o600);
         assert_eq!(leaf.names, hosts(&["a.test", "*.b.test"]));
         assert!(
-            leaf.certified.cert.len() == 2,
+            leaf.in_memory().expect("held").cert.len() == 2,
             "the chain carries the CA certificate"
         );
         assert!(leaf.cert_file.starts_with(state.join("internal")));
@@ -431,7 +429,7 @@ mod tests {
         let (_, other_key) = stored_ca(&mine).expect("stored");
         assert!(check_ca(&cert, &other_key).is_err());
         assert!(install_ca(&mine, &cert, &other_key).is_err());
-        assert!(install_ca(&mine, old.certified.cert[0].as_ref(), &key).is_err());
+        assert!(install_ca(&mine, old.in_memory().expect("held").cert[0].as_ref(), &key).is_err());
         assert_ne!(stored_ca(&mine).map(|(c, _)| c), Some(cert.clone()));
         // The fleet's: written once, the key 0600; the old leaf is not reused.
         assert!(install_ca(&mine, &cert, &key).expect("install"));

@@ -77,6 +77,14 @@ impl LazyKey {
         })
     }
 
+    /// The one scheme an ECDSA key signs with; None for an RSA key (several).
+    pub fn scheme(&self) -> Option<SignatureScheme> {
+        match self.kind {
+            Kind::Ecdsa(scheme) => Some(scheme),
+            Kind::Rsa => None,
+        }
+    }
+
     /// The public key's bytes, found again in the stored encoding.
     fn public(&self) -> Option<&[u8]> {
         let at = usize::try_from(self.public_at).ok()?;
@@ -104,7 +112,7 @@ impl LazyKey {
 }
 
 /// The schemes an RSA key signs with, in rustls' order of preference.
-const RSA_SCHEMES: [SignatureScheme; 6] = [
+pub const RSA_SCHEMES: [SignatureScheme; 6] = [
     SignatureScheme::RSA_PSS_SHA512,
     SignatureScheme::RSA_PSS_SHA384,
     SignatureScheme::RSA_PSS_SHA256,

@@ -15,6 +15,7 @@ use rustls::sign::{CertifiedKey, SigningKey};
 use rustls::SignatureAlgorithm;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+use super::cache::{Held, KeyCache};
 use super::key::LazyKey;
 use crate::error_text::describe_io;
 use crate::names::HostName;
@@ -37,9 +38,32 @@ impl fmt::Display for KeyType {
     }
 }
 
-/// A loaded certificate: what rustls presents, plus what Portico needs to choose and explain it.
+/// The signature schemes a certificate's key can sign with, known without the key: a
+/// client that offers none of them cannot use the certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signs {
+    /// An ECDSA key (one scheme per curve) or an Ed25519 key.
+    One(rustls::SignatureScheme),
+    /// An RSA key: PSS or PKCS#1 with SHA-256, -384 or -512.
+    Rsa,
+}
+
+impl Signs {
+    /// Whether a client offering `offered` can use the key, as the key's own
+    /// `choose_scheme` would answer.
+    pub fn usable(self, offered: &[rustls::SignatureScheme]) -> bool {
+        match self {
+            Signs::One(scheme) => offered.contains(&scheme),
+            Signs::Rsa => offered.iter().any(|s| super::key::RSA_SCHEMES.contains(s)),
+        }
+    }
+}
+
+/// A loaded certificate: what Portico needs to choose and explain it, and, while the
+/// certificate cache has room for it, what rustls presents (tls/cache.rs).
 pub struct Cert {
-    pub certified: Arc<CertifiedKey>,
+    held: Held,
+    pub signs: Signs,
     /// SAN DNS names, normalized. Certificates without SANs cover nothing (like browsers,
     /// Portico ignores the subject CN).
     pub names: Vec<HostName>,
@@ -67,10 +91,50 @@ impl fmt::Debug for Cert {
 }
 
 impl Cert {
+    /// The chain and key slot, for the certificate cache.
+    pub fn held(&self) -> &Held {
+        &self.held
+    }
+
+    /// The chain and key when they are in memory (a warm certificate).
+    pub fn in_memory(&self) -> Option<Arc<CertifiedKey>> {
+        self.held.get()
+    }
+
+    /// The chain and key, read again from the files when the cache evicted them. Blocking
+    /// (file I/O); the handshake path calls it on the blocking pool. Files that no longer
+    /// hold this certificate (replaced since it was listed) are an error: the change is the
+    /// watcher's to apply, and this certificate is not to be presented for what they hold.
+    pub fn certified(self: &Arc<Self>, cache: &KeyCache) -> Result<Arc<CertifiedKey>, LoadError> {
+        if let Some(key) = self.in_memory() {
+            return Ok(key);
+        }
+        let files = CertFiles {
+            cert: self.cert_file.clone(),
+            key: self.key_file.clone(),
+        };
+        let (again, _) = load_shared(&files)?;
+        if again.sha256 != self.sha256 {
+            return Err(LoadError::Changed {
+                path: self.cert_file.to_path_buf(),
+            });
+        }
+        let key = again.in_memory().ok_or_else(|| LoadError::Changed {
+            path: self.cert_file.to_path_buf(),
+        })?;
+        cache.count_reload();
+        Ok(cache.hold(self, key))
+    }
+
+    /// Whether a client offering `offered` can use this certificate's key.
+    pub fn can_sign(&self, offered: &[rustls::SignatureScheme]) -> bool {
+        self.signs.usable(offered)
+    }
+
     /// Whether the private key can sign: parses a key whose parsing was deferred
     /// (`tls/key.rs`), so `portico check` still finds a key that matches its certificate's
     /// public key but whose private part aws-lc refuses. Serving parses it on first use.
-    pub fn key_usable(&self) -> bool {
+    pub fn key_usable(self: &Arc<Self>, cache: &KeyCache) -> bool {
         const ANY: &[rustls::SignatureScheme] = &[
             rustls::SignatureScheme::ECDSA_NISTP256_SHA256,
             rustls::SignatureScheme::ECDSA_NISTP384_SHA384,
@@ -79,7 +143,8 @@ impl Cert {
             rustls::SignatureScheme::RSA_PSS_SHA256,
             rustls::SignatureScheme::RSA_PKCS1_SHA256,
         ];
-        self.certified.key.choose_scheme(ANY).is_some()
+        self.certified(cache)
+            .is_ok_and(|k| k.key.choose_scheme(ANY).is_some())
     }
 
     /// Whether this certificate covers `name` (exactly or by a wildcard SAN).
@@ -173,6 +238,8 @@ pub enum LoadError {
         subject: String,
         next: String,
     },
+    #[error("{} no longer holds the certificate listed for it (it was replaced since)", path.display())]
+    Changed { path: PathBuf },
 }
 
 impl LoadError {
@@ -183,7 +250,8 @@ impl LoadError {
             LoadError::Read { part, .. } | LoadError::NotPem { part, .. } => Some(*part),
             LoadError::NoCertificate { .. }
             | LoadError::BadCertificate { .. }
-            | LoadError::ChainOrder { .. } => Some(Part::Cert),
+            | LoadError::ChainOrder { .. }
+            | LoadError::Changed { .. } => Some(Part::Cert),
             LoadError::NoKey { .. }
             | LoadError::EncryptedKey { .. }
             | LoadError::UnsupportedKey { .. } => Some(Part::Key),
@@ -232,6 +300,9 @@ impl LoadError {
             LoadError::KeyMismatch { .. } => "pair the certificate with the key it was issued for",
             LoadError::ChainOrder { .. } => {
                 "put the leaf certificate first, then each issuer in order"
+            }
+            LoadError::Changed { .. } => {
+                "nothing to do: the change is picked up within seconds (replace files by renaming over them, so a reader never sees half a pair)"
             }
         }
     }
@@ -506,13 +577,15 @@ fn from_der(
     // An ECDSA or RSA key whose public key is the leaf's is parsed when a handshake first
     // needs it (tls/key.rs). Any other key is parsed now, with the errors it always had.
     let lazy = LazyKey::new(&key).filter(|lazy| matches(lazy, leaf));
-    let (signing, key_type): (Arc<dyn SigningKey>, _) = match lazy {
+    let (signing, key_type, signs): (Arc<dyn SigningKey>, _, _) = match lazy {
         Some(lazy) => {
             let key_type = key_type(lazy.algorithm());
-            (Arc::new(lazy), key_type)
+            let signs = lazy.scheme().map_or(Signs::Rsa, Signs::One);
+            (Arc::new(lazy), key_type, signs)
         }
         None => {
             let (signing, key_type) = eager(&key, key_file)?;
+            let signs = signs_of(signing.as_ref(), key_type);
             if !matches(signing.as_ref(), leaf) {
                 // A key that matches a later certificate means the chain is out of
                 // order, which is the more useful thing to say.
@@ -522,7 +595,7 @@ fn from_der(
                     key: key_file.to_path_buf(),
                 });
             }
-            (signing, key_type)
+            (signing, key_type, signs)
         }
     };
     check_order(&parsed, cert_file)?;
@@ -557,10 +630,28 @@ fn from_der(
         not_after,
         key_type,
         sha256,
-        certified: Arc::new(CertifiedKey::new(chain, signing)),
+        signs,
+        held: Held::pinned(Arc::new(CertifiedKey::new(chain, signing))),
         cert_file: cert_file.clone(),
         key_file: key_file.clone(),
     })
+}
+
+/// The schemes a parsed key signs with: an ECDSA key's curve decides its one scheme.
+fn signs_of(key: &dyn SigningKey, key_type: KeyType) -> Signs {
+    use rustls::SignatureScheme as S;
+    match key_type {
+        KeyType::Rsa => Signs::Rsa,
+        KeyType::Ed25519 => Signs::One(S::ED25519),
+        KeyType::Ecdsa => [
+            S::ECDSA_NISTP256_SHA256,
+            S::ECDSA_NISTP384_SHA384,
+            S::ECDSA_NISTP521_SHA512,
+        ]
+        .into_iter()
+        .find(|s| key.choose_scheme(&[*s]).is_some())
+        .map_or(Signs::Rsa, Signs::One),
+    }
 }
 
 fn check_order(parsed: &[X509Certificate<'_>], path: &Path) -> Result<(), LoadError> {

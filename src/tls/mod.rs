@@ -2,6 +2,7 @@
 //! them, the rustls resolver, the local CA, and the ClientHello parser that lets Portico
 //! route before it terminates.
 
+pub mod cache;
 pub mod client_hello;
 pub mod dir;
 pub mod internal_ca;

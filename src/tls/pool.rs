@@ -64,7 +64,7 @@ impl Choice {
     pub fn for_client(&self, schemes: &[SignatureScheme]) -> Option<&Arc<Cert>> {
         self.variants
             .iter()
-            .find(|c| c.certified.key.choose_scheme(schemes).is_some())
+            .find(|c| c.can_sign(schemes))
             .or_else(|| self.variants.first())
     }
 

@@ -1,30 +1,36 @@
-//! The rustls certificate resolver: SNI -> certificate through the listener's route table.
+//! The rustls certificate resolver of the https listeners: it presents the certificate the
+//! accept path chose.
 //!
-//! It runs inside the handshake, so it must stay a pair of hash lookups: no locks, no I/O,
-//! nothing proportional to the number of sites. It holds the table of the runtime it was
-//! built with, so a connection sees one consistent runtime from peek to handshake.
+//! The accept path (listener.rs) peeks the ClientHello, resolves it with
+//! `Runtime::decide` and picks the certificate by the client's signature schemes before
+//! rustls sees a byte; a certificate whose chain and key were evicted from the cache is read
+//! again there, on the blocking pool, within the handshake deadline. So the resolver, which
+//! runs inside the handshake and must not wait, does no lookup at all: it returns the
+//! chain and key the accept path put in the handshake's task ([`presenting`]). A
+//! connection thus sees one decision from peek to handshake.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::route::{certificate_for, Table};
+tokio::task_local! {
+    static CHOSEN: Option<Arc<CertifiedKey>>;
+}
+
+/// Runs a handshake (`f`) that presents `chosen`; None refuses it (rustls then sends
+/// handshake_failure, as with no certificate).
+pub async fn presenting<F: Future>(chosen: Option<Arc<CertifiedKey>>, f: F) -> F::Output {
+    CHOSEN.scope(chosen, f).await
+}
 
 #[derive(Debug)]
-pub struct Resolver {
-    table: Arc<Table>,
-}
-
-impl Resolver {
-    pub fn new(table: Arc<Table>) -> Resolver {
-        Resolver { table }
-    }
-}
+pub struct Resolver;
 
 impl ResolvesServerCert for Resolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let resolved = self.table.resolve_sni(hello.server_name()).ok()?;
-        certificate_for(&resolved, hello.signature_schemes()).map(|c| c.certified.clone())
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // Outside `presenting` (a handshake nobody chose for) there is nothing to present.
+        CHOSEN.try_with(|c| c.clone()).ok().flatten()
     }
 }

@@ -155,3 +155,76 @@ fn check_names_a_missing_directory_and_half_pairs() {
         "{out}"
     );
 }
+
+/// With room for two certificates, six are still each served with their own; and a pair
+/// whose files turn to garbage after it was evicted is refused at the handshake with a log
+/// line naming the file, never replaced by another certificate (rule 4).
+#[test]
+fn an_evicted_certificate_is_read_again_and_a_corrupt_one_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).expect("mkdir");
+    let names: Vec<String> = (0..6).map(|i| format!("n{i}.cache.test")).collect();
+    for (i, name) in names.iter().enumerate() {
+        put_pair(
+            &pki,
+            &certs,
+            &format!("n{i}"),
+            &format!("stem-{i}"),
+            &[name],
+        );
+    }
+    // A wildcard that also covers every name: a refused pair must not fall back to it.
+    put_pair(&pki, &certs, "wild", "wild", &["*.cache.test"]);
+    let port = free_port();
+    let config = dir.path().join("portico.toml");
+    let hosts = names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"state\"\n[limits]\ncertificate_cache = 2\n\
+             [[listener]]\naddress = \"127.0.0.1:{port}\"\n\
+             [[certificate]]\ndir = \"certs\"\n\
+             [[site]]\nhosts = [{hosts}]\nrespond = {{ body = \"d\" }}\n"
+        ),
+    )
+    .expect("write");
+    let node = Logged::serve(&config);
+    eventually("serving", || subject(port, &names[0]));
+    for round in 0..2 {
+        for (i, name) in names.iter().enumerate() {
+            let got = subject(port, name).unwrap_or_default();
+            assert!(
+                got.contains(&format!("stem-{i}")),
+                "round {round}: {name} got {got:?}"
+            );
+        }
+    }
+    // n1 was evicted by the names used after it. Its key turns to garbage in place: the
+    // watcher cannot load the pair and keeps the listed certificate (a refused change), and
+    // the next handshake for n1, reading the evicted pair again, is refused and logged.
+    std::fs::write(
+        certs.join("n1.key"),
+        "-----BEGIN PRIVATE KEY-----\ngarbage\n",
+    )
+    .expect("write");
+    eventually("the refusal logged", || {
+        let _ = subject(port, &names[1]);
+        let log = node.stderr.lock().expect("lock");
+        (log.contains("the certificate cannot be loaded") && log.contains("n1.pem")).then_some(())
+    });
+    let got = subject(port, &names[1]);
+    assert!(
+        got.as_deref().is_none_or(|s| !s.contains("wild")),
+        "n1 must not get the wildcard: {got:?}"
+    );
+    assert!(
+        subject(port, &names[2]).is_some_and(|s| s.contains("stem-2")),
+        "other names are unaffected"
+    );
+}

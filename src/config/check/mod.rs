@@ -213,6 +213,7 @@ impl Checker<'_> {
                 "max_header_bytes",
                 "max_headers",
                 "max_connections",
+                "certificate_cache",
             ],
         );
         for (key, value, slot) in [
@@ -276,6 +277,16 @@ impl Checker<'_> {
                     "limits.max_connections",
                     format!("{n} is not between 1 and {MAX_CONNECTIONS}"),
                     Some("use a number of connections of 1 or more".to_string()),
+                ),
+            }
+        }
+        if let Some(n) = raw.certificate_cache {
+            match usize::try_from(n) {
+                Ok(n) if n >= 1 => limits.certificate_cache = n,
+                _ => self.report.error(
+                    "limits.certificate_cache",
+                    format!("{n} is not a number of certificates of 1 or more"),
+                    Some("use how many certificates may stay in memory, e.g. 100000".to_string()),
                 ),
             }
         }

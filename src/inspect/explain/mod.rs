@@ -403,7 +403,7 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
     ex.for_rsa_only = certificate_for(r, RSA_ONLY_SCHEMES);
     ex.rsa_only_fails = ex
         .for_rsa_only
-        .is_some_and(|c| c.certified.key.choose_scheme(RSA_ONLY_SCHEMES).is_none());
+        .is_some_and(|c| !c.can_sign(RSA_ONLY_SCHEMES));
 }
 
 fn action_text(rt: &Runtime, si: usize) -> (String, Option<u16>) {
