@@ -32,6 +32,7 @@ fn binding(name: HostName, site: usize) -> (HostName, Binding) {
         host: name.clone(),
         site,
         certs: None,
+        pool: false,
         https_port: None,
     };
     (name, b)

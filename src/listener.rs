@@ -27,7 +27,7 @@ use crate::http::service::Conn;
 use crate::metrics::{Carried, Handshake};
 use crate::names::HostName;
 use crate::proxy_protocol;
-use crate::route::{certificate_for, Refusal};
+use crate::route::Refusal;
 use crate::runtime::{Decision, Runtime};
 use crate::tls::client_hello::HelloError;
 use crate::tls::load::Cert;
@@ -550,7 +550,7 @@ async fn https(
         .iter()
         .map(|&s| SignatureScheme::from(s))
         .collect();
-    let cert = certificate_for(&resolved, &schemes).cloned();
+    let cert = rt.certificate_for(&resolved, &schemes);
     // Without a certificate for the client's signature schemes the handshake fails in
     // rustls' resolver; it is counted as what it is.
     let failure = if cert.is_some() {

@@ -70,6 +70,18 @@ impl HostName {
         Ok(HostName(ascii.into_boxed_str()))
     }
 
+    /// The catch-all host `*` of a site's `hosts`: every name no other site binds on the
+    /// listener, served with the pool's certificate for it. It is no DNS name and covers
+    /// nothing; only the route table gives it a meaning.
+    pub fn catch_all() -> HostName {
+        HostName("*".into())
+    }
+
+    /// True for the catch-all host `*`.
+    pub fn is_catch_all(&self) -> bool {
+        &*self.0 == "*"
+    }
+
     /// The normalized name as a string.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -6,7 +6,6 @@
 //! table; nothing here grows with the number of sites.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use crate::config::UnknownSni;
 use crate::names::HostName;
@@ -19,7 +18,12 @@ pub struct Binding {
     pub host: HostName,
     /// Index into `Runtime::sites`.
     pub site: usize,
+    /// The host's certificates when fixed by its site (pinned, internal, ACME); None for a
+    /// pool host (see `pool`) and while an ACME order is pending.
     pub certs: Option<Choice>,
+    /// The host takes the pool's best certificate at each handshake (`tls = "pool"`), so
+    /// a change of the pool reaches it without a new runtime (`Runtime::certificate_for`).
+    pub pool: bool,
     /// On an http listener: the port of the https listener the host redirects to.
     pub https_port: Option<u16>,
 }
@@ -33,6 +37,8 @@ pub enum Match {
     NoSni,
     /// The SNI is not bound here; `unknown_sni = "no_sni"` sent it to the `no_sni` host.
     UnknownFallback,
+    /// No other binding takes the name; the catch-all site (`hosts = ["*"]`) does.
+    CatchAll,
 }
 
 /// Why a handshake is refused.
@@ -86,10 +92,21 @@ impl Sni {
 }
 
 /// A successful resolution.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Resolved<'a> {
     pub binding: &'a Binding,
     pub by: Match,
+    /// The name the client sent, for a name only the catch-all binding takes (its
+    /// certificate is the pool's for this name); None otherwise.
+    pub name: Option<HostName>,
+}
+
+impl Resolved<'_> {
+    /// The name whose certificate the connection presents: the binding's host, or the
+    /// client's name for the catch-all binding.
+    pub fn cert_name(&self) -> &HostName {
+        self.name.as_ref().unwrap_or(&self.binding.host)
+    }
 }
 
 /// One listener's bindings.
@@ -100,6 +117,8 @@ pub struct Table {
     /// Wildcard hosts, keyed by what follows `*.` (`*.example.com` under `example.com`), so
     /// a name's wildcard is found by slicing the name, without building a string.
     wildcard: HashMap<Box<str>, Binding>,
+    /// The catch-all binding (`hosts = ["*"]`): names no other binding takes.
+    any: Option<Binding>,
     /// The binding key used for clients without SNI.
     no_sni: Option<HostName>,
     unknown_sni: Option<UnknownSni>,
@@ -113,7 +132,12 @@ impl Table {
     ) -> Table {
         let mut exact = HashMap::with_capacity(bindings.len());
         let mut wildcard = HashMap::new();
+        let mut any = None;
         for (host, binding) in bindings {
+            if host.is_catch_all() {
+                any = Some(binding);
+                continue;
+            }
             match host.as_str().strip_prefix("*.") {
                 Some(parent) => {
                     wildcard.insert(parent.into(), binding);
@@ -126,17 +150,30 @@ impl Table {
         Table {
             exact,
             wildcard,
+            any,
             no_sni,
             unknown_sni: Some(unknown_sni),
         }
     }
 
     pub fn bindings(&self) -> impl Iterator<Item = &Binding> {
-        self.exact.values().chain(self.wildcard.values())
+        self.exact
+            .values()
+            .chain(self.wildcard.values())
+            .chain(&self.any)
     }
 
     pub fn len(&self) -> usize {
-        self.exact.len() + self.wildcard.len()
+        self.exact.len() + self.wildcard.len() + usize::from(self.any.is_some())
+    }
+
+    /// The catch-all binding for `name`, when there is one.
+    fn catch_all(&self, name: Option<HostName>) -> Option<Resolved<'_>> {
+        self.any.as_ref().map(|binding| Resolved {
+            binding,
+            by: Match::CatchAll,
+            name,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -150,6 +187,7 @@ impl Table {
             Some(parent) => self.wildcard.get(parent).map(|b| Resolved {
                 binding: b,
                 by: Match::Wildcard,
+                name: None,
             }),
             None => self.lookup_str(host.as_str()),
         }
@@ -162,12 +200,14 @@ impl Table {
             return Some(Resolved {
                 binding: b,
                 by: Match::Exact,
+                name: None,
             });
         }
         let (_, parent) = name.split_once('.')?;
         self.wildcard.get(parent).map(|b| Resolved {
             binding: b,
             by: Match::Wildcard,
+            name: None,
         })
     }
 
@@ -176,6 +216,7 @@ impl Table {
         self.lookup(host).map(|r| Resolved {
             binding: r.binding,
             by,
+            name: None,
         })
     }
 
@@ -212,6 +253,15 @@ impl Table {
         if let Some(r) = name.as_ref().and_then(|n| self.lookup(n)) {
             return Ok(r);
         }
+        if let Some(r) = name.and_then(|n| self.catch_all(Some(n))) {
+            return Ok(r);
+        }
+        self.unknown(sni)
+    }
+
+    /// What a name no binding takes gets: the `no_sni` host's binding with `unknown_sni =
+    /// "no_sni"`, else a refusal (`unrecognized_name`).
+    pub fn unknown(&self, sni: Option<&str>) -> Result<Resolved<'_>, Refusal> {
         match self.unknown_sni() {
             UnknownSni::NoSni => self.no_sni_binding(Match::UnknownFallback),
             _ => None,
@@ -231,7 +281,7 @@ impl Table {
                 return None;
             }
         }
-        self.lookup_str(host)
+        self.lookup_str(host).or_else(|| self.catch_all(None))
     }
 }
 
@@ -243,14 +293,6 @@ fn is_normal_form(s: &str) -> bool {
         && s.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
         })
-}
-
-/// Picks the certificate for a resolved binding and a client's signature schemes.
-pub fn certificate_for<'a>(
-    resolved: &Resolved<'a>,
-    schemes: &[rustls::SignatureScheme],
-) -> Option<&'a Arc<Cert>> {
-    resolved.binding.certs.as_ref()?.for_client(schemes)
 }
 
 #[cfg(test)]
@@ -276,6 +318,7 @@ mod tests {
                     host,
                     site: i,
                     certs: None,
+                    pool: false,
                     https_port: None,
                 },
             );

@@ -162,10 +162,9 @@ fn status_json(rt: &Runtime, started: i64, last: Option<&Outcome>) -> Json {
         .collect();
     // A certificate in the pool and pinned by a site too counts once.
     let mut seen = std::collections::HashSet::new();
-    let certificates = rt
-        .pool
+    let pool = rt.pool();
+    let certificates = pool
         .certs()
-        .iter()
         .chain(rt.site_certs.iter().flatten())
         .filter(|c| seen.insert(c.sha256))
         .count();

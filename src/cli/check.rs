@@ -93,7 +93,7 @@ pub(super) fn run(config: &ConfigArg) -> ExitCode {
                 path.display(),
                 rt.listeners.len(),
                 rt.sites.len(),
-                rt.pool.certs().len(),
+                rt.pool().len(),
                 warnings
             );
             ExitCode::SUCCESS

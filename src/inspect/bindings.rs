@@ -228,7 +228,7 @@ pub struct Row<'a> {
     /// How the certificates were chosen; None on http listeners and for refusals.
     pub how: Option<How>,
     /// Every certificate variant the server may present, best first.
-    pub certs: Vec<&'a Arc<Cert>>,
+    pub certs: Vec<Arc<Cert>>,
     /// An internal site in check mode: the local CA issues its certificate at start.
     pub internal_pending: bool,
     /// An ACME site without its first certificate: why, and what its task last did.
@@ -277,8 +277,9 @@ struct On<'x> {
 fn row<'a>(rt: &'a Runtime, on: &On<'_>, b: &'a Binding, warnings: &[&'a Diagnostic]) -> Row<'a> {
     let kind = on.kind;
     let path = binding_path(rt, b);
+    let choice = rt.certs_of(b);
     let internal_pending = kind == ListenerKind::Https
-        && b.certs.is_none()
+        && choice.is_none()
         && rt
             .config
             .sites
@@ -288,14 +289,16 @@ fn row<'a>(rt: &'a Runtime, on: &On<'_>, b: &'a Binding, warnings: &[&'a Diagnos
         host: Some(b.host.as_str()),
         binding: Some(b),
         site: rt.sites.get(b.site).map(|s| s.name.as_str()),
-        how: b
-            .certs
+        how: choice
             .as_ref()
             .map(|c| c.how)
             .or(internal_pending.then_some(How::Internal)),
-        certs: b.certs.iter().flat_map(|c| c.variants.iter()).collect(),
+        certs: choice
+            .iter()
+            .flat_map(|c| c.variants.iter().cloned())
+            .collect(),
         internal_pending,
-        acme_pending: (kind == ListenerKind::Https && b.certs.is_none())
+        acme_pending: (kind == ListenerKind::Https && choice.is_none())
             .then(|| acme_pending(rt, b.site))
             .flatten(),
         refused: None,

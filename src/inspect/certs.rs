@@ -82,21 +82,25 @@ fn rule_key(rule: Rule) -> &'static str {
 pub fn collect(rt: &Runtime) -> Vec<Entry> {
     let names = |c: &Cert| c.names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
     let mut out = Vec::new();
-    for cert in rt.pool.certs() {
-        let mut sites: Vec<String> = Vec::new();
-        for l in &rt.listeners {
-            for b in l.table.bindings() {
-                let uses = b
-                    .certs
-                    .iter()
-                    .flat_map(|c| c.variants.iter())
-                    .any(|v| Arc::ptr_eq(v, cert));
-                let name = rt.sites.get(b.site).map(|s| s.name.clone());
-                if let Some(name) = name.filter(|n| uses && !sites.contains(n)) {
-                    sites.push(name);
-                }
+    let pool = rt.pool();
+    let mut pooled: Vec<&Arc<Cert>> = pool.certs().collect();
+    pooled.sort_by(|a, b| a.cert_file.cmp(&b.cert_file));
+    // The sites each certificate serves now, from one pass over the bindings.
+    let mut serving: std::collections::HashMap<*const Cert, Vec<String>> =
+        std::collections::HashMap::new();
+    for b in rt.listeners.iter().flat_map(|l| l.table.bindings()) {
+        let (Some(choice), Some(site)) = (rt.certs_of(b), rt.sites.get(b.site)) else {
+            continue;
+        };
+        for v in choice.variants.iter() {
+            let sites = serving.entry(Arc::as_ptr(v)).or_default();
+            if !sites.contains(&site.name) {
+                sites.push(site.name.clone());
             }
         }
+    }
+    for cert in pooled {
+        let sites = serving.remove(&Arc::as_ptr(cert)).unwrap_or_default();
         out.push(Entry {
             source: if rt.is_stored(cert) {
                 Source::Admin

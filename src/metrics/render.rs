@@ -50,7 +50,7 @@ impl Scrape {
                 certs.push((c.fingerprint(), c.subject.clone(), source, c.not_after));
             }
         };
-        for c in rt.pool.certs() {
+        for c in rt.pool().certs() {
             add(c, if rt.is_stored(c) { "admin" } else { "file" });
         }
         for (site, cert) in rt.config.sites.iter().zip(&rt.site_certs) {

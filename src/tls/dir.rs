@@ -280,14 +280,41 @@ impl Staged {
     }
 }
 
-/// Tells the serve loop that something changed in the `[[certificate]] dir` directories
-/// (inotify, through the `notify` crate), so it looks at them now rather than at its next
-/// periodic pass. Events only wake the loop; what changed is found by listing and
-/// comparing, as the periodic pass does, so a burst of events costs one look.
+/// The pair a file of a certificate directory belongs to: `DIR/NAME.pem` or `DIR/NAME.key`
+/// gives `DIR` and `NAME`; any other file (a temporary `.NAME.pem.tmp`, a README) None.
+pub fn pair_of(path: &Path) -> Option<(PathBuf, String)> {
+    let file = path.file_name()?.to_str()?;
+    let stem = file
+        .strip_suffix(".pem")
+        .or_else(|| file.strip_suffix(".key"))?;
+    if stem.is_empty() || stem.starts_with('.') {
+        return None;
+    }
+    Some((path.parent()?.to_path_buf(), stem.to_string()))
+}
+
+/// More pairs changed at once than this, and the serve loop lists the directories again
+/// instead (a full rebuild): a bulk copy must not grow the set without bound.
+pub const MAX_CHANGED: usize = 100_000;
+
+/// What changed in the watched directories since the loop last asked.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// The pairs (directory, name) whose files were written, renamed or removed.
+    pub pairs: std::collections::BTreeSet<(PathBuf, String)>,
+    /// inotify lost events (its queue overflowed), or too many pairs changed: every
+    /// directory must be listed again.
+    pub rescan: bool,
+}
+
+/// Tells the serve loop which pairs changed in the `[[certificate]] dir` directories
+/// (inotify, through the `notify` crate), so it applies just those: nothing the loop does
+/// for a change is proportional to the size of a directory.
 pub struct Watcher {
     inner: Option<::notify::RecommendedWatcher>,
     watching: Vec<PathBuf>,
     wake: std::sync::Arc<tokio::sync::Notify>,
+    changes: std::sync::Arc<std::sync::Mutex<Changes>>,
 }
 
 impl Default for Watcher {
@@ -302,11 +329,13 @@ impl Watcher {
             inner: None,
             watching: Vec::new(),
             wake: std::sync::Arc::default(),
+            changes: std::sync::Arc::default(),
         }
     }
 
     /// Watches exactly `dirs` from now on. A directory that cannot be watched (inotify's
-    /// limit reached, or it is gone) is logged, and the periodic pass still sees it.
+    /// limit reached, or it is gone) is logged; its changes are then seen at the next
+    /// reload.
     pub fn follow(&mut self, dirs: &[PathBuf]) {
         use ::notify::Watcher as _;
         if self.watching == dirs {
@@ -317,28 +346,40 @@ impl Watcher {
         if dirs.is_empty() {
             return;
         }
-        let wake = self.wake.clone();
+        let (wake, changes) = (self.wake.clone(), self.changes.clone());
         let made =
             ::notify::recommended_watcher(move |event: ::notify::Result<::notify::Event>| {
-                // Reads (open, access) change nothing; anything else is worth a look.
-                let worth = match &event {
-                    Ok(e) => !matches!(e.kind, ::notify::EventKind::Access(_)),
-                    Err(_) => true,
-                };
-                if worth {
-                    wake.notify_one();
+                let mut changes = changes.lock().unwrap_or_else(|p| p.into_inner());
+                match event {
+                    // Reads (open, access) change nothing.
+                    Ok(e) if matches!(e.kind, ::notify::EventKind::Access(_)) => return,
+                    Ok(e) if e.need_rescan() => changes.rescan = true,
+                    Ok(e) => {
+                        for path in &e.paths {
+                            if let Some(pair) = pair_of(path) {
+                                changes.pairs.insert(pair);
+                            }
+                        }
+                        if changes.pairs.len() > MAX_CHANGED {
+                            changes.rescan = true;
+                            changes.pairs.clear();
+                        }
+                    }
+                    Err(_) => changes.rescan = true,
                 }
+                drop(changes);
+                wake.notify_one();
             });
         let mut inner = match made {
             Ok(w) => w,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the certificate directories; changes are seen by the periodic pass only");
+                tracing::warn!(error = %e, "cannot watch the certificate directories; their changes are seen at the next reload");
                 return;
             }
         };
         for d in dirs {
             if let Err(e) = inner.watch(d, ::notify::RecursiveMode::NonRecursive) {
-                tracing::warn!(dir = %d.display(), error = %e, "cannot watch a certificate directory; its changes are seen by the periodic pass only");
+                tracing::warn!(dir = %d.display(), error = %e, "cannot watch a certificate directory; its changes are seen at the next reload");
             }
         }
         self.inner = Some(inner);
@@ -347,6 +388,11 @@ impl Watcher {
     /// Waits until something changed in a watched directory since the last call.
     pub async fn changed(&self) {
         self.wake.notified().await;
+    }
+
+    /// What changed since the last call.
+    pub fn take(&self) -> Changes {
+        std::mem::take(&mut *self.changes.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 

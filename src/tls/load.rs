@@ -109,11 +109,7 @@ impl Cert {
         if let Some(key) = self.in_memory() {
             return Ok(key);
         }
-        let files = CertFiles {
-            cert: self.cert_file.clone(),
-            key: self.key_file.clone(),
-        };
-        let (again, _) = load_shared(&files)?;
+        let (again, _) = load_shared(&self.files())?;
         if again.sha256 != self.sha256 {
             return Err(LoadError::Changed {
                 path: self.cert_file.to_path_buf(),
@@ -124,6 +120,14 @@ impl Cert {
         })?;
         cache.count_reload();
         Ok(cache.hold(self, key))
+    }
+
+    /// The files it was loaded from.
+    pub fn files(&self) -> CertFiles {
+        CertFiles {
+            cert: self.cert_file.clone(),
+            key: self.key_file.clone(),
+        }
     }
 
     /// Whether a client offering `offered` can use this certificate's key.

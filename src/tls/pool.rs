@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use rustls::SignatureScheme;
 
-use super::load::Cert;
+use super::load::{Cert, CertFiles};
 use crate::names::HostName;
 
 /// How a certificate came to be chosen for a host.
@@ -75,47 +75,130 @@ impl Choice {
 }
 
 /// Every certificate of the pool, indexed by SAN name (wildcards under their `*.` name).
-#[derive(Default)]
+///
+/// Persistent maps (imbl): a change of one certificate makes a new pool that shares all
+/// the rest with the old one, in O(log n) time and memory, so a directory of a million
+/// certificates takes an added pair without a copy of the index, and a handshake reads an
+/// immutable snapshot (`Runtime::pool`, swapped atomically).
+#[derive(Default, Clone)]
 pub struct Pool {
-    certs: Vec<Arc<Cert>>,
-    by_name: HashMap<HostName, Vec<u32>>,
+    certs: imbl::HashMap<CertFiles, Arc<Cert>>,
+    by_name: imbl::HashMap<HostName, Arc<[Arc<Cert>]>>,
 }
 
 impl Pool {
     pub fn new(certs: Vec<Arc<Cert>>) -> Pool {
-        let mut by_name: HashMap<HostName, Vec<u32>> = HashMap::with_capacity(certs.len());
-        for (i, cert) in certs.iter().enumerate() {
-            for name in &cert.names {
-                // u32 is plenty: a pool of four billion certificates would not fit in memory.
-                by_name.entry(name.clone()).or_default().push(i as u32);
+        let mut by_name: HashMap<HostName, Vec<Arc<Cert>>> = HashMap::with_capacity(certs.len());
+        let mut all = imbl::HashMap::new();
+        for cert in certs {
+            let files = cert.files();
+            if all.contains_key(&files) {
+                continue;
             }
+            for name in &cert.names {
+                by_name.entry(name.clone()).or_default().push(cert.clone());
+            }
+            all.insert(files, cert);
         }
-        Pool { certs, by_name }
+        Pool {
+            certs: all,
+            by_name: by_name.into_iter().map(|(n, c)| (n, c.into())).collect(),
+        }
     }
 
-    pub fn certs(&self) -> &[Arc<Cert>] {
-        &self.certs
+    /// Every certificate, in no particular order.
+    pub fn certs(&self) -> impl Iterator<Item = &Arc<Cert>> + '_ {
+        self.certs.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.certs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.certs.is_empty()
+    }
+
+    /// The certificate loaded from `files`, if it is in the pool.
+    pub fn get(&self, files: &CertFiles) -> Option<&Arc<Cert>> {
+        self.certs.get(files)
+    }
+
+    /// This pool with the certificates of `removed` taken out and `added` put in (one
+    /// from the same files replaces the one there). The names each change touches are
+    /// pushed to `touched`.
+    pub fn changed(
+        &self,
+        removed: &[CertFiles],
+        added: &[Arc<Cert>],
+        touched: &mut Vec<HostName>,
+    ) -> Pool {
+        let mut next = self.clone();
+        let replaced = added.iter().map(|c| c.files());
+        for files in removed.iter().cloned().chain(replaced) {
+            let Some(old) = next.certs.remove(&files) else {
+                continue;
+            };
+            for name in &old.names {
+                touched.push(name.clone());
+                let Some(list) = next.by_name.get(name) else {
+                    continue;
+                };
+                let rest: Vec<Arc<Cert>> = list
+                    .iter()
+                    .filter(|c| !Arc::ptr_eq(c, &old))
+                    .cloned()
+                    .collect();
+                if rest.is_empty() {
+                    next.by_name.remove(name);
+                } else {
+                    next.by_name.insert(name.clone(), rest.into());
+                }
+            }
+        }
+        for cert in added {
+            for name in &cert.names {
+                touched.push(name.clone());
+                let mut list: Vec<Arc<Cert>> = next
+                    .by_name
+                    .get(name)
+                    .map(|l| l.to_vec())
+                    .unwrap_or_default();
+                list.push(cert.clone());
+                next.by_name.insert(name.clone(), list.into());
+            }
+            next.certs.insert(cert.files(), cert.clone());
+        }
+        next
     }
 
     /// The certificates that could serve `name`: those naming it exactly if there are any,
     /// else those covering it with a wildcard. For a wildcard host, only certificates with
     /// that same wildcard SAN cover it.
-    pub fn candidates(&self, name: &HostName) -> (Vec<&Arc<Cert>>, How) {
-        if let Some(ids) = self.by_name.get(name) {
+    fn candidate_slice(&self, name: &HostName) -> (&[Arc<Cert>], How) {
+        if let Some(certs) = self.by_name.get(name) {
             let how = if name.is_wildcard() {
                 How::Wildcard
             } else {
                 How::Exact
             };
-            return (ids.iter().map(|&i| &self.certs[i as usize]).collect(), how);
+            return (certs, how);
         }
-        if let Some(ids) = name.parent_wildcard().and_then(|w| self.by_name.get(&w)) {
-            return (
-                ids.iter().map(|&i| &self.certs[i as usize]).collect(),
-                How::Wildcard,
-            );
+        if let Some(certs) = name.parent_wildcard().and_then(|w| self.by_name.get(&w)) {
+            return (certs, How::Wildcard);
         }
-        (Vec::new(), How::Exact)
+        (&[], How::Exact)
+    }
+
+    /// Whether some certificate of the pool covers `name`.
+    pub fn covers(&self, name: &HostName) -> bool {
+        !self.candidate_slice(name).0.is_empty()
+    }
+
+    /// [`Pool::candidate_slice`], as references.
+    pub fn candidates(&self, name: &HostName) -> (Vec<&Arc<Cert>>, How) {
+        let (certs, how) = self.candidate_slice(name);
+        (certs.iter().collect(), how)
     }
 
     /// The best certificates for `name` at `now` (unix seconds), or None if none covers it.
@@ -128,6 +211,33 @@ impl Pool {
             variants: rank(candidates, now),
             how,
         })
+    }
+
+    /// What [`Pool::best`] then [`Choice::for_client`] would give, without building the
+    /// choice: the handshake path's lookup (no allocation, the candidates of one name).
+    pub fn choose(
+        &self,
+        name: &HostName,
+        schemes: &[SignatureScheme],
+        now: i64,
+    ) -> Option<&Arc<Cert>> {
+        let (candidates, _) = self.candidate_slice(name);
+        // As `rank`: when anything is valid, only valid certificates count; per key type
+        // the valid one that expires last; then the first key type the client can use, or
+        // else the first key type at all.
+        let any_valid = candidates.iter().any(|c| c.is_valid_at(now));
+        let pick = |usable_only: bool| {
+            candidates
+                .iter()
+                .filter(|c| !any_valid || c.is_valid_at(now))
+                .filter(|c| !usable_only || c.can_sign(schemes))
+                .min_by(|a, b| {
+                    a.key_type.cmp(&b.key_type).then_with(|| {
+                        (b.is_valid_at(now), b.not_after).cmp(&(a.is_valid_at(now), a.not_after))
+                    })
+                })
+        };
+        pick(true).or_else(|| pick(false))
     }
 }
 

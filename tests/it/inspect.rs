@@ -216,11 +216,11 @@ async fn explain_shows_what_the_live_server_does() {
     };
     let ex = explain::explain(&rt, "dual.test", &opts(any, false, true), now());
     assert_eq!(
-        ex.presented.map(|c| c.subject.as_str()),
+        ex.presented.as_ref().map(|c| c.subject.as_str()),
         Some("CN=dual-rsa Rsa")
     );
     assert_eq!(
-        ex.for_modern.map(|c| c.subject.as_str()),
+        ex.for_modern.as_ref().map(|c| c.subject.as_str()),
         Some("CN=dual-ecdsa Ecdsa")
     );
     assert_eq!(ex.candidates.iter().filter(|c| c.chosen).count(), 2);
@@ -1047,7 +1047,7 @@ async fn bindings_and_explain_show_a_stored_internal_certificate() {
     );
     assert!(!ex.internal_pending);
     assert_eq!(
-        ex.presented.map(|c| c.subject.as_str()),
+        ex.presented.as_ref().map(|c| c.subject.as_str()),
         Some(presented.as_str())
     );
     assert!(ex.certs_why.contains("stored in"), "{}", ex.certs_why);

@@ -8,6 +8,7 @@ mod admin;
 mod admin_certificates;
 mod bad_input;
 mod blocking_pool;
+mod catch_all;
 mod cert_dirs;
 mod cluster_acme;
 mod cluster_certs;

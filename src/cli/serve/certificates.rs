@@ -25,11 +25,11 @@ pub(super) enum Staging {
     Refused(Changed, Report),
     /// Nothing to do: the fleet's changes are here already.
     Nothing,
-    /// The files are changed on disk, and this is the runtime built with them.
+    /// The files are changed on disk, and this is the pool patched with them.
     /// With the indexes of the changes staged (a fleet's batch leaves out what is here).
-    Built(
+    Patched(
         Vec<Staged>,
-        Box<Result<(Runtime, Report), Report>>,
+        Box<Result<runtime::Patched, Report>>,
         Vec<usize>,
     ),
 }
@@ -43,15 +43,15 @@ pub(super) fn holds(store: &Path, name: &str, chain: &[u8], key: &[u8]) -> bool 
 
 /// The blocking half of a certificate change: checks each new pair from its bytes (nothing
 /// is written for one that does not load, is not valid now or whose key cannot sign),
-/// stages the files, and builds once from the configuration in memory, the path a
-/// certificate file change takes.
-pub(super) fn stage_and_build(
-    config: Config,
+/// stages the files, and patches the pool of the runtime serving with them, the path a
+/// change in a certificate directory takes (no runtime is built).
+pub(super) fn stage_and_patch(
+    rt: &Runtime,
     shared: &Shared,
     changes: &[CertChange],
     asker: Asker,
 ) -> Staging {
-    let store = crate::tls::dir::admin_store(&config.state_dir);
+    let store = crate::tls::dir::admin_store(&rt.config.state_dir);
     let mut report = Report::default();
     let mut staged = Vec::with_capacity(changes.len());
     // Each new pair's check, on every core (a fleet's first sync brings thousands): None
@@ -122,7 +122,15 @@ pub(super) fn stage_and_build(
             tracing::warn!(store = %store.display(), error = %e, "cannot sync the certificate store to disk");
         }
     }
-    Staging::Built(staged, Box::new(build(config, shared)), applied)
+    let pairs: Vec<(PathBuf, String)> = applied
+        .iter()
+        .map(|&i| (store.clone(), changes[i].name().to_string()))
+        .collect();
+    Staging::Patched(
+        staged,
+        Box::new(runtime::patch_pool(rt, shared, &pairs)),
+        applied,
+    )
 }
 
 /// What a certificate change is called in the log and the history.
@@ -153,11 +161,11 @@ pub(super) async fn change_certificates(
 ) -> (Reply, Vec<CertChange>) {
     let mut why = reason(asker, &changes.iter().collect::<Vec<_>>());
     let put = matches!(changes.as_slice(), [CertChange::Put { .. }]);
-    let config = server.runtime().config.clone();
+    let rt = server.runtime();
     let (staging, changes) = {
         let shared = shared.clone();
         off_loop(move || {
-            let staging = stage_and_build(config, &shared, &changes, asker);
+            let staging = stage_and_patch(&rt, &shared, &changes, asker);
             (staging, changes)
         })
         .await
@@ -169,7 +177,7 @@ pub(super) async fn change_certificates(
             let outcome = install(server, &shared.metrics, history, Err(report), &why);
             return (Reply::Certificate(changed, Some(outcome)), changes);
         }
-        Staging::Built(staged, built, applied) => {
+        Staging::Patched(staged, built, applied) => {
             why = reason(
                 asker,
                 &applied.iter().map(|&i| &changes[i]).collect::<Vec<_>>(),
@@ -190,7 +198,7 @@ pub(super) async fn change_certificates(
     };
     let (outcome, fleet_failed) = match stored {
         Ok(()) => (
-            install(server, &shared.metrics, history, *built, &why),
+            install_patch(server, &shared.metrics, history, *built, &why),
             false,
         ),
         Err(e) => {
@@ -301,4 +309,31 @@ pub(super) async fn next_fleet_change(
         Some(c) => c.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// Applies settled pairs of the `[[certificate]] dir` directories to the pool of the
+/// runtime serving, without a new runtime (`runtime::patch_pool`). A pair that does not
+/// load is left as it was (its certificate, if any, keeps serving) and logged; a change
+/// that would leave a pool host without a valid certificate is refused as a whole.
+pub(super) async fn apply_dir_pairs(
+    server: &Server,
+    shared: &Shared,
+    history: &History,
+    pairs: Vec<(PathBuf, String)>,
+) {
+    let rt = server.runtime();
+    let patched = {
+        let shared = shared.clone();
+        off_loop(move || runtime::patch_pool(&rt, &shared, &pairs)).await
+    };
+    if matches!(&patched, Ok(p) if p.is_empty() && !p.skipped.has_errors()) {
+        return;
+    }
+    install_patch(
+        server,
+        &shared.metrics,
+        history,
+        patched,
+        "certificate directory changed",
+    );
 }

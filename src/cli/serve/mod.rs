@@ -23,11 +23,11 @@ mod watch;
 
 use acme::AcmeTasks;
 use certificates::{
-    apply_fleet_ca, apply_fleet_certificates, change_certificates, next_fleet_change, Asker,
-    CertChange,
+    apply_dir_pairs, apply_fleet_ca, apply_fleet_certificates, change_certificates,
+    next_fleet_change, Asker, CertChange,
 };
 use fleet::{next_push, start_from_fleet};
-use watch::{cert_dirs, cert_files, loaded_cert_files, watch_period};
+use watch::{cert_dirs, cert_files, loaded_cert_files, watch_period, DirChanges, DirReady};
 
 /// How often internal certificates are looked at for renewal.
 const RENEWAL_CHECK: Duration = Duration::from_secs(6 * 3600);
@@ -163,10 +163,9 @@ fn summary(rt: &Runtime) {
         tracing::info!(listener = %l.config.name, address = %l.config.address, kind = ?l.config.kind, hosts = l.table.len(), "listener");
     }
     let mut seen = std::collections::HashSet::new();
-    let certs: Vec<_> = rt
-        .pool
+    let pool = rt.pool();
+    let certs: Vec<_> = pool
         .certs()
-        .iter()
         .chain(rt.site_certs.iter().flatten())
         .filter(|c| seen.insert(c.sha256))
         .collect();
@@ -244,6 +243,63 @@ fn install(
             (false, report, summary)
         }
     };
+    record(history, ok, report, summary, why)
+}
+
+/// Installs a change of the certificate pool (`runtime::patch_pool`) on the runtime
+/// serving, or reports why not: like [`install`], the outcome goes to the history and the
+/// reload counter, but no runtime is built or replaced. Pairs the change left out are in
+/// the outcome's report (and the log); with nothing else changed, it failed.
+fn install_patch(
+    server: &Server,
+    metrics: &crate::metrics::Metrics,
+    history: &History,
+    patched: Result<runtime::Patched, Report>,
+    why: &str,
+) -> Outcome {
+    let (ok, report, summary) = match patched {
+        Ok(p) if p.is_empty() && p.skipped.has_errors() => {
+            for d in p.skipped.errors() {
+                tracing::error!(reason = why, "certificate change not applied: {d}");
+            }
+            metrics.reload(crate::metrics::Outcome::Failed);
+            (false, p.skipped, "no certificate changed".to_string())
+        }
+        Ok(p) => {
+            for d in p.skipped.errors() {
+                tracing::error!(reason = why, "certificate change not applied: {d}");
+            }
+            let (added, replaced, removed) = (p.added, p.replaced, p.removed);
+            server.runtime().install_pool(p.pool);
+            metrics.reload(crate::metrics::Outcome::Ok);
+            tracing::info!(
+                reason = why,
+                added,
+                replaced,
+                removed,
+                "certificate pool changed"
+            );
+            let summary =
+                format!("certificate pool: {added} added, {replaced} replaced, {removed} removed");
+            (true, p.skipped, summary)
+        }
+        Err(report) => {
+            for d in report.errors() {
+                tracing::error!(reason = why, "certificate change not applied: {d}");
+            }
+            metrics.reload(crate::metrics::Outcome::Failed);
+            let summary = format!(
+                "{} errors; the previous certificates keep serving",
+                report.errors().count()
+            );
+            (false, report, summary)
+        }
+    };
+    record(history, ok, report, summary, why)
+}
+
+/// Records the outcome of a change in `history`, and returns it.
+fn record(history: &History, ok: bool, report: Report, summary: String, why: &str) -> Outcome {
     let outcome = Outcome {
         ok,
         report,
@@ -505,6 +561,7 @@ async fn serve(
     // `[[certificate]] dir` directories: an event there brings the next look forward.
     let mut dirs = crate::tls::dir::Watcher::new();
     dirs.follow(&cert_dirs(&server.runtime().config));
+    let mut dir_changes = DirChanges::default();
     // Files seen changed at the previous tick; rebuilt once they stop changing (debounce).
     let mut pending: Option<Vec<_>> = None;
     let mut upgrade = Upgrade::default();
@@ -677,7 +734,17 @@ async fn serve(
                     watch.reset_after(SETTLE);
                 }
             }
-            () = dirs.changed() => watch.reset_after(SETTLE),
+            () = dirs.changed() => dir_changes.note(dirs.take()),
+            _ = dir_changes.due() => match dir_changes.ready().await {
+                None => {}
+                Some(DirReady::Pairs(pairs)) => apply_dir_pairs(&server, &shared, &history, pairs).await,
+                Some(DirReady::Rescan) => {
+                    // inotify lost events: every directory is listed again, in a build.
+                    tracing::warn!("certificate directory events were lost; listing the directories again");
+                    let config = server.runtime().config.clone();
+                    install(&mut server, &shared.metrics, &history, build_off(config, &shared).await, "certificate directories listed again");
+                }
+            },
             _ = renew.tick() => {
                 // The configuration in memory, not the file: renewal must not apply edits
                 // nobody asked to load yet.

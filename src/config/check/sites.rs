@@ -27,7 +27,12 @@ impl Checker<'_> {
             );
             let mut hosts = Vec::new();
             for (j, h) in s.hosts.iter().enumerate() {
-                match HostName::parse(h) {
+                let parsed = if h == "*" {
+                    Ok(HostName::catch_all())
+                } else {
+                    HostName::parse(h)
+                };
+                match parsed {
                     Ok(name) if hosts.contains(&name) => self.report.warning(
                         format!("{at}.hosts[{j}]"),
                         format!("{name} is listed twice"),
@@ -118,6 +123,23 @@ impl Checker<'_> {
                     .unwrap_or(TlsMode::Pool),
             };
             let action = self.action(&at, &name, &s);
+            if let Some(j) = hosts.iter().position(HostName::is_catch_all) {
+                let at = format!("{at}.hosts[{j}]");
+                if tls != TlsMode::Pool {
+                    self.report.error(
+                        &at,
+                        "the catch-all host \"*\" takes each name's certificate from the pool; it cannot be combined with another tls mode",
+                        Some("remove tls (the pool is the default), or list the site's names instead of \"*\"".to_string()),
+                    );
+                }
+                if matches!(action, Some(Action::Passthrough(_))) {
+                    self.report.error(
+                        &at,
+                        "a passthrough site cannot take every name with \"*\"",
+                        Some("set the listener's default_passthrough with unknown_sni = \"passthrough\" instead".to_string()),
+                    );
+                }
+            }
             if let Some(action) = action {
                 out.push(Site {
                     index: i,

@@ -18,7 +18,7 @@ use super::bindings::{
 };
 use crate::config::{Action, ListenerKind, TlsMode};
 use crate::names::{host_from_authority, HostName};
-use crate::route::{certificate_for, Match, Refusal, Resolved, Sni};
+use crate::route::{Match, Refusal, Resolved, Sni};
 use crate::runtime::Runtime;
 use crate::runtime::{Decision, SiteAction};
 use crate::tls::load::Cert;
@@ -54,8 +54,8 @@ pub struct Options {
 
 /// A certificate that could serve the binding's host, and whether and why it was chosen.
 #[derive(Debug)]
-pub struct Candidate<'a> {
-    pub cert: &'a Arc<Cert>,
+pub struct Candidate {
+    pub cert: Arc<Cert>,
     /// How it covers the host: `Exact` (a SAN names it) or `Wildcard`.
     pub matched: How,
     pub chosen: bool,
@@ -106,14 +106,14 @@ pub struct Explanation<'a> {
     /// Step 4.
     pub how: Option<How>,
     pub internal_pending: bool,
-    pub candidates: Vec<Candidate<'a>>,
+    pub candidates: Vec<Candidate>,
     pub certs_why: String,
-    pub for_modern: Option<&'a Arc<Cert>>,
-    pub for_rsa_only: Option<&'a Arc<Cert>>,
+    pub for_modern: Option<Arc<Cert>>,
+    pub for_rsa_only: Option<Arc<Cert>>,
     /// The RSA-only client can use no certificate variant: its handshake fails.
     pub rsa_only_fails: bool,
     /// The certificate this client (`--rsa-only` or not) is presented.
-    pub presented: Option<&'a Arc<Cert>>,
+    pub presented: Option<Arc<Cert>>,
     /// Step 5.
     pub outcome: Outcome,
     pub status: Option<u16>,
@@ -261,6 +261,10 @@ fn step_binding(
                     "{} is not bound on {listener}; unknown_sni = \"no_sni\" serves it like a client without SNI: no_sni host {no_sni} -> binding {host}, {site}{hint}",
                     sni.unwrap_or("the name")
                 ),
+                Match::CatchAll => format!(
+                    "no exact or wildcard binding takes {}; the catch-all binding * on {listener} does, since the pool has a certificate for it -> {site}",
+                    r.cert_name()
+                ),
             }
         }
         Err(refusal @ Refusal::NoSni) => format!(
@@ -354,7 +358,7 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
             };
             for cert in b.certs.iter().flat_map(|c| c.variants.iter()) {
                 ex.candidates.push(Candidate {
-                    cert,
+                    cert: cert.clone(),
                     matched: How::Exact,
                     chosen: true,
                     why: "the site's own certificate".to_string(),
@@ -362,12 +366,17 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
             }
         }
         TlsMode::Pool => {
-            let chosen: &[Arc<Cert>] = b.certs.as_ref().map_or(&[], |c| &c.variants);
-            let (cands, matched) = rt.pool.candidates(&b.host);
+            let pool = rt.pool();
+            // The binding's host, or the client's name for the catch-all binding.
+            let host = r.cert_name();
+            let choice = pool.best(host, now);
+            let chosen: &[Arc<Cert>] = choice.as_ref().map_or(&[], |c| &c.variants);
+            ex.how = choice.as_ref().map(|c| c.how);
+            let (cands, matched) = pool.candidates(host);
             ex.certs_why = format!(
                 "pool: the certificates whose SAN names {} {}; per key type the valid one that expires last wins; variants are offered ECDSA, Ed25519, RSA",
                 if matched == How::Exact { "include" } else { "cover by wildcard" },
-                b.host
+                host
             );
             for cert in cands {
                 let is_chosen = chosen.iter().any(|x| Arc::ptr_eq(x, cert));
@@ -377,7 +386,7 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
                     passed_over(cert, chosen, now)
                 };
                 ex.candidates.push(Candidate {
-                    cert,
+                    cert: cert.clone(),
                     matched,
                     chosen: is_chosen,
                     why,
@@ -385,10 +394,10 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
             }
             // Wildcard certificates that also cover the name lose to any exact SAN.
             if matched == How::Exact {
-                if let Some(w) = b.host.parent_wildcard() {
-                    for cert in rt.pool.candidates(&w).0 {
+                if let Some(w) = host.parent_wildcard() {
+                    for cert in pool.candidates(&w).0 {
                         ex.candidates.push(Candidate {
-                            cert,
+                            cert: cert.clone(),
                             matched: How::Wildcard,
                             chosen: false,
                             why: format!("covers the name by the wildcard {w}, and an exact SAN beats a wildcard"),
@@ -399,10 +408,11 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
         }
     }
     let modern = modern_schemes();
-    ex.for_modern = certificate_for(r, &modern);
-    ex.for_rsa_only = certificate_for(r, RSA_ONLY_SCHEMES);
+    ex.for_modern = rt.certificate_for(r, &modern);
+    ex.for_rsa_only = rt.certificate_for(r, RSA_ONLY_SCHEMES);
     ex.rsa_only_fails = ex
         .for_rsa_only
+        .as_ref()
         .is_some_and(|c| !c.can_sign(RSA_ONLY_SCHEMES));
 }
 
@@ -480,7 +490,7 @@ fn step_request(rt: &Runtime, li: usize, ex: &mut Explanation<'_>) {
     }
     // An internal certificate does not exist yet in check mode; it will cover exactly the
     // site's hosts, so coverage is judged against them with the one matching function.
-    let (covered, cert, cert_desc) = match (ex.internal_pending, ex.presented) {
+    let (covered, cert, cert_desc) = match (ex.internal_pending, ex.presented.as_deref()) {
         (true, _) => {
             let resolved = ex.resolved.as_ref().and_then(|r| r.as_ref().ok());
             let site = resolved.and_then(|r| rt.config.sites.get(r.binding.site));
@@ -494,7 +504,7 @@ fn step_request(rt: &Runtime, li: usize, ex: &mut Explanation<'_>) {
         (false, Some(c)) => {
             let names: Vec<&str> = c.names.iter().map(|n| n.as_str()).collect();
             let desc = format!("the certificate presented (SANs: {})", names.join(", "));
-            (c.covers(&host), Some(&**c), desc)
+            (c.covers(&host), Some(c), desc)
         }
         (false, None) => (true, None, "no certificate".to_string()),
     };
@@ -580,8 +590,8 @@ pub fn explain<'a>(rt: &'a Runtime, host: &str, opts: &Options, now: i64) -> Exp
         return ex;
     }
     if let Decision::Passthrough { backend, resolved } = rt.decide(li, ex.sni.as_deref()) {
-        ex.binding_why = match resolved {
-            Some(r) => step_binding(rt, li, ex.sni.as_deref(), &Ok(r)),
+        ex.binding_why = match &resolved {
+            Some(r) => step_binding(rt, li, ex.sni.as_deref(), &Ok(r.clone())),
             None => format!(
                 "{} is not bound on {}; unknown_sni = \"passthrough\" relays it to the listener's default backend {backend}",
                 ex.sni.as_deref().unwrap_or("the name"),
@@ -608,9 +618,9 @@ pub fn explain<'a>(rt: &'a Runtime, host: &str, opts: &Options, now: i64) -> Exp
         Ok(r) => {
             step_certificates(rt, r, now, &mut ex);
             ex.presented = if opts.rsa_only {
-                ex.for_rsa_only
+                ex.for_rsa_only.clone()
             } else {
-                ex.for_modern
+                ex.for_modern.clone()
             };
             ex.resolved = Some(resolved);
             if opts.rsa_only && ex.rsa_only_fails {

@@ -37,6 +37,7 @@ fn match_key(m: Match) -> &'static str {
         Match::Wildcard => "wildcard",
         Match::NoSni => "no_sni",
         Match::UnknownFallback => "unknown_sni_fallback",
+        Match::CatchAll => "catch_all",
     }
 }
 
@@ -95,20 +96,20 @@ pub fn human(ex: &Explanation<'_>, opts: &Options, now: i64) -> String {
             };
             let head = format!("candidate {} ({m}): {}", i + 1, c.why);
             let _ = writeln!(o, "{}", fill("  ", &head, 5));
-            for line in cert_lines(c.cert, now, 5) {
+            for line in cert_lines(&c.cert, now, 5) {
                 let _ = writeln!(o, "{line}");
             }
             let _ = writeln!(o, "            file: {}", c.cert.cert_file.display());
         }
         if !ex.internal_pending {
             let mark = |this: bool| if this { "  <- this client" } else { "" };
-            let modern = ex.for_modern.map_or("none".to_string(), |c| short(c));
+            let modern = ex.for_modern.as_deref().map_or("none".to_string(), short);
             let _ = writeln!(
                 o,
                 "   a client offering ECDSA gets: {modern}{}",
                 mark(!opts.rsa_only)
             );
-            let rsa = match ex.for_rsa_only {
+            let rsa = match ex.for_rsa_only.as_deref() {
                 Some(_) if ex.rsa_only_fails => {
                     "no usable certificate: the handshake fails".to_string()
                 }
@@ -196,7 +197,7 @@ pub fn json(rt: &Runtime, ex: &Explanation<'_>, opts: &Options, config: &Path, n
                     ),
                     ("chosen", Json::Bool(c.chosen)),
                     ("why", Json::str(&c.why)),
-                    ("certificate", cert_json(c.cert, now)),
+                    ("certificate", cert_json(&c.cert, now)),
                 ])
             })
             .collect();
@@ -205,8 +206,8 @@ pub fn json(rt: &Runtime, ex: &Explanation<'_>, opts: &Options, config: &Path, n
             ("internal_pending", Json::Bool(ex.internal_pending)),
             ("why", Json::str(&ex.certs_why)),
             ("candidates", Json::Arr(candidates)),
-            ("for_ecdsa_client", cert(ex.for_modern)),
-            ("for_rsa_only_client", cert(ex.for_rsa_only)),
+            ("for_ecdsa_client", cert(ex.for_modern.as_ref())),
+            ("for_rsa_only_client", cert(ex.for_rsa_only.as_ref())),
             ("rsa_only_client_fails", Json::Bool(ex.rsa_only_fails)),
         ])
     } else {
@@ -248,7 +249,7 @@ pub fn json(rt: &Runtime, ex: &Explanation<'_>, opts: &Options, config: &Path, n
         ("listener_why", Json::str(&ex.listener_why)),
         ("binding", binding),
         ("certificates", certificates),
-        ("presented", cert(ex.presented)),
+        ("presented", cert(ex.presented.as_ref())),
         (
             "request",
             Json::Obj(vec![

@@ -155,6 +155,20 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// Puts a leaf for `sans` into the certificate directory `dir` as `name.pem` +
+    /// `name.key`, each by an atomic rename (key first), as a deployment tool would; the
+    /// leaf's subject holds `stem`.
+    pub fn put_pair(&self, dir: &Path, name: &str, stem: &str, sans: &[&str]) {
+        let (cert, key) = self.leaf(stem, sans, Key::Ecdsa, Validity::Current);
+        for (from, to) in [(key, format!("{name}.key")), (cert, format!("{name}.pem"))] {
+            let tmp = dir.join(format!(".{to}.tmp"));
+            std::fs::copy(from, &tmp).expect("copy");
+            std::fs::rename(&tmp, dir.join(to)).expect("rename");
+        }
+    }
+}
+
 /// A rustls acceptor presenting the chain and key in these PEM files, for test backends
 /// and for servers presenting certificates Portico itself refuses to load.
 pub fn acceptor(cert: &Path, key: &Path) -> tokio_rustls::TlsAcceptor {

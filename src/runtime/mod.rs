@@ -10,19 +10,24 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use tokio::sync::Semaphore;
 
 use crate::config::{Action, CertFiles, Config, Listener, ListenerKind, NoSni, Report, TlsMode};
 use crate::config::{Backend, UnknownSni};
 use crate::http::static_files;
-use crate::route::{Binding, Refusal, Resolved, Table};
+use crate::names::HostName;
+
+mod patch;
+use crate::route::{Binding, Match, Refusal, Resolved, Table};
 use crate::tls::cache::KeyCache;
 use crate::tls::dir;
 use crate::tls::internal_ca::{self, LocalCa};
 use crate::tls::load::{self, Cert};
 use crate::tls::pool::{Choice, How, Pool};
 use crate::tls::resolver::Resolver;
+pub use patch::{patch_pool, Patched};
 
 /// Certificates expiring sooner than this get a warning.
 pub const EXPIRY_WARNING_DAYS: i64 = 14;
@@ -126,7 +131,7 @@ impl Shared {
     }
 
     /// Loads a certificate, or reuses the one loaded before if neither file changed since.
-    fn load(&self, files: &CertFiles) -> Result<Arc<Cert>, load::LoadError> {
+    pub fn load(&self, files: &CertFiles) -> Result<Arc<Cert>, load::LoadError> {
         // A reload finds most certificates loaded already: one look at the files says
         // whether they changed. A first load takes the stamps from the files it reads.
         let known = {
@@ -160,6 +165,12 @@ impl Shared {
     pub fn stamps(&self, files: &CertFiles) -> Option<(FileStamp, FileStamp)> {
         let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         loaded.get(files).map(|l| l.stamps)
+    }
+
+    /// Forgets the certificate loaded from `files` (its pair was removed).
+    pub fn forget(&self, files: &CertFiles) {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        loaded.0.remove(files);
     }
 
     /// Forgets certificates no longer named by `config` or listed in a certificate
@@ -235,7 +246,12 @@ pub struct Runtime {
     pub config: Config,
     pub listeners: Vec<ListenerRt>,
     pub sites: Vec<SiteRt>,
-    pub pool: Pool,
+    /// The certificate pool, swapped as a whole when certificates in directories change
+    /// (no new runtime); pool hosts read it at each handshake.
+    pool: ArcSwap<Pool>,
+    /// The hosts that take their certificate from the pool, with their site and their
+    /// index in its hosts: a change of the pool that would leave one uncovered is refused.
+    pool_hosts: HashMap<HostName, (usize, usize)>,
     /// Certificates issued by the local CA or pinned by sites, by site index.
     pub site_certs: Vec<Option<Arc<Cert>>>,
     /// ACME challenge answers (shared by every runtime of one process).
@@ -255,6 +271,78 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The certificate pool now.
+    pub fn pool(&self) -> Arc<Pool> {
+        self.pool.load_full()
+    }
+
+    /// The certificate for a resolved binding and a client's signature schemes: the
+    /// site's own, or the pool's best for the host now.
+    pub fn certificate_for(
+        &self,
+        resolved: &Resolved<'_>,
+        schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<Cert>> {
+        let b = resolved.binding;
+        if b.pool {
+            return self
+                .pool
+                .load()
+                .choose(resolved.cert_name(), schemes, unix_now())
+                .cloned();
+        }
+        b.certs.as_ref()?.for_client(schemes).cloned()
+    }
+
+    /// The certificates a binding may be served with now: the site's own, or the pool's
+    /// best for the host.
+    pub fn certs_of(&self, b: &Binding) -> Option<Choice> {
+        if b.pool {
+            return self.pool.load().best(&b.host, unix_now());
+        }
+        b.certs.clone()
+    }
+
+    /// Checks `next` as the pool for this runtime's pool hosts among `touched` names (all
+    /// of them, when a wildcard was touched), as a build would: each must still have a
+    /// certificate that covers it and is valid now. Problems go to `report`; none means
+    /// `next` may be installed with [`Runtime::install_pool`].
+    pub fn judge_pool(&self, next: &Pool, touched: &[HostName], report: &mut Report) {
+        let now = unix_now();
+        let mut judge = |host: &HostName, &(site, hi): &(usize, usize)| {
+            let at = format!("site[{}].hosts[{hi}]", self.config.sites[site].index);
+            match next.best(host, now) {
+                None => report.error(
+                    at,
+                    format!("no certificate in the pool covers host {host}"),
+                    Some(format!("keep a certificate whose SAN names include {host} in the pool, or remove the host from its site first")),
+                ),
+                Some(choice) if !choice.variants.iter().any(|c| c.is_valid_at(now)) => report.error(
+                    at,
+                    format!("no certificate in the pool that covers host {host} is valid now"),
+                    Some("put a certificate valid now in place first".to_string()),
+                ),
+                Some(_) => {}
+            }
+        };
+        if touched.iter().any(HostName::is_wildcard) {
+            for (host, at) in &self.pool_hosts {
+                judge(host, at);
+            }
+        } else {
+            for name in touched {
+                if let Some(at) = self.pool_hosts.get(name) {
+                    judge(name, at);
+                }
+            }
+        }
+    }
+
+    /// Installs a pool [`Runtime::judge_pool`] accepted.
+    pub fn install_pool(&self, next: Pool) {
+        self.pool.store(Arc::new(next));
+    }
+
     /// Whether `cert` was loaded from the admin API's certificate store
     /// (`state_dir/certificates`): its source is "admin", not a file the configuration names.
     pub fn is_stored(&self, cert: &Cert) -> bool {
@@ -275,7 +363,15 @@ impl Runtime {
     /// terminate, pass through, or refuse. The server and `explain` both call it.
     pub fn decide(&self, li: usize, sni: Option<&str>) -> Decision<'_> {
         let listener = &self.listeners[li];
-        match listener.table.resolve_sni(sni) {
+        let resolved = match listener.table.resolve_sni(sni) {
+            // The catch-all site takes a name only when the pool has a certificate for it;
+            // otherwise the name is as unknown as if there were no catch-all.
+            Ok(r) if r.by == Match::CatchAll && !self.pool.load().covers(r.cert_name()) => {
+                listener.table.unknown(sni)
+            }
+            other => other,
+        };
+        match resolved {
             Ok(r) => match &self.sites[r.binding.site].action {
                 SiteAction::Passthrough(backend) => Decision::Passthrough {
                     backend,
@@ -558,6 +654,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
     // (site index, host) -> certificates, for hosts on https listeners.
     let mut choices: HashMap<(usize, &crate::names::HostName), Choice> = HashMap::new();
     let mut judged: std::collections::HashSet<*const Cert> = std::collections::HashSet::new();
+    let mut pool_hosts = HashMap::new();
     let mut roots: HashMap<std::path::PathBuf, static_files::Root> = HashMap::new();
     let mut root_paths: HashMap<&std::ffi::OsStr, static_files::Root> = HashMap::new();
     let acme_home = crate::acme::home(&config);
@@ -709,7 +806,15 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                     }
                 }
                 TlsMode::Pool => {
-                    for (hi, host) in site.hosts.iter().enumerate() {
+                    // The catch-all host has no certificate of its own: each name it takes
+                    // is served with the pool's certificate for that name, or refused.
+                    for (hi, host) in site
+                        .hosts
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, h)| !h.is_catch_all())
+                    {
+                        pool_hosts.entry(host.clone()).or_insert((si, hi));
                         match pool.best(host, now) {
                             Some(choice) => {
                                 choices.insert((si, host), choice);
@@ -744,10 +849,13 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             if !site.listeners.contains(&li) {
                 continue;
             }
+            let pooled = l.kind == ListenerKind::Https
+                && site.tls == TlsMode::Pool
+                && !matches!(site.action, Action::Passthrough(_));
             for host in &site.hosts {
                 let certs = match l.kind {
-                    ListenerKind::Https => choices.get(&(si, host)).cloned(),
-                    ListenerKind::Http => None,
+                    ListenerKind::Https if !pooled => choices.get(&(si, host)).cloned(),
+                    _ => None,
                 };
                 let https_port = match l.kind {
                     ListenerKind::Http => https_port_for(&config, si, l),
@@ -758,6 +866,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                     host: host.clone(),
                     site: si,
                     certs,
+                    pool: pooled,
                     https_port,
                 });
             }
@@ -801,7 +910,8 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             config,
             listeners,
             sites,
-            pool,
+            pool: ArcSwap::from_pointee(pool),
+            pool_hosts,
             site_certs,
             challenges: shared.challenges.clone(),
             keys: shared.keys.clone(),
