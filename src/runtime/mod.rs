@@ -19,6 +19,7 @@ use crate::config::{Backend, UnknownSni};
 use crate::http::static_files;
 use crate::names::HostName;
 
+pub mod names_cache;
 mod patch;
 use crate::route::{Binding, Match, Refusal, Resolved, Table};
 use crate::tls::cache::KeyCache;
@@ -57,6 +58,20 @@ pub struct Shared {
     /// Which certificates keep their chain and key in memory (`limits.certificate_cache`).
     pub keys: Arc<KeyCache>,
     loaded: Arc<Mutex<Cache>>,
+    names: Arc<NamesState>,
+}
+
+/// Where the names cache (`names_cache.rs`) stands in this process.
+#[derive(Default)]
+struct NamesState {
+    /// Read once, at the first build.
+    read: std::sync::OnceLock<()>,
+    /// A certificate was parsed since the cache was last written.
+    dirty: std::sync::atomic::AtomicBool,
+    /// A write is under way.
+    writing: std::sync::atomic::AtomicBool,
+    /// Certificates parsed by this process (not reused from memory or the cache).
+    parsed: std::sync::atomic::AtomicUsize,
 }
 
 /// Certificates loaded so far, found by their files (compared by the paths' bytes, see
@@ -127,6 +142,7 @@ impl Shared {
             metrics: Arc::default(),
             keys: Arc::default(),
             loaded: Arc::default(),
+            names: Arc::default(),
         }
     }
 
@@ -148,6 +164,12 @@ impl Shared {
         let (cert, [cert_meta, key_meta]) = load::load_shared(files)?;
         let cert = Arc::new(cert);
         self.keys.adopt(&cert);
+        self.names
+            .dirty
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.names
+            .parsed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(stamps) = stamp_of(&cert_meta).zip(stamp_of(&key_meta)) {
             let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
             loaded.insert(
@@ -165,6 +187,71 @@ impl Shared {
     pub fn stamps(&self, files: &CertFiles) -> Option<(FileStamp, FileStamp)> {
         let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         loaded.get(files).map(|l| l.stamps)
+    }
+
+    /// Takes what `state_dir/names.cache` says about certificates loaded by an earlier run,
+    /// once per process: each is reused, unparsed, while its files keep their stamps.
+    fn read_names(&self, state_dir: &std::path::Path) {
+        self.names.read.get_or_init(|| {
+            let entries = names_cache::read(&names_cache::path(state_dir));
+            let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            for e in entries {
+                let cert = Cert::from_index(
+                    &e.files,
+                    e.names,
+                    e.subject,
+                    e.issuer,
+                    e.not_before,
+                    e.not_after,
+                    e.key_type,
+                    e.signs,
+                    e.sha256,
+                );
+                loaded.insert(
+                    &e.files,
+                    Loaded {
+                        stamps: e.stamps,
+                        cert: Arc::new(cert),
+                    },
+                );
+            }
+        });
+    }
+
+    /// Whether a certificate was parsed since the names cache was last written.
+    pub fn names_dirty(&self) -> bool {
+        self.names.dirty.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Writes `state_dir/names.cache` when a certificate was parsed since the last write
+    /// (blocking: the serve loop runs it on the blocking pool, after a start or a change).
+    /// Returns how many entries it wrote, None when there was nothing to write or a write
+    /// is under way.
+    pub fn write_names(&self, state_dir: &std::path::Path) -> Option<std::io::Result<usize>> {
+        use std::sync::atomic::Ordering;
+        if !self.names.dirty.load(Ordering::Relaxed)
+            || self.names.writing.swap(true, Ordering::AcqRel)
+        {
+            return None;
+        }
+        self.names.dirty.store(false, Ordering::Relaxed);
+        let entries: Vec<((FileStamp, FileStamp), Arc<Cert>)> = {
+            let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            loaded
+                .0
+                .values()
+                .map(|l| (l.stamps, l.cert.clone()))
+                .collect()
+        };
+        let written = names_cache::write(
+            &names_cache::path(state_dir),
+            entries.iter().map(|(s, c)| (s, &**c)),
+        );
+        if written.is_err() {
+            self.names.dirty.store(true, Ordering::Relaxed);
+        }
+        self.names.writing.store(false, Ordering::Release);
+        Some(written)
     }
 
     /// Forgets the certificate loaded from `files` (its pair was removed).
@@ -552,6 +639,11 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
     let mut report = Report::default();
     let now = unix_now();
     shared.keys.set_capacity(config.limits.certificate_cache);
+    shared.read_names(&config.state_dir);
+    let parsed_before = shared
+        .names
+        .parsed
+        .load(std::sync::atomic::Ordering::Relaxed);
     // The cluster key is a file like a certificate's: checked here, in every mode.
     if let Some(cluster) = &config.cluster {
         if let Err(e) = crate::store::ClusterKey::load(&cluster.key_file) {
@@ -631,6 +723,18 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
         format!(" (note: {} could not be loaded)", unloaded.join(", "))
     };
     let pool = Pool::new(certs);
+    if mode == Mode::Serve {
+        let parsed = shared
+            .names
+            .parsed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - parsed_before;
+        tracing::info!(
+            certificates = pool.len(),
+            parsed,
+            "pool certificates loaded (the others known from memory or state_dir/names.cache)"
+        );
+    }
 
     let needs_ca = mode == Mode::Serve && config.sites.iter().any(|s| s.tls == TlsMode::Internal);
     let ca = if needs_ca {

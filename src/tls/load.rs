@@ -91,6 +91,36 @@ impl fmt::Debug for Cert {
 }
 
 impl Cert {
+    /// A certificate known from what an earlier load found (`state_dir/names.cache`),
+    /// its chain and key not in memory: they are read from `files` when first needed,
+    /// and refused if the leaf is not the one `sha256` names.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_index(
+        files: &CertFiles,
+        names: Vec<HostName>,
+        subject: String,
+        issuer: String,
+        not_before: i64,
+        not_after: i64,
+        key_type: KeyType,
+        signs: Signs,
+        sha256: [u8; 32],
+    ) -> Cert {
+        Cert {
+            held: Held::default(),
+            signs,
+            names,
+            subject,
+            issuer,
+            not_before,
+            not_after,
+            key_type,
+            sha256,
+            cert_file: files.cert.clone(),
+            key_file: files.key.clone(),
+        }
+    }
+
     /// The chain and key slot, for the certificate cache.
     pub fn held(&self) -> &Held {
         &self.held

@@ -215,3 +215,63 @@ fn an_evicted_certificate_is_read_again_and_a_corrupt_one_is_refused() {
         "other names are unaffected"
     );
 }
+
+/// A restart parses only the certificates whose files changed since the last run: the
+/// others are known from state_dir/names.cache, and still served with their own
+/// certificate (read from their files at the first handshake). A cache that does not read
+/// costs only the parsing.
+#[test]
+fn a_restart_parses_only_what_changed_thanks_to_the_names_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).expect("mkdir");
+    for i in 0..5 {
+        pki.put_pair(
+            &certs,
+            &format!("n{i}"),
+            &format!("v1-{i}"),
+            &[&format!("n{i}.names.test")],
+        );
+    }
+    let port = free_port();
+    let config = dir.path().join("portico.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"state\"\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n\
+             [[certificate]]\ndir = \"certs\"\n\
+             [[site]]\nname = \"all\"\nhosts = [\"*\"]\nrespond = {{ body = \"d\" }}\n"
+        ),
+    )
+    .expect("write");
+    let cache = dir.path().join("state/names.cache");
+    let first = Logged::serve(&config);
+    first.line_containing("parsed=5");
+    eventually("the names cache written", || {
+        let text = std::fs::read_to_string(&cache).ok()?;
+        (text.lines().count() == 6).then_some(())
+    });
+    drop(first);
+
+    // While stopped, one pair is replaced.
+    pki.put_pair(&certs, "n2", "v2-2", &["n2.names.test"]);
+    let second = Logged::serve(&config);
+    second.line_containing("parsed=1");
+    served(port, "n2.names.test", "v2-2", Instant::now());
+    for i in [0, 1, 3, 4] {
+        served(
+            port,
+            &format!("n{i}.names.test"),
+            &format!("v1-{i}"),
+            Instant::now(),
+        );
+    }
+    drop(second);
+
+    // A cache that does not read is no cache.
+    std::fs::write(&cache, "portico names cache 1\ngarbage\tline\n").expect("write");
+    let third = Logged::serve(&config);
+    third.line_containing("parsed=5");
+    served(port, "n3.names.test", "v1-3", Instant::now());
+}

@@ -298,6 +298,19 @@ fn install_patch(
     record(history, ok, report, summary, why)
 }
 
+/// Writes the names cache on the blocking pool (`Shared::write_names`); a failure costs
+/// only the next start's time, and is logged.
+fn write_names(shared: &Shared, state_dir: &Path) {
+    let (shared, dir) = (shared.clone(), state_dir.to_path_buf());
+    tokio::task::spawn_blocking(move || match shared.write_names(&dir) {
+        Some(Err(e)) => {
+            tracing::warn!(file = %runtime::names_cache::path(&dir).display(), error = %e, "cannot write the names cache; the next start parses every certificate again")
+        }
+        Some(Ok(entries)) => tracing::debug!(entries, "names cache written"),
+        None => {}
+    });
+}
+
 /// Records the outcome of a change in `history`, and returns it.
 fn record(history: &History, ok: bool, report: Report, summary: String, why: &str) -> Outcome {
     let outcome = Outcome {
@@ -612,6 +625,11 @@ async fn serve(
     // After a hand-over: the control sessions still writing their answers.
     let mut sessions = None;
     loop {
+        // What the last start or change parsed goes to the names cache, so the next start
+        // need not parse it again (in the background; nothing waits for it).
+        if shared.names_dirty() {
+            write_names(&shared, &server.runtime().config.state_dir);
+        }
         tokio::select! {
             _ = hup.recv() => {
                 reload!("SIGHUP");

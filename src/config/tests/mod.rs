@@ -634,11 +634,24 @@ fn choice(rt: &Runtime, li: usize, name: &str) -> (Match, How, Vec<KeyType>, Vec
         .table
         .lookup(&host(name))
         .unwrap_or_else(|| panic!("{name} is bound on listener {li}"));
-    let certs = resolved
-        .binding
-        .certs
-        .as_ref()
+    let certs = rt
+        .certs_of(resolved.binding)
         .unwrap_or_else(|| panic!("{name} has certificates on listener {li}"));
+    // The handshake's choice (`Pool::choose`, no allocation) is the displayed one's.
+    for schemes in [
+        crate::inspect::explain::RSA_ONLY_SCHEMES,
+        &[
+            rustls::SignatureScheme::ECDSA_NISTP256_SHA256,
+            rustls::SignatureScheme::RSA_PSS_SHA256,
+        ],
+    ] {
+        let handshake = rt.certificate_for(&resolved, schemes);
+        let shown = certs.for_client(schemes);
+        assert!(
+            handshake.as_ref().map(std::sync::Arc::as_ptr) == shown.map(std::sync::Arc::as_ptr),
+            "{name}: the handshake and the display choose alike"
+        );
+    }
     let files = certs
         .variants
         .iter()
