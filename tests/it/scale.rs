@@ -56,12 +56,8 @@ fn many_certificates_load_and_resolve() {
             .resolve_sni(Some(&format!("site{i}.scale.test")))
             .expect("bound");
         assert_eq!(rt.sites[r.binding.site].name, format!("s{i}"));
-        let cert = r
-            .binding
-            .certs
-            .as_ref()
-            .and_then(|c| c.preferred())
-            .expect("certificate");
+        let choice = rt.certs_of(r.binding).expect("certificates");
+        let cert = choice.preferred().expect("certificate");
         assert!(cert.covers(&HostName::parse(&format!("site{i}.scale.test")).expect("name")));
     }
     eprintln!(
