@@ -37,7 +37,7 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
         sslcert: args.sslcert.clone(),
         cert_dir: args.cert_dir.clone(),
     };
-    let plan = match import::read(args.source, &args.file, &iis) {
+    let mut plan = match import::read(args.source, &args.file, &iis) {
         Ok(plan) => plan,
         Err(e) => {
             eprintln!("error: {e}");
@@ -49,14 +49,15 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(o) => cwd.join(o),
         None => cwd.join("portico.toml"),
     };
-    let outcome = import::finish(plan, &output);
-    for (path, bytes) in &outcome.chains {
+    let chains = import::chains(&mut plan, &output);
+    for (path, bytes) in &chains {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
     }
+    let outcome = import::finish(plan, &output, chains);
     match &args.output {
         Some(_) => std::fs::write(&output, &outcome.toml)
             .with_context(|| format!("cannot write {}", output.display()))?,

@@ -311,9 +311,8 @@ const MAX_ROUNDS: usize = 64;
 /// Renders `plan` as the configuration at `output` (relative paths in it are relative to its
 /// directory), runs Portico's check on it, leaves out the hosts that no certificate covers
 /// (reporting them as served wrongly today), and maps the check's other findings back to
-/// the source.
-pub fn finish(mut plan: Plan, output: &Path) -> Outcome {
-    let chains = join_chains(&mut plan, output);
+/// the source. `chains` are [`chains`]'s, already written (the check reads them).
+pub fn finish(mut plan: Plan, output: &Path, chains: Vec<(PathBuf, Vec<u8>)>) -> Outcome {
     let mut report;
     let mut rounds = 0;
     loop {
@@ -464,9 +463,9 @@ fn source_of(plan: &Plan, path: &str) -> Option<Loc> {
 }
 
 /// For each site whose certificate has a separate chain file, the joined chain to write
-/// beside `output` (`chains/SITE.pem`). A file that cannot be read is reported and the
-/// certificate is used without it.
-fn join_chains(plan: &mut Plan, output: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+/// beside `output` (`chains/SITE.pem`) before [`finish`] checks the output. A file that
+/// cannot be read is reported and the certificate is used without it.
+pub fn chains(plan: &mut Plan, output: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = output
         .parent()
         .map(Path::to_path_buf)

@@ -24,7 +24,7 @@ fn comment(out: &mut String, text: &str) {
 }
 
 /// The configuration text for `plan`, to be written at `output`. `chains` are the joined
-/// chain files (see `join_chains`): a site whose certificate has one points at it.
+/// chain files (see [`super::chains`]): a site whose certificate has one points at it.
 pub fn render(plan: &Plan, output: &Path, chains: &[(PathBuf, Vec<u8>)]) -> String {
     let _ = output;
     let mut out = String::new();
