@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use super::resolve::{resolve_blocks, Block, BlockListen, Rules};
 use super::source::{self, Loc, MAX_DEPTH};
-use super::{host_name, listen_address, resolve, Action, Class, File, Host, ImportError, Plan, Tls};
+use super::{
+    host_name, listen_address, resolve, Action, Class, File, Host, ImportError, Plan, Tls,
+};
 
 /// One directive or section; names as written (compared without case).
 #[derive(Debug, Clone)]
@@ -85,7 +87,9 @@ impl Parser {
     ) -> Result<Vec<Directive>, ImportError> {
         if depth > MAX_DEPTH {
             return Err(ImportError::TooDeep {
-                at: from.cloned().unwrap_or_else(|| Loc::new(&Arc::from(path), 1)),
+                at: from
+                    .cloned()
+                    .unwrap_or_else(|| Loc::new(&Arc::from(path), 1)),
                 depth: MAX_DEPTH,
             });
         }
@@ -332,7 +336,10 @@ fn protocols(plan: &mut Plan, d: &Directive) {
             // Apache 2.4: all is +TLSv1 +TLSv1.1 +TLSv1.2 (+TLSv1.3), no SSLv3.
             all[1..].to_vec()
         } else {
-            all.iter().copied().filter(|n| n.eq_ignore_ascii_case(p)).collect()
+            all.iter()
+                .copied()
+                .filter(|n| n.eq_ignore_ascii_case(p))
+                .collect()
         };
         if sign == ' ' && i == 0 {
             on.clear();
@@ -387,7 +394,11 @@ fn grants_only(body: &[Directive]) -> bool {
     body.iter().all(|d| {
         d.is("Options")
             || d.is("AllowOverride")
-            || (d.is("Require") && d.args.iter().map(|a| a.to_ascii_lowercase()).eq(["all", "granted"]))
+            || (d.is("Require")
+                && d.args
+                    .iter()
+                    .map(|a| a.to_ascii_lowercase())
+                    .eq(["all", "granted"]))
     })
 }
 
@@ -449,10 +460,7 @@ fn vhost(plan: &mut Plan, d: &Directive, body: &[Directive], g: &Global) -> Opti
     let mut hosts = Vec::new();
     for (written, at) in &seen.names {
         // ServerName may carry a scheme and a port: https://www.example.com:443.
-        let bare = written
-            .split_once("://")
-            .map(|(_, r)| r)
-            .unwrap_or(written);
+        let bare = written.split_once("://").map(|(_, r)| r).unwrap_or(written);
         let bare = match bare.rsplit_once(':') {
             Some((h, p)) if p.parse::<u16>().is_ok() => h,
             _ => bare,
@@ -512,7 +520,9 @@ fn vhost_body(plan: &mut Plan, body: &[Directive], g: &Global, seen: &mut VhostS
     for d in body {
         let lower = d.name.to_ascii_lowercase();
         match lower.as_str() {
-            "servername" => seen.names.extend(d.args.first().map(|n| (n.clone(), d.at.clone()))),
+            "servername" => seen
+                .names
+                .extend(d.args.first().map(|n| (n.clone(), d.at.clone()))),
             "serveralias" => {
                 for a in &d.args {
                     seen.names.push((a.clone(), d.at.clone()));
@@ -528,7 +538,10 @@ fn vhost_body(plan: &mut Plan, body: &[Directive], g: &Global, seen: &mut VhostS
             "documentroot" => seen.root = d.args.first().map(|a| (a.clone(), d.at.clone())),
             "redirect" | "redirectpermanent" | "redirecttemp" => redirect(plan, d, seen),
             "proxypass" => match d.args.as_slice() {
-                [path, url, ..] if path == "/" && (url.starts_with("http://") || url.starts_with("https://")) => {
+                [path, url, ..]
+                    if path == "/"
+                        && (url.starts_with("http://") || url.starts_with("https://")) =>
+                {
                     let url = url.trim_end_matches('/');
                     let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
                     if rest.contains('/') {
@@ -537,16 +550,25 @@ fn vhost_body(plan: &mut Plan, body: &[Directive], g: &Global, seen: &mut VhostS
                         seen.action = Some(Action::Proxy(vec![format!("{scheme}://{rest}")]));
                     }
                 }
-                _ => not_translated(plan, d, ": only ProxyPass / http(s)://host:port is translated"),
+                _ => not_translated(
+                    plan,
+                    d,
+                    ": only ProxyPass / http(s)://host:port is translated",
+                ),
             },
             "rewriterule" => {
                 let to_https = d.args.get(1).is_some_and(|to| {
-                    to.starts_with("https://%{HTTP_HOST}") || to.starts_with("https://%{SERVER_NAME}")
+                    to.starts_with("https://%{HTTP_HOST}")
+                        || to.starts_with("https://%{SERVER_NAME}")
                 });
                 if to_https {
                     seen.to_https = true;
                 } else {
-                    not_translated(plan, d, ": Portico has no rewrite rules (a redirect site redirects every path)");
+                    not_translated(
+                        plan,
+                        d,
+                        ": Portico has no rewrite rules (a redirect site redirects every path)",
+                    );
                 }
             }
             "rewritecond" => {
@@ -585,7 +607,11 @@ fn redirect(plan: &mut Plan, d: &Directive, seen: &mut VhostSeen) {
             code => match code.parse::<u16>() {
                 Ok(c @ (301 | 302 | 303 | 307 | 308)) => c,
                 _ => {
-                    not_translated(plan, d, ": Portico redirects with 301, 302, 303, 307 or 308");
+                    not_translated(
+                        plan,
+                        d,
+                        ": Portico redirects with 301, 302, 303, 307 or 308",
+                    );
                     return;
                 }
             },
@@ -598,10 +624,7 @@ fn redirect(plan: &mut Plan, d: &Directive, seen: &mut VhostSeen) {
                 .split_once("://")
                 .map(|(_, r)| r.split('/').next().unwrap_or(""))
                 .unwrap_or("");
-            let own = seen
-                .names
-                .iter()
-                .any(|(n, _)| n.eq_ignore_ascii_case(host));
+            let own = seen.names.iter().any(|(n, _)| n.eq_ignore_ascii_case(host));
             if url.starts_with("https://") && own {
                 seen.to_https = true;
             } else {

@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::source::Loc;
-use super::{host_name, listen_address, Action, Class, File, Host, IisFiles, ImportError, Kind, Plan, Site, Tls};
+use super::{
+    host_name, listen_address, Action, Class, File, Host, IisFiles, ImportError, Kind, Plan, Site,
+    Tls,
+};
 use crate::names::HostName;
 
 /// One `netsh http show sslcert` entry.
@@ -384,7 +387,10 @@ pub fn read(file: &Path, files: &IisFiles) -> Result<Plan, ImportError> {
                                 });
                             }
                         }
-                        let first = names.iter().find(|n| !n.is_wildcard()).map(|n| n.as_str().to_string());
+                        let first = names
+                            .iter()
+                            .find(|n| !n.is_wildcard())
+                            .map(|n| n.as_str().to_string());
                         let i = plan.listener(&b.address, Kind::Https, &b.at);
                         if plan.listeners[i].no_sni.is_none() {
                             plan.listeners[i].no_sni = first;
@@ -439,7 +445,10 @@ fn shadowing(plan: &mut Plan, certs: &[SslCert], found: &BTreeMap<String, Option
         .filter(|a| !a.starts_with("*:"))
         .collect();
     for address in ip_listeners {
-        let port = address.rsplit_once(':').map(|(_, p)| p.to_string()).unwrap_or_default();
+        let port = address
+            .rsplit_once(':')
+            .map(|(_, p)| p.to_string())
+            .unwrap_or_default();
         let all = format!("*:{port}");
         let Some(c) = certs.iter().find(|c| c.key == SslKey::Ip(address.clone())) else {
             continue;
@@ -459,7 +468,9 @@ fn shadowing(plan: &mut Plan, certs: &[SslCert], found: &BTreeMap<String, Option
                     .map(|n| names.iter().any(|x| x.covers(&n)))
                     .unwrap_or(false);
                 let same = s.tls.as_ref().is_some_and(|t| {
-                    t.cert.file_stem().map(|f| f.to_string_lossy().to_ascii_lowercase())
+                    t.cert
+                        .file_stem()
+                        .map(|f| f.to_string_lossy().to_ascii_lowercase())
                         == Some(c.thumbprint.clone())
                 });
                 if !same {
@@ -471,7 +482,11 @@ fn shadowing(plan: &mut Plan, certs: &[SslCert], found: &BTreeMap<String, Option
                             c.at,
                             h.name,
                             h.name,
-                            if covered { "" } else { ", and it does not cover the name" },
+                            match (names.is_empty(), covered) {
+                                (true, _) => "",
+                                (false, true) => " (it covers the name, but it is not the site's own)",
+                                (false, false) => ", and it does not cover the name",
+                            },
                             h.name
                         ),
                     ));

@@ -290,7 +290,7 @@ impl Outcome {
             .map(|s| s.served_hosts().count())
             .sum();
         out.push_str(&format!(
-            "{}: {} {} listeners, {} sites, {} hosts translated; {} served wrongly today, {} not translated, {} errors and {} warnings from portico check\n",
+            "{}: {} configuration: {} listeners, {} sites, {} hosts translated; {} served wrongly today, {} not translated, {} errors and {} warnings from portico check\n",
             self.plan.file.display(),
             self.plan.source,
             self.plan.listeners.len(),
@@ -357,26 +357,43 @@ pub fn finish(mut plan: Plan, output: &Path, chains: Vec<(PathBuf, Vec<u8>)>) ->
             break;
         }
     }
-    // Every host left out: the old server presents a certificate that does not cover it.
+    // Every host left out: the old server presents a certificate that does not cover it,
+    // or no certificate of it could be carried over.
     let mut wrong = Vec::new();
     for s in &plan.sites {
         for h in &s.hosts {
-            if let Some(why) = &h.left_out {
-                if uncovered(why) {
-                    wrong.push(Finding {
-                        class: Class::Wrong,
-                        at: Some(h.at.clone()),
-                        path: None,
-                        message: format!(
-                            "{} today presents a certificate that does not cover {} ({}); left out of the output, so Portico refuses the name until it has a certificate: {why}",
-                            plan.source, h.name, s.what
-                        ),
-                        fix: Some(format!(
-                            "get a certificate that covers {} and add it to site {:?} (tls) or as a [[certificate]]",
-                            h.name, s.name
-                        )),
-                    });
-                }
+            let Some(why) = &h.left_out else { continue };
+            if !uncovered(why) {
+                continue;
+            }
+            if s.tls.is_some() {
+                wrong.push(Finding {
+                    class: Class::Wrong,
+                    at: Some(h.at.clone()),
+                    path: None,
+                    message: format!(
+                        "{} today presents a certificate that does not cover {} ({}); left out of the output, so Portico refuses the name until it has a certificate: {why}",
+                        plan.source, h.name, s.what
+                    ),
+                    fix: Some(format!(
+                        "get a certificate that covers {} and add it to site {:?} (tls) or as a [[certificate]]",
+                        h.name, s.name
+                    )),
+                });
+            } else {
+                wrong.push(Finding {
+                    class: Class::NotTranslated,
+                    at: Some(h.at.clone()),
+                    path: None,
+                    message: format!(
+                        "{}: no certificate of the {} could be carried over (see the other findings); left out of the output",
+                        h.name, s.what
+                    ),
+                    fix: Some(format!(
+                        "give site {:?} a certificate (tls = {{ cert, key }}) and add the host back",
+                        s.name
+                    )),
+                });
             }
         }
     }
@@ -384,10 +401,7 @@ pub fn finish(mut plan: Plan, output: &Path, chains: Vec<(PathBuf, Vec<u8>)>) ->
     let text = render(&plan, output, &chains);
     for d in report.items {
         // The hosts left out were reported above; what remains is the final check's.
-        if d.severity == Severity::Error
-            && uncovered(&d.message)
-            && site_host(&d.path).is_some()
-        {
+        if d.severity == Severity::Error && uncovered(&d.message) && site_host(&d.path).is_some() {
             continue;
         }
         let at = source_of(&plan, &d.path);

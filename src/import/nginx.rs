@@ -12,9 +12,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::source::{self, Loc, MAX_DEPTH};
 use super::resolve::{resolve_blocks, Block, BlockListen, Rules};
-use super::{host_name, listen_address, resolve, Action, Class, File, Host, ImportError, Plan, Tls};
+use super::source::{self, Loc, MAX_DEPTH};
+use super::{
+    host_name, listen_address, resolve, Action, Class, File, Host, ImportError, Plan, Tls,
+};
 
 /// Where Debian's nginx resolves a relative `root` (its `--prefix`).
 const PREFIX: &str = "/usr/share/nginx";
@@ -99,22 +101,40 @@ fn tokens(text: &str, file: &File) -> Result<Vec<(Token, usize)>, ImportError> {
                 out.push((Token::Word(word), start));
             }
             c => {
-                let mut word = String::from(c);
-                while let Some(&d) = chars.peek() {
-                    if d.is_whitespace() || matches!(d, ';' | '{' | '}') {
-                        break;
-                    }
+                let mut word = String::new();
+                let mut first = Some(c);
+                loop {
+                    let d = match first.take() {
+                        Some(d) => d,
+                        None => match chars.peek() {
+                            Some(&d) if !(d.is_whitespace() || matches!(d, ';' | '{' | '}')) => {
+                                chars.next();
+                                d
+                            }
+                            _ => break,
+                        },
+                    };
+                    // As nginx: \" \' \\ \t \r \n are escapes; any other backslash stays.
                     if d == '\\' {
-                        chars.next();
-                        if let Some(e) = chars.next() {
-                            word.push(e);
+                        match chars.next() {
+                            Some(e @ ('"' | '\'' | '\\')) => word.push(e),
+                            Some('t') => word.push('\t'),
+                            Some('r') => word.push('\r'),
+                            Some('n') => word.push('\n'),
+                            Some(e) => {
+                                if e == '\n' {
+                                    line += 1;
+                                }
+                                word.push('\\');
+                                word.push(e);
+                            }
+                            None => word.push('\\'),
                         }
                         continue;
                     }
                     // `${var}` keeps its braces.
                     if d == '$' {
                         word.push(d);
-                        chars.next();
                         if chars.peek() == Some(&'{') {
                             for e in chars.by_ref() {
                                 word.push(e);
@@ -126,7 +146,6 @@ fn tokens(text: &str, file: &File) -> Result<Vec<(Token, usize)>, ImportError> {
                         continue;
                     }
                     word.push(d);
-                    chars.next();
                 }
                 out.push((Token::Word(word), line));
             }
@@ -144,7 +163,9 @@ fn parse_file(
 ) -> Result<Vec<Directive>, ImportError> {
     if depth > MAX_DEPTH {
         return Err(ImportError::TooDeep {
-            at: from.cloned().unwrap_or_else(|| Loc::new(&Arc::from(path), 1)),
+            at: from
+                .cloned()
+                .unwrap_or_else(|| Loc::new(&Arc::from(path), 1)),
             depth: MAX_DEPTH,
         });
     }
@@ -437,10 +458,12 @@ fn read_server(
         to_https: false,
     };
     let mut ssl_on = false;
+    let mut had_listen = false;
     let mut root = inherited.root.clone();
     for d in block {
         match d.name.as_str() {
             "listen" => {
+                had_listen = true;
                 if let Some(l) = read_listen(plan, d) {
                     s.listens.push(l);
                 }
@@ -516,7 +539,7 @@ fn read_server(
             l.ssl = true;
         }
     }
-    if s.listens.is_empty() {
+    if !had_listen {
         // nginx's default: `listen *:80` (as root).
         s.listens.push(Listen {
             address: "*:80".to_string(),
@@ -568,14 +591,24 @@ fn read_location(
                 None => plan.note_fix(
                     Class::NotTranslated,
                     Some(&d.at),
-                    format!("proxy_pass {}: not a plain http(s)://host:port or upstream", d.args.join(" ")),
+                    format!(
+                        "proxy_pass {}: not a plain http(s)://host:port or upstream",
+                        d.args.join(" ")
+                    ),
                     "write the site's proxy = { upstreams = [...] } by hand",
                 ),
             },
             "proxy_set_header" => {
                 let standard = matches!(
                     d.args.first().map(|h| h.to_ascii_lowercase()).as_deref(),
-                    Some("host" | "x-real-ip" | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded")
+                    Some(
+                        "host"
+                            | "x-real-ip"
+                            | "x-forwarded-for"
+                            | "x-forwarded-proto"
+                            | "x-forwarded-host"
+                            | "forwarded"
+                    )
                 );
                 if !standard {
                     not_translated(plan, d);
@@ -589,7 +622,10 @@ fn read_location(
             "try_files" => plan.note(
                 Class::NotTranslated,
                 Some(&d.at),
-                format!("try_files {}: Portico has no fallback files", d.args.join(" ")),
+                format!(
+                    "try_files {}: Portico has no fallback files",
+                    d.args.join(" ")
+                ),
             ),
             "index" => {}
             n if NO_EFFECT.contains(&n) => {}
@@ -694,7 +730,11 @@ fn read_rewrite(d: &Directive) -> Option<Action> {
 
 fn read_listen(plan: &mut Plan, d: &Directive) -> Option<Listen> {
     let Some(first) = d.args.first() else {
-        plan.note(Class::NotTranslated, Some(&d.at), "listen without an address");
+        plan.note(
+            Class::NotTranslated,
+            Some(&d.at),
+            "listen without an address",
+        );
         return None;
     };
     let (host, port) = if let Ok(port) = first.parse::<u16>() {
@@ -745,7 +785,9 @@ fn read_listen(plan: &mut Plan, d: &Directive) -> Option<Listen> {
     Some(Listen {
         address,
         ssl: flags.iter().any(|f| f == "ssl"),
-        default: flags.iter().any(|f| f == "default_server" || f == "default"),
+        default: flags
+            .iter()
+            .any(|f| f == "default_server" || f == "default"),
         at: d.at.clone(),
     })
 }

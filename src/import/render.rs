@@ -111,12 +111,7 @@ pub fn render(plan: &Plan, output: &Path, chains: &[(PathBuf, Vec<u8>)]) -> Stri
         if let Some(t) = &s.tls {
             let cert = chain.as_deref().unwrap_or(&t.cert);
             let _ = writeln!(out, "# {}", t.at);
-            let _ = writeln!(
-                out,
-                "tls = {{ cert = {}, key = {} }}",
-                qp(cert),
-                qp(&t.key)
-            );
+            let _ = writeln!(out, "tls = {{ cert = {}, key = {} }}", qp(cert), qp(&t.key));
         }
         match &s.action {
             Some(Action::Root(root)) => {

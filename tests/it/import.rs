@@ -104,7 +104,12 @@ async fn nginx_import_serves_what_nginx_serves_and_refuses_what_it_serves_wrongl
     let d = dir.path();
     let pki = Pki::new(&d.join("certs"));
     pki.leaf("default", &["default.test"], Key::Ecdsa, Validity::Current);
-    pki.leaf("a", &["a.test", "www.a.test"], Key::Ecdsa, Validity::Current);
+    pki.leaf(
+        "a",
+        &["a.test", "www.a.test"],
+        Key::Ecdsa,
+        Validity::Current,
+    );
     pki.leaf("b", &["b.test"], Key::Rsa, Validity::Current);
     let root = site_root(d, "www", "hello");
     let port = free_port();
@@ -239,9 +244,22 @@ async fn apache_import_serves_what_apache_serves_and_refuses_what_it_serves_wron
     let d = dir.path();
     let pki = Pki::new(&d.join("certs"));
     let (first, _) = pki.leaf("first", &["first.test"], Key::Ecdsa, Validity::Current);
-    let (shop, _) = pki.leaf("shop", &["shop.test", "www.shop.test"], Key::Rsa, Validity::Current);
-    split_chain(&first, &d.join("certs/first-leaf.pem"), &d.join("certs/first-chain.pem"));
-    split_chain(&shop, &d.join("certs/shop-leaf.pem"), &d.join("certs/chain.pem"));
+    let (shop, _) = pki.leaf(
+        "shop",
+        &["shop.test", "www.shop.test"],
+        Key::Rsa,
+        Validity::Current,
+    );
+    split_chain(
+        &first,
+        &d.join("certs/first-leaf.pem"),
+        &d.join("certs/first-chain.pem"),
+    );
+    split_chain(
+        &shop,
+        &d.join("certs/shop-leaf.pem"),
+        &d.join("certs/chain.pem"),
+    );
     let root = site_root(d, "www", "hello");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -297,7 +315,13 @@ async fn apache_import_serves_what_apache_serves_and_refuses_what_it_serves_wron
     let new: SocketAddr = new.parse().expect("addr");
     let _portico = serve(&out, new).await;
     let old: SocketAddr = addr.parse().expect("addr");
-    let names = ["first.test", "shop.test", "www.shop.test", "old.shop.test", "nobody.test"];
+    let names = [
+        "first.test",
+        "shop.test",
+        "www.shop.test",
+        "old.shop.test",
+        "nobody.test",
+    ];
     let (code, table) = compare(old, new, &names, &pki.root_file());
     assert_eq!(code, 0, "{table}");
     for n in ["first.test", "shop.test", "www.shop.test", "(no SNI)"] {
@@ -351,7 +375,12 @@ async fn iis_import_binds_sni_hosts_and_names_the_ip_binding_that_shadows_them()
         "iis",
         &d.join("applicationHost.config"),
         &out,
-        &["--sslcert", &p(&d.join("sslcert.txt")), "--cert-dir", &p(&certs)],
+        &[
+            "--sslcert",
+            &p(&d.join("sslcert.txt")),
+            "--cert-dir",
+            &p(&certs),
+        ],
     );
     assert_eq!(code, 1, "{report}");
     let wrong: Vec<&str> = report
@@ -378,11 +407,23 @@ async fn iis_import_binds_sni_hosts_and_names_the_ip_binding_that_shadows_them()
     let cn = |thumb: &str| Some(format!("CN={thumb} Rsa"));
     let all: SocketAddr = all.parse().expect("addr");
     let ip: SocketAddr = ip.parse().expect("addr");
-    assert_eq!(leaf(all, Some("sitev1.mysite.com"), &trust).await, cn(SITEV1));
-    assert_eq!(leaf(all, Some("sitev2.mysite.com"), &trust).await, cn(SITEV2));
+    assert_eq!(
+        leaf(all, Some("sitev1.mysite.com"), &trust).await,
+        cn(SITEV1)
+    );
+    assert_eq!(
+        leaf(all, Some("sitev2.mysite.com"), &trust).await,
+        cn(SITEV2)
+    );
     // On the IP, each SNI host gets its own certificate, not the IP's.
-    assert_eq!(leaf(ip, Some("sitev1.mysite.com"), &trust).await, cn(SITEV1));
-    assert_eq!(leaf(ip, Some("legacy.mysite.com"), &trust).await, cn(LEGACY));
+    assert_eq!(
+        leaf(ip, Some("sitev1.mysite.com"), &trust).await,
+        cn(SITEV1)
+    );
+    assert_eq!(
+        leaf(ip, Some("legacy.mysite.com"), &trust).await,
+        cn(LEGACY)
+    );
     assert_eq!(leaf(ip, None, &trust).await, cn(LEGACY));
     assert_eq!(leaf(ip, Some("other.mysite.com"), &trust).await, None);
 }
@@ -413,8 +454,14 @@ fn a_malformed_source_is_exit_2_with_its_file_and_line() {
     assert!(report.contains("app.config"), "{report}");
     let (code, report) = import("nginx", &d.join("missing.conf"), &d.join("o.toml"), &[]);
     assert_eq!(code, 2, "{report}");
-    assert!(report.contains("missing.conf") && report.contains("no such file"), "{report}");
-    assert!(!d.join("o.toml").exists(), "nothing is written when the source cannot be read");
+    assert!(
+        report.contains("missing.conf") && report.contains("no such file"),
+        "{report}"
+    );
+    assert!(
+        !d.join("o.toml").exists(),
+        "nothing is written when the source cannot be read"
+    );
 }
 
 #[test]
@@ -438,7 +485,10 @@ fn a_clean_source_is_exit_0() {
     let (code, report) = import("nginx", &d.join("nginx.conf"), &out, &[]);
     assert_eq!(code, 0, "{report}");
     let toml = std::fs::read_to_string(&out).expect("output");
-    assert!(toml.contains("address = \"*:443\"") && toml.contains("kind = \"http\""), "{toml}");
+    assert!(
+        toml.contains("address = \"*:443\"") && toml.contains("kind = \"http\""),
+        "{toml}"
+    );
     let o = run(&["check", "-c", &p(&out)]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
 }
