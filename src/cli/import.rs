@@ -33,18 +33,19 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("error: --sslcert and --cert-dir are for `portico import iis`");
         return Ok(ExitCode::from(2));
     }
+    // Absolute paths: the output's relative paths would be relative to its own directory.
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let iis = IisFiles {
-        sslcert: args.sslcert.clone(),
-        cert_dir: args.cert_dir.clone(),
+        sslcert: args.sslcert.as_ref().map(|p| cwd.join(p)),
+        cert_dir: args.cert_dir.as_ref().map(|p| cwd.join(p)),
     };
-    let mut plan = match import::read(args.source, &args.file, &iis) {
+    let mut plan = match import::read(args.source, &cwd.join(&args.file), &iis) {
         Ok(plan) => plan,
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(ExitCode::from(2));
         }
     };
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let output = match &args.output {
         Some(o) => cwd.join(o),
         None => cwd.join("portico.toml"),

@@ -416,7 +416,7 @@ struct VhostSeen {
 
 fn vhost(plan: &mut Plan, d: &Directive, body: &[Directive], g: &Global) -> Option<Block> {
     let mut seen = VhostSeen::default();
-    vhost_body(plan, body, g, &mut seen);
+    vhost_body(plan, body, &mut seen);
     let mut listens = Vec::new();
     for a in &d.args {
         let (host, port) = match a.rsplit_once(':') {
@@ -451,7 +451,7 @@ fn vhost(plan: &mut Plan, d: &Directive, body: &[Directive], g: &Global) -> Opti
     if listens.is_empty() {
         return None;
     }
-    if seen.names.iter().all(|(_, at)| at != &d.at) && seen.names.is_empty() {
+    if seen.names.is_empty() {
         // No ServerName: Apache gives the VirtualHost the main server's.
         if let Some(n) = &g.server_name {
             seen.names.push(n.clone());
@@ -516,7 +516,7 @@ fn vhost(plan: &mut Plan, d: &Directive, body: &[Directive], g: &Global) -> Opti
     })
 }
 
-fn vhost_body(plan: &mut Plan, body: &[Directive], g: &Global, seen: &mut VhostSeen) {
+fn vhost_body(plan: &mut Plan, body: &[Directive], seen: &mut VhostSeen) {
     for d in body {
         let lower = d.name.to_ascii_lowercase();
         match lower.as_str() {
@@ -583,7 +583,7 @@ fn vhost_body(plan: &mut Plan, body: &[Directive], g: &Global, seen: &mut VhostS
             n if NO_EFFECT.contains(&n) => {}
             _ if conditional(d) => {
                 if let Some(b) = &d.block {
-                    vhost_body(plan, b, g, seen);
+                    vhost_body(plan, b, seen);
                 }
             }
             _ => not_translated(plan, d, ""),
