@@ -200,6 +200,15 @@ impl Plan {
         }
     }
 
+    /// The server's name as people write it: nginx, Apache, IIS.
+    pub fn server(&self) -> &'static str {
+        match self.source {
+            "apache" => "Apache",
+            "iis" => "IIS",
+            other => other,
+        }
+    }
+
     pub fn note(&mut self, class: Class, at: Option<&Loc>, message: impl Into<String>) {
         self.findings.push(Finding {
             class,
@@ -373,7 +382,7 @@ pub fn finish(mut plan: Plan, output: &Path, chains: Vec<(PathBuf, Vec<u8>)>) ->
                     path: None,
                     message: format!(
                         "{} today presents a certificate that does not cover {} ({}); left out of the output, so Portico refuses the name until it has a certificate: {why}",
-                        plan.source, h.name, s.what
+                        plan.server(), h.name, s.what
                     ),
                     fix: Some(format!(
                         "get a certificate that covers {} and add it to site {:?} (tls) or as a [[certificate]]",

@@ -55,7 +55,7 @@ pub fn render(plan: &Plan, output: &Path, chains: &[(PathBuf, Vec<u8>)]) -> Stri
                 let _ = writeln!(
                     out,
                     "# Clients without SNI get this host's certificate, as from {}'s default site.",
-                    plan.source
+                    plan.server()
                 );
                 let _ = writeln!(out, "no_sni = {}", q(host));
             }

@@ -46,16 +46,16 @@ pub struct Args {
     /// Compare two servers: this one (the old server) with --with (the new one), for each
     /// --names name and for a client without SNI. Exit 1 when they differ, except where the
     /// old one presented a certificate that does not cover the name.
-    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["target", "sni", "no_sni", "json"], requires_all = ["with", "names"])]
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["target", "sni", "json"], requires_all = ["with", "names"])]
     pub compare: Option<Target>,
     /// The second server of --compare.
     #[arg(long = "with", value_name = "HOST:PORT", requires = "compare")]
     pub with: Option<Target>,
     /// The SNI name to send (default: HOST, unless HOST is an IP address).
-    #[arg(long, value_name = "NAME", value_parser = client_name, conflicts_with = "no_sni")]
+    #[arg(long, value_name = "NAME", value_parser = client_name, conflicts_with_all = ["no_sni", "names"])]
     pub sni: Option<HostName>,
     /// Send no SNI, as a legacy client would.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "names")]
     pub no_sni: bool,
     /// Verify against the certificates in this PEM file instead of the system roots.
     #[arg(long, value_name = "FILE")]
@@ -69,7 +69,7 @@ pub struct Args {
     )]
     pub alpn: Vec<String>,
     /// Probe each of these SNI names on the same address and print one table.
-    #[arg(long, value_name = "a,b,c", value_parser = client_name, value_delimiter = ',', conflicts_with = "sni")]
+    #[arg(long, value_name = "a,b,c", value_parser = client_name, value_delimiter = ',')]
     pub names: Vec<HostName>,
     /// Print the documented JSON report (docs/probe.md) instead of text.
     #[arg(long)]
@@ -413,9 +413,6 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Some(target) = args.target.clone() else {
         anyhow::bail!("give HOST:PORT, or --compare HOST:PORT --with HOST:PORT --names a,b");
     };
-    if args.no_sni && !args.names.is_empty() {
-        anyhow::bail!("--no-sni and --names do not go together (except with --compare)");
-    }
     let trust = Trust::load(args.ca.as_deref()).context("cannot load the trust anchors")?;
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
