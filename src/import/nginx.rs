@@ -482,7 +482,7 @@ fn read_server(
             "ssl_protocols" => old_protocols(plan, d),
             "root" => root = first_arg(d),
             "index" => {
-                if d.args.iter().any(|a| a != "index.html" && a != "index.htm") {
+                if d.args.first().is_some_and(|a| a != "index.html") {
                     plan.note(
                         Class::NotTranslated,
                         Some(&d.at),
@@ -619,6 +619,16 @@ fn read_location(
                 Some(Returned::Action(a)) => s.action = Some(a),
                 None => not_translated(plan, d),
             },
+            // What Portico's static files do anyway: the file, a directory's index, or 404.
+            "try_files"
+                if matches!(
+                    d.args
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .as_slice(),
+                    ["$uri", "=404"] | ["$uri", "$uri/", "=404"]
+                ) => {}
             "try_files" => plan.note(
                 Class::NotTranslated,
                 Some(&d.at),

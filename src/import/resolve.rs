@@ -152,6 +152,16 @@ pub(super) fn resolve_blocks(plan: &mut Plan, mut blocks: Vec<Block>, rules: &Ru
                 listeners.push(l.address.clone());
             }
         }
+        if !http.is_empty() {
+            plan.note(
+                Class::Translated,
+                Some(&http[0].at),
+                format!(
+                    "{} also serves this {} over plain HTTP on {}; Portico's http listener redirects it to https instead",
+                    rules.server, rules.block, http[0].address
+                ),
+            );
+        }
         if b.action.is_none() {
             plan.note(
                 Class::NotTranslated,
@@ -178,7 +188,7 @@ pub(super) fn resolve_blocks(plan: &mut Plan, mut blocks: Vec<Block>, rules: &Ru
             }
         }
     }
-    // Addresses with a TLS block but whose default block was not made a site (rejecting).
+    hidden(plan, rules);
     for (address, name, at) in to_https {
         let bound = plan
             .sites
@@ -230,5 +240,53 @@ fn default_block(plan: &mut Plan, index: usize, l: &BlockListen, rules: &Rules) 
         if plan.listeners[i].no_sni.is_none() {
             plan.listeners[i].no_sni = first_host;
         }
+    }
+}
+
+/// A host on `*:port` that is not on an `IP:port` of the same port: connections to that IP
+/// go to the IP's blocks only (in nginx and Apache as in Portico), so the host gets the IP's
+/// default block and its certificate there.
+fn hidden(plan: &mut Plan, rules: &Rules) {
+    let https: Vec<String> = plan
+        .listeners
+        .iter()
+        .filter(|l| l.kind == Kind::Https)
+        .map(|l| l.address.clone())
+        .collect();
+    let mut notes = Vec::new();
+    for ip in https.iter().filter(|a| !a.starts_with("*:")) {
+        let Some((_, port)) = ip.rsplit_once(':') else {
+            continue;
+        };
+        let all = format!("*:{port}");
+        if !https.contains(&all) {
+            continue;
+        }
+        for s in &plan.sites {
+            if !s.listeners.contains(&all) || s.listeners.contains(ip) {
+                continue;
+            }
+            for h in s.served_hosts() {
+                notes.push((
+                    h.at.clone(),
+                    ip.clone(),
+                    format!(
+                        "{} is served on {all}, but the {} on {ip} hides it there: {} gives connections to that IP the default {} of {ip} and its certificate; Portico refuses the name on {ip}",
+                        h.name, rules.block, rules.server, rules.block
+                    ),
+                ));
+            }
+        }
+    }
+    for (at, ip, message) in notes {
+        plan.note_fix(
+            Class::Wrong,
+            Some(&at),
+            message,
+            format!(
+                "if clients reach the name at that IP, add {ip} to the site's listeners (and to the {} in {})",
+                rules.block, rules.server
+            ),
+        );
     }
 }

@@ -146,6 +146,36 @@ fn nginx_listen_forms_and_the_default_server() {
         not.iter().any(|m| m.contains("unix:/run/x.sock")),
         "{not:?}"
     );
+    // Port 8443 has no *:8443, so nothing is hidden.
+    assert!(
+        !wrong.iter().any(|m| m.contains("hides it there")),
+        "{wrong:?}"
+    );
+}
+
+#[test]
+fn nginx_an_ip_listen_hides_the_all_addresses_servers_on_its_ip() {
+    let plan = nginx_plan(
+        "http {\n\
+         server { listen 443 ssl; server_name a.test; ssl_certificate a.pem; return 200; }\n\
+         server { listen 10.0.0.5:443 ssl; server_name ip.test; ssl_certificate b.pem; return 200; }\n\
+         server { listen 443 ssl; listen 80; server_name both.test; ssl_certificate c.pem; return 200; }\n\
+         }\n",
+    );
+    let wrong = messages(&plan, Class::Wrong).join("\n");
+    assert!(
+        wrong.contains(
+            "2: a.test is served on *:443, but the server block on 10.0.0.5:443 hides it there"
+        ),
+        "{wrong}"
+    );
+    assert!(wrong.contains("both.test is served on *:443"), "{wrong}");
+    assert!(!wrong.contains("ip.test is served"), "{wrong}");
+    let translated = messages(&plan, Class::Translated).join("\n");
+    assert!(
+        translated.contains("4: nginx also serves this server block over plain HTTP on *:80"),
+        "{translated}"
+    );
 }
 
 #[test]
