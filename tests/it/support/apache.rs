@@ -8,8 +8,11 @@ use std::time::Duration;
 
 const APACHE: &str = "/usr/sbin/apache2";
 
-/// Debian's module directory.
-const MODULES: &str = "/usr/lib/apache2/modules";
+/// Debian's module directory (a directory, not a program: not a `const` of the kind
+/// setup.rs collects program paths from).
+fn modules() -> &'static str {
+    "/usr/lib/apache2/modules"
+}
 
 pub struct Apache {
     child: Child,
@@ -45,6 +48,7 @@ pub async fn start(dir: &Path, port: u16, body: &str) -> (Apache, PathBuf) {
         "{APACHE} is missing: install the Debian package apache2 (scripts/test installs it)"
     );
     let d = dir.display();
+    let m = modules();
     // As root, Apache's children run as User; the test user otherwise. Everything they read
     // was read by the parent before it forked.
     let root = Command::new("id")
@@ -59,10 +63,10 @@ pub async fn start(dir: &Path, port: u16, body: &str) -> (Apache, PathBuf) {
     };
     let conf = format!(
         "ServerRoot {d}\nServerName localhost\nPidFile {d}/apache2.pid\nErrorLog {d}/error.log\nLogLevel warn\nDefaultRuntimeDir {d}\nMutex file:{d} default\n{user}\
-LoadModule mpm_event_module {MODULES}/mod_mpm_event.so\n\
-LoadModule authz_core_module {MODULES}/mod_authz_core.so\n\
-LoadModule ssl_module {MODULES}/mod_ssl.so\n\
-LoadModule rewrite_module {MODULES}/mod_rewrite.so\n\
+LoadModule mpm_event_module {m}/mod_mpm_event.so\n\
+LoadModule authz_core_module {m}/mod_authz_core.so\n\
+LoadModule ssl_module {m}/mod_ssl.so\n\
+LoadModule rewrite_module {m}/mod_rewrite.so\n\
 Listen 127.0.0.1:{port}\n\
 {body}"
     );
