@@ -158,11 +158,11 @@ fn find_cert(dir: Option<&Path>, thumbprint: &str) -> Option<Found> {
 /// Reads `applicationHost.config` (and the sslcert listing) into a plan.
 pub fn read(file: &Path, files: &IisFiles) -> Result<Plan, ImportError> {
     let text = super::source::read_text(file)?;
-    let doc = roxmltree::Document::parse(&text).map_err(|e| ImportError::Xml {
-        path: file.to_path_buf(),
-        message: e.to_string(),
-    })?;
     let path: File = Arc::from(file);
+    let doc = roxmltree::Document::parse(&text).map_err(|e| ImportError::Syntax {
+        at: Loc::new(&path, e.pos().row as usize),
+        message: format!("not valid XML: {e}"),
+    })?;
     let loc = |n: roxmltree::Node| Loc::new(&path, doc.text_pos_at(n.range().start).row as usize);
     let certs = match &files.sslcert {
         Some(p) => parse_sslcert(p)?,
@@ -292,7 +292,14 @@ pub fn read(file: &Path, files: &IisFiles) -> Result<Plan, ImportError> {
                 );
                 None
             }
-            None => None,
+            None => {
+                plan.note(
+                    Class::NotTranslated,
+                    Some(site_at),
+                    "the site has no root application with a physicalPath; it answers 404",
+                );
+                None
+            }
         };
         // Group the bindings by the certificate presented for them.
         let mut groups: Vec<(Option<SslCert>, Vec<Binding>)> = Vec::new();
@@ -428,9 +435,6 @@ pub fn read(file: &Path, files: &IisFiles) -> Result<Plan, ImportError> {
         }
     }
     shadowing(&mut plan, &certs, &found);
-    if plan.sites.iter().any(|s| s.action.is_none()) && !plan.sites.is_empty() {
-        // Reported per site above, when a physicalPath was there.
-    }
     Ok(plan)
 }
 

@@ -42,8 +42,6 @@ pub enum ImportError {
     },
     #[error("{at}: {message}")]
     Syntax { at: Loc, message: String },
-    #[error("{}: {message}", path.display())]
-    Xml { path: PathBuf, message: String },
     #[error("{at}: includes nest deeper than {depth} levels (an include that includes itself?)")]
     TooDeep { at: Loc, depth: usize },
 }

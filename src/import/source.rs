@@ -45,7 +45,8 @@ pub(super) fn read_text(path: &Path) -> Result<String, ImportError> {
 }
 
 /// The files an include pattern names, in name order. A pattern without glob characters
-/// names one file, which must exist when `required`; a glob may match nothing.
+/// names one file (or a directory: its files), which must exist when `required`; a glob may
+/// match nothing.
 pub(super) fn include(
     pattern: &Path,
     required: bool,
@@ -53,8 +54,28 @@ pub(super) fn include(
 ) -> Result<Vec<PathBuf>, ImportError> {
     let text = pattern.to_string_lossy();
     if !text.contains(['*', '?', '[']) {
-        if !required && !pattern.exists() {
-            return Ok(Vec::new());
+        if !pattern.exists() {
+            if !required {
+                return Ok(Vec::new());
+            }
+            return Err(ImportError::Syntax {
+                at: at.clone(),
+                message: format!("the included file {text} does not exist"),
+            });
+        }
+        if pattern.is_dir() {
+            // Apache's `Include DIR`: every file in it, in name order.
+            let mut files: Vec<PathBuf> = std::fs::read_dir(pattern)
+                .map_err(|source| ImportError::Read {
+                    path: pattern.to_path_buf(),
+                    source,
+                })?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| !p.is_dir())
+                .collect();
+            files.sort();
+            return Ok(files);
         }
         return Ok(vec![pattern.to_path_buf()]);
     }
