@@ -405,6 +405,36 @@ pub fn finish(mut plan: Plan, output: &Path, chains: Vec<(PathBuf, Vec<u8>)>) ->
         }
     }
     plan.findings.extend(wrong);
+    // What was carried over, site by site.
+    let mut done = Vec::new();
+    for s in plan.sites.iter().filter(|s| s.served_hosts().next().is_some()) {
+        let hosts: Vec<&str> = s.served_hosts().map(|h| h.name.as_str()).collect();
+        let action = match &s.action {
+            Some(Action::Root(r)) => format!("files from {}", r.display()),
+            Some(Action::Redirect { to, status }) => format!("a {status} redirect to {to}"),
+            Some(Action::Respond { status, .. }) => format!("a fixed {status} response"),
+            Some(Action::Proxy(u)) => format!("a proxy to {}", u.join(", ")),
+            None => "404 (nothing translated)".to_string(),
+        };
+        let tls = match &s.tls {
+            Some(t) => format!(", certificate {}", t.cert.display()),
+            None => String::new(),
+        };
+        done.push(Finding {
+            class: Class::Translated,
+            at: Some(s.at.clone()),
+            path: None,
+            message: format!(
+                "{} -> site {:?}: {} on {}{tls}, serving {action}",
+                s.what,
+                s.name,
+                hosts.join(", "),
+                s.listeners.join(", ")
+            ),
+            fix: None,
+        });
+    }
+    plan.findings.extend(done);
     let text = render(&plan, output, &chains);
     for d in report.items {
         // The hosts left out were reported above; what remains is the final check's.

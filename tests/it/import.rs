@@ -262,13 +262,15 @@ async fn apache_import_serves_what_apache_serves_and_refuses_what_it_serves_wron
     );
     let root = site_root(d, "www", "hello");
     let port = free_port();
+    // Apache listens on loopback only; the VirtualHosts are *:PORT, as posted (*:443).
     let addr = format!("127.0.0.1:{port}");
+    let vhost = format!("*:{port}");
     std::fs::create_dir_all(d.join("sites-enabled")).expect("mkdir");
     // The first VirtualHost is Apache's default for the address.
     std::fs::write(
         d.join("sites-enabled/000-first.conf"),
         format!(
-            "<VirtualHost {addr}>\n    ServerName first.test\n    SSLEngine on\n    SSLCertificateFile certs/first-leaf.pem\n    SSLCertificateKeyFile certs/first.key\n    SSLCertificateChainFile certs/first-chain.pem\n    DocumentRoot {}\n</VirtualHost>\n",
+            "<VirtualHost {vhost}>\n    ServerName first.test\n    SSLEngine on\n    SSLCertificateFile certs/first-leaf.pem\n    SSLCertificateKeyFile certs/first.key\n    SSLCertificateChainFile certs/first-chain.pem\n    DocumentRoot {}\n</VirtualHost>\n",
             p(&root)
         ),
     )
@@ -278,7 +280,7 @@ async fn apache_import_serves_what_apache_serves_and_refuses_what_it_serves_wron
     std::fs::write(
         d.join("sites-enabled/shop.conf"),
         format!(
-            "<IfModule mod_ssl.c>\n<VirtualHost {addr}>\n    ServerName shop.test\n    ServerAlias www.shop.test old.shop.test\n    SSLEngine on\n    SSLProtocol all -SSLv3\n    SSLCertificateFile \"certs/shop-leaf.pem\"\n    SSLCertificateKeyFile certs/shop.key\n    SSLCertificateChainFile certs/chain.pem\n    DocumentRoot {}\n    <Directory {}>\n        Require all granted\n    </Directory>\n    RewriteRule ^/old /new [R=301]\n</VirtualHost>\n</IfModule>\n",
+            "<IfModule mod_ssl.c>\n<VirtualHost {vhost}>\n    ServerName shop.test\n    ServerAlias www.shop.test old.shop.test\n    SSLEngine on\n    SSLProtocol all -SSLv3\n    SSLCertificateFile \"certs/shop-leaf.pem\"\n    SSLCertificateKeyFile certs/shop.key\n    SSLCertificateChainFile certs/chain.pem\n    DocumentRoot {}\n    <Directory {}>\n        Require all granted\n    </Directory>\n    RewriteRule ^/old /new [R=301]\n</VirtualHost>\n</IfModule>\n",
             p(&root),
             p(&root)
         ),
@@ -310,9 +312,9 @@ async fn apache_import_serves_what_apache_serves_and_refuses_what_it_serves_wron
     // The chain file is joined to the certificate beside the output.
     assert!(d.join("out/chains/shop.test.pem").exists(), "{report}");
 
-    let new = format!("127.0.0.1:{}", free_port());
-    move_to(&out, &addr, &new);
-    let new: SocketAddr = new.parse().expect("addr");
+    let new_port = free_port();
+    move_to(&out, &vhost, &format!("*:{new_port}"));
+    let new: SocketAddr = format!("127.0.0.1:{new_port}").parse().expect("addr");
     let _portico = serve(&out, new).await;
     let old: SocketAddr = addr.parse().expect("addr");
     let names = [
