@@ -207,6 +207,7 @@ pub fn read(file: &Path, files: &IisFiles) -> Result<Plan, ImportError> {
         }
     }
     let lookup = |t: &str| found.get(t).is_some_and(Option::is_some);
+    let mut missing: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     // The sites and their https bindings.
     let mut sites = Vec::new();
     for site in doc.descendants().filter(|n| n.has_tag_name("site")) {
@@ -332,6 +333,10 @@ pub fn read(file: &Path, files: &IisFiles) -> Result<Plan, ImportError> {
         for (cert, bindings) in groups {
             let tls = cert.as_ref().and_then(|c| {
                 if !lookup(&c.thumbprint) {
+                    // Said once per certificate, however many sites use it.
+                    if !missing.insert(c.thumbprint.clone()) {
+                        return None;
+                    }
                     plan.note_fix(
                         Class::NotTranslated,
                         Some(&c.at),

@@ -407,7 +407,11 @@ pub fn finish(mut plan: Plan, output: &Path, chains: Vec<(PathBuf, Vec<u8>)>) ->
     plan.findings.extend(wrong);
     // What was carried over, site by site.
     let mut done = Vec::new();
-    for s in plan.sites.iter().filter(|s| s.served_hosts().next().is_some()) {
+    for s in plan
+        .sites
+        .iter()
+        .filter(|s| s.served_hosts().next().is_some())
+    {
         let hosts: Vec<&str> = s.served_hosts().map(|h| h.name.as_str()).collect();
         let action = match &s.action {
             Some(Action::Root(r)) => format!("files from {}", r.display()),
