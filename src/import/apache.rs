@@ -286,9 +286,11 @@ pub fn read(file: &Path) -> Result<Plan, ImportError> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".")),
         server_name: None,
+        listen: Vec::new(),
     };
     let mut blocks = Vec::new();
     walk(&mut plan, &tree, &mut global, &mut blocks);
+    narrower_listen(&mut plan, &blocks, &global.listen);
     resolve_blocks(&mut plan, blocks, &Rules::APACHE);
     Ok(plan)
 }
@@ -296,6 +298,8 @@ pub fn read(file: &Path) -> Result<Plan, ImportError> {
 struct Global {
     server_root: PathBuf,
     server_name: Option<(String, Loc)>,
+    /// `Listen` directives: (address as Portico writes it, where).
+    listen: Vec<(String, Loc)>,
 }
 
 fn walk(plan: &mut Plan, list: &[Directive], g: &mut Global, blocks: &mut Vec<Block>) {
@@ -306,6 +310,17 @@ fn walk(plan: &mut Plan, list: &[Directive], g: &mut Global, blocks: &mut Vec<Bl
             }
         } else if d.is("ServerName") {
             g.server_name = d.args.first().map(|n| (n.clone(), d.at.clone()));
+        } else if d.is("Listen") {
+            let Some(a) = d.args.first() else { continue };
+            let address = match a.parse::<u16>() {
+                Ok(port) => listen_address("*", port),
+                Err(_) => a
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| listen_address(h, p.parse().ok()?)),
+            };
+            if let Some(address) = address {
+                g.listen.push((address, d.at.clone()));
+            }
         } else if d.is("SSLProtocol") {
             protocols(plan, d);
         } else if d.is("VirtualHost") {
@@ -635,5 +650,40 @@ fn redirect(plan: &mut Plan, d: &Directive, seen: &mut VhostSeen) {
             }
         }
         _ => not_translated(plan, d, ": only a redirect of / (every path) is translated"),
+    }
+}
+
+/// A `<VirtualHost *:PORT>` where Apache `Listen`s on that port only on given IPs: it is
+/// reachable on those IPs only, while the output's `*:PORT` listens on every address.
+fn narrower_listen(plan: &mut Plan, blocks: &[Block], listen: &[(String, Loc)]) {
+    let mut said = Vec::new();
+    for b in blocks {
+        for l in &b.listens {
+            let Some(port) = l.address.strip_prefix("*:") else {
+                continue;
+            };
+            let on_port: Vec<&(String, Loc)> = listen
+                .iter()
+                .filter(|(a, _)| a.rsplit_once(':').is_some_and(|(_, p)| p == port))
+                .collect();
+            if on_port.is_empty() || on_port.iter().any(|(a, _)| a.starts_with("*:")) {
+                continue;
+            }
+            if said.contains(&l.address) {
+                continue;
+            }
+            said.push(l.address.clone());
+            let ips: Vec<&str> = on_port.iter().map(|(a, _)| a.as_str()).collect();
+            plan.note_fix(
+                Class::NotTranslated,
+                Some(&on_port[0].1),
+                format!(
+                    "Apache listens on port {port} only at {}, so its VirtualHosts *:{port} are reachable there only; the output's listener {} accepts on every address",
+                    ips.join(", "),
+                    l.address
+                ),
+                format!("write the listener's address as {} if only that address should be served", ips[0]),
+            );
+        }
     }
 }

@@ -309,6 +309,13 @@ async fn apache_import_serves_what_apache_serves_and_refuses_what_it_serves_wron
         report.contains("sites-enabled/shop.conf:14: RewriteRule"),
         "{report}"
     );
+    // Apache listens on loopback only: the output's *:PORT would listen on every address.
+    assert!(
+        report.contains(&format!(
+            "Apache listens on port {port} only at 127.0.0.1:{port}"
+        )),
+        "{report}"
+    );
     // The chain file is joined to the certificate beside the output.
     assert!(d.join("out/chains/shop.test.pem").exists(), "{report}");
 
