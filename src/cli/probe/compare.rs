@@ -137,3 +137,61 @@ pub(super) fn run(old: &Target, new: &Target, args: &Args) -> anyhow::Result<Exi
         ExitCode::SUCCESS
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::probe::{Alert, CertInfo};
+
+    /// A probe that saw the leaf `sha` (covering the name or not), or was refused.
+    fn seen_as(leaf: Option<(&str, bool)>) -> Report {
+        Report {
+            target: "t:1".to_string(),
+            address: None,
+            sni: Some("a.test".to_string()),
+            name: Some("a.test".to_string()),
+            tls: None,
+            chain: leaf
+                .iter()
+                .map(|(sha, _)| CertInfo {
+                    subject: String::new(),
+                    issuer: String::new(),
+                    dns_names: Vec::new(),
+                    not_before: 0,
+                    not_after: 0,
+                    sha256: sha.to_string(),
+                })
+                .collect(),
+            covers: leaf.map(|(_, c)| c),
+            verification: None,
+            alert: leaf.is_none().then(|| Alert {
+                name: "unrecognized_name".to_string(),
+                code: 112,
+            }),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn two_probes_are_same_fixed_or_different() {
+        let cases = [
+            (Some(("A", true)), Some(("A", true)), Outcome::Same),
+            // A wrong certificate presented by both is still the same certificate.
+            (Some(("A", false)), Some(("A", false)), Outcome::Same),
+            (None, None, Outcome::BothRefuse),
+            (Some(("A", false)), None, Outcome::Fixed),
+            (Some(("A", false)), Some(("B", true)), Outcome::Fixed),
+            (Some(("A", true)), None, Outcome::Differ),
+            (Some(("A", true)), Some(("B", true)), Outcome::Differ),
+            (None, Some(("B", true)), Outcome::Differ),
+            (Some(("A", false)), Some(("B", false)), Outcome::Differ),
+        ];
+        for (old, new, want) in cases {
+            assert_eq!(
+                judge(&seen_as(old), &seen_as(new)),
+                want,
+                "{old:?} -> {new:?}"
+            );
+        }
+    }
+}
