@@ -25,6 +25,7 @@ pub mod error_text;
 mod gather;
 mod hex;
 pub mod http;
+pub mod import;
 pub mod inspect;
 pub mod listener;
 pub mod logging;

@@ -4,6 +4,7 @@
 pub mod check;
 mod cluster;
 pub mod generate;
+pub mod import;
 mod inspect;
 pub mod probe;
 pub mod reload;
@@ -143,6 +144,11 @@ pub enum Command {
     /// Connect to a TLS server as a client; show the chain, protocol and ALPN, and whether the
     /// certificate covers the name and verifies. Exit 1 on a mismatch, failure or refusal.
     Probe(probe::Args),
+    /// Translate an nginx, Apache or IIS configuration into Portico's: the configuration
+    /// on stdout (or -o), and a report on stderr of what was translated, what was not, and
+    /// what the old server serves wrongly today. Exit 0 no problems, 1 problems found, 2 the
+    /// file could not be read.
+    Import(import::Args),
     /// Write the man pages (portico.1 and one per command) into DIR, or a shell's
     /// completions to stdout, made from these definitions (scripts/deb packages them).
     /// Hidden: a packaging tool, not an operator's.
@@ -215,6 +221,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: ClusterCommand::Push { file, config },
         } => cluster::push(&config, &file),
         Command::Probe(args) => probe::run(args),
+        Command::Import(args) => import::run(args),
         Command::Generate { what, dir } => generate::run(what, dir.as_deref()),
     }
 }

@@ -21,6 +21,7 @@ mod config_file;
 mod dashboard;
 mod hardening;
 mod http;
+mod import;
 mod inspect;
 mod lifecycle;
 mod log_output;

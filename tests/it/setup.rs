@@ -10,6 +10,7 @@ const PROGRAMS: &[(&str, Option<&str>)] = &[
     ("curl", Some("curl")),
     ("openssl", Some("openssl")),
     ("nginx", Some("nginx")),
+    ("apache2", Some("apache2")),
     ("pebble", Some("pebble")),
     ("pebble-challtestsrv", Some("pebble")),
     ("h2load", Some("nghttp2-client")),

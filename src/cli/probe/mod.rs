@@ -7,6 +7,7 @@
 //! data. Name coverage is judged by [`HostName::covers`], the server's own rule; this module
 //! must never grow a second implementation of it.
 
+pub mod compare;
 mod render;
 mod report;
 mod verify;
@@ -40,8 +41,16 @@ pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The server: HOST:PORT, where HOST is a name, an IPv4 address or [an IPv6 address].
-    #[arg(value_name = "HOST:PORT")]
-    pub target: Target,
+    #[arg(value_name = "HOST:PORT", required_unless_present = "compare")]
+    pub target: Option<Target>,
+    /// Compare two servers: this one (the old server) with --with (the new one), for each
+    /// --names name and for a client without SNI. Exit 1 when they differ, except where the
+    /// old one presented a certificate that does not cover the name.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["target", "sni", "json"], requires_all = ["with", "names"])]
+    pub compare: Option<Target>,
+    /// The second server of --compare.
+    #[arg(long = "with", value_name = "HOST:PORT", requires = "compare")]
+    pub with: Option<Target>,
     /// The SNI name to send (default: HOST, unless HOST is an IP address).
     #[arg(long, value_name = "NAME", value_parser = client_name, conflicts_with_all = ["no_sni", "names"])]
     pub sni: Option<HostName>,
@@ -398,6 +407,12 @@ fn client_config(
 /// Probes the target once, or once per `--names` name, and prints the report. Exit 1 on any
 /// mismatch, verification failure, refusal or error.
 pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let (Some(old), Some(new)) = (&args.compare, &args.with) {
+        return compare::run(old, new, &args);
+    }
+    let Some(target) = args.target.clone() else {
+        anyhow::bail!("give HOST:PORT, or --compare HOST:PORT --with HOST:PORT --names a,b");
+    };
     let trust = Trust::load(args.ca.as_deref()).context("cannot load the trust anchors")?;
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -410,23 +425,23 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let reports = tokio.block_on(async {
         if args.names.is_empty() {
-            vec![probe(&args.target, &sni, &trust, &args.alpn, TIMEOUT).await]
+            vec![probe(&target, &sni, &trust, &args.alpn, TIMEOUT).await]
         } else {
             let mut out = Vec::with_capacity(args.names.len());
             for n in &args.names {
                 let sni = Sni::Name(n.clone());
-                out.push(probe(&args.target, &sni, &trust, &args.alpn, TIMEOUT).await);
+                out.push(probe(&target, &sni, &trust, &args.alpn, TIMEOUT).await);
             }
             out
         }
     });
     let now = crate::runtime::unix_now();
     let text = if args.json {
-        render_json(&args.target, &trust, &reports)
+        render_json(&target, &trust, &reports)
     } else if args.names.is_empty() {
         render_human(&reports[0], &trust, now)
     } else {
-        render_table(&args.target, &trust, &reports)
+        render_table(&target, &trust, &reports)
     };
     print!("{text}");
     let ok = reports.iter().all(|r| r.verdict() == Verdict::Ok);

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod admin;
+pub mod apache;
 pub mod body;
 pub mod client;
 pub mod etcd;
