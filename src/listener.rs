@@ -29,6 +29,7 @@ use crate::names::HostName;
 use crate::proxy_protocol;
 use crate::route::{certificate_for, Refusal};
 use crate::runtime::{Decision, Runtime};
+use crate::tls::client_auth::{ClientIdentity, Refused};
 use crate::tls::client_hello::HelloError;
 use crate::tls::peek::{read_client_hello, PeekError, PrefixedIo};
 
@@ -352,6 +353,8 @@ async fn connection(
                 peer: client,
                 sni: None,
                 cert: None,
+                policy: None,
+                identity: None,
                 tls_version: "-",
                 upgraded: Arc::default(),
             });
@@ -443,9 +446,9 @@ async fn https(
     shutdown: watch::Receiver<bool>,
 ) {
     let listener = &rt.listeners[li];
-    let Some(tls_config) = listener.tls.clone() else {
+    if listener.tls.is_none() {
         return;
-    };
+    }
     let counters = &listener.metrics;
     // What a connection that carries nothing ends as.
     let ended = |outcome: Handshake| {
@@ -522,6 +525,13 @@ async fn https(
         .map(|&s| SignatureScheme::from(s))
         .collect();
     let cert = certificate_for(&resolved, &schemes).cloned();
+    // The site is known before the handshake: a site with `client_auth` is terminated with
+    // its policy's configuration, every other one with the listener's.
+    let site = resolved.binding.site;
+    let policy = rt.sites[site].client_auth;
+    let Some(tls_config) = rt.tls_for(li, site).cloned() else {
+        return;
+    };
     // Without a certificate for the client's signature schemes the handshake fails in
     // rustls' resolver; it is counted as what it is.
     let failure = if cert.is_some() {
@@ -540,7 +550,17 @@ async fn https(
             Ok(Err(e)) => {
                 counters.handshake(failure);
                 counters.carried(Carried::Nothing);
-                tracing::debug!(%client, error = %e, "TLS handshake failed");
+                let refused = policy
+                    .and_then(|_| e.get_ref()?.downcast_ref::<rustls::Error>())
+                    .and_then(Refused::of);
+                match refused {
+                    Some(why) => {
+                        let site = &rt.sites[site];
+                        site.metrics.client_cert_refused(why);
+                        tracing::info!(listener = %rt.listeners[li].config.name, %client, site = %site.name, reason = why.as_str(), error = %e, "client certificate refused");
+                    }
+                    None => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+                }
                 return;
             }
             Err(_) => {
@@ -562,6 +582,21 @@ async fn https(
             _ => "TLS",
         };
         let h2 = session.alpn_protocol() == Some(b"h2");
+        // Under a policy, the certificate the client was verified with, in this handshake or
+        // in the one its resumed session came from.
+        let identity = match policy {
+            None => None,
+            Some(_) => {
+                let identity = session
+                    .peer_certificates()
+                    .and_then(ClientIdentity::of)
+                    .map(Arc::new);
+                if identity.is_some() {
+                    rt.sites[site].metrics.client_cert_verified();
+                }
+                identity
+            }
+        };
         counters.carried(if h2 { Carried::H2 } else { Carried::Http1 });
         let conn = Arc::new(Conn {
             runtime: rt,
@@ -569,6 +604,8 @@ async fn https(
             peer: client,
             sni,
             cert,
+            policy,
+            identity,
             tls_version,
             upgraded: Arc::default(),
         });

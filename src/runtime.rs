@@ -17,6 +17,7 @@ use crate::config::{Action, CertFiles, Config, Listener, ListenerKind, NoSni, Re
 use crate::config::{Backend, UnknownSni};
 use crate::http::static_files;
 use crate::route::{Binding, Refusal, Resolved, Table};
+use crate::tls::client_auth::{self, Policy};
 use crate::tls::dir;
 use crate::tls::internal_ca::{self, LocalCa};
 use crate::tls::load::{self, Cert};
@@ -184,6 +185,8 @@ pub struct SiteRt {
     pub action: SiteAction,
     /// This site's counters (kept across reloads by name).
     pub metrics: Arc<crate::metrics::SiteCounters>,
+    /// Index into `Runtime::client_auth`: the policy its handshakes verify clients with.
+    pub client_auth: Option<usize>,
 }
 
 pub enum SiteAction {
@@ -221,6 +224,11 @@ pub struct ListenerRt {
     pub table: Arc<Table>,
     /// Present on https listeners.
     pub tls: Option<Arc<ServerConfig>>,
+    /// On https listeners, for each site here with `client_auth` (by site index): the
+    /// configuration that asks for and verifies client certificates with the site's policy,
+    /// with its own session cache and tickets bound to the site and policy. Sites without
+    /// `client_auth` use `tls`.
+    pub site_tls: HashMap<usize, Arc<ServerConfig>>,
     pub connections: Arc<Semaphore>,
     /// This listener's counters (kept across reloads by name).
     pub metrics: Arc<crate::metrics::ListenerCounters>,
@@ -233,6 +241,8 @@ pub struct Runtime {
     pub pool: Pool,
     /// Certificates issued by the local CA or pinned by sites, by site index.
     pub site_certs: Vec<Option<Arc<Cert>>>,
+    /// The distinct client-auth policies (`SiteRt::client_auth` indexes them).
+    pub client_auth: Vec<Arc<Policy>>,
     /// ACME challenge answers (shared by every runtime of one process).
     pub challenges: Arc<crate::acme::Challenges>,
     /// The process's metrics (shared by every runtime of one process).
@@ -266,6 +276,24 @@ impl Runtime {
     }
     /// The one decision for a connection on listener `li` whose ClientHello named `sni`:
     /// terminate, pass through, or refuse. The server and `explain` both call it.
+    /// The TLS configuration a connection to `site` on listener `li` is terminated with:
+    /// the site's policy's when it has `client_auth`, else the listener's. Sites without
+    /// client certificates pay one branch for this.
+    pub fn tls_for(&self, li: usize, site: usize) -> Option<&Arc<ServerConfig>> {
+        let listener = &self.listeners[li];
+        match self.sites[site].client_auth {
+            None => listener.tls.as_ref(),
+            Some(_) => listener.site_tls.get(&site),
+        }
+    }
+
+    /// Whether a connection established under `policy` (None: no client certificates) may
+    /// carry requests for `site`: only when the site has the very same policy. Sites of one
+    /// policy still coalesce; across policies the answer is 421 (docs/config.md).
+    pub fn same_policy(&self, site: usize, policy: Option<usize>) -> bool {
+        self.sites[site].client_auth == policy
+    }
+
     pub fn decide(&self, li: usize, sni: Option<&str>) -> Decision<'_> {
         let listener = &self.listeners[li];
         match listener.table.resolve_sni(sni) {
@@ -550,6 +578,8 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
     // (site index, host) -> certificates, for hosts on https listeners.
     let mut choices: HashMap<(usize, &crate::names::HostName), Choice> = HashMap::new();
     let mut judged: std::collections::HashSet<*const Cert> = std::collections::HashSet::new();
+    let mut policies: Vec<Arc<Policy>> = Vec::new();
+    let mut policy_index: HashMap<&crate::config::ClientAuth, Option<usize>> = HashMap::new();
     let mut roots: HashMap<std::path::PathBuf, static_files::Root> = HashMap::new();
     let mut root_paths: HashMap<&std::ffi::OsStr, static_files::Root> = HashMap::new();
     let acme_home = crate::acme::home(&config);
@@ -593,10 +623,37 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                     .unwrap_or(http::HeaderValue::from_static("text/plain")),
             },
         };
+        // One policy per distinct `client_auth` (its files read once); a passthrough site
+        // with one was refused by the file check.
+        let policy = match &site.client_auth {
+            None => None,
+            Some(ca) => match policy_index.get(ca) {
+                Some(&p) => p,
+                None => {
+                    let loaded = match client_auth::load(ca) {
+                        Ok(p) => {
+                            policies.push(Arc::new(p));
+                            Some(policies.len() - 1)
+                        }
+                        Err(e) => {
+                            report.error(
+                                format!("{at}.client_auth.{}", e.field()),
+                                e.to_string(),
+                                Some(e.fix().to_string()),
+                            );
+                            None
+                        }
+                    };
+                    policy_index.insert(ca, loaded);
+                    loaded
+                }
+            },
+        };
         sites.push(SiteRt {
             name: site.name.clone(),
             action,
             metrics: shared.metrics.site(&site.name, per_site_histograms),
+            client_auth: policy,
         });
 
         // A passthrough site's certificate lives on its backend.
@@ -773,10 +830,30 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             },
             ListenerKind::Http => None,
         };
+        let mut site_tls = HashMap::new();
+        if l.kind == ListenerKind::Https {
+            for (si, site) in sites.iter().enumerate() {
+                let Some(p) = site.client_auth else { continue };
+                if !config.sites[si].listeners.contains(&li) {
+                    continue;
+                }
+                match policy_config(l, table.clone(), shared, &site.name, &policies[p]) {
+                    Ok(c) => {
+                        site_tls.insert(si, Arc::new(c));
+                    }
+                    Err(e) => report.error(
+                        format!("site[{}].client_auth", config.sites[si].index),
+                        format!("cannot make the TLS configuration: {e}"),
+                        None,
+                    ),
+                }
+            }
+        }
         listeners.push(ListenerRt {
             config: l.clone(),
             table,
             tls,
+            site_tls,
             connections: Arc::new(Semaphore::new(l.max_connections)),
             metrics: shared.metrics.listener(&l.name),
         });
@@ -795,6 +872,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             sites,
             pool,
             site_certs,
+            client_auth: policies,
             challenges: shared.challenges.clone(),
             metrics: shared.metrics.clone(),
             admin_tls,
@@ -976,5 +1054,39 @@ fn server_config(
     let mut config = crate::tls::server_config(Arc::new(Resolver::new(table)))?;
     config.alpn_protocols = l.alpn.clone();
     config.ticketer = shared.tickets.clone();
+    Ok(config)
+}
+
+/// The TLS configuration of one site with `client_auth` on listener `l`: the listener's
+/// settings and resolver, the policy's verifier, a session cache of its own, and tickets
+/// bound to the site and its policy ([`crate::tls::tickets::Bound`]). So a session resumes
+/// only for the site and the very policy (CA and CRL contents) that verified it: never on
+/// a site without client certificates, never on another site, never after its CRL changed.
+fn policy_config(
+    l: &Listener,
+    table: Arc<Table>,
+    shared: &Shared,
+    site: &str,
+    policy: &Policy,
+) -> Result<ServerConfig, rustls::Error> {
+    let mut config = crate::tls::server_config_verifying(
+        Arc::new(Resolver::new(table)),
+        policy.verifier.clone(),
+    )?;
+    config.alpn_protocols = l.alpn.clone();
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    context.update(b"portico client_auth session\0");
+    context.update(&(site.len() as u64).to_be_bytes());
+    context.update(site.as_bytes());
+    context.update(&policy.digest);
+    let context: [u8; 32] = context
+        .finish()
+        .as_ref()
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("SHA-256 gives 32 bytes"));
+    config.ticketer = Arc::new(crate::tls::tickets::Bound::new(
+        shared.tickets.clone(),
+        context,
+    ));
     Ok(config)
 }
