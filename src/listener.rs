@@ -33,6 +33,28 @@ use crate::tls::client_auth::{ClientIdentity, Refused};
 use crate::tls::client_hello::HelloError;
 use crate::tls::peek::{read_client_hello, PeekError, PrefixedIo};
 
+/// Closes a connection whose handshake was refused with an alert after the client may
+/// have sent more (with TLS 1.3 a client has sent its certificate, Finished and often its
+/// first request when the server judges the certificate): our side is shut down, and what
+/// the client still sends is read and discarded for a bounded time, as `http/linger.rs`
+/// does, so that the kernel does not answer those bytes with a reset that destroys the
+/// alert before the client reads it.
+async fn close_after_alert<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut io: IO) {
+    use crate::http::linger::{MAX_DISCARD, PAUSE, TOTAL};
+    use tokio::io::AsyncReadExt;
+    let _ = io.shutdown().await;
+    let until = Instant::now() + TOTAL;
+    let mut buf = [0u8; 4096];
+    let mut discarded = 0;
+    while discarded < MAX_DISCARD {
+        let pause = (Instant::now() + PAUSE).min(until);
+        match tokio::time::timeout_at(pause, io.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => discarded += n,
+            _ => break,
+        }
+    }
+}
+
 /// The answer to plain HTTP (or anything that is not TLS) sent to an https listener.
 const PLAIN_HTTP_ON_HTTPS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 59\r\nConnection: close\r\n\r\n400 bad request: this port speaks HTTPS; use https:// URLs\n";
 
@@ -545,9 +567,10 @@ async fn https(
     let terminated = async move {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
         let counters = &rt.listeners[li].metrics;
-        let tls = match tokio::time::timeout_at(deadline, acceptor.accept(io)).await {
+        let accepting = acceptor.accept(io).into_fallible();
+        let tls = match tokio::time::timeout_at(deadline, accepting).await {
             Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
+            Ok(Err((e, io))) => {
                 counters.handshake(failure);
                 counters.carried(Carried::Nothing);
                 let refused = policy
@@ -558,6 +581,7 @@ async fn https(
                         let site = &rt.sites[site];
                         site.metrics.client_cert_refused(why);
                         tracing::info!(listener = %rt.listeners[li].config.name, %client, site = %site.name, reason = why.as_str(), error = %e, "client certificate refused");
+                        close_after_alert(io).await;
                     }
                     None => tracing::debug!(%client, error = %e, "TLS handshake failed"),
                 }

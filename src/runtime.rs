@@ -187,6 +187,8 @@ pub struct SiteRt {
     pub metrics: Arc<crate::metrics::SiteCounters>,
     /// Index into `Runtime::client_auth`: the policy its handshakes verify clients with.
     pub client_auth: Option<usize>,
+    /// `client_auth.subject_header`: set on proxied requests to the verified subject.
+    pub subject_header: Option<http::HeaderName>,
 }
 
 pub enum SiteAction {
@@ -579,7 +581,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
     let mut choices: HashMap<(usize, &crate::names::HostName), Choice> = HashMap::new();
     let mut judged: std::collections::HashSet<*const Cert> = std::collections::HashSet::new();
     let mut policies: Vec<Arc<Policy>> = Vec::new();
-    let mut policy_index: HashMap<&crate::config::ClientAuth, Option<usize>> = HashMap::new();
+    let mut policy_index: HashMap<crate::config::ClientAuth, Option<usize>> = HashMap::new();
     let mut roots: HashMap<std::path::PathBuf, static_files::Root> = HashMap::new();
     let mut root_paths: HashMap<&std::ffi::OsStr, static_files::Root> = HashMap::new();
     let acme_home = crate::acme::home(&config);
@@ -627,10 +629,10 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
         // with one was refused by the file check.
         let policy = match &site.client_auth {
             None => None,
-            Some(ca) => match policy_index.get(ca) {
+            Some(ca) => match policy_index.get(&policy_key(ca)) {
                 Some(&p) => p,
                 None => {
-                    let loaded = match client_auth::load(ca) {
+                    let loaded = match client_auth::load(&policy_key(ca)) {
                         Ok(p) => {
                             policies.push(Arc::new(p));
                             Some(policies.len() - 1)
@@ -644,7 +646,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                             None
                         }
                     };
-                    policy_index.insert(ca, loaded);
+                    policy_index.insert(policy_key(ca), loaded);
                     loaded
                 }
             },
@@ -654,6 +656,11 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             action,
             metrics: shared.metrics.site(&site.name, per_site_histograms),
             client_auth: policy,
+            subject_header: site
+                .client_auth
+                .as_ref()
+                .and_then(|c| c.subject_header.as_deref())
+                .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
         });
 
         // A passthrough site's certificate lives on its backend.
@@ -1055,6 +1062,15 @@ fn server_config(
     config.alpn_protocols = l.alpn.clone();
     config.ticketer = shared.tickets.clone();
     Ok(config)
+}
+
+/// What makes two `client_auth` tables one policy: the CA, `required` and the CRLs. The
+/// subject header only names a header, and sites that differ in it still coalesce.
+fn policy_key(ca: &crate::config::ClientAuth) -> crate::config::ClientAuth {
+    crate::config::ClientAuth {
+        subject_header: None,
+        ..ca.clone()
+    }
 }
 
 /// The TLS configuration of one site with `client_auth` on listener `l`: the listener's

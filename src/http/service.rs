@@ -375,7 +375,11 @@ async fn respond(
         // Boxed: forwarding is by far the largest state machine here, and HTTP/2 moves each
         // request's future several times when it spawns the stream's task.
         SiteAction::Proxy(upstreams) => {
-            Box::pin(upstreams.forward(conn.peer, req, conn.runtime.clone())).await
+            let cert = crate::http::proxy::ClientCert {
+                identity: conn.identity.as_deref(),
+                subject_header: site.subject_header.as_ref(),
+            };
+            Box::pin(upstreams.forward(conn.peer, cert, req, conn.runtime.clone())).await
         }
         // A passthrough site's TLS ends at its backend; a connection Portico terminated can
         // never carry its requests.

@@ -233,7 +233,11 @@ impl Collector for Scrape {
         for s in &self.sites {
             let verified = s.client_certs_verified.load(Ordering::Relaxed);
             if verified > 0 {
-                counter(&mut f, &[("site", s.name.as_str()), ("outcome", "verified")], verified)?;
+                counter(
+                    &mut f,
+                    &[("site", s.name.as_str()), ("outcome", "verified")],
+                    verified,
+                )?;
             }
             for why in crate::tls::client_auth::Refused::ALL {
                 let n = s.client_certs_refused[why as usize].load(Ordering::Relaxed);

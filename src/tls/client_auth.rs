@@ -100,7 +100,11 @@ pub fn load(config: &ClientAuth) -> Result<Policy, PolicyError> {
     use rustls::pki_types::pem::PemObject;
     let provider = crate::tls::server_provider();
     let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    hash.update(if config.required { b"required" } else { b"optional" });
+    hash.update(if config.required {
+        b"required"
+    } else {
+        b"optional"
+    });
 
     let pem = read(&config.ca)?;
     hash.update(&(pem.len() as u64).to_be_bytes());
@@ -156,8 +160,7 @@ pub fn load(config: &ClientAuth) -> Result<Policy, PolicyError> {
             return Err(bad("no BEGIN X509 CRL block".to_string()));
         }
         for der in &ders {
-            x509_parser::parse_x509_crl(der)
-                .map_err(|e| bad(e.to_string()))?;
+            x509_parser::parse_x509_crl(der).map_err(|e| bad(e.to_string()))?;
         }
         crls.extend(ders);
     }

@@ -9,6 +9,7 @@ mod admin_certificates;
 mod bad_input;
 mod blocking_pool;
 mod cert_dirs;
+mod client_auth;
 mod cluster_acme;
 mod cluster_certs;
 mod cluster_config;
