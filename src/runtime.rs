@@ -84,7 +84,7 @@ struct Loaded {
 pub type FileStamp = (u64, std::time::SystemTime, u64);
 
 /// The stamp of `path` (following symlinks), or None if it cannot be read.
-fn stamp(path: &std::path::Path) -> Option<FileStamp> {
+pub fn stamp(path: &std::path::Path) -> Option<FileStamp> {
     stamp_of(&std::fs::metadata(path).ok()?)
 }
 

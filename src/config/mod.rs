@@ -421,6 +421,19 @@ impl Config {
         self.certificates.iter().chain(pinned)
     }
 
+    /// The CA and CRL files of the sites' `client_auth` tables, each once: the certificate
+    /// watcher looks at them like at certificate files.
+    pub fn client_auth_files(&self) -> Vec<&Path> {
+        let mut seen = std::collections::HashSet::new();
+        self.sites
+            .iter()
+            .filter_map(|s| s.client_auth.as_ref())
+            .flat_map(|c| std::iter::once(&c.ca).chain(&c.crl))
+            .map(PathBuf::as_path)
+            .filter(|p| seen.insert(*p))
+            .collect()
+    }
+
     /// Reads and checks the file. Errors and warnings go into the report; the configuration
     /// is returned only when there is no error.
     pub fn load(file: &Path) -> (Option<Config>, Report) {

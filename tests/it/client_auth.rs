@@ -774,6 +774,226 @@ respond = {{ status = 200, body = "b" }}
     );
 }
 
+/// `portico ARGS...` (the binary under test); its exit code and output.
+async fn portico(args: Vec<String>) -> (i32, String) {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(&args)
+            .output()
+            .expect("portico runs")
+    })
+    .await
+    .expect("portico");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_and_explain_show_each_sites_policy_and_trusted_ca() {
+    let w = world().await;
+    let config = w.server.dir.join("portico.toml").display().to_string();
+    let (code, text) = portico(vec!["bindings".into(), "-c".into(), config.clone()]).await;
+    assert_eq!(code, 0, "{text}");
+    let after = |host: &str| {
+        let at = text.find(&format!("  {host} -> ")).expect(host);
+        let lines: Vec<&str> = text[at..].lines().skip(1).take(2).collect();
+        lines.join(" ")
+    };
+    let admin = after("admin.test");
+    assert!(
+        admin.contains("client certificates required (policy 1): trusts CN=clients client CA"),
+        "{text}"
+    );
+    assert!(admin.contains("clients.pem"), "{text}");
+    assert!(
+        text.contains("CRL: ") && text.contains("clients.crl"),
+        "{text}"
+    );
+    assert!(
+        after("admin2.test").contains("(policy 1)"),
+        "one policy for both:\n{text}"
+    );
+    assert!(
+        after("optional.test").contains("asked for, not required (policy 2)"),
+        "{text}"
+    );
+    assert!(
+        after("other.test").contains("trusts CN=others client CA"),
+        "{text}"
+    );
+    assert!(
+        !after("public.test").contains("client certificates"),
+        "{text}"
+    );
+
+    let (code, json) = portico(vec![
+        "bindings".into(),
+        "-c".into(),
+        config.clone(),
+        "--json".into(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let rows = v["listeners"][0]["bindings"].as_array().expect("bindings");
+    let row = |host: &str| rows.iter().find(|r| r["host"] == host).expect(host).clone();
+    let admin = row("admin.test");
+    assert_eq!(admin["client_auth"]["required"], true, "{admin}");
+    assert_eq!(admin["client_auth"]["policy"], 1, "{admin}");
+    assert_eq!(
+        admin["client_auth"]["trusted"][0], "CN=clients client CA",
+        "{admin}"
+    );
+    assert_eq!(
+        admin["client_auth"]["subject_header"], "x-client-subject",
+        "{admin}"
+    );
+    assert_eq!(
+        row("admin2.test")["client_auth"]["subject_header"],
+        serde_json::Value::Null
+    );
+    assert_eq!(row("public.test")["client_auth"], serde_json::Value::Null);
+
+    // Explanations wrap at 100 columns: compare the words.
+    let words = |t: String| t.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (code, text) = portico(vec![
+        "explain".into(),
+        "-c".into(),
+        config.clone(),
+        "admin.test".into(),
+    ])
+    .await;
+    let text = words(text);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("client certificates required (policy 1): trusts CN=clients client CA"),
+        "{text}"
+    );
+    assert!(text.contains("resumes only for this site"), "{text}");
+    let (_, text) = portico(vec![
+        "explain".into(),
+        "-c".into(),
+        config,
+        "public.test".into(),
+    ])
+    .await;
+    let text = words(text);
+    assert!(text.contains("asks for no client certificate"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_with_a_client_certificate_and_the_refusals_it_reports() {
+    let w = world().await;
+    let probe = |sni: &str, cert: Option<&Client>| {
+        let mut args: Vec<String> = vec![
+            "probe".into(),
+            format!("127.0.0.1:{}", w.port),
+            "--sni".into(),
+            sni.into(),
+            "--ca".into(),
+            w.root.display().to_string(),
+        ];
+        if let Some(c) = cert {
+            args.extend([
+                "--cert".into(),
+                c.cert.display().to_string(),
+                "--key".into(),
+                c.key.display().to_string(),
+            ]);
+        }
+        portico(args)
+    };
+    let (code, text) = probe("admin.test", Some(&w.alice)).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("the server asked for a client certificate (acceptable CAs: CN=clients client CA); presented CN=alice"), "{text}");
+    let (code, text) = probe("admin.test", None).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("presented none"), "{text}");
+    assert!(
+        text.contains("the server sent the alert certificate_required (116)"),
+        "{text}"
+    );
+    let (code, text) = probe("admin.test", Some(&w.revoked)).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("certificate_revoked (44)"), "{text}");
+    let (code, text) = probe("public.test", Some(&w.alice)).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("asked for a client certificate"), "{text}");
+}
+
+/// `portico serve`: a refusal's log line names the site and the reason, the access log
+/// names the client, and a new CRL is picked up by the certificate watcher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_refusals_and_clients_and_watches_the_crl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let pool = pki.pool(&[("a", &["admin.test"])]);
+    let clients = ClientCa::new(dir.path(), "clients");
+    let alice = clients.client("alice", "alice", 10, false);
+    let crl = clients.crl("clients.crl", &[99]);
+    let port = free_port();
+    let config = dir.path().join("portico.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"state\"\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n{pool}\n[[site]]\nname = \"admin\"\nhosts = [\"admin.test\"]\nclient_auth = {{ ca = \"{}\", crl = [\"{}\"] }}\nrespond = {{ status = 200, body = \"admin\\n\" }}\n",
+            clients.file().display(),
+            crl.display()
+        ),
+    )
+    .expect("config");
+    let server = crate::support::admin::Logged::serve(&config);
+    let root = pki.root_file();
+    let mut served = None;
+    for _ in 0..100 {
+        let c = curl(port, &root, "admin.test", Some(&alice), &[]).await;
+        if c.ok {
+            served = Some(c.out);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        served.as_deref(),
+        Some("admin\n"),
+        "portico did not serve alice"
+    );
+    let line = server.line_containing("client_subject");
+    assert!(
+        line.contains("CN=alice") && line.contains("client_sha256"),
+        "{line}"
+    );
+
+    let refused = curl(port, &root, "admin.test", None, &[]).await;
+    assert!(!refused.ok);
+    let line = server.line_containing("client certificate refused");
+    assert!(
+        line.contains("admin") && line.contains("certificate_required"),
+        "{line}"
+    );
+
+    // Revoke alice: the watcher sees the CRL change and rebuilds.
+    clients.crl("clients.crl", &[10]);
+    let mut revoked = None;
+    for _ in 0..150 {
+        let c = curl(port, &root, "admin.test", Some(&alice), &[]).await;
+        if !c.ok {
+            revoked = Some(c.err);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let err = revoked.expect("alice still served 15 s after her certificate was revoked");
+    assert!(err.contains("certificate revoked"), "{err}");
+    server.line_containing("certificate files changed");
+}
+
 /// Accepts any server certificate: these tests are about the client's.
 #[derive(Debug)]
 struct AnyServer;
