@@ -442,6 +442,8 @@ fn action_text(rt: &Runtime, si: usize) -> (String, Option<u16>) {
 fn step_client_auth(rt: &Runtime, site: usize, ex: &mut Explanation<'_>) {
     ex.client_auth = rt.sites.get(site).and_then(|s| s.client_auth);
     ex.client_auth_why = match ex.client_auth {
+        // Said only where some site asks for client certificates: elsewhere it is noise.
+        None if rt.client_auth.is_empty() => String::new(),
         None => format!(
             "{} asks for no client certificate; on this connection, requests for sites that do get 421",
             site_label(rt, site)
