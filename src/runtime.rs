@@ -838,13 +838,22 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             ListenerKind::Http => None,
         };
         let mut site_tls = HashMap::new();
+        // TLS 1.2 session-ID resumption: one store per policy on this listener (rustls
+        // resumes a session only for the SNI it was made for, so sites sharing a policy do
+        // not share sessions), rather than rustls' default of one 256-entry store per site.
+        let mut stores: HashMap<usize, Arc<dyn rustls::server::StoresServerSessions>> =
+            HashMap::new();
         if l.kind == ListenerKind::Https {
             for (si, site) in sites.iter().enumerate() {
                 let Some(p) = site.client_auth else { continue };
                 if !config.sites[si].listeners.contains(&li) {
                     continue;
                 }
-                match policy_config(l, table.clone(), shared, &site.name, &policies[p]) {
+                let store = stores
+                    .entry(p)
+                    .or_insert_with(|| rustls::server::ServerSessionMemoryCache::new(256))
+                    .clone();
+                match policy_config(l, table.clone(), shared, &site.name, &policies[p], store) {
                     Ok(c) => {
                         site_tls.insert(si, Arc::new(c));
                     }
@@ -1074,22 +1083,25 @@ fn policy_key(ca: &crate::config::ClientAuth) -> crate::config::ClientAuth {
 }
 
 /// The TLS configuration of one site with `client_auth` on listener `l`: the listener's
-/// settings and resolver, the policy's verifier, a session cache of its own, and tickets
-/// bound to the site and its policy ([`crate::tls::tickets::Bound`]). So a session resumes
-/// only for the site and the very policy (CA and CRL contents) that verified it: never on
-/// a site without client certificates, never on another site, never after its CRL changed.
+/// settings and resolver, the policy's verifier, the policy's session store on this
+/// listener (`store`), and tickets bound to the site and its policy
+/// ([`crate::tls::tickets::Bound`]). So a session resumes only for the site and the very
+/// policy (CA and CRL contents) that verified it: never on a site without client
+/// certificates, never on another site, never after its CRL changed.
 fn policy_config(
     l: &Listener,
     table: Arc<Table>,
     shared: &Shared,
     site: &str,
     policy: &Policy,
+    store: Arc<dyn rustls::server::StoresServerSessions>,
 ) -> Result<ServerConfig, rustls::Error> {
     let mut config = crate::tls::server_config_verifying(
         Arc::new(Resolver::new(table)),
         policy.verifier.clone(),
     )?;
     config.alpn_protocols = l.alpn.clone();
+    config.session_storage = store;
     let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     context.update(b"portico client_auth session\0");
     context.update(&(site.len() as u64).to_be_bytes());

@@ -321,7 +321,7 @@ struct SClient {
 
 impl SClient {
     fn reused(&self) -> bool {
-        self.text.contains("Reused, TLSv1.3")
+        self.text.contains("Reused, TLSv1.")
     }
 
     /// Whether the ClientHello offered a saved session (`-trace` shows its extensions).
@@ -330,7 +330,7 @@ impl SClient {
     }
 
     fn new_session(&self) -> bool {
-        self.text.contains("New, TLSv1.3")
+        self.text.contains("New, TLSv1.")
     }
 
     /// The number of the alert the server sent, if any.
@@ -353,10 +353,21 @@ async fn s_client(
     sess_in: Option<&Path>,
     sess_out: Option<&Path>,
 ) -> SClient {
+    s_client_with(port, sni, cert, sess_in, sess_out, &["-tls1_3"]).await
+}
+
+/// [`s_client`] with these protocol options instead of `-tls1_3`.
+async fn s_client_with(
+    port: u16,
+    sni: &str,
+    cert: Option<&Client>,
+    sess_in: Option<&Path>,
+    sess_out: Option<&Path>,
+    protocol: &[&str],
+) -> SClient {
     let mut cmd = Command::new("openssl");
+    cmd.arg("s_client").args(protocol);
     cmd.args([
-        "s_client",
-        "-tls1_3",
         "-ign_eof",
         "-trace",
         "-connect",
@@ -571,6 +582,35 @@ async fn a_session_resumes_only_on_its_own_site_and_with_its_identity() {
         "{}",
         again.text
     );
+}
+
+/// TLS 1.2 without tickets resumes by session ID, from the store of the site's policy on
+/// the listener: only for the name it was made for, with the identity it was made with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls12_session_id_resumes_only_on_its_own_site_and_with_its_identity() {
+    let w = world().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sess = dir.path().join("admin12.sess");
+    let tls12 = ["-tls1_2", "-no_ticket"];
+    let first = s_client_with(
+        w.port,
+        "admin.test",
+        Some(&w.alice),
+        None,
+        Some(&sess),
+        &tls12,
+    )
+    .await;
+    assert!(first.text.contains("New, TLSv1.2"), "{}", first.text);
+    let b = s_client_with(w.port, "admin2.test", None, Some(&sess), None, &tls12).await;
+    assert!(!b.reused(), "resumed on another site:\n{}", b.text);
+    assert_eq!(b.alert(), Some(116), "{}", b.text);
+    let public = s_client_with(w.port, "public.test", None, Some(&sess), None, &tls12).await;
+    assert!(!public.reused(), "{}", public.text);
+    let again = s_client_with(w.port, "admin.test", None, Some(&sess), None, &tls12).await;
+    assert!(again.text.contains("Reused, TLSv1.2"), "{}", again.text);
+    let header = format!("client-cert: {}", w.alice.header());
+    assert!(again.text.contains(&header), "{}", again.text);
 }
 
 /// One name bound to two sites on two listeners, one without client certificates and one
