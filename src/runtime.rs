@@ -634,6 +634,15 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                 None => {
                     let loaded = match client_auth::load(&policy_key(ca)) {
                         Ok(p) => {
+                            for (file, next) in &p.crl_next_update {
+                                if *next < now {
+                                    report.warning(
+                                        format!("{at}.client_auth.crl"),
+                                        format!("the CRL {} was due to be replaced on {}; it is still used, but certificates revoked since are not in it", file.display(), format_time(*next)),
+                                        Some("fetch the CA's current CRL into the file (the watcher picks it up)".to_string()),
+                                    );
+                                }
+                            }
                             policies.push(Arc::new(p));
                             Some(policies.len() - 1)
                         }

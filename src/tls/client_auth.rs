@@ -29,6 +29,9 @@ pub struct Policy {
     /// sessions are bound to it, so a session resumes only under the very policy that
     /// verified it. The same files give the same digest on every node of a fleet.
     pub digest: [u8; 32],
+    /// Each CRL's `nextUpdate` (Unix seconds), when it has one: `check` warns about a CRL
+    /// that should have been replaced by now.
+    pub crl_next_update: Vec<(PathBuf, i64)>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -140,6 +143,7 @@ pub fn load(config: &ClientAuth) -> Result<Policy, PolicyError> {
     }
 
     let mut crls = Vec::new();
+    let mut crl_next_update = Vec::new();
     for path in &config.crl {
         let bytes = read(path)?;
         hash.update(&(bytes.len() as u64).to_be_bytes());
@@ -160,7 +164,10 @@ pub fn load(config: &ClientAuth) -> Result<Policy, PolicyError> {
             return Err(bad("no BEGIN X509 CRL block".to_string()));
         }
         for der in &ders {
-            x509_parser::parse_x509_crl(der).map_err(|e| bad(e.to_string()))?;
+            let (_, crl) = x509_parser::parse_x509_crl(der).map_err(|e| bad(e.to_string()))?;
+            if let Some(next) = crl.next_update() {
+                crl_next_update.push((path.clone(), next.timestamp()));
+            }
         }
         crls.extend(ders);
     }
@@ -183,6 +190,7 @@ pub fn load(config: &ClientAuth) -> Result<Policy, PolicyError> {
             .as_ref()
             .try_into()
             .unwrap_or_else(|_| unreachable!("SHA-256 gives 32 bytes")),
+        crl_next_update,
     })
 }
 

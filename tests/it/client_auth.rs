@@ -84,10 +84,15 @@ impl ClientCa {
 
     /// A CRL that revokes `serials`, as PEM in `<name>`.
     fn crl(&self, name: &str, serials: &[u64]) -> PathBuf {
+        self.crl_due(name, serials, Duration::days(7))
+    }
+
+    /// [`ClientCa::crl`] with its `nextUpdate` at now + `due` (negative: overdue).
+    fn crl_due(&self, name: &str, serials: &[u64], due: Duration) -> PathBuf {
         let now = OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
-            this_update: now - Duration::hours(1),
-            next_update: now + Duration::days(7),
+            this_update: now + due - Duration::days(8),
+            next_update: now + due,
             crl_number: SerialNumber::from(1u64),
             issuing_distribution_point: None,
             revoked_certs: serials
@@ -798,6 +803,27 @@ respond = {{ status = 200, body = "b" }}
     );
     assert!(
         text.contains("site[1].client_auth.crl") && text.contains("bad.crl"),
+        "{text}"
+    );
+
+    // An overdue CRL is used, with a warning.
+    let clients = ClientCa::new(dir.path(), "clients");
+    let overdue = clients.crl_due("overdue.crl", &[1], Duration::days(-1));
+    let toml = format!(
+        "[[listener]]\naddress = \"127.0.0.1:{}\"\n{pool}\n[[site]]\nhosts = [\"a.test\"]\nclient_auth = {{ ca = \"{}\", crl = [\"{}\"] }}\nrespond = {{ status = 200, body = \"a\" }}\n",
+        free_port(),
+        clients.file().display(),
+        overdue.display()
+    );
+    std::fs::write(&file, &toml).expect("write");
+    let (config, report) = portico::config::Config::load(&file);
+    let config = config.unwrap_or_else(|| panic!("{report}"));
+    let (rt, report) =
+        portico::runtime::build(config, portico::runtime::Mode::Check, &Default::default());
+    assert!(rt.is_some(), "{report}");
+    let text = report.to_string();
+    assert!(
+        text.contains("site[0].client_auth.crl") && text.contains("was due to be replaced"),
         "{text}"
     );
 
