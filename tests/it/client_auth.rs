@@ -32,6 +32,8 @@ struct ClientCa {
     dir: PathBuf,
     stem: String,
     issuer: Issuer<'static, KeyPair>,
+    /// For an intermediate: its own certificate, which its clients send after their leaf.
+    chain: Option<CertificateDer<'static>>,
 }
 
 impl ClientCa {
@@ -49,6 +51,25 @@ impl ClientCa {
             dir: dir.to_path_buf(),
             stem: stem.to_string(),
             issuer: Issuer::new(params, key),
+            chain: None,
+        }
+    }
+
+    /// An intermediate CA under this one; its clients' files hold leaf and intermediate.
+    fn intermediate(&self, stem: &str) -> ClientCa {
+        let key = KeyPair::generate().expect("intermediate key");
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{stem} intermediate"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.signed_by(&key, &self.issuer).expect("intermediate");
+        ClientCa {
+            dir: self.dir.clone(),
+            stem: stem.to_string(),
+            issuer: Issuer::new(params, key),
+            chain: Some(cert.der().clone()),
         }
     }
 
@@ -77,7 +98,11 @@ impl ClientCa {
             key: self.dir.join(format!("{name}.key")),
             der: cert.der().to_vec(),
         };
-        std::fs::write(&client.cert, cert.pem()).expect("write cert");
+        let mut pem = cert.pem();
+        if let Some(inter) = &self.chain {
+            pem += &pem_of(inter);
+        }
+        std::fs::write(&client.cert, pem).expect("write cert");
         std::fs::write(&client.key, key.serialize_pem()).expect("write key");
         client
     }
@@ -111,6 +136,20 @@ impl ClientCa {
         std::fs::write(&path, crl.pem().expect("crl pem")).expect("write crl");
         path
     }
+}
+
+/// A DER certificate as PEM.
+fn pem_of(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
 }
 
 struct Client {
@@ -173,6 +212,10 @@ struct World {
     revoked: Client,
     expired: Client,
     stranger: Client,
+    /// Issued by an intermediate under the "clients" CA; sends leaf and intermediate.
+    carol: Client,
+    /// The `Client-Cert-Chain` value carol's connections carry: the intermediate.
+    carol_chain: String,
     _dir: tempfile::TempDir,
 }
 
@@ -199,6 +242,13 @@ async fn world() -> World {
     let revoked = clients.client("mallory", "mallory", 12, false);
     let expired = clients.client("old", "old", 13, true);
     let stranger = ClientCa::new(dir.path(), "strangers").client("eve", "eve", 14, false);
+    let team = clients.intermediate("team");
+    let carol = team.client("carol", "carol", 15, false);
+    let team_header = format!(
+        ":{}:",
+        base64::engine::general_purpose::STANDARD
+            .encode(team.chain.as_deref().expect("intermediate"))
+    );
     let crl = clients.crl("clients.crl", &[12]);
     let up = echo().await;
     let legacy = legacy_backend(&pki).await;
@@ -258,6 +308,8 @@ passthrough = {{ backend = "{legacy}" }}
         revoked,
         expired,
         stranger,
+        carol,
+        carol_chain: team_header,
         _dir: dir,
     }
 }
@@ -489,6 +541,35 @@ async fn another_ca_a_revoked_and_an_expired_certificate_get_their_alerts() {
     let s = s_client(w.port, "admin.test", Some(&w.bob), None, None).await;
     assert_eq!(s.alert(), Some(48), "{}", s.text);
     assert_eq!(counted(&w.server, "admin", "verified"), 0);
+}
+
+/// A client that sends its intermediate: the upstream gets it as `Client-Cert-Chain`.
+/// (optional.test trusts the root; admin.test would refuse carol, since its CRL is the
+/// root's and says nothing about certificates the intermediate issued.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_chain_reaches_the_backend_as_client_cert_chain() {
+    let w = world().await;
+    let c = curl(w.port, &w.root, "optional.test", Some(&w.carol), &[]).await;
+    assert!(c.ok, "{}", c.err);
+    assert_eq!(
+        echoed(&c.out, "client-cert"),
+        [w.carol.header()],
+        "{}",
+        c.out
+    );
+    assert_eq!(
+        echoed(&c.out, "client-cert-chain"),
+        std::slice::from_ref(&w.carol_chain),
+        "{}",
+        c.out
+    );
+    let s = s_client(w.port, "admin.test", Some(&w.carol), None, None).await;
+    assert_eq!(
+        s.alert(),
+        Some(48),
+        "fail closed without a revocation status:\n{}",
+        s.text
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
