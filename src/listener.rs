@@ -29,10 +29,33 @@ use crate::names::HostName;
 use crate::proxy_protocol;
 use crate::route::Refusal;
 use crate::runtime::{Decision, Runtime};
+use crate::tls::client_auth::{ClientIdentity, Refused};
 use crate::tls::client_hello::HelloError;
 use crate::tls::load::Cert;
 use crate::tls::peek::{read_client_hello, PeekError, PrefixedIo};
 use crate::tls::resolver::presenting;
+
+/// Closes a connection whose handshake was refused with an alert after the client may
+/// have sent more (with TLS 1.3 a client has sent its certificate, Finished and often its
+/// first request when the server judges the certificate): our side is shut down, and what
+/// the client still sends is read and discarded for a bounded time, as `http/linger.rs`
+/// does, so that the kernel does not answer those bytes with a reset that destroys the
+/// alert before the client reads it.
+async fn close_after_alert<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut io: IO) {
+    use crate::http::linger::{MAX_DISCARD, PAUSE, TOTAL};
+    use tokio::io::AsyncReadExt;
+    let _ = io.shutdown().await;
+    let until = Instant::now() + TOTAL;
+    let mut buf = [0u8; 4096];
+    let mut discarded = 0;
+    while discarded < MAX_DISCARD {
+        let pause = (Instant::now() + PAUSE).min(until);
+        match tokio::time::timeout_at(pause, io.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => discarded += n,
+            _ => break,
+        }
+    }
+}
 
 /// The answer to plain HTTP (or anything that is not TLS) sent to an https listener.
 const PLAIN_HTTP_ON_HTTPS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 59\r\nConnection: close\r\n\r\n400 bad request: this port speaks HTTPS; use https:// URLs\n";
@@ -354,6 +377,8 @@ async fn connection(
                 peer: client,
                 sni: None,
                 cert: None,
+                policy: None,
+                identity: None,
                 tls_version: "-",
                 upgraded: Arc::default(),
             });
@@ -472,9 +497,9 @@ async fn https(
     shutdown: watch::Receiver<bool>,
 ) {
     let listener = &rt.listeners[li];
-    let Some(tls_config) = listener.tls.clone() else {
+    if listener.tls.is_none() {
         return;
-    };
+    }
     let counters = &listener.metrics;
     // What a connection that carries nothing ends as.
     let ended = |outcome: Handshake| {
@@ -551,6 +576,13 @@ async fn https(
         .map(|&s| SignatureScheme::from(s))
         .collect();
     let cert = rt.certificate_for(&resolved, &schemes);
+    let site = resolved.binding.site;
+    // The site is known before the handshake: a site with `client_auth` is terminated with
+    // its policy's configuration, every other one with the listener's.
+    let policy = rt.sites[site].client_auth;
+    let Some(tls_config) = rt.tls_for(li, site).cloned() else {
+        return;
+    };
     // Without a certificate for the client's signature schemes the handshake fails in
     // rustls' resolver; it is counted as what it is.
     let failure = if cert.is_some() {
@@ -558,7 +590,6 @@ async fn https(
     } else {
         Handshake::NoCertificate
     };
-    let site = resolved.binding.site;
     let chosen = match &cert {
         None => None,
         Some(cert) => match cert.in_memory() {
@@ -581,13 +612,24 @@ async fn https(
     let terminated = async move {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
         let counters = &rt.listeners[li].metrics;
-        let handshake = presenting(chosen, acceptor.accept(io));
+        let handshake = presenting(chosen, acceptor.accept(io).into_fallible());
         let tls = match tokio::time::timeout_at(deadline, handshake).await {
             Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
+            Ok(Err((e, io))) => {
                 counters.handshake(failure);
                 counters.carried(Carried::Nothing);
-                tracing::debug!(%client, error = %e, "TLS handshake failed");
+                let refused = policy
+                    .and_then(|_| e.get_ref()?.downcast_ref::<rustls::Error>())
+                    .and_then(Refused::of);
+                match refused {
+                    Some(why) => {
+                        let site = &rt.sites[site];
+                        site.metrics.client_cert_refused(why);
+                        tracing::info!(listener = %rt.listeners[li].config.name, %client, site = %site.name, reason = why.as_str(), error = %e, "client certificate refused");
+                        close_after_alert(io).await;
+                    }
+                    None => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+                }
                 return;
             }
             Err(_) => {
@@ -609,6 +651,21 @@ async fn https(
             _ => "TLS",
         };
         let h2 = session.alpn_protocol() == Some(b"h2");
+        // Under a policy, the certificate the client was verified with, in this handshake or
+        // in the one its resumed session came from.
+        let identity = match policy {
+            None => None,
+            Some(_) => {
+                let identity = session
+                    .peer_certificates()
+                    .and_then(ClientIdentity::of)
+                    .map(Arc::new);
+                if identity.is_some() {
+                    rt.sites[site].metrics.client_cert_verified();
+                }
+                identity
+            }
+        };
         counters.carried(if h2 { Carried::H2 } else { Carried::Http1 });
         let conn = Arc::new(Conn {
             runtime: rt,
@@ -616,6 +673,8 @@ async fn https(
             peer: client,
             sni,
             cert,
+            policy,
+            identity,
             tls_version,
             upgraded: Arc::default(),
         });

@@ -333,6 +333,27 @@ pub struct Site {
     pub listeners: Vec<usize>,
     pub tls: TlsMode,
     pub action: Action,
+    /// Client certificates asked for (and verified) on this site's handshakes.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// A site's `client_auth`: which CA's client certificates it accepts, whether one is
+/// required, the revocation lists to consult, and the header that carries the verified
+/// subject to proxy upstreams. The files are named here and read by `runtime::build`.
+///
+/// Two sites whose `ClientAuth` values are equal share one policy: connections under it
+/// may carry requests for both (HTTP/2 coalescing); any difference makes two policies.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientAuth {
+    /// PEM file of the CA certificates client certificates must chain to.
+    pub ca: PathBuf,
+    /// Without a certificate the handshake is refused (`certificate_required`); when false
+    /// a certificate is asked for and the request goes through without one.
+    pub required: bool,
+    /// Certificate revocation lists (PEM or DER), consulted for the client's own certificate.
+    pub crl: Vec<PathBuf>,
+    /// A header (lowercase) set on proxied requests to the verified certificate's subject.
+    pub subject_header: Option<String>,
 }
 
 /// What a site does with a request.
@@ -406,6 +427,19 @@ impl Config {
             _ => None,
         });
         self.certificates.iter().chain(pinned)
+    }
+
+    /// The CA and CRL files of the sites' `client_auth` tables, each once: the certificate
+    /// watcher looks at them like at certificate files.
+    pub fn client_auth_files(&self) -> Vec<&Path> {
+        let mut seen = std::collections::HashSet::new();
+        self.sites
+            .iter()
+            .filter_map(|s| s.client_auth.as_ref())
+            .flat_map(|c| std::iter::once(&c.ca).chain(&c.crl))
+            .map(PathBuf::as_path)
+            .filter(|p| seen.insert(*p))
+            .collect()
     }
 
     /// Reads and checks the file. Errors and warnings go into the report; the configuration

@@ -150,6 +150,18 @@ pub(crate) struct RawSite {
     pub(crate) passthrough: Option<RawPassthrough>,
     pub(crate) redirect: Option<RawRedirect>,
     pub(crate) respond: Option<RawRespond>,
+    pub(crate) client_auth: Option<RawClientAuth>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+/// A site's `client_auth = { ca, required, crl, subject_header }`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawClientAuth {
+    pub(crate) ca: Option<String>,
+    pub(crate) required: Option<bool>,
+    pub(crate) crl: Option<Vec<String>>,
+    pub(crate) subject_header: Option<String>,
     #[serde(flatten)]
     pub(crate) unknown: Unknown,
 }

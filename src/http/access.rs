@@ -51,6 +51,8 @@ impl Line {
             complete,
             duration_us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX),
             tls = conn.tls_version,
+            client_subject = conn.identity.as_ref().map(|c| c.subject.as_str()),
+            client_sha256 = conn.identity.as_ref().map(|c| c.fingerprint.as_str()),
             "request"
         );
     }
@@ -75,6 +77,8 @@ impl Line {
             complete,
             duration = self.start.elapsed().as_secs_f64(),
             tls_version = (conn.tls_version != "-").then_some(conn.tls_version),
+            client_subject = conn.identity.as_ref().map(|c| c.subject.as_str()),
+            client_sha256 = conn.identity.as_ref().map(|c| c.fingerprint.as_str()),
             "request"
         );
     }

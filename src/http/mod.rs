@@ -4,7 +4,7 @@
 mod access;
 pub mod connection;
 mod h2_guard;
-mod linger;
+pub(crate) mod linger;
 pub mod proxy;
 pub mod service;
 pub mod static_files;

@@ -19,6 +19,7 @@ use crate::config::Limits;
 use crate::metrics::Protocol;
 use crate::names::{authority_host, host_from_authority, is_normal_name, same_authority, HostName};
 use crate::runtime::{Runtime, SiteAction};
+use crate::tls::client_auth::ClientIdentity;
 use crate::tls::load::Cert;
 
 /// What a request needs to know about its connection.
@@ -30,6 +31,11 @@ pub struct Conn {
     pub sni: Option<HostName>,
     /// The certificate presented; None on http listeners.
     pub cert: Option<Arc<Cert>>,
+    /// The client-auth policy the connection was established under (an index into
+    /// `Runtime::client_auth`); None when no client certificate was asked for.
+    pub policy: Option<usize>,
+    /// The client certificate verified under `policy`, if the client presented one.
+    pub identity: Option<Arc<ClientIdentity>>,
     /// "TLSv1.3", "TLSv1.2" or "-" for plain HTTP.
     pub tls_version: &'static str,
     /// Set once a response switched protocols (101): the connection is a tunnel now, and
@@ -298,6 +304,19 @@ async fn respond(
         return (resp, Some(host), None);
     };
     let site_index = resolved.binding.site;
+    // A connection verified (or not) under one client-auth policy never carries requests
+    // for a site of another, even when the certificate covers both names (HTTP/2
+    // coalescing): the client was never asked for that site's certificate.
+    if conn.cert.is_some() && !rt.same_policy(site_index, conn.policy) {
+        return (
+            text(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!("421 misdirected request: {host} asks for other client certificates than this connection was made with\n"),
+            ),
+            Some(host),
+            None,
+        );
+    }
     let site = &rt.sites[site_index];
     let name = Some(site_index);
     if conn.cert.is_none() {
@@ -356,7 +375,11 @@ async fn respond(
         // Boxed: forwarding is by far the largest state machine here, and HTTP/2 moves each
         // request's future several times when it spawns the stream's task.
         SiteAction::Proxy(upstreams) => {
-            Box::pin(upstreams.forward(conn.peer, req, conn.runtime.clone())).await
+            let cert = crate::http::proxy::ClientCert {
+                identity: conn.identity.as_deref(),
+                subject_header: site.subject_header.as_ref(),
+            };
+            Box::pin(upstreams.forward(conn.peer, cert, req, conn.runtime.clone())).await
         }
         // A passthrough site's TLS ends at its backend; a connection Portico terminated can
         // never carry its requests.

@@ -236,6 +236,8 @@ pub struct Row<'a> {
     pub refused: Option<Refusal>,
     /// On http listeners: the https port bound hosts are redirected to.
     pub https_port: Option<u16>,
+    /// On https listeners, the site's client-auth policy (index into `Runtime::client_auth`).
+    pub client_auth: Option<usize>,
     pub warnings: Vec<&'a Diagnostic>,
 }
 
@@ -303,6 +305,9 @@ fn row<'a>(rt: &'a Runtime, on: &On<'_>, b: &'a Binding, warnings: &[&'a Diagnos
             .flatten(),
         refused: None,
         https_port: b.https_port,
+        client_auth: (kind == ListenerKind::Https)
+            .then(|| rt.sites.get(b.site).and_then(|s| s.client_auth))
+            .flatten(),
         warnings: warnings
             .iter()
             .copied()
@@ -365,6 +370,7 @@ pub fn collect_where<'a>(
                 acme_pending: None,
                 refused: Some(refusal),
                 https_port: None,
+                client_auth: None,
                 warnings: Vec::new(),
             },
         });
@@ -401,6 +407,66 @@ pub fn unknown_sni_key(u: UnknownSni) -> String {
     .to_string()
 }
 
+/// A site's client-auth policy in words, for `bindings` and `explain`: "client
+/// certificates required (policy 1): trusts CN=... (file); CRL: file".
+pub fn client_auth_words(rt: &Runtime, policy: usize) -> String {
+    let Some(p) = rt.client_auth.get(policy) else {
+        return String::new();
+    };
+    let mut out = format!(
+        "client certificates {} (policy {}): trusts {} ({})",
+        if p.config.required {
+            "required"
+        } else {
+            "asked for, not required"
+        },
+        policy + 1,
+        p.trusted.join("; "),
+        p.config.ca.display()
+    );
+    if !p.config.crl.is_empty() {
+        let crls: Vec<String> = p
+            .config
+            .crl
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect();
+        let _ = write!(out, "; CRL: {}", crls.join(", "));
+    }
+    out
+}
+
+/// The JSON object of a site's client-auth policy (schema in docs/cli.md).
+pub fn client_auth_json(rt: &Runtime, policy: Option<usize>, site: Option<usize>) -> Json {
+    let Some(p) = policy.and_then(|i| rt.client_auth.get(i)) else {
+        return Json::Null;
+    };
+    let subject_header = site
+        .and_then(|s| rt.sites.get(s))
+        .and_then(|s| s.subject_header.as_ref())
+        .map(|h| h.as_str());
+    Json::Obj(vec![
+        ("policy", Json::Int(policy.map_or(0, |i| i as i64 + 1))),
+        ("required", Json::Bool(p.config.required)),
+        ("ca_file", Json::str(p.config.ca.display().to_string())),
+        (
+            "trusted",
+            Json::Arr(p.trusted.iter().map(Json::str).collect()),
+        ),
+        (
+            "crl_files",
+            Json::Arr(
+                p.config
+                    .crl
+                    .iter()
+                    .map(|c| Json::str(c.display().to_string()))
+                    .collect(),
+            ),
+        ),
+        ("subject_header", Json::opt_str(subject_header)),
+    ])
+}
+
 /// The alert name and code a refusal sends.
 pub fn alert_name(refusal: &Refusal) -> &'static str {
     match refusal.alert() {
@@ -419,7 +485,7 @@ fn how_text(row: &Row<'_>) -> String {
     }
 }
 
-fn human_row(out: &mut String, row: &Row<'_>, view: &ListenerView<'_>, now: i64) {
+fn human_row(rt: &Runtime, out: &mut String, row: &Row<'_>, view: &ListenerView<'_>, now: i64) {
     let site = row
         .site
         .map(|s| format!("site \"{s}\""))
@@ -444,6 +510,9 @@ fn human_row(out: &mut String, row: &Row<'_>, view: &ListenerView<'_>, now: i64)
         (Some(host), None) => format!("  {host} -> {site} · {}", how_text(row)),
     };
     let _ = writeln!(out, "{head}");
+    if let Some(policy) = row.client_auth {
+        let _ = writeln!(out, "{}", fill("   ", &client_auth_words(rt, policy), 6));
+    }
     if let Some(pending) = &row.acme_pending {
         let _ = writeln!(out, "{}", fill("    !", pending, 6));
     }
@@ -458,7 +527,7 @@ fn human_row(out: &mut String, row: &Row<'_>, view: &ListenerView<'_>, now: i64)
 }
 
 /// The human table.
-pub fn human(views: &[ListenerView<'_>], rest: &[&Diagnostic], now: i64) -> String {
+pub fn human(rt: &Runtime, views: &[ListenerView<'_>], rest: &[&Diagnostic], now: i64) -> String {
     let mut out = String::new();
     for (i, v) in views.iter().enumerate() {
         if i > 0 {
@@ -492,7 +561,7 @@ pub fn human(views: &[ListenerView<'_>], rest: &[&Diagnostic], now: i64) -> Stri
             let _ = writeln!(out, "  (no hosts bound)");
         }
         for row in v.rows.iter().chain(&v.no_sni) {
-            human_row(&mut out, row, v, now);
+            human_row(rt, &mut out, row, v, now);
         }
     }
     if !rest.is_empty() {
@@ -512,7 +581,7 @@ fn diag_json(d: &Diagnostic) -> Json {
     ])
 }
 
-fn row_json(row: &Row<'_>, now: i64) -> Json {
+fn row_json(rt: &Runtime, row: &Row<'_>, now: i64) -> Json {
     Json::Obj(vec![
         ("host", Json::opt_str(row.host)),
         (
@@ -532,6 +601,10 @@ fn row_json(row: &Row<'_>, now: i64) -> Json {
             row.https_port.map_or(Json::Null, |p| Json::Int(p.into())),
         ),
         (
+            "client_auth",
+            client_auth_json(rt, row.client_auth, row.binding.map(|b| b.site)),
+        ),
+        (
             "refused",
             row.refused.as_ref().map_or(Json::Null, |r| {
                 Json::Obj(vec![
@@ -548,7 +621,13 @@ fn row_json(row: &Row<'_>, now: i64) -> Json {
 }
 
 /// The JSON document (schema in docs/cli.md).
-pub fn json(views: &[ListenerView<'_>], rest: &[&Diagnostic], config: &Path, now: i64) -> Json {
+pub fn json(
+    rt: &Runtime,
+    views: &[ListenerView<'_>],
+    rest: &[&Diagnostic],
+    config: &Path,
+    now: i64,
+) -> Json {
     let listeners = views
         .iter()
         .map(|v| {
@@ -573,11 +652,13 @@ pub fn json(views: &[ListenerView<'_>], rest: &[&Diagnostic], config: &Path, now
                 ("no_sni_host", Json::opt_str(v.no_sni_host)),
                 (
                     "no_sni",
-                    v.no_sni.as_ref().map_or(Json::Null, |r| row_json(r, now)),
+                    v.no_sni
+                        .as_ref()
+                        .map_or(Json::Null, |r| row_json(rt, r, now)),
                 ),
                 (
                     "bindings",
-                    Json::Arr(v.rows.iter().map(|r| row_json(r, now)).collect()),
+                    Json::Arr(v.rows.iter().map(|r| row_json(rt, r, now)).collect()),
                 ),
             ])
         })

@@ -52,7 +52,7 @@ fn text(rt: &Runtime, report: &Report, query: &Query, now: i64) -> String {
     match query {
         Query::Bindings => {
             let (views, rest) = bindings::collect(rt, report);
-            bindings::human(&views, &rest, now)
+            bindings::human(rt, &views, &rest, now)
         }
         Query::Certs => certs::human(&certs::collect(rt), now),
         Query::Explain { host, options } => {
@@ -67,7 +67,7 @@ pub fn document(rt: &Runtime, report: &Report, query: &Query, now: i64) -> Json 
     match query {
         Query::Bindings => {
             let (views, rest) = bindings::collect(rt, report);
-            bindings::json(&views, &rest, file, now)
+            bindings::json(rt, &views, &rest, file, now)
         }
         Query::Certs => certs::json(&certs::collect(rt), file, now),
         Query::Explain { host, options } => {

@@ -240,6 +240,10 @@ pub struct SiteCounters {
     pub request_seconds: Option<Histogram>,
     /// Bytes relayed for a passthrough site: to the backend, from the backend.
     passthrough: [AtomicU64; 2],
+    /// Handshakes under the site's `client_auth`: verified certificates, and refusals by
+    /// reason (`client_auth::Refused::ALL` order).
+    client_certs_verified: AtomicU64,
+    client_certs_refused: [AtomicU64; crate::tls::client_auth::Refused::ALL.len()],
 }
 
 impl SiteCounters {
@@ -249,7 +253,19 @@ impl SiteCounters {
             requests: Default::default(),
             request_seconds: histogram.then(Histogram::default),
             passthrough: Default::default(),
+            client_certs_verified: AtomicU64::new(0),
+            client_certs_refused: Default::default(),
         }
+    }
+
+    /// A handshake whose client certificate the site's policy verified.
+    pub fn client_cert_verified(&self) {
+        self.client_certs_verified.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A handshake the site's policy refused, and why.
+    pub fn client_cert_refused(&self, why: crate::tls::client_auth::Refused) {
+        self.client_certs_refused[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request answered with `status`.

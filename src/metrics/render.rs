@@ -228,6 +228,29 @@ impl Collector for Scrape {
                 .encode(f.encode_family(&[("listener", l.name.as_str())])?)?;
         }
         let mut f = e.encode_descriptor(
+            "portico_client_certificates",
+            "Handshakes on sites with client_auth, by outcome: verified (a certificate the site's CA issued) or the reason for the refusal (certificate_required, unknown_ca, certificate_revoked, certificate_expired, bad_certificate).",
+            None,
+            MetricType::Counter,
+        )?;
+        for s in &self.sites {
+            let verified = s.client_certs_verified.load(Ordering::Relaxed);
+            if verified > 0 {
+                counter(
+                    &mut f,
+                    &[("site", s.name.as_str()), ("outcome", "verified")],
+                    verified,
+                )?;
+            }
+            for why in crate::tls::client_auth::Refused::ALL {
+                let n = s.client_certs_refused[why as usize].load(Ordering::Relaxed);
+                if n > 0 {
+                    let labels = [("site", s.name.as_str()), ("outcome", why.as_str())];
+                    counter(&mut f, &labels, n)?;
+                }
+            }
+        }
+        let mut f = e.encode_descriptor(
             "portico_passthrough_bytes",
             "Bytes relayed for passthrough sites: up is client to backend, down the other way.",
             None,

@@ -23,6 +23,7 @@ pub mod names_cache;
 mod patch;
 use crate::route::{Binding, Match, Refusal, Resolved, Table};
 use crate::tls::cache::KeyCache;
+use crate::tls::client_auth::{self, Policy};
 use crate::tls::dir;
 use crate::tls::internal_ca::{self, LocalCa};
 use crate::tls::load::{self, Cert};
@@ -106,7 +107,7 @@ struct Loaded {
 pub type FileStamp = (u64, std::time::SystemTime, u64);
 
 /// The stamp of `path` (following symlinks), or None if it cannot be read.
-fn stamp(path: &std::path::Path) -> Option<FileStamp> {
+pub fn stamp(path: &std::path::Path) -> Option<FileStamp> {
     stamp_of(&std::fs::metadata(path).ok()?)
 }
 
@@ -287,6 +288,10 @@ pub struct SiteRt {
     pub action: SiteAction,
     /// This site's counters (kept across reloads by name).
     pub metrics: Arc<crate::metrics::SiteCounters>,
+    /// Index into `Runtime::client_auth`: the policy its handshakes verify clients with.
+    pub client_auth: Option<usize>,
+    /// `client_auth.subject_header`: set on proxied requests to the verified subject.
+    pub subject_header: Option<http::HeaderName>,
 }
 
 pub enum SiteAction {
@@ -324,6 +329,11 @@ pub struct ListenerRt {
     pub table: Arc<Table>,
     /// Present on https listeners.
     pub tls: Option<Arc<ServerConfig>>,
+    /// On https listeners, for each site here with `client_auth` (by site index): the
+    /// configuration that asks for and verifies client certificates with the site's policy,
+    /// with its own session cache and tickets bound to the site and policy. Sites without
+    /// `client_auth` use `tls`.
+    pub site_tls: HashMap<usize, Arc<ServerConfig>>,
     pub connections: Arc<Semaphore>,
     /// This listener's counters (kept across reloads by name).
     pub metrics: Arc<crate::metrics::ListenerCounters>,
@@ -341,6 +351,8 @@ pub struct Runtime {
     pool_hosts: HashMap<HostName, (usize, usize)>,
     /// Certificates issued by the local CA or pinned by sites, by site index.
     pub site_certs: Vec<Option<Arc<Cert>>>,
+    /// The distinct client-auth policies (`SiteRt::client_auth` indexes them).
+    pub client_auth: Vec<Arc<Policy>>,
     /// ACME challenge answers (shared by every runtime of one process).
     pub challenges: Arc<crate::acme::Challenges>,
     /// The certificate cache (shared by every runtime of one process).
@@ -448,6 +460,24 @@ impl Runtime {
     }
     /// The one decision for a connection on listener `li` whose ClientHello named `sni`:
     /// terminate, pass through, or refuse. The server and `explain` both call it.
+    /// The TLS configuration a connection to `site` on listener `li` is terminated with:
+    /// the site's policy's when it has `client_auth`, else the listener's. Sites without
+    /// client certificates pay one branch for this.
+    pub fn tls_for(&self, li: usize, site: usize) -> Option<&Arc<ServerConfig>> {
+        let listener = &self.listeners[li];
+        match self.sites[site].client_auth {
+            None => listener.tls.as_ref(),
+            Some(_) => listener.site_tls.get(&site),
+        }
+    }
+
+    /// Whether a connection established under `policy` (None: no client certificates) may
+    /// carry requests for `site`: only when the site has the very same policy. Sites of one
+    /// policy still coalesce; across policies the answer is 421 (docs/config.md).
+    pub fn same_policy(&self, site: usize, policy: Option<usize>) -> bool {
+        self.sites[site].client_auth == policy
+    }
+
     pub fn decide(&self, li: usize, sni: Option<&str>) -> Decision<'_> {
         let listener = &self.listeners[li];
         let resolved = match listener.table.resolve_sni(sni) {
@@ -759,6 +789,8 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
     let mut choices: HashMap<(usize, &crate::names::HostName), Choice> = HashMap::new();
     let mut judged: std::collections::HashSet<*const Cert> = std::collections::HashSet::new();
     let mut pool_hosts = HashMap::new();
+    let mut policies: Vec<Arc<Policy>> = Vec::new();
+    let mut policy_index: HashMap<crate::config::ClientAuth, Option<usize>> = HashMap::new();
     let mut roots: HashMap<std::path::PathBuf, static_files::Root> = HashMap::new();
     let mut root_paths: HashMap<&std::ffi::OsStr, static_files::Root> = HashMap::new();
     let acme_home = crate::acme::home(&config);
@@ -802,10 +834,51 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                     .unwrap_or(http::HeaderValue::from_static("text/plain")),
             },
         };
+        // One policy per distinct `client_auth` (its files read once); a passthrough site
+        // with one was refused by the file check.
+        let policy = match &site.client_auth {
+            None => None,
+            Some(ca) => match policy_index.get(&policy_key(ca)) {
+                Some(&p) => p,
+                None => {
+                    let loaded = match client_auth::load(&policy_key(ca)) {
+                        Ok(p) => {
+                            for (file, next) in &p.crl_next_update {
+                                if *next < now {
+                                    report.warning(
+                                        format!("{at}.client_auth.crl"),
+                                        format!("the CRL {} was due to be replaced on {}; it is still used, but certificates revoked since are not in it", file.display(), format_time(*next)),
+                                        Some("fetch the CA's current CRL into the file (the watcher picks it up)".to_string()),
+                                    );
+                                }
+                            }
+                            policies.push(Arc::new(p));
+                            Some(policies.len() - 1)
+                        }
+                        Err(e) => {
+                            report.error(
+                                format!("{at}.client_auth.{}", e.field()),
+                                e.to_string(),
+                                Some(e.fix().to_string()),
+                            );
+                            None
+                        }
+                    };
+                    policy_index.insert(policy_key(ca), loaded);
+                    loaded
+                }
+            },
+        };
         sites.push(SiteRt {
             name: site.name.clone(),
             action,
             metrics: shared.metrics.site(&site.name, per_site_histograms),
+            client_auth: policy,
+            subject_header: site
+                .client_auth
+                .as_ref()
+                .and_then(|c| c.subject_header.as_deref())
+                .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
         });
 
         // A passthrough site's certificate lives on its backend.
@@ -994,10 +1067,39 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             },
             ListenerKind::Http => None,
         };
+        let mut site_tls = HashMap::new();
+        // TLS 1.2 session-ID resumption: one store per policy on this listener (rustls
+        // resumes a session only for the SNI it was made for, so sites sharing a policy do
+        // not share sessions), rather than rustls' default of one 256-entry store per site.
+        let mut stores: HashMap<usize, Arc<dyn rustls::server::StoresServerSessions>> =
+            HashMap::new();
+        if l.kind == ListenerKind::Https {
+            for (si, site) in sites.iter().enumerate() {
+                let Some(p) = site.client_auth else { continue };
+                if !config.sites[si].listeners.contains(&li) {
+                    continue;
+                }
+                let store = stores
+                    .entry(p)
+                    .or_insert_with(|| rustls::server::ServerSessionMemoryCache::new(256))
+                    .clone();
+                match policy_config(l, shared, &site.name, &policies[p], store) {
+                    Ok(c) => {
+                        site_tls.insert(si, Arc::new(c));
+                    }
+                    Err(e) => report.error(
+                        format!("site[{}].client_auth", config.sites[si].index),
+                        format!("cannot make the TLS configuration: {e}"),
+                        None,
+                    ),
+                }
+            }
+        }
         listeners.push(ListenerRt {
             config: l.clone(),
             table,
             tls,
+            site_tls,
             connections: Arc::new(Semaphore::new(l.max_connections)),
             metrics: shared.metrics.listener(&l.name),
         });
@@ -1017,6 +1119,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             pool: ArcSwap::from_pointee(pool),
             pool_hosts,
             site_certs,
+            client_auth: policies,
             challenges: shared.challenges.clone(),
             keys: shared.keys.clone(),
             metrics: shared.metrics.clone(),
@@ -1202,5 +1305,48 @@ fn server_config(l: &Listener, shared: &Shared) -> Result<ServerConfig, rustls::
     let mut config = crate::tls::server_config(Arc::new(Resolver))?;
     config.alpn_protocols = l.alpn.clone();
     config.ticketer = shared.tickets.clone();
+    Ok(config)
+}
+
+/// What makes two `client_auth` tables one policy: the CA, `required` and the CRLs. The
+/// subject header only names a header, and sites that differ in it still coalesce.
+fn policy_key(ca: &crate::config::ClientAuth) -> crate::config::ClientAuth {
+    crate::config::ClientAuth {
+        subject_header: None,
+        ..ca.clone()
+    }
+}
+
+/// The TLS configuration of one site with `client_auth` on listener `l`: the listener's
+/// settings and resolver, the policy's verifier, the policy's session store on this
+/// listener (`store`), and tickets bound to the site and its policy
+/// ([`crate::tls::tickets::Bound`]). So a session resumes only for the site and the very
+/// policy (CA and CRL contents) that verified it: never on a site without client
+/// certificates, never on another site, never after its CRL changed.
+fn policy_config(
+    l: &Listener,
+    shared: &Shared,
+    site: &str,
+    policy: &Policy,
+    store: Arc<dyn rustls::server::StoresServerSessions>,
+) -> Result<ServerConfig, rustls::Error> {
+    let mut config =
+        crate::tls::server_config_verifying(Arc::new(Resolver), policy.verifier.clone())?;
+    config.alpn_protocols = l.alpn.clone();
+    config.session_storage = store;
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    context.update(b"portico client_auth session\0");
+    context.update(&(site.len() as u64).to_be_bytes());
+    context.update(site.as_bytes());
+    context.update(&policy.digest);
+    let context: [u8; 32] = context
+        .finish()
+        .as_ref()
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("SHA-256 gives 32 bytes"));
+    config.ticketer = Arc::new(crate::tls::tickets::Bound::new(
+        shared.tickets.clone(),
+        context,
+    ));
     Ok(config)
 }

@@ -3,6 +3,7 @@
 //! route before it terminates.
 
 pub mod cache;
+pub mod client_auth;
 pub mod client_hello;
 pub mod dir;
 pub mod internal_ca;
@@ -55,12 +56,29 @@ pub fn server_provider() -> Arc<CryptoProvider> {
 pub fn server_config(
     resolver: Arc<dyn rustls::server::ResolvesServerCert>,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
-    let mut config = rustls::ServerConfig::builder_with_provider(server_provider())
+    let config = rustls::ServerConfig::builder_with_provider(server_provider())
         .with_protocol_versions(VERSIONS)?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
+    Ok(tuned(config))
+}
+
+/// [`server_config`] asking clients for a certificate and verifying it with `verifier`
+/// (a site's client-auth policy, `client_auth.rs`).
+pub fn server_config_verifying(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let config = rustls::ServerConfig::builder_with_provider(server_provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(resolver);
+    Ok(tuned(config))
+}
+
+fn tuned(mut config: rustls::ServerConfig) -> rustls::ServerConfig {
     config.ignore_client_order = true;
     config.send_tls13_tickets = 1;
     config.max_tls13_tickets = 4;
-    Ok(config)
+    config
 }

@@ -189,6 +189,30 @@ impl ProducesTickets for Tickets {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.seal(plain, None)
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        self.open(cipher, None)
+    }
+}
+
+/// The associated data of a ticket: its key id, and the context it is bound to if any.
+fn aad(id: [u8; ID_LEN], context: Option<&[u8; 32]>) -> ([u8; ID_LEN + 32], usize) {
+    let mut out = [0u8; ID_LEN + 32];
+    out[..ID_LEN].copy_from_slice(&id);
+    match context {
+        Some(c) => {
+            out[ID_LEN..].copy_from_slice(c);
+            (out, ID_LEN + 32)
+        }
+        None => (out, ID_LEN),
+    }
+}
+
+impl Tickets {
+    /// Seals session state; with a `context` the ticket opens only under the same context.
+    fn seal(&self, plain: &[u8], context: Option<&[u8; 32]>) -> Option<Vec<u8>> {
         self.rotate_if_due();
         let keys = self.keys.load();
         let (id, key) = keys.keys.first()?;
@@ -199,10 +223,11 @@ impl ProducesTickets for Tickets {
         out.extend_from_slice(&id);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plain);
+        let (aad, n) = aad(id, context);
         let tag = key
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(id),
+                Aad::from(&aad[..n]),
                 &mut out[ID_LEN + NONCE_LEN..],
             )
             .ok()?;
@@ -210,7 +235,7 @@ impl ProducesTickets for Tickets {
         Some(out)
     }
 
-    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+    fn open(&self, cipher: &[u8], context: Option<&[u8; 32]>) -> Option<Vec<u8>> {
         // A client's bytes: anything shorter or unknown is simply not a ticket of ours.
         if cipher.len() < ID_LEN + NONCE_LEN + TAG_LEN {
             return None;
@@ -222,8 +247,46 @@ impl ProducesTickets for Tickets {
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut sealed = sealed.to_vec();
-        let plain = key.open_in_place(nonce, Aad::from(id), &mut sealed).ok()?;
+        let (aad, n) = aad(id, context);
+        let plain = key
+            .open_in_place(nonce, Aad::from(&aad[..n]), &mut sealed)
+            .ok()?;
         Some(plain.to_vec())
+    }
+}
+
+/// The process's ticket keys, with every ticket bound to one context (a site and its
+/// client-auth policy): sealed with the context as associated data, so a ticket made
+/// under another context, or under none, does not open here, and one made here opens
+/// nowhere else. The keys are the shared ones, so a fleet's tickets still resume on every
+/// node, and rotation is theirs.
+#[derive(Debug)]
+pub struct Bound {
+    tickets: Arc<Tickets>,
+    context: [u8; 32],
+}
+
+impl Bound {
+    pub fn new(tickets: Arc<Tickets>, context: [u8; 32]) -> Bound {
+        Bound { tickets, context }
+    }
+}
+
+impl ProducesTickets for Bound {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn lifetime(&self) -> u32 {
+        LIFETIME
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.tickets.seal(plain, Some(&self.context))
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        self.tickets.open(cipher, Some(&self.context))
     }
 }
 
@@ -252,6 +315,19 @@ mod tests {
         assert_eq!(other.decrypt(&fresh), None, "its own keys differ");
         other.install(t.set());
         assert_eq!(other.decrypt(&fresh).as_deref(), Some(&b"x"[..]));
+    }
+
+    #[test]
+    fn a_bound_ticket_opens_only_under_its_own_context() {
+        let t = Tickets::local();
+        let a = Bound::new(t.clone(), [1; 32]);
+        let b = Bound::new(t.clone(), [2; 32]);
+        let ticket = a.encrypt(b"state").expect("sealed");
+        assert_eq!(a.decrypt(&ticket).as_deref(), Some(&b"state"[..]));
+        assert_eq!(b.decrypt(&ticket), None, "another context");
+        assert_eq!(t.decrypt(&ticket), None, "no context");
+        let plain = t.encrypt(b"state").expect("sealed");
+        assert_eq!(a.decrypt(&plain), None, "an unbound ticket");
     }
 
     #[test]

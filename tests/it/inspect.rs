@@ -770,6 +770,7 @@ fn json_shapes_are_the_documented_ones() {
         "acme_pending",
         "certificates",
         "https_port",
+        "client_auth",
         "refused",
         "warnings",
     ];
@@ -848,7 +849,9 @@ fn json_shapes_are_the_documented_ones() {
             "candidates",
             "for_ecdsa_client",
             "for_rsa_only_client",
-            "rsa_only_client_fails"
+            "rsa_only_client_fails",
+            "client_auth",
+            "client_auth_why"
         ]
     );
     assert_eq!(certs.get("candidates").arr().len(), 4);

@@ -10,6 +10,7 @@ mod bad_input;
 mod blocking_pool;
 mod catch_all;
 mod cert_dirs;
+mod client_auth;
 mod cluster_acme;
 mod cluster_certs;
 mod cluster_config;

@@ -164,6 +164,7 @@ mod tests {
                 .collect(),
             covers: leaf.map(|(_, c)| c),
             verification: None,
+            client_auth: None,
             alert: leaf.is_none().then(|| Alert {
                 name: "unrecognized_name".to_string(),
                 code: 112,

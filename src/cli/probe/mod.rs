@@ -7,6 +7,7 @@
 //! data. Name coverage is judged by [`HostName::covers`], the server's own rule; this module
 //! must never grow a second implementation of it.
 
+mod client_cert;
 pub mod compare;
 mod render;
 mod report;
@@ -28,8 +29,9 @@ use rustls::{ClientConfig, RootCertStore};
 
 use crate::names::{HostName, NameError};
 
+pub use client_cert::{ClientCert, ClientCertError};
 pub use render::{label, render_human, render_json, render_table};
-pub use report::{Alert, CertInfo, Negotiated, Report, Verdict, Verification};
+pub use report::{Alert, CertInfo, ClientAuthSeen, Negotiated, Report, Verdict, Verification};
 
 /// How long one probe may take, TCP connect and handshake together.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,7 +39,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// The system trust store read when no `--ca` is given (Debian's `ca-certificates`).
 pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// `portico probe HOST:PORT [--sni NAME | --no-sni] [--ca FILE] [--alpn P] [--names a,b] [--json]`
+/// `portico probe HOST:PORT [--sni NAME | --no-sni] [--ca FILE] [--cert FILE --key FILE]
+/// [--alpn P] [--names a,b] [--json]`
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The server: HOST:PORT, where HOST is a name, an IPv4 address or [an IPv6 address].
@@ -60,6 +63,12 @@ pub struct Args {
     /// Verify against the certificates in this PEM file instead of the system roots.
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
+    /// Present this client certificate (PEM chain, leaf first) when the server asks for one.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// The ALPN protocols offered, comma-separated.
     #[arg(
         long,
@@ -264,6 +273,22 @@ pub async fn probe(
     alpn: &[String],
     timeout: Duration,
 ) -> Report {
+    probe_with(target, sni, trust, alpn, None, timeout).await
+}
+
+/// [`probe`] presenting `client` when the server asks for a client certificate. Whenever
+/// the server asked (with or without `client`), the probe then closes its side and waits
+/// for the server's answer: with TLS 1.3 the server judges the client's certificate after
+/// the client has finished its handshake, so a refusal (`certificate_required`,
+/// `unknown_ca`, ...) arrives as an alert after it.
+pub async fn probe_with(
+    target: &Target,
+    sni: &Sni,
+    trust: &Trust,
+    alpn: &[String],
+    client: Option<&ClientCert>,
+    timeout: Duration,
+) -> Report {
     let sni = match (sni, &target.host) {
         (Sni::Name(n), _) => Some(n.clone()),
         (Sni::FromHost, Host::Name(n)) => Some(n.clone()),
@@ -284,6 +309,7 @@ pub async fn probe(
         verification: None,
         alert: None,
         error: None,
+        client_auth: None,
     };
     // The name rustls hands the verifier; webpki's verdict on it is not used (see `verify`).
     let server_name: ServerName<'static> = match (&sni, &target.host) {
@@ -299,7 +325,8 @@ pub async fn probe(
         (None, Host::Ip(ip)) => ServerName::IpAddress((*ip).into()),
     };
     let recorder = Arc::new(verify::Recorder::new(trust.webpki.clone()));
-    let config = match client_config(recorder.clone(), alpn, sni.is_some()) {
+    let asked = Arc::new(client_cert::Asked::new(client));
+    let config = match client_config(recorder.clone(), asked.clone(), alpn, sni.is_some()) {
         Ok(c) => c,
         Err(e) => {
             report.error = Some(format!("cannot configure TLS: {e}"));
@@ -334,7 +361,7 @@ pub async fn probe(
         Err(_) => report.error = Some(late()),
         Ok(Err(e)) => report.error = Some(format!("cannot connect to {addr}: {e}")),
         Ok(Ok(tls)) => match tls {
-            Ok(stream) => {
+            Ok(mut stream) => {
                 let (_, conn) = stream.get_ref();
                 report.tls = Some(Negotiated {
                     version: match conn.protocol_version() {
@@ -351,6 +378,11 @@ pub async fn probe(
                         .alpn_protocol()
                         .map(|p| String::from_utf8_lossy(p).into_owned()),
                 });
+                if asked.seen().is_some() {
+                    if let Some(a) = client_cert::answer(&mut stream, deadline).await {
+                        report.alert = Some(Alert::new(a));
+                    }
+                }
             }
             Err(e) => match e
                 .get_ref()
@@ -361,6 +393,7 @@ pub async fn probe(
             },
         },
     }
+    report.client_auth = asked.seen();
     // The chain is reported whenever the server presented one, even if the handshake then
     // failed.
     if let Some(seen) = recorder.take() {
@@ -391,6 +424,7 @@ async fn resolve(target: &Target) -> std::io::Result<SocketAddr> {
 
 fn client_config(
     recorder: Arc<verify::Recorder>,
+    asked: Arc<client_cert::Asked>,
     alpn: &[String],
     send_sni: bool,
 ) -> Result<Arc<ClientConfig>, rustls::Error> {
@@ -398,7 +432,7 @@ fn client_config(
         .with_protocol_versions(rustls::ALL_VERSIONS)?
         .dangerous()
         .with_custom_certificate_verifier(recorder)
-        .with_no_client_auth();
+        .with_client_cert_resolver(asked);
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     config.enable_sni = send_sni;
     Ok(Arc::new(config))
@@ -414,6 +448,13 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("give HOST:PORT, or --compare HOST:PORT --with HOST:PORT --names a,b");
     };
     let trust = Trust::load(args.ca.as_deref()).context("cannot load the trust anchors")?;
+    let client = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => {
+            Some(ClientCert::load(cert, key).context("cannot load the client certificate")?)
+        }
+        _ => None,
+    };
+    let client = client.as_ref();
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -425,12 +466,12 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let reports = tokio.block_on(async {
         if args.names.is_empty() {
-            vec![probe(&target, &sni, &trust, &args.alpn, TIMEOUT).await]
+            vec![probe_with(&target, &sni, &trust, &args.alpn, client, TIMEOUT).await]
         } else {
             let mut out = Vec::with_capacity(args.names.len());
             for n in &args.names {
                 let sni = Sni::Name(n.clone());
-                out.push(probe(&target, &sni, &trust, &args.alpn, TIMEOUT).await);
+                out.push(probe_with(&target, &sni, &trust, &args.alpn, client, TIMEOUT).await);
             }
             out
         }

@@ -56,6 +56,21 @@ pub fn render_human(r: &Report, trust: &Trust, now: i64) -> String {
             &format!("{}, {}, ALPN {alpn}", t.version, t.cipher_suite),
         );
     }
+    if let Some(c) = &r.client_auth {
+        let cas = if c.acceptable.is_empty() {
+            String::new()
+        } else {
+            format!(" (acceptable CAs: {})", c.acceptable.join("; "))
+        };
+        let sent = match &c.sent {
+            Some(subject) => format!("presented {subject}"),
+            None => "presented none (no --cert)".to_string(),
+        };
+        line(
+            "client",
+            &format!("the server asked for a client certificate{cas}; {sent}"),
+        );
+    }
     if let Some(a) = &r.alert {
         line("refused", &format!("the server sent the alert {a}"));
     }
@@ -249,6 +264,18 @@ fn report_json(r: &Report) -> Json {
             }),
         ),
         ("error", Json::opt_str(r.error.clone())),
+        (
+            "client_certificate",
+            r.client_auth.as_ref().map_or(Json::Null, |c| {
+                Json::Obj(vec![
+                    (
+                        "acceptable_cas",
+                        Json::Arr(c.acceptable.iter().map(|a| Json::str(a.clone())).collect()),
+                    ),
+                    ("sent", Json::opt_str(c.sent.clone())),
+                ])
+            }),
+        ),
         (
             "tls",
             r.tls.as_ref().map_or(Json::Null, |t| {

@@ -182,6 +182,17 @@ pub struct Report {
     pub alert: Option<Alert>,
     /// A failure other than an alert: resolution, connection, timeout, protocol error.
     pub error: Option<String>,
+    /// Set when the server asked for a client certificate.
+    pub client_auth: Option<ClientAuthSeen>,
+}
+
+/// What a server that asked for a client certificate was told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuthSeen {
+    /// The CA names the server listed as acceptable (RFC 8446 4.2.4), as distinguished names.
+    pub acceptable: Vec<String>,
+    /// The subject of the certificate presented (`--cert`); None: none was sent.
+    pub sent: Option<String>,
 }
 
 /// The one-word outcome of a probe.

@@ -1,5 +1,6 @@
 //! What the certificate watcher looks at: every certificate and key file of a
-//! configuration with its stamp, and how often.
+//! configuration, and the client CA and CRL files of its `client_auth` tables, with their
+//! stamps, and how often.
 
 use super::*;
 
@@ -42,6 +43,10 @@ pub(super) fn watched(
         if !f.same_file() {
             out.push((f.key.clone(), key));
         }
+    }
+    // The client CAs and CRLs: a few files, looked at now (build read them moments ago).
+    for path in config.client_auth_files() {
+        out.push((Arc::from(path), runtime::stamp(path)));
     }
     out
 }

@@ -2,6 +2,27 @@
 //! they make (one site per host and listener).
 
 use super::*;
+use crate::config::raw::RawClientAuth;
+use crate::config::ClientAuth;
+
+/// Headers a `subject_header` may not name: the client certificate headers of RFC 9440,
+/// the forwarded headers, and the ones HTTP itself gives meaning to.
+const RESERVED_HEADERS: &[&str] = &[
+    "client-cert",
+    "client-cert-chain",
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+];
 
 impl Checker<'_> {
     pub(super) fn sites(&mut self, raw: Vec<RawSite>, listeners: &[Listener]) -> Vec<Site> {
@@ -23,6 +44,7 @@ impl Checker<'_> {
                     "passthrough",
                     "redirect",
                     "respond",
+                    "client_auth",
                 ],
             );
             let mut hosts = Vec::new();
@@ -140,6 +162,17 @@ impl Checker<'_> {
                     );
                 }
             }
+            let client_auth = s
+                .client_auth
+                .as_ref()
+                .and_then(|raw| self.client_auth(&format!("{at}.client_auth"), raw));
+            if client_auth.is_some() && s.passthrough.is_some() {
+                self.report.error(
+                    format!("{at}.client_auth"),
+                    format!("site {name:?} passes TLS through: its backend terminates TLS, so only the backend can ask for client certificates"),
+                    Some("remove client_auth, or terminate TLS here with root, proxy, redirect or respond".to_string()),
+                );
+            }
             if let Some(action) = action {
                 out.push(Site {
                     index: i,
@@ -148,10 +181,56 @@ impl Checker<'_> {
                     listeners: site_listeners,
                     tls,
                     action,
+                    client_auth,
                 });
             }
         }
         out
+    }
+
+    /// A `client_auth` table: `ca` is required, paths are relative to the file, and the
+    /// subject header must be a header name the proxy does not own.
+    fn client_auth(&mut self, at: &str, raw: &RawClientAuth) -> Option<ClientAuth> {
+        unknown_keys(
+            self.report,
+            at,
+            &raw.unknown,
+            &["ca", "required", "crl", "subject_header"],
+        );
+        let subject_header = match raw.subject_header.as_deref().map(str::to_ascii_lowercase) {
+            None => None,
+            Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_err() || h.is_empty() => {
+                self.report.error(
+                    format!("{at}.subject_header"),
+                    format!("{h:?} is not a header name"),
+                    Some("use letters, digits and '-', such as \"X-Client-Subject\"".to_string()),
+                );
+                None
+            }
+            Some(h) if RESERVED_HEADERS.contains(&h.as_str()) => {
+                self.report.error(
+                    format!("{at}.subject_header"),
+                    format!("{h:?} is a header Portico sets or removes itself"),
+                    Some("choose another name, such as \"X-Client-Subject\"".to_string()),
+                );
+                None
+            }
+            Some(h) => Some(h),
+        };
+        let Some(ca) = raw.ca.as_deref() else {
+            self.report.error(
+                at,
+                "client_auth has no ca",
+                Some("name the PEM file of the CA that issues client certificates: ca = \"clients-ca.pem\"".to_string()),
+            );
+            return None;
+        };
+        Some(ClientAuth {
+            ca: self.path(ca),
+            required: raw.required.unwrap_or(true),
+            crl: raw.crl.iter().flatten().map(|c| self.path(c)).collect(),
+            subject_header,
+        })
     }
 
     pub(super) fn action(&mut self, at: &str, name: &str, s: &RawSite) -> Option<Action> {

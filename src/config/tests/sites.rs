@@ -307,5 +307,56 @@ pub(super) fn cases() -> Vec<Case> {
             [base(), site("a", &["a.test"], &[r#"root = "nowhere""#])].concat(),
             vec![error("site[0].root", "cannot serve {dir}/nowhere")],
         ),
+        // ---- client_auth ----------------------------------------------------------------------
+        case(
+            "client_auth with a CA file serves",
+            [base(), site("a", &["a.test"], &[r#"client_auth = { ca = "a.pem", required = false, subject_header = "X-Client-Subject" }"#, RESPOND])].concat(),
+            vec![],
+        ),
+        case(
+            "client_auth without ca",
+            [base(), site("a", &["a.test"], &["client_auth = { required = true }", RESPOND])].concat(),
+            vec![error_fix("site[0].client_auth", "client_auth has no ca", "name the PEM file of the CA")],
+        ),
+        case(
+            "client_auth with a misspelt key",
+            [base(), site("a", &["a.test"], &[r#"client_auth = { ca = "a.pem", crls = ["x.crl"] }"#, RESPOND])].concat(),
+            vec![error_fix("site[0].client_auth.crls", "unknown key \"crls\"", "did you mean \"crl\"?")],
+        ),
+        case(
+            "client_auth subject header Portico sets itself",
+            [base(), site("a", &["a.test"], &[r#"client_auth = { ca = "a.pem", subject_header = "Client-Cert" }"#, RESPOND])].concat(),
+            vec![error("site[0].client_auth.subject_header", "\"client-cert\" is a header Portico sets or removes itself")],
+        ),
+        case(
+            "client_auth subject header that is no header name",
+            [base(), site("a", &["a.test"], &[r#"client_auth = { ca = "a.pem", subject_header = "x y" }"#, RESPOND])].concat(),
+            vec![error("site[0].client_auth.subject_header", "\"x y\" is not a header name")],
+        ),
+        case(
+            "client_auth on a passthrough site",
+            [base(), site("p", &["p.test"], &[r#"client_auth = { ca = "a.pem" }"#, r#"passthrough = { backend = "127.0.0.1:9443" }"#])].concat(),
+            vec![error_fix("site[0].client_auth", "site \"p\" passes TLS through", "remove client_auth")],
+        ),
+        case(
+            "client_auth CA file missing",
+            [base(), site("a", &["a.test"], &[r#"client_auth = { ca = "missing.pem" }"#, RESPOND])].concat(),
+            vec![error_fix("site[0].client_auth.files", "cannot read {dir}/missing.pem", "fix the path")],
+        ),
+        case(
+            "client_auth CA file without a certificate",
+            [base(), site("a", &["a.test"], &[r#"client_auth = { ca = "a.key" }"#, RESPOND])].concat(),
+            vec![error("site[0].client_auth.ca", "{dir}/a.key holds no PEM certificate")],
+        ),
+        case(
+            "client_auth CRL that is not one",
+            [base(), site("a", &["a.test"], &[r#"client_auth = { ca = "a.pem", crl = ["garbage.pem"] }"#, RESPOND])].concat(),
+            vec![error("site[0].client_auth.crl", "{dir}/garbage.pem is not a certificate revocation list")],
+        ),
+        case(
+            "client_auth CRL file missing",
+            [base(), site("a", &["a.test"], &[r#"client_auth = { ca = "a.pem", crl = ["gone.crl"] }"#, RESPOND])].concat(),
+            vec![error("site[0].client_auth.files", "cannot read {dir}/gone.crl")],
+        ),
     ]
 }

@@ -78,6 +78,40 @@ pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// RFC 9440's headers: the client's certificate and the rest of its chain.
+pub(super) static CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
+pub(super) static CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
+
+/// What the upstream is told about the client's certificate.
+#[derive(Clone, Copy, Default)]
+pub struct ClientCert<'a> {
+    /// The certificate the connection's client-auth policy verified, if any.
+    pub identity: Option<&'a crate::tls::client_auth::ClientIdentity>,
+    /// The site's `client_auth.subject_header`.
+    pub subject_header: Option<&'a HeaderName>,
+}
+
+/// Removes any `Client-Cert`, `Client-Cert-Chain` and subject header the client sent (a
+/// client never speaks for its own certificate), then sets them from the verified
+/// certificate, if there is one.
+pub(super) fn set_client_cert(headers: &mut HeaderMap, cert: &ClientCert<'_>) {
+    headers.remove(&CLIENT_CERT);
+    headers.remove(&CLIENT_CERT_CHAIN);
+    if let Some(name) = cert.subject_header {
+        headers.remove(name);
+    }
+    let Some(id) = cert.identity else {
+        return;
+    };
+    headers.insert(CLIENT_CERT.clone(), id.cert_header.clone());
+    if let Some(chain) = &id.chain_header {
+        headers.insert(CLIENT_CERT_CHAIN.clone(), chain.clone());
+    }
+    if let Some(name) = cert.subject_header {
+        headers.insert(name.clone(), id.subject_header.clone());
+    }
+}
+
 /// What the upstream is told about the client.
 pub(super) struct Forward<'a> {
     pub(super) client: IpAddr,

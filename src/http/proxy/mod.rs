@@ -15,6 +15,7 @@ mod balance;
 mod body;
 mod connector;
 mod headers;
+pub use headers::ClientCert;
 mod health;
 
 use std::net::SocketAddr;
@@ -249,13 +250,19 @@ impl Upstreams {
     /// response, or a 4xx/5xx that says which side failed. `runtime` is the connection's
     /// runtime: an upgraded connection (WebSocket) it starts is closed once that runtime is
     /// replaced and the drain deadline has passed, like any other long-lived connection.
+    ///
+    /// `cert` is what the upstream is told of the client's certificate: RFC 9440
+    /// `Client-Cert` and `Client-Cert-Chain` (and the site's subject header) when the
+    /// connection's certificate was verified; whatever the client sent under those names is
+    /// removed in every case.
     pub async fn forward(
         &self,
         client: SocketAddr,
+        cert: headers::ClientCert<'_>,
         req: Request<Incoming>,
         runtime: Arc<Runtime>,
     ) -> Response<Body> {
-        match self.try_forward(client, req, runtime).await {
+        match self.try_forward(client, cert, req, runtime).await {
             Ok(resp) => resp,
             Err(e) => {
                 match &e {
@@ -275,6 +282,7 @@ impl Upstreams {
     async fn try_forward(
         &self,
         client: SocketAddr,
+        cert: headers::ClientCert<'_>,
         mut req: Request<Incoming>,
         runtime: Arc<Runtime>,
     ) -> Result<Response<Body>, ProxyError> {
@@ -318,6 +326,7 @@ impl Upstreams {
             });
         let te_trailers = headers::te_has_trailers(&headers);
         headers::remove_hop_by_hop(&mut headers, upgrade);
+        headers::set_client_cert(&mut headers, &cert);
         if te_trailers {
             // The one TE value allowed over HTTP/2, which gRPC servers require; trailers are
             // passed through both ways. (Kept as Go's ReverseProxy does.)

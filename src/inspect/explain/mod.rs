@@ -14,7 +14,8 @@ use std::sync::Arc;
 use rustls::SignatureScheme;
 
 use super::bindings::{
-    acme_pending, alert_name, cert_json, cert_lines, fill, how_key, short_fingerprint, Json,
+    acme_pending, alert_name, cert_json, cert_lines, client_auth_json, client_auth_words, fill,
+    how_key, short_fingerprint, Json,
 };
 use crate::config::{Action, ListenerKind, TlsMode};
 use crate::names::{host_from_authority, HostName};
@@ -114,6 +115,10 @@ pub struct Explanation<'a> {
     pub rsa_only_fails: bool,
     /// The certificate this client (`--rsa-only` or not) is presented.
     pub presented: Option<Arc<Cert>>,
+    /// The connection's client-auth policy (the site's, index into `Runtime::client_auth`)
+    /// and what it means, in words; empty when the connection is not terminated.
+    pub client_auth: Option<usize>,
+    pub client_auth_why: String,
     /// Step 5.
     pub outcome: Outcome,
     pub status: Option<u16>,
@@ -444,6 +449,23 @@ fn action_text(rt: &Runtime, si: usize) -> (String, Option<u16>) {
     }
 }
 
+fn step_client_auth(rt: &Runtime, site: usize, ex: &mut Explanation<'_>) {
+    ex.client_auth = rt.sites.get(site).and_then(|s| s.client_auth);
+    ex.client_auth_why = match ex.client_auth {
+        // Said only where some site asks for client certificates: elsewhere it is noise.
+        None if rt.client_auth.is_empty() => String::new(),
+        None => format!(
+            "{} asks for no client certificate; on this connection, requests for sites that do get 421",
+            site_label(rt, site)
+        ),
+        Some(p) => format!(
+            "{}: {}; a session made here resumes only for this site under this policy, and requests on this connection for sites of another policy get 421",
+            site_label(rt, site),
+            client_auth_words(rt, p)
+        ),
+    };
+}
+
 fn step_request(rt: &Runtime, li: usize, ex: &mut Explanation<'_>) {
     let hint =
         |host: &HostName| wildcard_hint(rt, li, host).map_or(String::new(), |h| format!("; {h}"));
@@ -508,10 +530,18 @@ fn step_request(rt: &Runtime, li: usize, ex: &mut Explanation<'_>) {
         }
         (false, None) => (true, None, "no certificate".to_string()),
     };
-    match covered
+    let routed = covered
         .then(|| table.route_request(host.as_str(), cert))
-        .flatten()
-    {
+        .flatten();
+    match routed {
+        Some(r) if !rt.same_policy(r.binding.site, ex.client_auth) => done(
+            Outcome::Misdirected,
+            Some(421),
+            format!(
+                "{host} is bound to {}, whose client certificates differ from this connection's: {cert_desc} covers it, but the connection was made under another client-auth policy",
+                site_label(rt, r.binding.site)
+            ),
+        ),
         Some(r) => {
             let (action, status) = action_text(rt, r.binding.site);
             let by = match r.by {
@@ -576,6 +606,8 @@ pub fn explain<'a>(rt: &'a Runtime, host: &str, opts: &Options, now: i64) -> Exp
         for_rsa_only: None,
         rsa_only_fails: false,
         presented: None,
+        client_auth: None,
+        client_auth_why: String::new(),
         outcome: Outcome::NoListener,
         status: None,
         outcome_why: "no request: nothing accepts the connection".to_string(),
@@ -617,6 +649,7 @@ pub fn explain<'a>(rt: &'a Runtime, host: &str, opts: &Options, now: i64) -> Exp
     match &resolved {
         Ok(r) => {
             step_certificates(rt, r, now, &mut ex);
+            step_client_auth(rt, r.binding.site, &mut ex);
             ex.presented = if opts.rsa_only {
                 ex.for_rsa_only.clone()
             } else {

@@ -123,6 +123,9 @@ pub fn human(ex: &Explanation<'_>, opts: &Options, now: i64) -> String {
             );
         }
     }
+    if !ex.client_auth_why.is_empty() {
+        let _ = writeln!(o, "{}", para(&ex.client_auth_why));
+    }
     let status = ex.status.map_or(String::new(), |s| {
         let reason = http::StatusCode::from_u16(s)
             .ok()
@@ -209,6 +212,18 @@ pub fn json(rt: &Runtime, ex: &Explanation<'_>, opts: &Options, config: &Path, n
             ("for_ecdsa_client", cert(ex.for_modern.as_ref())),
             ("for_rsa_only_client", cert(ex.for_rsa_only.as_ref())),
             ("rsa_only_client_fails", Json::Bool(ex.rsa_only_fails)),
+            (
+                "client_auth",
+                client_auth_json(
+                    rt,
+                    ex.client_auth,
+                    ex.resolved
+                        .as_ref()
+                        .and_then(|r| r.as_ref().ok())
+                        .map(|r| r.binding.site),
+                ),
+            ),
+            ("client_auth_why", Json::str(&ex.client_auth_why)),
         ])
     } else {
         Json::Null
