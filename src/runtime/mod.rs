@@ -635,11 +635,7 @@ fn load_dir(
     unloaded: &mut Vec<String>,
 ) -> Vec<Arc<Cert>> {
     for problem in &listing.problems {
-        report.error(
-            at,
-            problem.clone(),
-            Some("give each NAME.pem its NAME.key, or remove the file".to_string()),
-        );
+        report.error(at, problem.clone(), Some(dir::HALF_PAIR_FIX.to_string()));
     }
     let files: Vec<CertFiles> = listing.pairs.iter().map(|(_, f)| f.clone()).collect();
     let mut certs = Vec::with_capacity(files.len());

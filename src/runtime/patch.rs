@@ -47,7 +47,7 @@ pub fn patch_pool(
     let (mut added, mut removed, mut skipped): (Vec<Arc<Cert>>, _, _) =
         (Vec::new(), Vec::new(), Report::default());
     let mut replaced = 0;
-    let fix = Some("give each NAME.pem its NAME.key, or remove the file".to_string());
+    let fix = Some(dir::HALF_PAIR_FIX.to_string());
     for (d, name) in changed {
         let at = match rt.config.certificate_dirs.iter().find(|c| &c.path == d) {
             Some(c) => c.at(),
@@ -75,22 +75,8 @@ pub fn patch_pool(
                     removed.push(files);
                 }
             }
-            (Some(_), None) => skipped.error(
-                &at,
-                format!(
-                    "{} has no key file next to it ({name}.key)",
-                    files.cert.display()
-                ),
-                fix.clone(),
-            ),
-            (None, Some(_)) => skipped.error(
-                &at,
-                format!(
-                    "{} has no certificate file next to it ({name}.pem)",
-                    files.key.display()
-                ),
-                fix.clone(),
-            ),
+            (Some(_), None) => skipped.error(&at, dir::half_pair(d, name, true), fix.clone()),
+            (None, Some(_)) => skipped.error(&at, dir::half_pair(d, name, false), fix.clone()),
         }
     }
     let mut touched = Vec::new();

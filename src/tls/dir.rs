@@ -114,19 +114,31 @@ pub fn list(dir: &Path) -> Listing {
         if keys.binary_search(name).is_ok() {
             out.pairs.push((name.clone(), files(dir, name)));
         } else {
-            out.problems.push(format!(
-                "{} has no key file next to it ({name}.key)",
-                dir.join(format!("{name}.pem")).display()
-            ));
+            out.problems.push(half_pair(dir, name, true));
         }
     }
     for name in keys.iter().filter(|k| pems.binary_search(k).is_err()) {
-        out.problems.push(format!(
-            "{} has no certificate file next to it ({name}.pem)",
-            dir.join(format!("{name}.key")).display()
-        ));
+        out.problems.push(half_pair(dir, name, false));
     }
     out
+}
+
+/// How to mend half a pair.
+pub const HALF_PAIR_FIX: &str = "give each NAME.pem its NAME.key, or remove the file";
+
+/// What is wrong with half a pair: `NAME.pem` without its key (`has_pem`), or the reverse.
+pub fn half_pair(dir: &Path, name: &str, has_pem: bool) -> String {
+    if has_pem {
+        format!(
+            "{} has no key file next to it ({name}.key)",
+            dir.join(format!("{name}.pem")).display()
+        )
+    } else {
+        format!(
+            "{} has no certificate file next to it ({name}.pem)",
+            dir.join(format!("{name}.key")).display()
+        )
+    }
 }
 
 /// Makes what [`Staged::put_unsynced`] wrote in `dir` durable: one sync of its file system.

@@ -10,7 +10,7 @@ use rustls::AlertDescription;
 use crate::support::admin::Logged;
 use crate::support::client::{alert, connect, get, Http, Opts};
 use crate::support::pki::Pki;
-use crate::support::{eventually, free_port};
+use crate::support::{eventually, free_port, portico_check};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portico");
 
@@ -41,16 +41,8 @@ async fn the_catch_all_site_serves_every_name_the_pool_covers_and_refuses_the_re
         ),
     )
     .expect("write");
-    let check = std::process::Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&config)
-        .output()
-        .expect("check");
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    let (code, text) = portico_check(&config);
+    assert_eq!(code, Some(0), "{text}");
     let node = Logged::serve(&config);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     eventually("serving", || std::net::TcpStream::connect(addr).ok());
@@ -122,14 +114,8 @@ fn the_catch_all_host_needs_the_pool() {
          [[site]]\nname = \"two\"\nhosts = [\"*\"]\nrespond = { body = \"y\" }\n",
     )
     .expect("write");
-    let out = std::process::Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&config)
-        .output()
-        .expect("check");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = portico_check(&config);
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("site[0].hosts[0]") && text.contains("from the pool"),
         "{text}"

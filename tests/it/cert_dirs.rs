@@ -5,9 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::admin::Logged;
 use crate::support::pki::Pki;
-use crate::support::{eventually, free_port, subject};
-
-const BIN: &str = env!("CARGO_BIN_EXE_portico");
+use crate::support::{eventually, free_port, portico_check, subject};
 
 /// Waits until `name` is served with a certificate whose subject holds `stem`, and
 /// returns how long that took from `since`.
@@ -40,16 +38,8 @@ fn a_directory_of_pairs_is_the_pool_and_its_changes_are_served_within_2_s() {
         ),
     )
     .expect("write");
-    let check = std::process::Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&config)
-        .output()
-        .expect("check runs");
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    let (code, text) = portico_check(&config);
+    assert_eq!(code, Some(0), "{text}");
 
     let node = Logged::serve(&config);
     let t = Instant::now();
@@ -127,14 +117,8 @@ fn check_names_a_missing_directory_and_half_pairs() {
          [[site]]\nhosts = [\"a.dir.test\"]\nrespond = { body = \"d\" }\n",
     )
     .expect("write");
-    let check = std::process::Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&config)
-        .output()
-        .expect("check runs");
-    let out = String::from_utf8_lossy(&check.stdout).into_owned()
-        + &String::from_utf8_lossy(&check.stderr);
-    assert_eq!(check.status.code(), Some(1), "{out}");
+    let (code, out) = portico_check(&config);
+    assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("certificate[2]") && out.contains("dir cannot be combined with cert or key"),
         "{out}"

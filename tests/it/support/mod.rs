@@ -112,6 +112,18 @@ impl Drop for Running {
     }
 }
 
+/// `portico check -c config`: its exit code and what it printed (stdout, then stderr).
+pub fn portico_check(config: &Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["check", "-c"])
+        .arg(config)
+        .output()
+        .expect("portico check runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
 /// Polls until `f` returns Some, for at most 30 seconds (a bound, not a timing assertion).
 pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = std::time::Instant::now();
