@@ -1,16 +1,21 @@
 //! Lowercase hexadecimal, for the few secrets and ids written as text (the admin token, the
 //! cluster key's file and id, the fleet's ticket keys).
 
-use std::fmt::Write as _;
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// `bytes` as lowercase hex, two digits a byte.
 pub(crate) fn encode(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(2 * bytes.len()), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    let mut s = String::with_capacity(2 * bytes.len());
+    encode_into(&mut s, bytes);
+    s
+}
+
+/// Appends `bytes` to `out` as lowercase hex.
+pub(crate) fn encode_into(out: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
 }
 
 /// The 32 bytes that exactly 64 hex digits (either case) stand for; None for anything else.

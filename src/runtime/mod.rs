@@ -67,12 +67,21 @@ pub struct Shared {
 struct NamesState {
     /// Read once, at the first build.
     read: std::sync::OnceLock<()>,
-    /// A certificate was parsed since the cache was last written.
-    dirty: std::sync::atomic::AtomicBool,
+    journal: Mutex<Journal>,
     /// A write is under way.
     writing: std::sync::atomic::AtomicBool,
     /// Certificates parsed by this process (not reused from memory or the cache).
     parsed: std::sync::atomic::AtomicUsize,
+}
+
+/// What the names cache on disk lacks, and how much of it is appended lines.
+#[derive(Default)]
+struct Journal {
+    /// Certificates parsed since the cache was last written.
+    fresh: Vec<((FileStamp, FileStamp), Arc<Cert>)>,
+    /// Lines appended since the file was last written whole (or read); None while the
+    /// file is not known to be a cache of this format, so the next write is whole.
+    appended: Option<usize>,
 }
 
 /// Certificates loaded so far, found by their files (compared by the paths' bytes, see
@@ -166,12 +175,10 @@ impl Shared {
         let cert = Arc::new(cert);
         self.keys.adopt(&cert);
         self.names
-            .dirty
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.names
             .parsed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(stamps) = stamp_of(&cert_meta).zip(stamp_of(&key_meta)) {
+            self.journal().fresh.push((stamps, cert.clone()));
             let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
             loaded.insert(
                 files,
@@ -190,11 +197,19 @@ impl Shared {
         loaded.get(files).map(|l| l.stamps)
     }
 
+    fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.names
+            .journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Takes what `state_dir/names.cache` says about certificates loaded by an earlier run,
     /// once per process: each is reused, unparsed, while its files keep their stamps.
     fn read_names(&self, state_dir: &std::path::Path) {
         self.names.read.get_or_init(|| {
             let entries = names_cache::read(&names_cache::path(state_dir));
+            let lines = entries.len();
             let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
             for e in entries {
                 let cert = Cert::from_index(
@@ -216,41 +231,73 @@ impl Shared {
                     },
                 );
             }
+            if lines > 0 {
+                // Lines that later ones replaced count as appended: they are what a
+                // rewrite would save.
+                self.journal().appended = Some(lines - loaded.0.len());
+            }
         });
     }
 
     /// Whether a certificate was parsed since the names cache was last written.
     pub fn names_dirty(&self) -> bool {
-        self.names.dirty.load(std::sync::atomic::Ordering::Relaxed)
+        !self.journal().fresh.is_empty()
     }
 
-    /// Writes `state_dir/names.cache` when a certificate was parsed since the last write
-    /// (blocking: the serve loop runs it on the blocking pool, after a start or a change).
+    /// Brings `state_dir/names.cache` up to date when a certificate was parsed since the
+    /// last write (blocking: the serve loop runs it on the blocking pool, after a start or a
+    /// change). What was parsed is appended, a line each, so adding a pair to a million
+    /// costs one line; the file is written whole when it is new, or once the appended lines
+    /// reach a quarter of the entries (replaced and removed pairs leave lines behind).
     /// Returns how many entries it wrote, None when there was nothing to write or a write
     /// is under way.
     pub fn write_names(&self, state_dir: &std::path::Path) -> Option<std::io::Result<usize>> {
         use std::sync::atomic::Ordering;
-        if !self.names.dirty.load(Ordering::Relaxed)
-            || self.names.writing.swap(true, Ordering::AcqRel)
-        {
+        if self.names.writing.swap(true, Ordering::AcqRel) {
             return None;
         }
-        self.names.dirty.store(false, Ordering::Relaxed);
-        let entries: Vec<((FileStamp, FileStamp), Arc<Cert>)> = {
-            let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-            loaded
-                .0
-                .values()
-                .map(|l| (l.stamps, l.cert.clone()))
-                .collect()
+        let (fresh, appended) = {
+            let mut j = self.journal();
+            (std::mem::take(&mut j.fresh), j.appended)
         };
-        let written = names_cache::write(
-            &names_cache::path(state_dir),
-            entries.iter().map(|(s, c)| (s, &**c)),
-        );
-        if written.is_err() {
-            self.names.dirty.store(true, Ordering::Relaxed);
+        if fresh.is_empty() {
+            self.names.writing.store(false, Ordering::Release);
+            return None;
         }
+        let file = names_cache::path(state_dir);
+        let total = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).0.len();
+        let written = match appended {
+            Some(a) if a + fresh.len() <= (total / 4).max(1024) => {
+                names_cache::append(&file, fresh.iter().map(|(s, c)| (s, &**c)))
+                    .map(|n| (n, a + n))
+            }
+            _ => {
+                let entries: Vec<((FileStamp, FileStamp), Arc<Cert>)> = {
+                    let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+                    loaded
+                        .0
+                        .values()
+                        .map(|l| (l.stamps, l.cert.clone()))
+                        .collect()
+                };
+                names_cache::write(&file, entries.iter().map(|(s, c)| (s, &**c))).map(|n| (n, 0))
+            }
+        };
+        let mut j = self.journal();
+        let written = match written {
+            Ok((n, appended)) => {
+                j.appended = Some(appended);
+                Ok(n)
+            }
+            Err(e) => {
+                // Written whole next time, with what this write would have added.
+                j.appended = None;
+                let newer = std::mem::replace(&mut j.fresh, fresh);
+                j.fresh.extend(newer);
+                Err(e)
+            }
+        };
+        drop(j);
         self.names.writing.store(false, Ordering::Release);
         Some(written)
     }

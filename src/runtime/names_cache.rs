@@ -34,7 +34,7 @@ pub fn path(state_dir: &Path) -> PathBuf {
 }
 
 /// Writes `entries` to `file` (through a temporary file renamed over it, so a crash leaves
-/// the old cache or the new one).
+/// the old cache or the new one). Returns how many it wrote.
 pub fn write<'a>(
     file: &Path,
     entries: impl Iterator<Item = (&'a (FileStamp, FileStamp), &'a Cert)>,
@@ -42,6 +42,33 @@ pub fn write<'a>(
     let tmp = file.with_extension("cache.tmp");
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
     writeln!(out, "{HEADER}")?;
+    let written = lines(&mut out, entries)?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, file)?;
+    Ok(written)
+}
+
+/// Appends `entries` to `file`, a cache [`write`] made: what a change parsed costs a line
+/// each, not a rewrite of every entry. A later line for the same files replaces an earlier
+/// one when read. The batch starts on a line of its own, so an append cut short by a crash
+/// costs that one entry (a line that does not read is skipped), never the next.
+pub fn append<'a>(
+    file: &Path,
+    entries: impl Iterator<Item = (&'a (FileStamp, FileStamp), &'a Cert)>,
+) -> std::io::Result<usize> {
+    let f = std::fs::OpenOptions::new().append(true).open(file)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, f);
+    out.write_all(b"\n")?;
+    let written = lines(&mut out, entries)?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+    Ok(written)
+}
+
+fn lines<'a>(
+    out: &mut impl Write,
+    entries: impl Iterator<Item = (&'a (FileStamp, FileStamp), &'a Cert)>,
+) -> std::io::Result<usize> {
+    use std::fmt::Write as _;
     let mut written = 0;
     let mut line = String::with_capacity(512);
     for ((cs, ks), c) in entries {
@@ -56,17 +83,26 @@ pub fn write<'a>(
             escape(&mut line, field);
             line.push('\t');
         }
+        // Writing to a String cannot fail.
         for (s, t) in [(cs, ct), (ks, kt)] {
-            line.push_str(&format!("{}\t{t}\t{}\t", s.0, s.2));
+            let _ = write!(line, "{}\t{t}\t{}\t", s.0, s.2);
         }
-        line.push_str(&format!(
-            "{}\t{}\t{}\t{}\t{}\t",
+        let _ = write!(
+            line,
+            "{}\t{}\t{}\t",
             c.not_before,
             c.not_after,
-            key_type_code(c.key_type),
-            signs_code(c.signs),
-            crate::hex::encode(&c.sha256)
-        ));
+            key_type_code(c.key_type)
+        );
+        match c.signs {
+            Signs::Rsa => line.push_str("rsa"),
+            Signs::One(scheme) => {
+                let _ = write!(line, "{}", u16::from(scheme));
+            }
+        }
+        line.push('\t');
+        crate::hex::encode_into(&mut line, &c.sha256);
+        line.push('\t');
         escape(&mut line, &c.subject);
         line.push('\t');
         escape(&mut line, &c.issuer);
@@ -78,8 +114,6 @@ pub fn write<'a>(
         out.write_all(line.as_bytes())?;
         written += 1;
     }
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&tmp, file)?;
     Ok(written)
 }
 
@@ -171,13 +205,6 @@ fn key_type_of(s: &str) -> Option<KeyType> {
     })
 }
 
-fn signs_code(s: Signs) -> String {
-    match s {
-        Signs::Rsa => "rsa".to_string(),
-        Signs::One(scheme) => u16::from(scheme).to_string(),
-    }
-}
-
 fn signs_of(s: &str) -> Option<Signs> {
     Some(match s {
         "rsa" => Signs::Rsa,
@@ -186,6 +213,10 @@ fn signs_of(s: &str) -> Option<Signs> {
 }
 
 fn escape(out: &mut String, s: &str) {
+    if !s.contains(['\\', '\t', '\n', '\r']) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -233,6 +264,50 @@ mod tests {
         }
         assert_eq!(unescape("bad\\x"), None);
         assert_eq!(unescape("trailing\\"), None);
+    }
+
+    fn cert(dir: &Path, name: &str, sha: u8) -> ((FileStamp, FileStamp), Cert) {
+        let files = CertFiles::new(dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        let stamp = (10, UNIX_EPOCH + Duration::from_secs(5), u64::from(sha));
+        let cert = Cert::from_index(
+            &files,
+            vec![HostName::parse(&format!("{name}.test")).expect("name")],
+            format!("CN={name}.test"),
+            "CN=Test CA".to_string(),
+            1,
+            2,
+            KeyType::Ecdsa,
+            Signs::One(SignatureScheme::ECDSA_NISTP256_SHA256),
+            [sha; 32],
+        );
+        ((stamp, stamp), cert)
+    }
+
+    #[test]
+    fn appended_lines_replace_earlier_ones_and_a_torn_append_costs_one_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("names.cache");
+        let (a, b, a2, c) = (
+            cert(dir.path(), "a", 1),
+            cert(dir.path(), "b", 2),
+            cert(dir.path(), "a", 3),
+            cert(dir.path(), "c", 4),
+        );
+        assert_eq!(write(&file, [(&a.0, &a.1), (&b.0, &b.1)].into_iter()).expect("write"), 2);
+        // A crash in the middle of an append leaves half a line without its newline.
+        let mut torn = std::fs::read_to_string(&file).expect("read");
+        torn.push_str("half\ta line");
+        std::fs::write(&file, torn).expect("write");
+        assert_eq!(append(&file, [(&a2.0, &a2.1), (&c.0, &c.1)].into_iter()).expect("append"), 2);
+        let read = read(&file);
+        let shas: Vec<(String, u8)> = read
+            .iter()
+            .map(|e| (e.subject.clone(), e.sha256[0]))
+            .collect();
+        let want = [("CN=a.test", 1), ("CN=b.test", 2), ("CN=a.test", 3), ("CN=c.test", 4)];
+        assert_eq!(shas, want.map(|(s, n)| (s.to_string(), n)));
+        assert_eq!(read[2].names[0].as_str(), "a.test");
+        assert_eq!(read[2].files.cert.as_ref(), dir.path().join("a.pem"));
     }
 
     #[test]

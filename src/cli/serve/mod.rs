@@ -162,18 +162,15 @@ fn summary(rt: &Runtime) {
     for l in &rt.listeners {
         tracing::info!(listener = %l.config.name, address = %l.config.address, kind = ?l.config.kind, hosts = l.table.len(), "listener");
     }
-    let mut seen = std::collections::HashSet::new();
     let pool = rt.pool();
-    let certs: Vec<_> = pool
-        .certs()
-        .chain(rt.site_certs.iter().flatten())
-        .filter(|c| seen.insert(c.sha256))
-        .collect();
-    let at_info = rt.sites.len() <= SITE_LINES_AT_INFO;
+    // Counted without listing them: a pool of a million certificates is one line.
+    let site_only = rt.site_certs.iter().flatten().filter(|c| !pool.contains(c));
+    let certificates = pool.len() + site_only.clone().count();
+    let at_info = rt.sites.len() <= SITE_LINES_AT_INFO && certificates <= SITE_LINES_AT_INFO;
     if !at_info {
         tracing::info!(
             sites = rt.sites.len(),
-            certificates = certs.len(),
+            certificates,
             "serving (a line per site and certificate at debug level: RUST_LOG=debug)"
         );
     }
@@ -192,7 +189,7 @@ fn summary(rt: &Runtime) {
             let hosts: Vec<&str> = cfg.hosts.iter().map(|h| h.as_str()).collect();
             each!(site = %s.name, hosts = %hosts.join(","), tls = ?cfg.tls, "site");
         }
-        for c in certs {
+        for c in pool.certs().chain(site_only) {
             each!(subject = %c.subject, names = c.names.len(), key = %c.key_type, not_after = %format_time(c.not_after), file = %c.cert_file.display(), "certificate");
         }
     }
