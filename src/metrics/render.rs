@@ -27,8 +27,11 @@ pub(super) struct Scrape {
     sites: Vec<Arc<SiteCounters>>,
     /// Every proxy site's upstreams, with whether each is up now.
     upstreams: Vec<(Arc<UpstreamCounters>, bool)>,
-    /// Certificates in use: (fingerprint, subject, source, not_after).
+    /// The certificates in use that expire first, at most [`CERT_SERIES`]: (fingerprint,
+    /// subject, source, not_after), the soonest first.
     certs: Vec<(String, String, &'static str, i64)>,
+    /// All of them, counted.
+    counts: CertCounts,
     reloads: [u64; 2],
     acme_orders: [u64; 2],
     /// ACME sites of the runtime and when each orders next.
@@ -43,18 +46,26 @@ pub(super) struct Scrape {
 
 impl Scrape {
     pub(super) fn take(m: &Metrics, rt: &Runtime) -> Scrape {
-        let mut seen = std::collections::HashSet::new();
-        let mut certs = Vec::new();
+        // Every certificate in use is counted; only the soonest to expire get a series each,
+        // so a pool of a million is a scrape of a thousand lines, not a million.
+        let pool = rt.pool();
+        let mut soonest = std::collections::BinaryHeap::new();
+        let mut counts = CertCounts {
+            now: crate::runtime::unix_now(),
+            ..CertCounts::default()
+        };
         let mut add = |c: &Arc<Cert>, source: &'static str| {
-            if seen.insert(c.sha256) {
-                certs.push((c.fingerprint(), c.subject.clone(), source, c.not_after));
+            counts.add(source, c.not_after);
+            soonest.push((c.not_after, Entry(source, c.clone())));
+            if soonest.len() > CERT_SERIES {
+                soonest.pop();
             }
         };
-        for c in rt.pool().certs() {
+        for c in pool.certs() {
             add(c, if rt.is_stored(c) { "admin" } else { "file" });
         }
         for (site, cert) in rt.config.sites.iter().zip(&rt.site_certs) {
-            if let Some(c) = cert {
+            if let Some(c) = cert.as_ref().filter(|c| !pool.contains(c)) {
                 let source = match site.tls {
                     TlsMode::Internal => "internal",
                     TlsMode::Acme => "acme",
@@ -63,6 +74,11 @@ impl Scrape {
                 add(c, source);
             }
         }
+        let certs = soonest
+            .into_sorted_vec()
+            .into_iter()
+            .map(|(not_after, Entry(source, c))| (c.fingerprint(), c.subject.clone(), source, not_after))
+            .collect();
         let acme_next = {
             let next = m.acme_next.lock().unwrap_or_else(|p| p.into_inner());
             rt.config
@@ -93,6 +109,7 @@ impl Scrape {
                 .flatten()
                 .collect(),
             certs,
+            counts,
             reloads: load(&m.reloads),
             acme_orders: load(&m.acme_orders),
             acme_next,
@@ -101,6 +118,61 @@ impl Scrape {
             log_dropped: crate::logging::dropped(),
             cache: [rt.keys.len(), rt.keys.capacity(), rt.keys.reloads()].map(|n| n as u64),
         }
+    }
+}
+
+/// How many certificates get a `portico_certificate_not_after_seconds` series: the ones
+/// that expire first.
+const CERT_SERIES: usize = 1000;
+
+/// What the certificate sources are, in the order their series are written.
+const SOURCES: [&str; 4] = ["file", "admin", "internal", "acme"];
+
+/// The windows `portico_certificates_expiring` counts certificates in, in days.
+const EXPIRING_DAYS: [i64; 3] = [7, 14, 30];
+
+/// A certificate and its source, all equal in order: the heap of the soonest to expire
+/// orders by `not_after` alone.
+struct Entry(&'static str, Arc<Cert>);
+
+impl PartialEq for Entry {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Entry {}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Entry {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+#[derive(Debug, Default)]
+struct CertCounts {
+    /// When the counting started, in Unix seconds.
+    now: i64,
+    by_source: [u64; 4],
+    expiring: [u64; 3],
+    soonest: Option<i64>,
+}
+
+impl CertCounts {
+    fn add(&mut self, source: &str, not_after: i64) {
+        if let Some(i) = SOURCES.iter().position(|s| *s == source) {
+            self.by_source[i] += 1;
+        }
+        for (n, days) in self.expiring.iter_mut().zip(EXPIRING_DAYS) {
+            *n += u64::from(not_after - self.now < days * 86_400);
+        }
+        self.soonest = Some(self.soonest.map_or(not_after, |s| s.min(not_after)));
     }
 }
 
@@ -308,7 +380,7 @@ impl Collector for Scrape {
             ];
             gauge(&mut f, &labels, *not_after as f64)?;
         }
-        if let Some(soonest) = self.certs.iter().map(|c| c.3).min() {
+        if let Some(soonest) = self.counts.soonest {
             let f = e.encode_descriptor(
                 "portico_certificate_soonest_expiry_seconds",
                 "When the first certificate in use expires, in Unix seconds.",
@@ -316,6 +388,24 @@ impl Collector for Scrape {
                 MetricType::Gauge,
             )?;
             ConstGauge::new(soonest as f64).encode(f)?;
+        }
+        let mut f = e.encode_descriptor(
+            "portico_certificates",
+            "Certificates in use, by source.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (source, n) in SOURCES.iter().zip(self.counts.by_source) {
+            gauge(&mut f, &[("source", *source)], n as f64)?;
+        }
+        let mut f = e.encode_descriptor(
+            "portico_certificates_expiring",
+            "Certificates in use that expire within this many days (or have expired).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (days, n) in EXPIRING_DAYS.iter().zip(self.counts.expiring) {
+            gauge(&mut f, &[("days", days.to_string())], n as f64)?;
         }
         for (name, help, values) in [
             (

@@ -72,6 +72,8 @@ struct NamesState {
     writing: std::sync::atomic::AtomicBool,
     /// Certificates parsed by this process (not reused from memory or the cache).
     parsed: std::sync::atomic::AtomicUsize,
+    /// Builds take what the cache says without looking at the files (`trust_index`).
+    trust: std::sync::atomic::AtomicBool,
 }
 
 /// What the names cache on disk lacks, and how much of it is appended lines.
@@ -87,7 +89,7 @@ struct Journal {
 /// Certificates loaded so far, found by their files (compared by the paths' bytes, see
 /// [`CertFiles`]; two spellings of one path, `a//b` and `a/b`, cost only a second load).
 #[derive(Default)]
-struct Cache(HashMap<CertFiles, Loaded>);
+struct Cache(HashMap<CertFiles, Loaded, foldhash::fast::RandomState>);
 
 impl Cache {
     fn get(&self, files: &CertFiles) -> Option<&Loaded> {
@@ -100,7 +102,8 @@ impl Cache {
 
     /// Keeps the entries for `named` files only.
     fn retain<'a>(&mut self, named: impl Iterator<Item = &'a CertFiles>) {
-        let keep: std::collections::HashSet<&CertFiles> = named.collect();
+        let keep: std::collections::HashSet<&CertFiles, foldhash::fast::RandomState> =
+            named.collect();
         self.0.retain(|f, _| keep.contains(f));
     }
 }
@@ -109,6 +112,9 @@ impl Cache {
 struct Loaded {
     stamps: (FileStamp, FileStamp),
     cert: Arc<Cert>,
+    /// Known from the names cache, its files not looked at since (see
+    /// [`Shared::trust_index`]).
+    unchecked: bool,
 }
 
 /// What identifies a file's content on disk: size, modification time, inode. A rewrite,
@@ -160,14 +166,24 @@ impl Shared {
     pub fn load(&self, files: &CertFiles) -> Result<Arc<Cert>, load::LoadError> {
         // A reload finds most certificates loaded already: one look at the files says
         // whether they changed. A first load takes the stamps from the files it reads.
+        let trust = self.names.trust.load(std::sync::atomic::Ordering::Relaxed);
         let known = {
             // Build-time only (never on the handshake path), so a mutex is fine here.
             let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-            loaded.get(files).map(|l| (l.stamps, l.cert.clone()))
+            loaded.get(files).map(|l| (l.stamps, l.cert.clone(), l.unchecked))
         };
-        if let Some((before, cert)) = known {
+        if let Some((before, cert, unchecked)) = known {
+            if unchecked && trust {
+                return Ok(cert);
+            }
             let (cert_now, key_now) = stamps_now(files);
             if cert_now.zip(key_now) == Some(before) {
+                if unchecked {
+                    let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(l) = loaded.0.get_mut(files) {
+                        l.unchecked = false;
+                    }
+                }
                 return Ok(cert);
             }
         }
@@ -185,6 +201,7 @@ impl Shared {
                 Loaded {
                     stamps,
                     cert: cert.clone(),
+                    unchecked: false,
                 },
             );
         }
@@ -228,6 +245,7 @@ impl Shared {
                     Loaded {
                         stamps: e.stamps,
                         cert: Arc::new(cert),
+                        unchecked: true,
                     },
                 );
             }
@@ -237,6 +255,52 @@ impl Shared {
                 self.journal().appended = Some(lines - loaded.0.len());
             }
         });
+    }
+
+    /// While set, a build takes a certificate the names cache knows as the cache says,
+    /// without looking at its files: the first build of `serve`, so that a million
+    /// certificates serve after one read of the cache and a listing of their directories,
+    /// not two million stats. [`Shared::changed_since_index`] then looks at them, in the
+    /// background, and the pairs it finds changed are patched in as a directory change
+    /// is. Meanwhile a certificate whose files changed while Portico was stopped is still
+    /// never presented in another's place: its chain and key are read from the files at its
+    /// first handshake and refused if the leaf is not the one the cache names
+    /// (`LoadError::Changed`). `check`, `bindings` and reloads never trust the cache.
+    pub fn trust_index(&self, on: bool) {
+        self.names
+            .trust
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Looks at the files of every certificate taken from the names cache unlooked-at
+    /// (blocking; on every core) and returns the pairs (directory, name) whose files are
+    /// no longer what the cache says, for `patch_pool`.
+    pub fn changed_since_index(&self) -> Vec<(std::path::PathBuf, String)> {
+        let unchecked: Vec<(CertFiles, (FileStamp, FileStamp))> = {
+            let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            loaded
+                .0
+                .iter()
+                .filter(|(_, l)| l.unchecked)
+                .map(|(f, l)| (f.clone(), l.stamps))
+                .collect()
+        };
+        let same = on_every_core(&unchecked, |(files, before)| {
+            let (c, k) = stamps_now(files);
+            c.zip(k) == Some(*before)
+        });
+        let mut changed = Vec::new();
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        for ((files, _), same) in unchecked.iter().zip(same) {
+            if same {
+                if let Some(l) = loaded.0.get_mut(files) {
+                    l.unchecked = false;
+                }
+            } else if let Some(pair) = dir::pair_of(&files.cert) {
+                changed.push(pair);
+            }
+        }
+        changed
     }
 
     /// Whether a certificate was parsed since the names cache was last written.

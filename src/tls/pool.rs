@@ -8,7 +8,6 @@
 //! client's signature algorithms decide (ECDSA preferred). Choices are made when the runtime
 //! is built, never during a handshake.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rustls::SignatureScheme;
@@ -74,6 +73,10 @@ impl Choice {
     }
 }
 
+/// The index's hash: foldhash, seeded per process (SipHash showed in start-up profiles).
+type Hasher = foldhash::fast::RandomState;
+type Map<K, V> = imbl::GenericHashMap<K, V, Hasher, imbl::shared_ptr::DefaultSharedPtr>;
+
 /// Every certificate of the pool, indexed by SAN name (wildcards under their `*.` name).
 ///
 /// Persistent maps (imbl): a change of one certificate makes a new pool that shares all
@@ -82,14 +85,15 @@ impl Choice {
 /// immutable snapshot (`Runtime::pool`, swapped atomically).
 #[derive(Default, Clone)]
 pub struct Pool {
-    certs: imbl::HashMap<CertFiles, Arc<Cert>>,
-    by_name: imbl::HashMap<HostName, Arc<[Arc<Cert>]>>,
+    certs: Map<CertFiles, Arc<Cert>>,
+    by_name: Map<HostName, Arc<[Arc<Cert>]>>,
 }
 
 impl Pool {
     pub fn new(certs: Vec<Arc<Cert>>) -> Pool {
-        let mut by_name: HashMap<HostName, Vec<Arc<Cert>>> = HashMap::with_capacity(certs.len());
-        let mut all = imbl::HashMap::new();
+        let mut by_name: std::collections::HashMap<HostName, Vec<Arc<Cert>>, Hasher> =
+            std::collections::HashMap::with_capacity_and_hasher(certs.len(), Hasher::default());
+        let mut all = Map::default();
         for cert in certs {
             let files = cert.files();
             if all.contains_key(&files) {

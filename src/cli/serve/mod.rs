@@ -295,6 +295,17 @@ fn install_patch(
     record(history, ok, report, summary, why)
 }
 
+/// What the look at the names cache's certificates found changed, once it is done; never,
+/// after.
+async fn verified(
+    verify: &mut Option<tokio::task::JoinHandle<Vec<(PathBuf, String)>>>,
+) -> Vec<(PathBuf, String)> {
+    match verify {
+        Some(task) => task.await.unwrap_or_default(),
+        None => std::future::pending().await,
+    }
+}
+
 /// Writes the names cache on the blocking pool (`Shared::write_names`); a failure costs
 /// only the next start's time, and is logged.
 fn write_names(shared: &Shared, state_dir: &Path) {
@@ -459,6 +470,9 @@ async fn serve(
     let mut latest: Option<Arc<Pushed>> = None;
     let mut config_state = State::default();
     let mut running = None;
+    // The first build takes what the names cache says; the files are looked at once
+    // serving has started (`verify` below).
+    shared.trust_index(true);
     let loaded = match &fleet_node {
         Some(node) => match start_from_fleet(&path, origin, node, &shared).await? {
             Ok((rt, newest, ran, state)) => {
@@ -471,6 +485,7 @@ async fn serve(
         },
         None => load(&path, origin, &shared),
     };
+    shared.trust_index(false);
     let rt = match loaded {
         Ok((rt, _warnings)) => rt,
         Err(report) => {
@@ -572,6 +587,13 @@ async fn serve(
     let mut dirs = crate::tls::dir::Watcher::new();
     dirs.follow(&cert_dirs(&server.runtime().config));
     let mut dir_changes = DirChanges::default();
+    // The certificates the first build took from the names cache unread: their files are
+    // looked at now, off the loop, and pairs changed while Portico was stopped are patched
+    // in as a directory change is.
+    let mut verify = {
+        let shared = shared.clone();
+        Some(tokio::task::spawn_blocking(move || shared.changed_since_index()))
+    };
     // Files seen changed at the previous tick; rebuilt once they stop changing (debounce).
     let mut pending: Option<Vec<_>> = None;
     let mut upgrade = Upgrade::default();
@@ -747,6 +769,13 @@ async fn serve(
                     // Look again once the writer has had time to finish.
                     pending = Some(now);
                     watch.reset_after(SETTLE);
+                }
+            }
+            changed = verified(&mut verify) => {
+                verify = None;
+                if !changed.is_empty() {
+                    tracing::info!(pairs = changed.len(), "certificate files changed while Portico was stopped");
+                    apply_dir_pairs(&server, &shared, &history, changed).await;
                 }
             }
             () = dirs.changed() => dir_changes.note(dirs.take()),
