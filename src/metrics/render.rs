@@ -77,7 +77,9 @@ impl Scrape {
         let certs = soonest
             .into_sorted_vec()
             .into_iter()
-            .map(|(not_after, Entry(source, c))| (c.fingerprint(), c.subject.clone(), source, not_after))
+            .map(|(not_after, Entry(source, c))| {
+                (c.fingerprint(), c.subject.clone(), source, not_after)
+            })
             .collect();
         let acme_next = {
             let next = m.acme_next.lock().unwrap_or_else(|p| p.into_inner());

@@ -170,7 +170,9 @@ impl Shared {
         let known = {
             // Build-time only (never on the handshake path), so a mutex is fine here.
             let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-            loaded.get(files).map(|l| (l.stamps, l.cert.clone(), l.unchecked))
+            loaded
+                .get(files)
+                .map(|l| (l.stamps, l.cert.clone(), l.unchecked))
         };
         if let Some((before, cert, unchecked)) = known {
             if unchecked && trust {
@@ -215,10 +217,7 @@ impl Shared {
     }
 
     fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
-        self.names
-            .journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.names.journal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes what `state_dir/names.cache` says about certificates loaded by an earlier run,
@@ -274,8 +273,8 @@ impl Shared {
 
     /// Looks at the files of every certificate taken from the names cache unlooked-at
     /// (blocking; on every core) and returns the pairs (directory, name) whose files are
-    /// no longer what the cache says, for `patch_pool`.
-    pub fn changed_since_index(&self) -> Vec<(std::path::PathBuf, String)> {
+    /// no longer what the cache says, for `patch_pool`, with how many it looked at.
+    pub fn changed_since_index(&self) -> (usize, Vec<(std::path::PathBuf, String)>) {
         let unchecked: Vec<(CertFiles, (FileStamp, FileStamp))> = {
             let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
             loaded
@@ -300,7 +299,7 @@ impl Shared {
                 changed.push(pair);
             }
         }
-        changed
+        (unchecked.len(), changed)
     }
 
     /// Whether a certificate was parsed since the names cache was last written.
@@ -329,11 +328,15 @@ impl Shared {
             return None;
         }
         let file = names_cache::path(state_dir);
-        let total = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).0.len();
+        let total = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .len();
         let written = match appended {
             Some(a) if a + fresh.len() <= (total / 4).max(1024) => {
-                names_cache::append(&file, fresh.iter().map(|(s, c)| (s, &**c)))
-                    .map(|n| (n, a + n))
+                names_cache::append(&file, fresh.iter().map(|(s, c)| (s, &**c))).map(|n| (n, a + n))
             }
             _ => {
                 let entries: Vec<((FileStamp, FileStamp), Arc<Cert>)> = {

@@ -110,15 +110,35 @@ pub fn list(dir: &Path) -> Listing {
     }
     pems.sort_unstable();
     keys.sort_unstable();
-    for name in &pems {
-        if keys.binary_search(name).is_ok() {
-            out.pairs.push((name.clone(), files(dir, name)));
-        } else {
-            out.problems.push(half_pair(dir, name, true));
+    // Both sorted: one walk pairs them (a million pairs, no search for each).
+    let (mut pems, mut keys) = (pems.into_iter().peekable(), keys.into_iter().peekable());
+    loop {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        let order = match (pems.peek(), keys.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Less,
+            (None, Some(_)) => Greater,
+            (Some(p), Some(k)) => p.cmp(k),
+        };
+        match order {
+            Equal => {
+                let (Some(name), _) = (pems.next(), keys.next()) else {
+                    break;
+                };
+                let f = files(dir, &name);
+                out.pairs.push((name, f));
+            }
+            Less => {
+                if let Some(name) = pems.next() {
+                    out.problems.push(half_pair(dir, &name, true));
+                }
+            }
+            Greater => {
+                if let Some(name) = keys.next() {
+                    out.problems.push(half_pair(dir, &name, false));
+                }
+            }
         }
-    }
-    for name in keys.iter().filter(|k| pems.binary_search(k).is_err()) {
-        out.problems.push(half_pair(dir, name, false));
     }
     out
 }

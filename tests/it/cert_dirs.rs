@@ -250,8 +250,7 @@ fn a_restart_parses_only_what_changed_thanks_to_the_names_cache() {
     served(port, "n2.names.test", "v2-2", Instant::now());
     eventually("the replaced pair appended to the names cache", || {
         let text = std::fs::read_to_string(&cache).ok()?;
-        (text.lines().filter(|l| !l.is_empty()).count() == 7 && text.contains("v2-2"))
-            .then_some(())
+        (text.lines().filter(|l| !l.is_empty()).count() == 7 && text.contains("v2-2")).then_some(())
     });
     for i in [0, 1, 3, 4] {
         served(

@@ -112,15 +112,25 @@ async fn known_traffic_gives_exactly_those_counters() {
         Some(2.0),
         "{text}"
     );
-    assert_eq!(value(&text, r#"portico_certificates{source="file"}"#), Some(0.0));
+    assert_eq!(
+        value(&text, r#"portico_certificates{source="file"}"#),
+        Some(0.0)
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs_f64();
     for days in [7.0, 14.0, 30.0] {
-        let within = not_after.iter().filter(|t| **t - now < days * 86400.0).count();
+        let within = not_after
+            .iter()
+            .filter(|t| **t - now < days * 86400.0)
+            .count();
         let series = format!(r#"portico_certificates_expiring{{days="{days}"}}"#);
-        assert_eq!(value(&text, &series), Some(within as f64), "{series} in:\n{text}");
+        assert_eq!(
+            value(&text, &series),
+            Some(within as f64),
+            "{series} in:\n{text}"
+        );
     }
     assert!(value(&text, "process_resident_memory_bytes").is_some_and(|v| v > 0.0));
     assert!(value(&text, "portico_config_loaded_timestamp_seconds").is_some());

@@ -298,8 +298,8 @@ fn install_patch(
 /// What the look at the names cache's certificates found changed, once it is done; never,
 /// after.
 async fn verified(
-    verify: &mut Option<tokio::task::JoinHandle<Vec<(PathBuf, String)>>>,
-) -> Vec<(PathBuf, String)> {
+    verify: &mut Option<tokio::task::JoinHandle<(usize, Vec<(PathBuf, String)>)>>,
+) -> (usize, Vec<(PathBuf, String)>) {
     match verify {
         Some(task) => task.await.unwrap_or_default(),
         None => std::future::pending().await,
@@ -592,7 +592,9 @@ async fn serve(
     // in as a directory change is.
     let mut verify = {
         let shared = shared.clone();
-        Some(tokio::task::spawn_blocking(move || shared.changed_since_index()))
+        Some(tokio::task::spawn_blocking(move || {
+            shared.changed_since_index()
+        }))
     };
     // Files seen changed at the previous tick; rebuilt once they stop changing (debounce).
     let mut pending: Option<Vec<_>> = None;
@@ -771,11 +773,14 @@ async fn serve(
                     watch.reset_after(SETTLE);
                 }
             }
-            changed = verified(&mut verify) => {
+            (checked, changed) = verified(&mut verify) => {
                 verify = None;
                 if !changed.is_empty() {
                     tracing::info!(pairs = changed.len(), "certificate files changed while Portico was stopped");
                     apply_dir_pairs(&server, &shared, &history, changed).await;
+                }
+                if checked > 0 {
+                    tracing::info!(certificates = checked, "the files of the certificates known from the names cache were looked at");
                 }
             }
             () = dirs.changed() => dir_changes.note(dirs.take()),
