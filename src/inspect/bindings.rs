@@ -64,7 +64,7 @@ pub fn short_fingerprint(cert: &Cert) -> String {
 pub fn cert_json(cert: &Cert, now: i64) -> Json {
     Json::Obj(vec![
         ("subject", Json::str(&cert.subject)),
-        ("issuer", Json::str(&cert.issuer)),
+        ("issuer", Json::str(&*cert.issuer)),
         (
             "names",
             Json::Arr(cert.names.iter().map(|n| Json::str(n.as_str())).collect()),

@@ -276,7 +276,7 @@ mod tests {
             &files,
             vec![HostName::parse(&format!("{name}.test")).expect("name")],
             format!("CN={name}.test"),
-            "CN=Test CA".to_string(),
+            "CN=Test CA".into(),
             1,
             2,
             KeyType::Ecdsa,

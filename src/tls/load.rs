@@ -68,7 +68,8 @@ pub struct Cert {
     /// Portico ignores the subject CN).
     pub names: Vec<HostName>,
     pub subject: String,
-    pub issuer: String,
+    /// Shared: a directory of a million customer certificates has a handful of issuers.
+    pub issuer: Arc<str>,
     /// Unix seconds.
     pub not_before: i64,
     pub not_after: i64,
@@ -99,7 +100,7 @@ impl Cert {
         files: &CertFiles,
         names: Vec<HostName>,
         subject: String,
-        issuer: String,
+        issuer: Arc<str>,
         not_before: i64,
         not_after: i64,
         key_type: KeyType,
@@ -652,7 +653,7 @@ fn from_der(
         out
     };
     let subject = leaf.subject().to_string();
-    let issuer = leaf.issuer().to_string();
+    let issuer: Arc<str> = leaf.issuer().to_string().into();
     let not_before = leaf.validity().not_before.timestamp();
     let not_after = leaf.validity().not_after.timestamp();
     drop(parsed);

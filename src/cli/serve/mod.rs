@@ -295,11 +295,13 @@ fn install_patch(
     record(history, ok, report, summary, why)
 }
 
+/// How many certificates known from the names cache were looked at, and the pairs
+/// (directory, name) among them that changed.
+type Verified = (usize, Vec<(PathBuf, String)>);
+
 /// What the look at the names cache's certificates found changed, once it is done; never,
 /// after.
-async fn verified(
-    verify: &mut Option<tokio::task::JoinHandle<(usize, Vec<(PathBuf, String)>)>>,
-) -> (usize, Vec<(PathBuf, String)>) {
+async fn verified(verify: &mut Option<tokio::task::JoinHandle<Verified>>) -> Verified {
     match verify {
         Some(task) => task.await.unwrap_or_default(),
         None => std::future::pending().await,
