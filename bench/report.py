@@ -336,11 +336,14 @@ def scale_section(scale):
     hs, add, sc = scale.get("handshakes") or {}, scale.get("add") or {}, scale.get("scrape") or {}
     big = n >= 1_000_000
 
-    def target(text, value, ok):
-        return f"| {text} | {value} | {_verdict(ok if big else None)} |"
+    def row(text, value, goal="—", ok=None):
+        return f"| {text} | {value} | {goal} | {_verdict(ok if big else None) if goal != '—' else '—'} |"
+
+    def at_most(v, limit):
+        return None if v is None else v <= limit
 
     lines = [
-        f"## A million domains: a certificate directory behind a catch-all site (issue 15)",
+        "## A million domains: a certificate directory behind a catch-all site (issue 15)",
         "",
         f"`bench/scale --certs {n}` on {scale.get('when', '?')}: `[[certificate]] dir` with {n:,} pairs "
         "(ECDSA P-256, one SAN each) and one `hosts = [\"*\"]` site, Portico as a user starts it "
@@ -348,29 +351,33 @@ def scale_section(scale):
         "client on CPU 1. Times are until the last name and a sample of 50 answer a verified "
         "handshake. Verdicts only for a run at 1M, the issue's size.",
         "",
-        "| Figure | Value | Target |",
-        "|---|---|---|",
-        f"| first start (no names cache: every pair read and parsed) | {_fmt(first.get('serves_s'), 2)} s, "
-        f"{_fmt(first.get('cpu_s'), 2)} s CPU, RSS {_fmt(first.get('rss_mib'))} MiB | — |",
-        target(f"cached start (state_dir/names.cache from the first) until it serves | "
-               f"{_fmt(cached.get('serves_s'), 2)} s ({_fmt(cached.get('cpu_s'), 2)} s CPU)", "≤ 3 s",
-               cached.get("serves_s") is not None and cached["serves_s"] <= 3),
-        target(f"resident memory after the cached start | {_fmt(cached.get('rss_mib'))} MiB", "< 600 MiB",
-               cached.get("rss_mib") is not None and cached["rss_mib"] < 600),
-        target(f"a handshake for a name whose chain and key are not in memory, beyond a warm one "
-               f"(median of {hs.get('names', '?')}: {_fmt(hs.get('cold_median_ms'), 3)} against "
-               f"{_fmt(hs.get('warm_median_ms'), 3)} ms, client included) | +{_fmt(hs.get('cold_extra_ms'), 3)} ms",
-               "+≤ 2 ms", hs.get("cold_extra_ms") is not None and hs["cold_extra_ms"] <= 2),
-        target(f"a pair renamed into the directory until its name is served (median of {add.get('count', '?')}; "
-               f"maximum {_fmt(add.get('serves_max_s'), 3)} s) | {_fmt(add.get('serves_median_s'), 3)} s", "< 2 s",
-               add.get("serves_max_s") is not None and add["serves_max_s"] < 2),
-        target(f"server CPU for that added pair (median; maximum {_fmt(add.get('cpu_max_ms'))} ms; "
-               "the kernel counts 10 ms ticks) | " + f"{_fmt(add.get('cpu_median_ms'))} ms", "< 50 ms",
-               add.get("cpu_median_ms") is not None and add["cpu_median_ms"] < 50),
-        f"| a metrics scrape on the admin socket | {_fmt(sc.get('wall_s'), 3)} s, {sc.get('series', '—')} series, "
-        f"{_fmt((sc.get('bytes') or 0) / 1024)} KiB | — |",
-        f"| resident memory after {scale.get('fill_names', '?'):,} distinct names were handshaked | "
-        f"{_fmt(scale.get('rss_after_fill_mib'))} MiB | — |",
+        "| Figure | Value | Target | Verdict |",
+        "|---|---|---|---|",
+        row("first start (no names cache: every pair read and parsed)",
+            f"{_fmt(first.get('serves_s'), 2)} s, {_fmt(first.get('cpu_s'), 2)} s CPU, RSS {_fmt(first.get('rss_mib'))} MiB"),
+        row("cached start (state_dir/names.cache from the first) until it serves",
+            f"{_fmt(cached.get('serves_s'), 2)} s", "≤ 3 s", at_most(cached.get("serves_s"), 3)),
+        row("… until the files of the certificates it took from the cache were looked at (in the background)",
+            f"{_fmt(cached.get('files_checked_s'), 2)} s ({_fmt(cached.get('cpu_s'), 2)} s CPU by then)"),
+        row("resident memory then", f"{_fmt(cached.get('rss_mib'))} MiB", "< 600 MiB",
+            at_most(cached.get("rss_mib"), 600)),
+        row("resident memory once settled (after the handshakes and added pairs below)",
+            f"{_fmt(scale.get('rss_after_handshakes_mib'))} MiB", "< 600 MiB",
+            at_most(scale.get("rss_after_handshakes_mib"), 600)),
+        row(f"a handshake for a name whose chain and key are not in memory, beyond a warm one "
+            f"(median of {hs.get('names', '?')}: {_fmt(hs.get('cold_median_ms'), 3)} against "
+            f"{_fmt(hs.get('warm_median_ms'), 3)} ms, client included)",
+            f"+{_fmt(hs.get('cold_extra_ms'), 3)} ms", "+≤ 2 ms", at_most(hs.get("cold_extra_ms"), 2)),
+        row(f"a pair renamed into the directory until its name is served (median of {add.get('count', '?')}; "
+            f"maximum {_fmt(add.get('serves_max_s'), 3)} s)", f"{_fmt(add.get('serves_median_s'), 3)} s", "< 2 s",
+            at_most(add.get("serves_max_s"), 1.999)),
+        row(f"server CPU for that added pair (median; maximum {_fmt(add.get('cpu_max_ms'))} ms; "
+            "the kernel counts 10 ms ticks)", f"{_fmt(add.get('cpu_median_ms'))} ms", "< 50 ms",
+            at_most(add.get("cpu_median_ms"), 49.999)),
+        row("a metrics scrape on the admin socket",
+            f"{_fmt(sc.get('wall_s'), 3)} s, {sc.get('series', '—')} series, {_fmt((sc.get('bytes') or 0) / 1024)} KiB"),
+        row(f"resident memory after {scale.get('fill_names', 0):,} distinct names were handshaked",
+            f"{_fmt(scale.get('rss_after_fill_mib'))} MiB"),
         "",
     ]
     return lines
