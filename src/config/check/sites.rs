@@ -123,6 +123,7 @@ impl Checker<'_> {
                     idx
                 }
             };
+            let mut on_demand = None;
             let tls = match s.tls.take() {
                 None => TlsMode::Pool,
                 Some(RawTls::Mode(m)) if m == "pool" => TlsMode::Pool,
@@ -139,12 +140,20 @@ impl Checker<'_> {
                     );
                     TlsMode::Pool
                 }
-                Some(RawTls::Files(files)) => self
-                    .cert_files(&format!("{at}.tls"), files)
-                    .map(TlsMode::Pinned)
-                    .unwrap_or(TlsMode::Pool),
+                Some(RawTls::Table(table)) => {
+                    let (tls, od) = self.tls_table(&format!("{at}.tls"), table);
+                    on_demand = od;
+                    tls
+                }
             };
             let action = self.action(&at, &name, &s);
+            if on_demand.is_some() && !hosts.iter().any(HostName::is_catch_all) {
+                self.report.error(
+                    format!("{at}.tls.on_demand"),
+                    format!("site {name:?} is not the catch-all site: on_demand orders certificates for names no other site binds, which only hosts = [\"*\"] takes"),
+                    Some("put on_demand on a site with hosts = [\"*\"], or use tls = \"acme\" for a site's own names".to_string()),
+                );
+            }
             if let Some(j) = hosts.iter().position(HostName::is_catch_all) {
                 let at = format!("{at}.hosts[{j}]");
                 if tls != TlsMode::Pool {
@@ -182,6 +191,7 @@ impl Checker<'_> {
                     tls,
                     action,
                     client_auth,
+                    on_demand: on_demand.map(std::sync::Arc::new),
                 });
             }
         }
