@@ -135,7 +135,7 @@ pub(crate) struct RawCertificate {
 )]
 pub(crate) enum RawTls {
     Mode(String),
-    Table(RawTlsTable),
+    Table(Box<RawTlsTable>),
 }
 
 /// A site's `tls` table: a pinned pair (`cert`, `key`), or on a catch-all site

@@ -56,6 +56,8 @@ pub struct Shared {
     pub challenges: Arc<crate::acme::Challenges>,
     /// The process's metrics (counters survive reloads).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// On-demand TLS: the permission cache and the orders (they survive reloads).
+    pub on_demand: Arc<crate::acme::on_demand::Orders>,
     /// Which certificates keep their chain and key in memory (`limits.certificate_cache`).
     pub keys: Arc<KeyCache>,
     loaded: Arc<Mutex<Cache>>,
@@ -150,6 +152,7 @@ impl Shared {
             tickets: crate::tls::tickets::Tickets::local(),
             challenges: Arc::default(),
             metrics: Arc::default(),
+            on_demand: Arc::default(),
             keys: Arc::default(),
             loaded: Arc::default(),
             names: Arc::default(),
@@ -198,10 +201,7 @@ impl Shared {
     }
 
     fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
-        self.names
-            .journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.names.journal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes what `state_dir/names.cache` says about certificates loaded by an earlier run,
@@ -265,11 +265,15 @@ impl Shared {
             return None;
         }
         let file = names_cache::path(state_dir);
-        let total = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).0.len();
+        let total = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .len();
         let written = match appended {
             Some(a) if a + fresh.len() <= (total / 4).max(1024) => {
-                names_cache::append(&file, fresh.iter().map(|(s, c)| (s, &**c)))
-                    .map(|n| (n, a + n))
+                names_cache::append(&file, fresh.iter().map(|(s, c)| (s, &**c))).map(|n| (n, a + n))
             }
             _ => {
                 let entries: Vec<((FileStamp, FileStamp), Arc<Cert>)> = {
@@ -368,6 +372,9 @@ pub enum Decision<'a> {
     },
     /// Refuse the handshake with the refusal's alert.
     Refuse(Refusal),
+    /// The catch-all site orders certificates on demand and the pool has none for `name`
+    /// yet: the handshake asks `Runtime::on_demand` and waits (bounded), then decides again.
+    OnDemand { site: usize, name: HostName },
 }
 
 /// A listener ready to accept.
@@ -406,6 +413,8 @@ pub struct Runtime {
     pub keys: Arc<KeyCache>,
     /// The process's metrics (shared by every runtime of one process).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// On-demand orders and the permission cache (shared by every runtime of one process).
+    pub on_demand: Arc<crate::acme::on_demand::Orders>,
     /// The admin listener's TLS configuration, when `[admin]` has `tls`.
     pub admin_tls: Option<Arc<ServerConfig>>,
     /// Set once a newer runtime replaced this one: its connections finish what they are
@@ -529,8 +538,15 @@ impl Runtime {
         let listener = &self.listeners[li];
         let resolved = match listener.table.resolve_sni(sni) {
             // The catch-all site takes a name only when the pool has a certificate for it;
-            // otherwise the name is as unknown as if there were no catch-all.
+            // otherwise the name is as unknown as if there were no catch-all, unless the
+            // site orders certificates on demand.
             Ok(r) if r.by == Match::CatchAll && !self.pool.load().covers(r.cert_name()) => {
+                if self.config.sites[r.binding.site].on_demand.is_some() {
+                    return Decision::OnDemand {
+                        site: r.binding.site,
+                        name: r.cert_name().clone(),
+                    };
+                }
                 listener.table.unknown(sni)
             }
             other => other,
@@ -1166,6 +1182,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             challenges: shared.challenges.clone(),
             keys: shared.keys.clone(),
             metrics: shared.metrics.clone(),
+            on_demand: shared.on_demand.clone(),
             admin_tls,
             retired: tokio::sync::watch::Sender::new(false),
             store,

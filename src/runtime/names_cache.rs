@@ -267,7 +267,10 @@ mod tests {
     }
 
     fn cert(dir: &Path, name: &str, sha: u8) -> ((FileStamp, FileStamp), Cert) {
-        let files = CertFiles::new(dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        let files = CertFiles::new(
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
         let stamp = (10, UNIX_EPOCH + Duration::from_secs(5), u64::from(sha));
         let cert = Cert::from_index(
             &files,
@@ -293,18 +296,29 @@ mod tests {
             cert(dir.path(), "a", 3),
             cert(dir.path(), "c", 4),
         );
-        assert_eq!(write(&file, [(&a.0, &a.1), (&b.0, &b.1)].into_iter()).expect("write"), 2);
+        assert_eq!(
+            write(&file, [(&a.0, &a.1), (&b.0, &b.1)].into_iter()).expect("write"),
+            2
+        );
         // A crash in the middle of an append leaves half a line without its newline.
         let mut torn = std::fs::read_to_string(&file).expect("read");
         torn.push_str("half\ta line");
         std::fs::write(&file, torn).expect("write");
-        assert_eq!(append(&file, [(&a2.0, &a2.1), (&c.0, &c.1)].into_iter()).expect("append"), 2);
+        assert_eq!(
+            append(&file, [(&a2.0, &a2.1), (&c.0, &c.1)].into_iter()).expect("append"),
+            2
+        );
         let read = read(&file);
         let shas: Vec<(String, u8)> = read
             .iter()
             .map(|e| (e.subject.clone(), e.sha256[0]))
             .collect();
-        let want = [("CN=a.test", 1), ("CN=b.test", 2), ("CN=a.test", 3), ("CN=c.test", 4)];
+        let want = [
+            ("CN=a.test", 1),
+            ("CN=b.test", 2),
+            ("CN=a.test", 3),
+            ("CN=c.test", 4),
+        ];
         assert_eq!(shas, want.map(|(s, n)| (s.to_string(), n)));
         assert_eq!(read[2].names[0].as_str(), "a.test");
         assert_eq!(read[2].files.cert.as_ref(), dir.path().join("a.pem"));

@@ -19,11 +19,7 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 
 impl Checker<'_> {
     /// The tls table at `at`: its mode, and the on-demand settings when it has them.
-    pub(super) fn tls_table(
-        &mut self,
-        at: &str,
-        raw: RawTlsTable,
-    ) -> (TlsMode, Option<OnDemand>) {
+    pub(super) fn tls_table(&mut self, at: &str, raw: RawTlsTable) -> (TlsMode, Option<OnDemand>) {
         unknown_keys(
             self.report,
             at,
@@ -99,7 +95,13 @@ impl Checker<'_> {
                 None
             }
             Some(url) => match url.parse::<http::Uri>() {
-                Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() && u.query().is_none() => Some(url),
+                Ok(u)
+                    if u.scheme_str() == Some("http")
+                        && u.host().is_some()
+                        && u.query().is_none() =>
+                {
+                    Some(url)
+                }
                 _ => {
                     self.report.error(
                         format!("{at}.permission"),
@@ -110,19 +112,37 @@ impl Checker<'_> {
                 }
             },
         };
-        let wait = duration(self.report, &format!("{at}.wait"), raw.wait.as_deref(), WAIT);
+        let wait = duration(
+            self.report,
+            &format!("{at}.wait"),
+            raw.wait.as_deref(),
+            WAIT,
+        );
         if wait > MAX_WAIT {
             self.report.error(
                 format!("{at}.wait"),
-                format!("a handshake may wait at most {}s for its certificate", MAX_WAIT.as_secs()),
+                format!(
+                    "a handshake may wait at most {}s for its certificate",
+                    MAX_WAIT.as_secs()
+                ),
                 Some("clients give up sooner anyway; the order goes on after the wait".to_string()),
             );
         }
-        let allowed_ttl = duration(self.report, &format!("{at}.allowed_ttl"), raw.allowed_ttl.as_deref(), ALLOWED_TTL);
-        let refused_ttl = duration(self.report, &format!("{at}.refused_ttl"), raw.refused_ttl.as_deref(), REFUSED_TTL);
+        let allowed_ttl = duration(
+            self.report,
+            &format!("{at}.allowed_ttl"),
+            raw.allowed_ttl.as_deref(),
+            ALLOWED_TTL,
+        );
+        let refused_ttl = duration(
+            self.report,
+            &format!("{at}.refused_ttl"),
+            raw.refused_ttl.as_deref(),
+            REFUSED_TTL,
+        );
         let mut count = |key: &str, value: Option<i64>, default: usize| match value {
             None => default,
-            Some(n) if n >= 1 && n <= 10_000_000 => n as usize,
+            Some(n) if (1..=10_000_000).contains(&n) => n as usize,
             Some(n) => {
                 self.report.error(
                     format!("{at}.{key}"),

@@ -141,7 +141,7 @@ impl Checker<'_> {
                     TlsMode::Pool
                 }
                 Some(RawTls::Table(table)) => {
-                    let (tls, od) = self.tls_table(&format!("{at}.tls"), table);
+                    let (tls, od) = self.tls_table(&format!("{at}.tls"), *table);
                     on_demand = od;
                     tls
                 }
