@@ -1,0 +1,380 @@
+//! On-demand TLS: the catch-all site with `tls = { acme = true, on_demand = { ... } }`.
+//! A real Pebble issues; the permission endpoint is the user's own service, so a small
+//! HTTP server in the test is the real thing (it counts what it is asked).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::AlertDescription;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::acme::{listens, pebble_with, portico, write_config_with};
+use crate::support::admin::Logged;
+use crate::support::client::{alert, connect, Opts};
+use crate::support::pki::Pki;
+use crate::support::{eventually, free_port};
+
+/// What the permission endpoint does for one name.
+#[derive(Clone, Copy)]
+enum Reply {
+    Status(u16),
+    Garbage,
+    Hang,
+}
+
+/// The permission endpoint: answers by name, counts the questions per name.
+struct Endpoint {
+    port: u16,
+    asked: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Endpoint {
+    async fn start(answer: fn(&str) -> Reply) -> Endpoint {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let asked: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let counts = asked.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let counts = counts.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head);
+                    let target = text.split(' ').nth(1).unwrap_or("");
+                    let domain = target
+                        .split_once("?domain=")
+                        .map(|(_, d)| d.to_string())
+                        .unwrap_or_default();
+                    *counts
+                        .lock()
+                        .expect("lock")
+                        .entry(domain.clone())
+                        .or_default() += 1;
+                    match answer(&domain) {
+                        Reply::Status(code) => {
+                            let response = format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                            let _ = tcp.write_all(response.as_bytes()).await;
+                        }
+                        Reply::Garbage => {
+                            let _ = tcp.write_all(b"\x00\xffnot http at all\r\n\r\n").await;
+                        }
+                        Reply::Hang => tokio::time::sleep(Duration::from_secs(60)).await,
+                    }
+                    let _ = tcp.shutdown().await;
+                });
+            }
+        });
+        Endpoint { port, asked }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/allowed", self.port)
+    }
+
+    fn asked(&self, name: &str) -> usize {
+        self.asked
+            .lock()
+            .expect("lock")
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// The catch-all site ordering on demand, asking `permission`.
+fn catch_all(permission: &str, extra: &str) -> String {
+    format!(
+        "[[site]]\nname = \"customers\"\nhosts = [\"*\"]\n\
+         tls = {{ acme = true, on_demand = {{ permission = \"{permission}\", wait = \"10s\"{extra} }} }}\n\
+         respond = {{ body = \"customers\" }}\n"
+    )
+}
+
+/// The admin socket's /metrics.
+fn metrics(dir: &Path) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--unix-socket"])
+        .arg(dir.join("state/admin.sock"))
+        .arg("http://localhost/metrics")
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_name_is_ordered_and_served_a_refused_one_is_never_ordered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let endpoint = Endpoint::start(|name| match name {
+        "shop.customer.test" => Reply::Status(200),
+        _ => Reply::Status(403),
+    })
+    .await;
+    let pki = Pki::new(&dir.join("pki"));
+    let certs = dir.join("certs");
+    std::fs::create_dir(&certs).expect("mkdir");
+    pki.put_pair(&certs, "pooled", "pooled", &["pooled.customer.test"]);
+    let sites = format!(
+        "[[certificate]]\ndir = \"certs\"\n{}",
+        catch_all(&endpoint.url(), "")
+    );
+    // Portico's ports are chosen before Pebble starts (it validates on them).
+    let (pebble, ports, mut node) = {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let hold = |_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let held: [std::net::TcpListener; 2] = std::array::from_fn(hold);
+            let port = |l: &std::net::TcpListener| l.local_addr().expect("addr").port();
+            let ports = (port(&held[0]), port(&held[1]));
+            let pebble = pebble_with(
+                &dir.join("pebble"),
+                ports.0,
+                ports.1,
+                r#""externalAccountBindingRequired": false"#,
+            );
+            write_config_with(dir, &pebble, r#"["tls-alpn-01"]"#, "", ports, &sites);
+            drop(held);
+            let mut node = portico(dir, "portico.log");
+            if listens(&mut node, ports.1) {
+                break (pebble, ports, node);
+            }
+            assert!(attempt < 3, "portico did not start: {}", log(dir));
+        }
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], ports.1));
+
+    // A name with a pool certificate never reaches the endpoint.
+    let (_, presented) = connect(addr, &Opts::sni("pooled.customer.test"))
+        .await
+        .expect("pooled name served");
+    assert_eq!(presented.sans, ["pooled.customer.test"]);
+
+    // The allowed name: the first handshake waits for the order; if Pebble is slower than
+    // the wait, the next try gets it.
+    let start = Instant::now();
+    let presented = loop {
+        match connect(addr, &Opts::sni("shop.customer.test")).await {
+            Ok((_, presented)) => break presented,
+            Err(e) => {
+                assert_eq!(alert(&e), Some(AlertDescription::UnrecognisedName), "{e}");
+                assert!(
+                    start.elapsed() < Duration::from_secs(120),
+                    "never served: {}",
+                    log(dir)
+                );
+            }
+        }
+    };
+    assert_eq!(presented.sans, ["shop.customer.test"]);
+    assert_eq!(endpoint.asked("shop.customer.test"), 1);
+
+    // A refused name: unrecognized_name every time, one question (the cache), no order.
+    for _ in 0..5 {
+        let Err(e) = connect(addr, &Opts::sni("scanner.customer.test")).await else {
+            panic!("a refused name was served");
+        };
+        assert_eq!(alert(&e), Some(AlertDescription::UnrecognisedName), "{e}");
+    }
+    assert_eq!(endpoint.asked("scanner.customer.test"), 1);
+    assert_eq!(endpoint.asked("pooled.customer.test"), 0);
+    let text = metrics(dir);
+    let series = |s: &str| value(&text, s);
+    assert_eq!(
+        series("portico_on_demand_orders_total{outcome=\"issued\"}"),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        series("portico_on_demand_orders_total{outcome=\"failed\"}"),
+        0
+    );
+    assert_eq!(
+        series("portico_on_demand_permission_lookups_total{answer=\"yes\"}"),
+        1
+    );
+    assert_eq!(
+        series("portico_on_demand_permission_lookups_total{answer=\"no\"}"),
+        1
+    );
+    assert!(
+        series("portico_on_demand_permission_cache_hits_total") >= 4,
+        "{text}"
+    );
+    // Stored where a restart finds it: the certificate store.
+    assert!(dir
+        .join("state/certificates/on-demand.shop.customer.test.pem")
+        .exists());
+
+    // explain tells a refused name from an unknown one (over the running server).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["explain", "--live", "-c"])
+        .arg(dir.join("portico.toml"))
+        .arg("scanner.customer.test")
+        .output()
+        .expect("explain");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("refused it (cached)"), "{said}");
+
+    // After a restart, with Pebble gone, the stored certificate serves without a question.
+    drop(node);
+    drop(pebble);
+    node = portico(dir, "restart.log");
+    assert!(listens(&mut node, ports.1), "{}", log(dir));
+    let (_, presented) = connect(addr, &Opts::sni("shop.customer.test"))
+        .await
+        .expect("served after a restart");
+    assert_eq!(presented.sans, ["shop.customer.test"]);
+    assert_eq!(endpoint.asked("shop.customer.test"), 1);
+    drop(node);
+}
+
+fn log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("portico.log")).unwrap_or_default()
+}
+
+/// A configuration with the catch-all site and an `[acme]` table that is never asked
+/// (nothing is allowed, so nothing is ordered).
+fn no_order_config(dir: &Path, port: u16, permission: &str) -> std::path::PathBuf {
+    let config = dir.join("portico.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"state\"\n[acme]\ndirectory = \"https://127.0.0.1:1/dir\"\n\
+             [[listener]]\naddress = \"127.0.0.1:{port}\"\n{}",
+            catch_all(permission, ", refused_ttl = \"10m\"")
+        ),
+    )
+    .expect("write");
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_permission_endpoint_down_is_a_no_with_a_log_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let closed = free_port();
+    let port = free_port();
+    let config = no_order_config(
+        dir.path(),
+        port,
+        &format!("http://127.0.0.1:{closed}/allowed"),
+    );
+    let node = Logged::serve(&config);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    eventually("serving", || std::net::TcpStream::connect(addr).ok());
+    for _ in 0..3 {
+        let Err(e) = connect(addr, &Opts::sni("down.customer.test")).await else {
+            panic!("served without permission");
+        };
+        assert_eq!(alert(&e), Some(AlertDescription::UnrecognisedName), "{e}");
+    }
+    let line = node.line_containing("the permission endpoint did not answer");
+    assert!(line.contains("down.customer.test"), "{line}");
+    let text = metrics(dir.path());
+    // Asked once: "no answer" is cached too (for a shorter time than a no).
+    assert_eq!(
+        value(
+            &text,
+            "portico_on_demand_permission_lookups_total{answer=\"error\"}"
+        ),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "portico_on_demand_orders_total{outcome=\"issued\"}"),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_or_silence_from_the_endpoint_is_a_no_and_other_names_go_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).expect("mkdir");
+    pki.put_pair(&certs, "pooled", "pooled", &["pooled.customer.test"]);
+    let endpoint = Endpoint::start(|name| match name {
+        "garbage.customer.test" => Reply::Garbage,
+        "silent.customer.test" => Reply::Hang,
+        _ => Reply::Status(403),
+    })
+    .await;
+    let port = free_port();
+    let config = no_order_config(dir.path(), port, &endpoint.url());
+    let text = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(
+        &config,
+        text.replace("[[site]]", "[[certificate]]\ndir = \"certs\"\n[[site]]"),
+    )
+    .expect("write");
+    let node = Logged::serve(&config);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    eventually("serving", || std::net::TcpStream::connect(addr).ok());
+    // A silent endpoint holds its handshake (at most the look-up's timeout), not others.
+    let silent =
+        tokio::spawn(async move { connect(addr, &Opts::sni("silent.customer.test")).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, presented) = connect(addr, &Opts::sni("pooled.customer.test"))
+        .await
+        .expect("a pooled name is served meanwhile");
+    assert_eq!(presented.sans, ["pooled.customer.test"]);
+    let Err(e) = connect(addr, &Opts::sni("garbage.customer.test")).await else {
+        panic!("served on a garbage answer");
+    };
+    assert_eq!(alert(&e), Some(AlertDescription::UnrecognisedName), "{e}");
+    let Err(e) = silent.await.expect("join") else {
+        panic!("served on no answer");
+    };
+    assert_eq!(alert(&e), Some(AlertDescription::UnrecognisedName), "{e}");
+    node.line_containing("did not answer in time");
+    let line = node.line_containing("garbage.customer.test");
+    assert!(line.contains("did not answer"), "{line}");
+    assert_eq!(endpoint.asked("pooled.customer.test"), 0);
+
+    // A flood of refused names: one question each, then the cache; no order.
+    for round in 0..2 {
+        for i in 0..20 {
+            let name = format!("n{i}.flood.test");
+            assert!(connect(addr, &Opts::sni(&name)).await.is_err(), "{round}");
+        }
+    }
+    for i in 0..20 {
+        assert_eq!(endpoint.asked(&format!("n{i}.flood.test")), 1);
+    }
+    let text = metrics(dir.path());
+    assert_eq!(
+        value(
+            &text,
+            "portico_on_demand_permission_lookups_total{answer=\"no\"}"
+        ),
+        20,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "portico_on_demand_orders_total{outcome=\"issued\"}")
+            + value(&text, "portico_on_demand_orders_total{outcome=\"failed\"}"),
+        0
+    );
+}
