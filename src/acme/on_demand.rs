@@ -41,6 +41,9 @@ use crate::runtime::Runtime;
 
 /// How long the permission endpoint has to answer.
 pub const PERMISSION_TIMEOUT: Duration = Duration::from_secs(3);
+/// The most look-ups at the endpoint at once; more wait for a turn (within their
+/// handshake's wait), so a flood of names does not become a flood of requests.
+const MAX_LOOKUPS: usize = 64;
 /// How long "the endpoint did not answer" is believed: shorter than a no.
 const ERROR_TTL: Duration = Duration::from_secs(30);
 /// The backoff of a name after its first failed order; it doubles after each failure.
@@ -133,6 +136,7 @@ pub struct Orders {
     dispatcher: OnceLock<()>,
     account: tokio::sync::Mutex<Option<instant_acme::Account>>,
     client: OnceLock<Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>>,
+    lookups: OnceLock<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Orders {
@@ -310,6 +314,11 @@ impl Orders {
                 .pool_max_idle_per_host(4)
                 .build_http()
         });
+        let turns = self
+            .lookups
+            .get_or_init(|| tokio::sync::Semaphore::new(MAX_LOOKUPS));
+        // The semaphore is never closed.
+        let _turn = turns.acquire().await.ok();
         let url = format!("{}?domain={}", ctx.od.permission, name.as_str());
         let counters = &ctx.metrics.on_demand;
         let uri = match url.parse::<hyper::Uri>() {

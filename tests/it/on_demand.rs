@@ -97,10 +97,10 @@ impl Endpoint {
 }
 
 /// The catch-all site ordering on demand, asking `permission`.
-fn catch_all(permission: &str, extra: &str) -> String {
+fn catch_all(permission: &str, wait: &str, extra: &str) -> String {
     format!(
         "[[site]]\nname = \"customers\"\nhosts = [\"*\"]\n\
-         tls = {{ acme = true, on_demand = {{ permission = \"{permission}\", wait = \"10s\"{extra} }} }}\n\
+         tls = {{ acme = true, on_demand = {{ permission = \"{permission}\", wait = \"{wait}\"{extra} }} }}\n\
          respond = {{ body = \"customers\" }}\n"
     )
 }
@@ -128,7 +128,7 @@ async fn an_allowed_name_is_ordered_and_served_a_refused_one_is_never_ordered() 
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let endpoint = Endpoint::start(|name| match name {
-        "shop.customer.test" => Reply::Status(200),
+        "shop.customer.test" | "second.customer.test" => Reply::Status(200),
         _ => Reply::Status(403),
     })
     .await;
@@ -138,7 +138,7 @@ async fn an_allowed_name_is_ordered_and_served_a_refused_one_is_never_ordered() 
     pki.put_pair(&certs, "pooled", "pooled", &["pooled.customer.test"]);
     let sites = format!(
         "[[certificate]]\ndir = \"certs\"\n{}",
-        catch_all(&endpoint.url(), "")
+        catch_all(&endpoint.url(), "3s", ", orders_per_hour = 1")
     );
     // Portico's ports are chosen before Pebble starts (it validates on them).
     let (pebble, ports, mut node) = {
@@ -238,6 +238,27 @@ async fn an_allowed_name_is_ordered_and_served_a_refused_one_is_never_ordered() 
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("refused it (cached)"), "{said}");
 
+    // orders_per_hour = 1: a second allowed name waits in the queue (and its handshake
+    // is refused after the wait), it is not ordered.
+    let Err(e) = connect(addr, &Opts::sni("second.customer.test")).await else {
+        panic!("a second order within the hour");
+    };
+    assert_eq!(alert(&e), Some(AlertDescription::UnrecognisedName), "{e}");
+    let text = metrics(dir);
+    assert_eq!(value(&text, "portico_on_demand_orders_queued"), 1, "{text}");
+    assert_eq!(
+        value(&text, "portico_on_demand_orders_total{outcome=\"issued\"}"),
+        1
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["explain", "--live", "-c"])
+        .arg(dir.join("portico.toml"))
+        .arg("second.customer.test")
+        .output()
+        .expect("explain");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("its order is queued"), "{said}");
+
     // After a restart, with Pebble gone, the stored certificate serves without a question.
     drop(node);
     drop(pebble);
@@ -264,7 +285,7 @@ fn no_order_config(dir: &Path, port: u16, permission: &str) -> std::path::PathBu
         format!(
             "state_dir = \"state\"\n[acme]\ndirectory = \"https://127.0.0.1:1/dir\"\n\
              [[listener]]\naddress = \"127.0.0.1:{port}\"\n{}",
-            catch_all(permission, ", refused_ttl = \"10m\"")
+            catch_all(permission, "10s", ", refused_ttl = \"10m\"")
         ),
     )
     .expect("write");
