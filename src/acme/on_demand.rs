@@ -52,6 +52,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 /// The most names waiting for an order; an allowed name beyond it is queued at a later
 /// handshake.
 const MAX_QUEUE: usize = 10_000;
+/// Bounds on the time between two renewal sweeps over the pool.
+const SWEEP_MIN: Duration = Duration::from_secs(5);
+const SWEEP_MAX: Duration = Duration::from_secs(3600);
 /// How often a waiting handshake looks at the pool.
 const POLL: Duration = Duration::from_millis(50);
 /// The prefix of the pairs' names in the certificate store.
@@ -103,6 +106,13 @@ pub enum Standing {
     BackingOff(u64),
 }
 
+/// What the serve loop connects.
+struct Out {
+    issued: mpsc::UnboundedSender<Issued>,
+    fleet: Option<Arc<Fleet>>,
+    runtime: Arc<arc_swap::ArcSwap<Runtime>>,
+}
+
 /// What an order needs, from the runtime a handshake ran on.
 struct Ctx {
     od: Arc<OnDemand>,
@@ -123,6 +133,8 @@ struct Inner {
     started: VecDeque<Instant>,
     running: usize,
     ctx: Option<Arc<Ctx>>,
+    /// When the store's on-demand certificates are looked at next for renewal.
+    next_sweep: Option<Instant>,
 }
 
 /// The process's on-demand orders (one, in `Shared`): the permission cache, the queue and
@@ -132,8 +144,8 @@ pub struct Orders {
     inner: Mutex<Inner>,
     wake: Notify,
     /// Set by the serve loop: where issued pairs go, and the fleet.
-    out: OnceLock<(mpsc::UnboundedSender<Issued>, Option<Arc<Fleet>>)>,
-    dispatcher: OnceLock<()>,
+    /// Set by the serve loop: where issued pairs go, the fleet, the runtime serving.
+    out: OnceLock<Out>,
     account: tokio::sync::Mutex<Option<instant_acme::Account>>,
     client: OnceLock<Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>>,
     lookups: OnceLock<tokio::sync::Semaphore>,
@@ -159,8 +171,20 @@ impl Orders {
     /// Called once by the serve loop: issued pairs are sent on `issued`; with `fleet`,
     /// orders take its per-name lock. Without it (`check`, tests of the runtime alone)
     /// nothing is ordered.
-    pub fn connect(&self, issued: mpsc::UnboundedSender<Issued>, fleet: Option<Arc<Fleet>>) {
-        let _ = self.out.set((issued, fleet));
+    pub fn connect(
+        self: &Arc<Self>,
+        issued: mpsc::UnboundedSender<Issued>,
+        fleet: Option<Arc<Fleet>>,
+        runtime: Arc<arc_swap::ArcSwap<Runtime>>,
+    ) {
+        let out = Out {
+            issued,
+            fleet,
+            runtime,
+        };
+        if self.out.set(out).is_ok() {
+            tokio::spawn(self.clone().dispatch());
+        }
     }
 
     /// Where `name` stands, for `explain`.
@@ -226,8 +250,15 @@ impl Orders {
         }
     }
 
+    /// The context of the runtime serving, if it has an on-demand site.
+    fn current_ctx(&self) -> Option<Arc<Ctx>> {
+        let rt = self.out.get()?.runtime.load_full();
+        let site = rt.config.sites.iter().position(|s| s.on_demand.is_some())?;
+        self.ctx(&rt, site)
+    }
+
     /// The context for `rt`, made once per runtime.
-    fn ctx(self: &Arc<Self>, rt: &Arc<Runtime>, site: usize) -> Option<Arc<Ctx>> {
+    fn ctx(&self, rt: &Arc<Runtime>, site: usize) -> Option<Arc<Ctx>> {
         let mut inner = self.lock();
         if let Some(ctx) = &inner.ctx {
             if std::ptr::eq(ctx.rt.as_ptr(), Arc::as_ptr(rt)) {
@@ -249,10 +280,6 @@ impl Orders {
         // The cache follows the newest bound.
         evict(&mut inner.answers, ctx.od.cache_entries);
         inner.ctx = Some(ctx.clone());
-        drop(inner);
-        if self.dispatcher.set(()).is_ok() {
-            tokio::spawn(self.clone().dispatch());
-        }
         Some(ctx)
     }
 
@@ -387,19 +414,20 @@ impl Orders {
                 Step::Start(ctx, name) => {
                     tokio::spawn(self.clone().order(ctx, name));
                 }
+                Step::Sweep(ctx) => self.sweep(ctx).await,
                 Step::Until(at) => {
                     tokio::select! {
                         _ = self.wake.notified() => {}
                         _ = tokio::time::sleep_until(at.into()) => {}
                     }
                 }
-                Step::Wait => self.wake.notified().await,
             }
         }
     }
 
     /// What the dispatcher does next, decided under the lock.
     fn step(&self, hour: Duration) -> Step {
+        let ctx = self.current_ctx();
         let mut inner = self.lock();
         let now = Instant::now();
         while inner
@@ -409,8 +437,15 @@ impl Orders {
         {
             inner.started.pop_front();
         }
-        let Some(ctx) = inner.ctx.clone() else {
-            return Step::Wait;
+        let Some(ctx) = ctx.or_else(|| inner.ctx.clone()) else {
+            return Step::Until(now + SWEEP_MAX);
+        };
+        let sweep_at = match inner.next_sweep {
+            Some(at) if at > now => at,
+            _ => {
+                inner.next_sweep = Some(now + SWEEP_MAX);
+                return Step::Sweep(ctx);
+            }
         };
         let hourly_full = inner.started.len() >= ctx.od.orders_per_hour;
         if !hourly_full && inner.running < ctx.od.max_orders {
@@ -422,13 +457,62 @@ impl Orders {
                     ctx.metrics.on_demand.set_queued(inner.queue.len());
                     Step::Start(ctx, name)
                 }
-                None => Step::Wait,
+                None => Step::Until(sweep_at),
             }
         } else if hourly_full && !inner.queue.is_empty() {
             let first = inner.started.front().copied().unwrap_or(now);
-            Step::Until(first + hour)
+            Step::Until((first + hour).min(sweep_at))
         } else {
-            Step::Wait
+            Step::Until(sweep_at)
+        }
+    }
+
+    /// Renewal: the store's on-demand certificates past their renewal time (a third of
+    /// their lifetime left) are queued again, if the endpoint still allows the name (its
+    /// cached answer counts). The next sweep is at the next renewal time, within
+    /// [`SWEEP_MIN`] and [`SWEEP_MAX`].
+    async fn sweep(self: &Arc<Self>, ctx: Arc<Ctx>) {
+        let Some(out) = self.out.get() else { return };
+        let rt = out.runtime.load_full();
+        // A pass over the pool: off the threads that run connections.
+        let found = tokio::task::spawn_blocking(move || {
+            let now = crate::runtime::unix_now();
+            let mut due = Vec::new();
+            let mut next = i64::MAX;
+            for c in rt.pool().certs() {
+                if !rt.is_stored(c) {
+                    continue;
+                }
+                let stem = c.cert_file.file_stem().and_then(|s| s.to_str());
+                let Some(host) = stem.and_then(|s| s.strip_prefix(STORE_PREFIX)) else {
+                    continue;
+                };
+                let Ok(name) = HostName::parse(host) else {
+                    continue;
+                };
+                let at = renew_at(c);
+                if at <= now {
+                    due.push(name);
+                } else {
+                    next = next.min(at);
+                }
+            }
+            (due, next.saturating_sub(now))
+        })
+        .await;
+        let (due, next) = found.unwrap_or_default();
+        let wait =
+            Duration::from_secs(u64::try_from(next).unwrap_or(0)).clamp(SWEEP_MIN, SWEEP_MAX);
+        self.lock().next_sweep = Some(Instant::now() + wait);
+        for name in due {
+            tracing::info!(host = %name, "on-demand: the certificate is due for renewal");
+            let this = self.clone();
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                if this.permitted(&ctx, &name).await {
+                    this.request(&ctx, &name);
+                }
+            });
         }
     }
 
@@ -440,11 +524,14 @@ impl Orders {
         match result {
             Ok(Some(issued)) => {
                 inner.orders.remove(&name);
+                // The next sweep finds it in the pool and plans its renewal.
+                let soon = Instant::now() + SWEEP_MIN;
+                inner.next_sweep = Some(inner.next_sweep.map_or(soon, |at| at.min(soon)));
                 drop(inner);
                 ctx.metrics.on_demand.order(OrderOutcome::Issued);
                 tracing::info!(host = %name, store = %issued.store_name, "on-demand: certificate issued");
-                if let Some((tx, _)) = self.out.get() {
-                    let _ = tx.send(issued);
+                if let Some(out) = self.out.get() {
+                    let _ = out.issued.send(issued);
                 }
             }
             Ok(None) => {
@@ -482,11 +569,16 @@ impl Orders {
     /// Orders the certificate (under the fleet's lock in a fleet); None when not this
     /// node's to order.
     async fn issue(&self, ctx: &Ctx, name: &HostName) -> Result<Option<Issued>, AcmeError> {
-        if ctx.rt.upgrade().is_some_and(|rt| rt.pool().covers(name)) {
-            return Ok(None);
+        // Another node's order, or a pair put in the store meanwhile, may have covered it.
+        if let Some(out) = self.out.get() {
+            let pool = out.runtime.load().pool();
+            let now = crate::runtime::unix_now();
+            if pool.candidates(name).0.iter().any(|c| renew_at(c) > now) {
+                return Ok(None);
+            }
         }
         let store_name = format!("{STORE_PREFIX}{}", name.as_str());
-        let fleet = self.out.get().and_then(|(_, f)| f.clone());
+        let fleet = self.out.get().and_then(|o| o.fleet.clone());
         let lock = match &fleet {
             Some(fleet) => match fleet.lock(&ctx.home, &store_name).await? {
                 Some(lock) => Some(lock),
@@ -595,8 +687,14 @@ fn evict_failed(orders: &mut HashMap<HostName, OrderState>, bound: usize) {
 /// The dispatcher's next step.
 enum Step {
     Start(Arc<Ctx>, HostName),
+    Sweep(Arc<Ctx>),
     Until(Instant),
-    Wait,
+}
+
+/// When a certificate is renewed: when a third of its lifetime is left (the rule of
+/// `tls = "acme"` sites without ARI, without their random spread).
+fn renew_at(c: &crate::tls::load::Cert) -> i64 {
+    c.not_after - (c.not_after - c.not_before) / 3
 }
 
 /// The answer label of permission look-ups.

@@ -140,30 +140,8 @@ async fn an_allowed_name_is_ordered_and_served_a_refused_one_is_never_ordered() 
         "[[certificate]]\ndir = \"certs\"\n{}",
         catch_all(&endpoint.url(), "3s", ", orders_per_hour = 1")
     );
-    // Portico's ports are chosen before Pebble starts (it validates on them).
-    let (pebble, ports, mut node) = {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let hold = |_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            let held: [std::net::TcpListener; 2] = std::array::from_fn(hold);
-            let port = |l: &std::net::TcpListener| l.local_addr().expect("addr").port();
-            let ports = (port(&held[0]), port(&held[1]));
-            let pebble = pebble_with(
-                &dir.join("pebble"),
-                ports.0,
-                ports.1,
-                r#""externalAccountBindingRequired": false"#,
-            );
-            write_config_with(dir, &pebble, r#"["tls-alpn-01"]"#, "", ports, &sites);
-            drop(held);
-            let mut node = portico(dir, "portico.log");
-            if listens(&mut node, ports.1) {
-                break (pebble, ports, node);
-            }
-            assert!(attempt < 3, "portico did not start: {}", log(dir));
-        }
-    };
+    let (pebble, ports, mut node) =
+        start(dir, &sites, r#""externalAccountBindingRequired": false"#);
     let addr = SocketAddr::from(([127, 0, 0, 1], ports.1));
 
     // A name with a pool certificate never reaches the endpoint.
@@ -174,20 +152,7 @@ async fn an_allowed_name_is_ordered_and_served_a_refused_one_is_never_ordered() 
 
     // The allowed name: the first handshake waits for the order; if Pebble is slower than
     // the wait, the next try gets it.
-    let start = Instant::now();
-    let presented = loop {
-        match connect(addr, &Opts::sni("shop.customer.test")).await {
-            Ok((_, presented)) => break presented,
-            Err(e) => {
-                assert_eq!(alert(&e), Some(AlertDescription::UnrecognisedName), "{e}");
-                assert!(
-                    start.elapsed() < Duration::from_secs(120),
-                    "never served: {}",
-                    log(dir)
-                );
-            }
-        }
-    };
+    let presented = served(addr, "shop.customer.test", dir).await;
     assert_eq!(presented.sans, ["shop.customer.test"]);
     assert_eq!(endpoint.asked("shop.customer.test"), 1);
 
@@ -270,6 +235,89 @@ async fn an_allowed_name_is_ordered_and_served_a_refused_one_is_never_ordered() 
     assert_eq!(presented.sans, ["shop.customer.test"]);
     assert_eq!(endpoint.asked("shop.customer.test"), 1);
     drop(node);
+}
+
+/// Pebble (with `pebble_extra`) and Portico serving `sites`, on ports chosen before
+/// Pebble starts (it validates on them).
+fn start(
+    dir: &Path,
+    sites: &str,
+    pebble_extra: &str,
+) -> (crate::acme::Pebble, (u16, u16), crate::support::Running) {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let hold = |_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let held: [std::net::TcpListener; 2] = std::array::from_fn(hold);
+        let port = |l: &std::net::TcpListener| l.local_addr().expect("addr").port();
+        let ports = (port(&held[0]), port(&held[1]));
+        let pebble = pebble_with(&dir.join("pebble"), ports.0, ports.1, pebble_extra);
+        write_config_with(dir, &pebble, r#"["tls-alpn-01"]"#, "", ports, sites);
+        drop(held);
+        let mut node = portico(dir, "portico.log");
+        if listens(&mut node, ports.1) {
+            return (pebble, ports, node);
+        }
+        assert!(attempt < 3, "portico did not start: {}", log(dir));
+    }
+}
+
+/// Connects until `name` is served (each refusal must be unrecognized_name).
+async fn served(addr: SocketAddr, name: &str, dir: &Path) -> crate::support::client::Presented {
+    let start = Instant::now();
+    loop {
+        match connect(addr, &Opts::sni(name)).await {
+            Ok((_, presented)) => return presented,
+            Err(e) => {
+                assert_eq!(alert(&e), Some(AlertDescription::UnrecognisedName), "{e}");
+                assert!(
+                    start.elapsed() < Duration::from_secs(120),
+                    "never served: {}",
+                    log(dir)
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_certificate_is_renewed_before_it_expires() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let endpoint = Endpoint::start(|_| Reply::Status(200)).await;
+    let sites = catch_all(&endpoint.url(), "5s", "");
+    // 30-second certificates: renewed when 10 s are left.
+    let (_pebble, ports, _node) = start(
+        dir,
+        &sites,
+        r#""externalAccountBindingRequired": false, "certificateValidityPeriod": 30"#,
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], ports.1));
+    let first = served(addr, "renew.customer.test", dir).await;
+    let start = Instant::now();
+    let renewed = loop {
+        let (_, now) = connect(addr, &Opts::sni("renew.customer.test"))
+            .await
+            .expect("served while it is renewed");
+        if now.serial != first.serial {
+            break now;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "never renewed: {}",
+            log(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(renewed.sans, ["renew.customer.test"]);
+    let text = metrics(dir);
+    assert!(
+        value(&text, "portico_on_demand_orders_total{outcome=\"issued\"}") >= 2,
+        "{text}"
+    );
+    // The renewal took the cached yes.
+    assert_eq!(endpoint.asked("renew.customer.test"), 1);
+    assert!(log(dir).contains("due for renewal"));
 }
 
 fn log(dir: &Path) -> String {

@@ -597,7 +597,9 @@ async fn serve(
     // On-demand orders (acme::on_demand) send their pairs here; they take the admin API's
     // path into the certificate store (and, in a fleet, etcd).
     let (on_demand_tx, mut on_demand_issued) = tokio::sync::mpsc::unbounded_channel();
-    shared.on_demand.connect(on_demand_tx, fleet_acme.clone());
+    shared
+        .on_demand
+        .connect(on_demand_tx, fleet_acme.clone(), server.runtime_handle());
     let mut acme = AcmeTasks::start(&server.runtime().config, &shared, issued_tx, fleet_acme);
     // Every listener is bound, the runtime installed and the control socket (which
     // `ExecReload=portico reload` talks to) is up.
