@@ -447,3 +447,77 @@ async fn garbage_or_silence_from_the_endpoint_is_a_no_and_other_names_go_on() {
         0
     );
 }
+
+/// In a fleet: the node a client asks orders, under the fleet's lock for the name; Pebble
+/// validates at the other node, which answers from etcd; the pair goes through etcd to
+/// the other node, which serves it without asking the endpoint or ordering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_fleet_one_node_orders_and_every_node_serves_it() {
+    use crate::cluster_acme::{log, logs, wait_listening, Fleet, PREFIX};
+    const NAME: &str = "fleet.customer.test";
+    let endpoint = Endpoint::start(|_| Reply::Status(200)).await;
+    // Pebble resolves every name to node a; node b is asked, so b orders.
+    let fleet = Fleet::new(r#"["tls-alpn-01"]"#, "127.0.0.2");
+    let start = |name: &str, ip: &str| {
+        let dir = fleet.node_dir(name);
+        std::fs::create_dir_all(&dir).expect("node dir");
+        std::fs::write(
+            dir.join("portico.toml"),
+            format!(
+                "state_dir = \"state\"\n\
+                 [acme]\ndirectory = \"{}\"\nemail = \"ops@example.test\"\nca = \"{}\"\nchallenges = [\"tls-alpn-01\"]\n\
+                 [[listener]]\naddress = \"{ip}:{}\"\nkind = \"http\"\n\
+                 [[listener]]\naddress = \"{ip}:{}\"\n{}\
+                 [cluster]\netcd = {}\nprefix = \"{PREFIX}\"\nnode = \"{name}\"\nkey_file = \"{}\"\n",
+                fleet.pebble.directory,
+                fleet.pebble.ca.display(),
+                fleet.ports.0,
+                fleet.ports.1,
+                catch_all(&endpoint.url(), "10s", ""),
+                fleet.etcd.toml_list(),
+                fleet.key.display()
+            ),
+        )
+        .expect("config");
+        let node = Logged::serve(&dir.join("portico.toml"));
+        wait_listening(ip, fleet.ports.1);
+        node
+    };
+    let a = start("a", "127.0.0.2");
+    let b = start("b", "127.0.0.3");
+    let nodes = || logs(&[("a", &a), ("b", &b)]);
+    let at = |ip: [u8; 4]| SocketAddr::from((ip, fleet.ports.1));
+    let t = Instant::now();
+    let from_b = loop {
+        match connect(at([127, 0, 0, 3]), &Opts::sni(NAME)).await {
+            Ok((_, presented)) => break presented,
+            Err(e) => {
+                assert_eq!(alert(&e), Some(AlertDescription::UnrecognisedName), "{e}");
+                assert!(t.elapsed() < Duration::from_secs(120), "{}", nodes());
+            }
+        }
+    };
+    assert_eq!(from_b.sans, [NAME]);
+    // Node a installs it from etcd (before any handshake there could ask or order).
+    a.line_containing(&format!("fleet PUT certificates/on-demand.{NAME}"));
+    let (_, from_a) = connect(at([127, 0, 0, 2]), &Opts::sni(NAME))
+        .await
+        .unwrap_or_else(|e| panic!("node a: {e}\n{}", log(&a)));
+    assert_eq!(from_a.sha256, from_b.sha256);
+    assert_eq!(endpoint.asked(NAME), 1, "{}", nodes());
+    assert_eq!(fleet.pebble_orders(), 1);
+    let issued = |node: &str| {
+        value(
+            &metrics(&fleet.node_dir(node)),
+            "portico_on_demand_orders_total{outcome=\"issued\"}",
+        )
+    };
+    assert_eq!((issued("a"), issued("b")), (0, 1));
+    // etcd holds the pair (its key sealed), where a new node would find it.
+    let keys: Vec<String> = fleet.stored().into_iter().map(|(k, _)| k).collect();
+    assert!(
+        keys.iter()
+            .any(|k| k.ends_with(&format!("certificates/on-demand.{NAME}.pem"))),
+        "{keys:?}"
+    );
+}
