@@ -44,6 +44,9 @@ pub const PERMISSION_TIMEOUT: Duration = Duration::from_secs(3);
 /// The most look-ups at the endpoint at once; more wait for a turn (within their
 /// handshake's wait), so a flood of names does not become a flood of requests.
 const MAX_LOOKUPS: usize = 64;
+/// The most handshakes waiting at once (for a look-up or a certificate); beyond it a
+/// handshake starts the look-up and the order in the background and is refused at once.
+const MAX_WAITING: usize = 1024;
 /// How long "the endpoint did not answer" is believed: shorter than a no.
 const ERROR_TTL: Duration = Duration::from_secs(30);
 /// The backoff of a name after its first failed order; it doubles after each failure.
@@ -149,6 +152,17 @@ pub struct Orders {
     account: tokio::sync::Mutex<Option<instant_acme::Account>>,
     client: OnceLock<Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>>,
     lookups: OnceLock<tokio::sync::Semaphore>,
+    /// Handshakes in [`Orders::wait`] now.
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// One handshake counted in `Orders::waiting` while it lives.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Orders {
@@ -223,6 +237,22 @@ impl Orders {
             return false;
         };
         if name.is_wildcard() {
+            return false;
+        }
+        let waiting = self
+            .waiting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting);
+        if waiting >= MAX_WAITING {
+            // Too many wait already: this one is refused now, and what it would have
+            // waited for goes on, so a later try may be served.
+            let this = self.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                if this.permitted(&ctx, &name).await {
+                    this.request(&ctx, &name);
+                }
+            });
             return false;
         }
         let deadline = deadline.into_std().min(Instant::now() + ctx.od.wait);
@@ -712,4 +742,50 @@ pub enum OrderOutcome {
     Failed,
     /// Not ordered here: another node held the name's lock, or the pool had it already.
     Elsewhere,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(i: usize) -> HostName {
+        HostName::parse(&format!("n{i}.flood.test")).expect("a name")
+    }
+
+    #[test]
+    fn the_permission_cache_stays_within_its_bound_and_keeps_look_ups_under_way() {
+        let mut answers = HashMap::new();
+        let later = Instant::now() + Duration::from_secs(600);
+        let (_tx, rx) = watch::channel(None);
+        for i in 0..10 {
+            answers.insert(name(i), Answer::Asking(rx.clone()));
+        }
+        for i in 10..2000 {
+            answers.insert(name(i), Answer::No(later));
+            evict(&mut answers, 1000);
+            assert!(answers.len() <= 1000, "{}", answers.len());
+        }
+        for i in 0..10 {
+            assert!(matches!(answers.get(&name(i)), Some(Answer::Asking(_))));
+        }
+    }
+
+    #[test]
+    fn expired_answers_go_first() {
+        let mut answers = HashMap::new();
+        let past = Instant::now();
+        let later = past + Duration::from_secs(600);
+        for i in 0..100 {
+            let a = if i % 2 == 0 {
+                Answer::Yes(past)
+            } else {
+                Answer::No(later)
+            };
+            answers.insert(name(i), a);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        evict(&mut answers, 60);
+        assert_eq!(answers.len(), 50);
+        assert!(answers.values().all(|a| matches!(a, Answer::No(_))));
+    }
 }
