@@ -291,7 +291,8 @@ impl Orders {
     fn ctx(&self, rt: &Arc<Runtime>, site: usize) -> Option<Arc<Ctx>> {
         let mut inner = self.lock();
         if let Some(ctx) = &inner.ctx {
-            if std::ptr::eq(ctx.rt.as_ptr(), Arc::as_ptr(rt)) {
+            // (A live Weak: a freed runtime's address may be reused by the next.)
+            if ctx.rt.strong_count() > 0 && std::ptr::eq(ctx.rt.as_ptr(), Arc::as_ptr(rt)) {
                 return Some(ctx.clone());
             }
         }

@@ -160,7 +160,7 @@ impl Checker<'_> {
                     self.report.error(
                         &at,
                         "the catch-all host \"*\" takes each name's certificate from the pool; it cannot be combined with another tls mode",
-                        Some("remove tls (the pool is the default), or list the site's names instead of \"*\"".to_string()),
+                        Some("remove tls (the pool is the default), or list the site's names instead of \"*\"; to order each name's certificate at its first handshake, write tls = { acme = true, on_demand = { permission = \"http://...\" } }".to_string()),
                     );
                 }
                 if matches!(action, Some(Action::Passthrough(_))) {
