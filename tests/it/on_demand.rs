@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rustls::AlertDescription;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::acme::{listens, pebble_with, portico, write_config_with};
+use crate::acme::{listens, pebble_resolving, portico, write_config_with};
 use crate::support::admin::Logged;
 use crate::support::client::{alert, connect, Opts};
 use crate::support::pki::Pki;
@@ -244,6 +244,16 @@ fn start(
     sites: &str,
     pebble_extra: &str,
 ) -> (crate::acme::Pebble, (u16, u16), crate::support::Running) {
+    start_resolving(dir, sites, pebble_extra, "127.0.0.1")
+}
+
+/// [`start`] with Pebble resolving every name to `ip`.
+fn start_resolving(
+    dir: &Path,
+    sites: &str,
+    pebble_extra: &str,
+    ip: &str,
+) -> (crate::acme::Pebble, (u16, u16), crate::support::Running) {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -251,7 +261,7 @@ fn start(
         let held: [std::net::TcpListener; 2] = std::array::from_fn(hold);
         let port = |l: &std::net::TcpListener| l.local_addr().expect("addr").port();
         let ports = (port(&held[0]), port(&held[1]));
-        let pebble = pebble_with(&dir.join("pebble"), ports.0, ports.1, pebble_extra);
+        let pebble = pebble_resolving(&dir.join("pebble"), ports.0, ports.1, pebble_extra, ip);
         write_config_with(dir, &pebble, r#"["tls-alpn-01"]"#, "", ports, sites);
         drop(held);
         let mut node = portico(dir, "portico.log");
@@ -520,4 +530,53 @@ async fn in_a_fleet_one_node_orders_and_every_node_serves_it() {
             .any(|k| k.ends_with(&format!("certificates/on-demand.{NAME}.pem"))),
         "{keys:?}"
     );
+}
+
+/// An order that fails (Pebble validates at an address where nothing listens) backs the
+/// name off: later handshakes within the backoff order nothing, and explain says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_order_backs_the_name_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let endpoint = Endpoint::start(|_| Reply::Status(200)).await;
+    let sites = catch_all(&endpoint.url(), "3s", "");
+    let (pebble, ports, _node) = start_resolving(
+        dir,
+        &sites,
+        r#""externalAccountBindingRequired": false"#,
+        "127.0.0.9",
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], ports.1));
+    let name = "unreachable.customer.test";
+    let Err(e) = connect(addr, &Opts::sni(name)).await else {
+        panic!("served without a certificate");
+    };
+    assert_eq!(alert(&e), Some(AlertDescription::UnrecognisedName), "{e}");
+    let failed = || {
+        value(
+            &metrics(dir),
+            "portico_on_demand_orders_total{outcome=\"failed\"}",
+        )
+    };
+    eventually("the order's failure", || (failed() == 1).then_some(()));
+    assert!(log(dir).contains("on-demand: order failed"), "{}", log(dir));
+    for _ in 0..3 {
+        assert!(connect(addr, &Opts::sni(name)).await.is_err());
+    }
+    assert_eq!(failed(), 1, "no new order within the backoff");
+    let orders = std::fs::read_to_string(dir.join("pebble/pebble.log"))
+        .unwrap_or_default()
+        .matches("Added order")
+        .count();
+    assert_eq!(orders, 1);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["explain", "--live", "-c"])
+        .arg(dir.join("portico.toml"))
+        .arg(name)
+        .output()
+        .expect("explain");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("backing off"), "{said}");
+    assert_eq!(endpoint.asked(name), 1);
+    drop(pebble);
 }
