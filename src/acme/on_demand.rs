@@ -515,10 +515,12 @@ impl Orders {
                     continue;
                 }
                 let stem = c.cert_file.file_stem().and_then(|s| s.to_str());
-                let Some(host) = stem.and_then(|s| s.strip_prefix(STORE_PREFIX)) else {
+                if !stem.is_some_and(|s| s.starts_with(STORE_PREFIX)) {
                     continue;
-                };
-                let Ok(name) = HostName::parse(host) else {
+                }
+                // What the pair was ordered for: its one name (the store's name may be
+                // shortened, see `store_name`).
+                let Some(name) = c.names.first().filter(|n| !n.is_wildcard()).cloned() else {
                     continue;
                 };
                 let at = renew_at(c);
@@ -608,7 +610,7 @@ impl Orders {
                 return Ok(None);
             }
         }
-        let store_name = format!("{STORE_PREFIX}{}", name.as_str());
+        let store_name = store_name(name);
         let fleet = self.out.get().and_then(|o| o.fleet.clone());
         let lock = match &fleet {
             Some(fleet) => match fleet.lock(&ctx.home, &store_name).await? {
@@ -715,6 +717,21 @@ fn evict_failed(orders: &mut HashMap<HostName, OrderState>, bound: usize) {
     orders.retain(|_, s| !matches!(s, OrderState::Backoff { until, .. } if *until <= now));
 }
 
+/// The certificate store's name for `name`'s pair: `on-demand.NAME`, or for a name too
+/// long for the store (`tls::dir::MAX_NAME`) its start and a hash of the whole.
+pub fn store_name(name: &HostName) -> String {
+    let whole = format!("{STORE_PREFIX}{}", name.as_str());
+    if whole.len() <= crate::tls::dir::MAX_NAME {
+        return whole;
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, name.as_str().as_bytes());
+    let hash = crate::hex::encode(&digest.as_ref()[..8]);
+    // 64 = prefix (10) + start + "-" + 16 hex digits.
+    let keep = crate::tls::dir::MAX_NAME - STORE_PREFIX.len() - 1 - hash.len();
+    let start: String = name.as_str().chars().take(keep).collect();
+    format!("{STORE_PREFIX}{}-{hash}", start.trim_end_matches('.'))
+}
+
 /// The dispatcher's next step.
 enum Step {
     Start(Arc<Ctx>, HostName),
@@ -769,6 +786,22 @@ mod tests {
         for i in 0..10 {
             assert!(matches!(answers.get(&name(i)), Some(Answer::Asking(_))));
         }
+    }
+
+    #[test]
+    fn store_names_fit_the_store() {
+        let short = HostName::parse("shop.customer.test").expect("name");
+        assert_eq!(store_name(&short), "on-demand.shop.customer.test");
+        let long = HostName::parse(&format!(
+            "{}.{}.customer.test",
+            "a".repeat(60),
+            "b".repeat(60)
+        ))
+        .expect("name");
+        let stored = store_name(&long);
+        assert!(stored.len() <= crate::tls::dir::MAX_NAME, "{stored}");
+        assert_eq!(crate::tls::dir::check_name(&stored), Ok(()), "{stored}");
+        assert!(stored.starts_with("on-demand.aaaa"), "{stored}");
     }
 
     #[test]
