@@ -545,7 +545,24 @@ async fn https(
             return;
         }
     }
-    let resolved = match rt.decide(li, sni_sent) {
+    let decision = match rt.decide(li, sni_sent) {
+        // No certificate yet for a name the catch-all site orders on demand: ask and wait
+        // (bounded by `wait` and the handshake deadline), then decide again; still none
+        // is refused as unknown, the order going on for the next try.
+        Decision::OnDemand { site, name } => {
+            let on_demand = rt.on_demand.clone();
+            on_demand.wait(&rt, site, &name, deadline).await;
+            match rt.decide(li, sni_sent) {
+                Decision::OnDemand { name, .. } => {
+                    Decision::Refuse(Refusal::UnknownName(name.to_string()))
+                }
+                other => other,
+            }
+        }
+        other => other,
+    };
+    let resolved = match decision {
+        Decision::OnDemand { .. } => return,
         Decision::Terminate(r) => r,
         Decision::Passthrough { backend, resolved } => {
             counters.handshake(Handshake::Passthrough);

@@ -12,6 +12,7 @@
 mod challenge;
 mod lock;
 mod manager;
+pub mod on_demand;
 mod order;
 pub mod status;
 mod store;

@@ -335,6 +335,28 @@ pub struct Site {
     pub action: Action,
     /// Client certificates asked for (and verified) on this site's handshakes.
     pub client_auth: Option<ClientAuth>,
+    /// On the catch-all site with `tls = { acme = true, on_demand = { ... } }`: names
+    /// without a certificate in the pool are asked about and ordered at their first
+    /// handshake (`acme::on_demand`).
+    pub on_demand: Option<std::sync::Arc<OnDemand>>,
+}
+
+/// A catch-all site's `on_demand` settings (docs/config.md), checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnDemand {
+    /// The permission endpoint (`http://` only); `?domain=NAME` is added.
+    pub permission: String,
+    /// How long a handshake waits for a certificate being ordered.
+    pub wait: Duration,
+    /// How long a yes and a no from the endpoint are believed.
+    pub allowed_ttl: Duration,
+    pub refused_ttl: Duration,
+    /// How many answers the permission cache keeps.
+    pub cache_entries: usize,
+    /// How many orders run at once.
+    pub max_orders: usize,
+    /// How many orders start in any hour; the rest wait in the queue.
+    pub orders_per_hour: usize,
 }
 
 /// A site's `client_auth`: which CA's client certificates it accepts, whether one is

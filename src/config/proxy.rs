@@ -188,7 +188,12 @@ pub(super) fn parse_upstream(s: &str) -> Result<Upstream, String> {
     Ok(Upstream { scheme, host, port })
 }
 
-fn duration(report: &mut Report, at: &str, value: Option<&str>, default: Duration) -> Duration {
+pub(crate) fn duration(
+    report: &mut Report,
+    at: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Duration {
     let Some(value) = value else { return default };
     match parse_duration(value) {
         Some(d) if !d.is_zero() && d <= MAX_DURATION => d,

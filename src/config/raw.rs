@@ -131,11 +131,38 @@ pub(crate) struct RawCertificate {
 #[derive(Debug, Deserialize)]
 #[serde(
     untagged,
-    expecting = "tls is \"internal\", \"acme\" or a table { cert = ..., key = ... }"
+    expecting = "tls is \"internal\", \"acme\", a table { cert = ..., key = ... } or { acme = true, on_demand = { ... } }"
 )]
 pub(crate) enum RawTls {
     Mode(String),
-    Files(RawCertificate),
+    Table(Box<RawTlsTable>),
+}
+
+/// A site's `tls` table: a pinned pair (`cert`, `key`), or on a catch-all site
+/// `{ acme = true, on_demand = { ... } }`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawTlsTable {
+    pub(crate) cert: Option<String>,
+    pub(crate) key: Option<String>,
+    pub(crate) acme: Option<bool>,
+    pub(crate) on_demand: Option<RawOnDemand>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
+}
+
+/// `on_demand = { permission, wait, allowed_ttl, refused_ttl, cache_entries, max_orders,
+/// orders_per_hour }`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawOnDemand {
+    pub(crate) permission: Option<String>,
+    pub(crate) wait: Option<String>,
+    pub(crate) allowed_ttl: Option<String>,
+    pub(crate) refused_ttl: Option<String>,
+    pub(crate) cache_entries: Option<i64>,
+    pub(crate) max_orders: Option<i64>,
+    pub(crate) orders_per_hour: Option<i64>,
+    #[serde(flatten)]
+    pub(crate) unknown: Unknown,
 }
 
 #[derive(Debug, Deserialize)]

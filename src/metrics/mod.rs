@@ -330,6 +330,49 @@ pub enum Outcome {
     Failed,
 }
 
+/// On-demand TLS (`acme::on_demand`): a few process-wide atomics; the labels are fixed
+/// sets (no host name is ever a label, so a flood of names adds no series).
+#[derive(Debug, Default)]
+pub struct OnDemandCounters {
+    /// Permission look-ups by answer: yes, no, error.
+    lookups: [AtomicU64; 3],
+    /// Answers taken from the permission cache.
+    cache_hits: AtomicU64,
+    /// Orders by outcome: issued, failed, elsewhere.
+    orders: [AtomicU64; 3],
+    /// Names waiting for an order now.
+    queued: AtomicU64,
+}
+
+impl OnDemandCounters {
+    pub fn lookup(&self, answer: crate::acme::on_demand::Lookup) {
+        self.lookups[answer as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn cache_hit(&self) {
+        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn order(&self, outcome: crate::acme::on_demand::OrderOutcome) {
+        self.orders[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_queued(&self, n: usize) {
+        self.queued.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// (lookups, cache hits, orders, queued), for a scrape.
+    pub(crate) fn load(&self) -> ([u64; 3], u64, [u64; 3], u64) {
+        let l = |a: &[AtomicU64; 3]| a.each_ref().map(|x| x.load(Ordering::Relaxed));
+        (
+            l(&self.lookups),
+            self.cache_hits.load(Ordering::Relaxed),
+            l(&self.orders),
+            self.queued.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// The process's metrics: what outlives a runtime. One per process, in `Shared`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -343,6 +386,8 @@ pub struct Metrics {
     acme_next: Mutex<HashMap<String, i64>>,
     /// Unix seconds when the configuration now serving was installed.
     config_loaded: AtomicU64,
+    /// On-demand TLS: permission look-ups, cache hits, orders, the queue.
+    pub on_demand: OnDemandCounters,
     /// The last 15 minutes, sampled for the dashboard's charts.
     pub samples: samples::Samples,
 }
@@ -358,6 +403,7 @@ impl Default for Metrics {
             acme_orders: Default::default(),
             acme_next: Mutex::default(),
             config_loaded: AtomicU64::new(0),
+            on_demand: OnDemandCounters::default(),
             samples: samples::Samples::default(),
         }
     }

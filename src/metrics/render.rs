@@ -42,6 +42,8 @@ pub(super) struct Scrape {
     log_dropped: u64,
     /// The certificate cache: entries, capacity, reads of evicted certificates.
     cache: [u64; 3],
+    /// On-demand TLS, when a site orders on demand: lookups, cache hits, orders, queued.
+    on_demand: Option<([u64; 3], u64, [u64; 3], u64)>,
 }
 
 impl Scrape {
@@ -119,6 +121,12 @@ impl Scrape {
             uptime: m.started.elapsed().as_secs_f64(),
             log_dropped: crate::logging::dropped(),
             cache: [rt.keys.len(), rt.keys.capacity(), rt.keys.reloads()].map(|n| n as u64),
+            on_demand: rt
+                .config
+                .sites
+                .iter()
+                .any(|s| s.on_demand.is_some())
+                .then(|| m.on_demand.load()),
         }
     }
 }
@@ -425,6 +433,40 @@ impl Collector for Scrape {
             for (i, outcome) in ["ok", "failed"].into_iter().enumerate() {
                 counter(&mut f, &[("outcome", outcome)], values[i])?;
             }
+        }
+        if let Some((lookups, hits, orders, queued)) = self.on_demand {
+            let mut f = e.encode_descriptor(
+                "portico_on_demand_permission_lookups",
+                "On-demand TLS: questions to the permission endpoint, by answer (error: no answer, taken as no).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, answer) in ["yes", "no", "error"].into_iter().enumerate() {
+                counter(&mut f, &[("answer", answer)], lookups[i])?;
+            }
+            let f = e.encode_descriptor(
+                "portico_on_demand_permission_cache_hits",
+                "On-demand TLS: permission answers taken from the cache instead of the endpoint.",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(hits).encode(f)?;
+            let mut f = e.encode_descriptor(
+                "portico_on_demand_orders",
+                "On-demand TLS: certificate orders, by outcome (elsewhere: another node held the name's lock, or the certificate was there).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, outcome) in ["issued", "failed", "elsewhere"].into_iter().enumerate() {
+                counter(&mut f, &[("outcome", outcome)], orders[i])?;
+            }
+            let f = e.encode_descriptor(
+                "portico_on_demand_orders_queued",
+                "On-demand TLS: allowed names waiting for an order (max_orders, orders_per_hour).",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(queued as f64).encode(f)?;
         }
         let f = e.encode_descriptor(
             "portico_log_lines_dropped",

@@ -56,6 +56,8 @@ pub struct Shared {
     pub challenges: Arc<crate::acme::Challenges>,
     /// The process's metrics (counters survive reloads).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// On-demand TLS: the permission cache and the orders (they survive reloads).
+    pub on_demand: Arc<crate::acme::on_demand::Orders>,
     /// Which certificates keep their chain and key in memory (`limits.certificate_cache`).
     pub keys: Arc<KeyCache>,
     loaded: Arc<Mutex<Cache>>,
@@ -159,6 +161,7 @@ impl Shared {
             tickets: crate::tls::tickets::Tickets::local(),
             challenges: Arc::default(),
             metrics: Arc::default(),
+            on_demand: Arc::default(),
             keys: Arc::default(),
             loaded: Arc::default(),
             names: Arc::default(),
@@ -447,6 +450,9 @@ pub enum Decision<'a> {
     },
     /// Refuse the handshake with the refusal's alert.
     Refuse(Refusal),
+    /// The catch-all site orders certificates on demand and the pool has none for `name`
+    /// yet: the handshake asks `Runtime::on_demand` and waits (bounded), then decides again.
+    OnDemand { site: usize, name: HostName },
 }
 
 /// A listener ready to accept.
@@ -485,6 +491,8 @@ pub struct Runtime {
     pub keys: Arc<KeyCache>,
     /// The process's metrics (shared by every runtime of one process).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// On-demand orders and the permission cache (shared by every runtime of one process).
+    pub on_demand: Arc<crate::acme::on_demand::Orders>,
     /// The admin listener's TLS configuration, when `[admin]` has `tls`.
     pub admin_tls: Option<Arc<ServerConfig>>,
     /// Set once a newer runtime replaced this one: its connections finish what they are
@@ -608,8 +616,15 @@ impl Runtime {
         let listener = &self.listeners[li];
         let resolved = match listener.table.resolve_sni(sni) {
             // The catch-all site takes a name only when the pool has a certificate for it;
-            // otherwise the name is as unknown as if there were no catch-all.
+            // otherwise the name is as unknown as if there were no catch-all, unless the
+            // site orders certificates on demand.
             Ok(r) if r.by == Match::CatchAll && !self.pool.load().covers(r.cert_name()) => {
+                if self.config.sites[r.binding.site].on_demand.is_some() {
+                    return Decision::OnDemand {
+                        site: r.binding.site,
+                        name: r.cert_name().clone(),
+                    };
+                }
                 listener.table.unknown(sni)
             }
             other => other,
@@ -1245,6 +1260,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             challenges: shared.challenges.clone(),
             keys: shared.keys.clone(),
             metrics: shared.metrics.clone(),
+            on_demand: shared.on_demand.clone(),
             admin_tls,
             retired: tokio::sync::watch::Sender::new(false),
             store,

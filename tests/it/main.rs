@@ -27,6 +27,7 @@ mod inspect;
 mod lifecycle;
 mod log_output;
 mod metrics;
+mod on_demand;
 mod package;
 mod passthrough;
 mod probe;

@@ -16,6 +16,9 @@ pub(super) enum Asker {
     /// The fleet (etcd's listing or watch): changes already in etcd, applied here. A pair
     /// that does not load, or is already here, is left out (logged); the others go on.
     Fleet,
+    /// An on-demand order's pair (`acme::on_demand`): like the admin API's, stored in etcd
+    /// first in a fleet.
+    OnDemand,
 }
 
 /// Where a certificate change stands after its blocking half.
@@ -73,7 +76,7 @@ pub(super) fn stage_and_patch(
         let step = match change {
             CertChange::Put { name, chain, key } => {
                 if checked.has_errors() {
-                    if asker == Asker::Admin {
+                    if asker != Asker::Fleet {
                         return Staging::Refused(Changed::Refused, checked);
                     }
                     for d in checked.errors() {
@@ -82,7 +85,7 @@ pub(super) fn stage_and_patch(
                     continue;
                 }
                 match asker {
-                    Asker::Admin => Staged::put(&store, name, chain, key),
+                    Asker::Admin | Asker::OnDemand => Staged::put(&store, name, chain, key),
                     // Made durable together, below.
                     Asker::Fleet => Staged::put_unsynced(&store, name, chain, key),
                 }
@@ -95,7 +98,7 @@ pub(super) fn stage_and_patch(
                 staged.push(s);
                 applied.push(i);
             }
-            Ok(None) if asker == Asker::Admin => return Staging::NoSuchName,
+            Ok(None) if asker != Asker::Fleet => return Staging::NoSuchName,
             Ok(None) => {}
             Err(e) => {
                 for s in staged {
@@ -138,6 +141,7 @@ pub(super) fn reason(asker: Asker, changes: &[&CertChange]) -> String {
     let who = match asker {
         Asker::Admin => "admin",
         Asker::Fleet => "fleet",
+        Asker::OnDemand => "on-demand",
     };
     match changes {
         [CertChange::Put { name, .. }] => format!("{who} PUT certificates/{name}"),
@@ -188,9 +192,12 @@ pub(super) async fn change_certificates(
     let replaced = staged.iter().any(Staged::replaced);
     // In a fleet, etcd takes an admin change first, or nothing changes.
     let stored = match (asker, fleet, &*built, changes.as_slice()) {
-        (Asker::Admin, Some(fleet), Ok(_), [CertChange::Put { name, chain, key }]) => {
-            fleet.store(name, chain, key).await
-        }
+        (
+            Asker::Admin | Asker::OnDemand,
+            Some(fleet),
+            Ok(_),
+            [CertChange::Put { name, chain, key }],
+        ) => fleet.store(name, chain, key).await,
         (Asker::Admin, Some(fleet), Ok(_), [CertChange::Delete { name }]) => {
             fleet.remove(name).await
         }

@@ -620,6 +620,12 @@ async fn serve(
         }
         _ => None,
     };
+    // On-demand orders (acme::on_demand) send their pairs here; they take the admin API's
+    // path into the certificate store (and, in a fleet, etcd).
+    let (on_demand_tx, mut on_demand_issued) = tokio::sync::mpsc::unbounded_channel();
+    shared
+        .on_demand
+        .connect(on_demand_tx, fleet_acme.clone(), server.runtime_handle());
     let mut acme = AcmeTasks::start(&server.runtime().config, &shared, issued_tx, fleet_acme);
     // Every listener is bound, the runtime installed and the control socket (which
     // `ExecReload=portico reload` talks to) is up.
@@ -675,6 +681,16 @@ async fn serve(
                 // nobody asked to load yet.
                 let config = server.runtime().config.clone();
                 install(&mut server, &shared.metrics, &history, build_off(config, &shared).await, &format!("ACME certificate for site {site}"));
+            }
+            Some(issued) = on_demand_issued.recv() => {
+                let issued: crate::acme::on_demand::Issued = issued;
+                let change = CertChange::Put { name: issued.store_name, chain: issued.chain, key: issued.key };
+                let (answer, _) = change_certificates(&mut server, &shared, &history, fleet_certs.as_deref(), vec![change], Asker::OnDemand).await;
+                if let Reply::Certificate(changed, Some(outcome)) = &answer {
+                    if !outcome.ok {
+                        tracing::error!(host = %issued.name, ?changed, "on-demand: the issued certificate was not installed: {}", outcome.report);
+                    }
+                }
             }
             Some(request) = commands.recv() => match request.command {
                 Command::Reload => {

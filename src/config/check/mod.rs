@@ -15,6 +15,7 @@ use crate::names::HostName;
 mod acme;
 mod admin;
 mod cluster;
+mod on_demand;
 mod sites;
 
 pub(super) struct Checker<'r> {
@@ -147,6 +148,19 @@ impl Checker<'_> {
         let log_format = self.log(raw.log);
         let cluster = raw.cluster.and_then(|c| self.cluster(c));
         if acme.is_none() {
+            for s in sites.iter().filter(|s| s.on_demand.is_some()) {
+                self.report.error(
+                    format!("site[{}].tls.on_demand", s.index),
+                    format!(
+                        "site {:?} orders certificates on demand, but there is no [acme] table",
+                        s.name
+                    ),
+                    Some(
+                        "add [acme] with directory = \"https://...\" (the ACME CA's directory URL)"
+                            .to_string(),
+                    ),
+                );
+            }
             for s in sites.iter().filter(|s| s.tls == TlsMode::Acme) {
                 self.report.error(
                     format!("site[{}].tls", s.index),

@@ -123,6 +123,7 @@ impl Checker<'_> {
                     idx
                 }
             };
+            let mut on_demand = None;
             let tls = match s.tls.take() {
                 None => TlsMode::Pool,
                 Some(RawTls::Mode(m)) if m == "pool" => TlsMode::Pool,
@@ -139,19 +140,27 @@ impl Checker<'_> {
                     );
                     TlsMode::Pool
                 }
-                Some(RawTls::Files(files)) => self
-                    .cert_files(&format!("{at}.tls"), files)
-                    .map(TlsMode::Pinned)
-                    .unwrap_or(TlsMode::Pool),
+                Some(RawTls::Table(table)) => {
+                    let (tls, od) = self.tls_table(&format!("{at}.tls"), *table);
+                    on_demand = od;
+                    tls
+                }
             };
             let action = self.action(&at, &name, &s);
+            if on_demand.is_some() && !hosts.iter().any(HostName::is_catch_all) {
+                self.report.error(
+                    format!("{at}.tls.on_demand"),
+                    format!("site {name:?} is not the catch-all site: on_demand orders certificates for names no other site binds, which only hosts = [\"*\"] takes"),
+                    Some("put on_demand on a site with hosts = [\"*\"], or use tls = \"acme\" for a site's own names".to_string()),
+                );
+            }
             if let Some(j) = hosts.iter().position(HostName::is_catch_all) {
                 let at = format!("{at}.hosts[{j}]");
                 if tls != TlsMode::Pool {
                     self.report.error(
                         &at,
                         "the catch-all host \"*\" takes each name's certificate from the pool; it cannot be combined with another tls mode",
-                        Some("remove tls (the pool is the default), or list the site's names instead of \"*\"".to_string()),
+                        Some("remove tls (the pool is the default), or list the site's names instead of \"*\"; to order each name's certificate at its first handshake, write tls = { acme = true, on_demand = { permission = \"http://...\" } }".to_string()),
                     );
                 }
                 if matches!(action, Some(Action::Passthrough(_))) {
@@ -182,6 +191,7 @@ impl Checker<'_> {
                     tls,
                     action,
                     client_auth,
+                    on_demand: on_demand.map(std::sync::Arc::new),
                 });
             }
         }

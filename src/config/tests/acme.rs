@@ -5,6 +5,77 @@ use super::*;
 pub(super) fn cases() -> Vec<Case> {
     vec![
         // ---- ACME ------------------------------------------------------------------------------
+        // ---- on-demand TLS ----------------------------------------------------------------------
+        case(
+            "on_demand on the catch-all site: accepted",
+            [
+                "[acme]\ndirectory = \"https://acme.test/dir\"\n".to_string(),
+                base(),
+                site("customers", &["*"], &[r#"tls = { acme = true, on_demand = { permission = "http://127.0.0.1:3000/allowed", wait = "3s", allowed_ttl = "2h", refused_ttl = "5m", cache_entries = 1000, max_orders = 2, orders_per_hour = 10 } }"#, RESPOND]),
+            ]
+            .concat(),
+            vec![],
+        ),
+        case(
+            "on_demand on a site that is not the catch-all",
+            [
+                "[acme]\ndirectory = \"https://acme.test/dir\"\n".to_string(),
+                base(),
+                site("a", &["a.test"], &[r#"tls = { acme = true, on_demand = { permission = "http://127.0.0.1:3000/allowed" } }"#, RESPOND]),
+            ]
+            .concat(),
+            vec![error("site[0].tls.on_demand", "is not the catch-all site")],
+        ),
+        case(
+            "on_demand without an [acme] table",
+            [
+                base(),
+                site("customers", &["*"], &[r#"tls = { acme = true, on_demand = { permission = "http://127.0.0.1:3000/allowed" } }"#, RESPOND]),
+            ]
+            .concat(),
+            vec![error("site[0].tls.on_demand", "there is no [acme] table")],
+        ),
+        case(
+            "on_demand without acme = true, and acme = true without on_demand",
+            [
+                "[acme]\ndirectory = \"https://acme.test/dir\"\n".to_string(),
+                base(),
+                site("customers", &["*"], &[r#"tls = { on_demand = { permission = "http://127.0.0.1:3000/allowed" } }"#, RESPOND]),
+                site("b", &["a.test"], &[r#"tls = { acme = true }"#, RESPOND]),
+            ]
+            .concat(),
+            vec![
+                error("site[0].tls.acme", "it needs acme = true"),
+                error("site[1].tls.acme", "needs on_demand"),
+            ],
+        ),
+        case(
+            "on_demand values out of range, all reported",
+            [
+                "[acme]\ndirectory = \"https://acme.test/dir\"\n".to_string(),
+                base(),
+                site("customers", &["*"], &[r#"tls = { acme = true, cert = "a.pem", on_demand = { permission = "https://perm.test/ok", wait = "2m", max_orders = 0, refused_ttl = "soon", colour = 1 } }"#, RESPOND]),
+            ]
+            .concat(),
+            vec![
+                error("site[0].tls", "not both"),
+                error("site[0].tls.on_demand.permission", "is not an http:// URL"),
+                error("site[0].tls.on_demand.wait", "at most 60s"),
+                error("site[0].tls.on_demand.max_orders", "is not a count"),
+                error("site[0].tls.on_demand.refused_ttl", "is not a duration"),
+                error("site[0].tls.on_demand.colour", "unknown key"),
+            ],
+        ),
+        case(
+            "on_demand without a permission endpoint",
+            [
+                "[acme]\ndirectory = \"https://acme.test/dir\"\n".to_string(),
+                base(),
+                site("customers", &["*"], &[r#"tls = { acme = true, on_demand = { wait = "1s" } }"#, RESPOND]),
+            ]
+            .concat(),
+            vec![error("site[0].tls.on_demand.permission", "permission is missing")],
+        ),
         case(
             "acme site without an [acme] table",
             [base(), site("a", &["a.test"], &[r#"tls = "acme""#, RESPOND])].concat(),

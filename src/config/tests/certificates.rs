@@ -78,7 +78,7 @@ pub(super) fn cases() -> Vec<Case> {
         case(
             "tls that is neither a mode nor a table",
             [listener("*:8443"), site("a", &["a.test"], &["tls = 5", RESPOND])].concat(),
-            vec![error("", "tls is \"internal\", \"acme\" or a table")],
+            vec![error("", "tls is \"internal\", \"acme\", a table")],
         ),
         case(
             "pinned key file missing",

@@ -640,9 +640,15 @@ pub fn explain<'a>(rt: &'a Runtime, host: &str, opts: &Options, now: i64) -> Exp
         );
         return ex;
     }
+    let mut on_demand = None;
     let resolved = match rt.decide(li, ex.sni.as_deref()) {
         // Bound, but refused: the site's ACME certificate does not exist yet.
         Decision::Refuse(refusal @ Refusal::NoCertificate(_)) => Err(refusal),
+        // The catch-all site orders it on demand: refused until the pool has it.
+        Decision::OnDemand { site, name } => {
+            on_demand = Some(on_demand_words(rt, site, &name));
+            Err(Refusal::UnknownName(name.to_string()))
+        }
         _ => rt.listeners[li].table.resolve_sni(ex.sni.as_deref()),
     };
     ex.binding_why = step_binding(rt, li, ex.sni.as_deref(), &resolved);
@@ -665,15 +671,39 @@ pub fn explain<'a>(rt: &'a Runtime, host: &str, opts: &Options, now: i64) -> Exp
         }
         Err(refusal) => {
             ex.outcome = Outcome::Refused(refusal.clone());
-            ex.outcome_why = format!(
-                "no request: the handshake is refused with alert {} ({})",
-                alert_name(refusal),
-                refusal.alert()
-            );
+            ex.outcome_why = match on_demand {
+                Some(words) => words,
+                None => format!(
+                    "no request: the handshake is refused with alert {} ({})",
+                    alert_name(refusal),
+                    refusal.alert()
+                ),
+            };
             ex.resolved = Some(resolved);
         }
     }
     ex
+}
+
+/// What an on-demand name's handshake would meet now, from the permission cache and the
+/// orders of the runtime asked (the running server's, with `--live`).
+fn on_demand_words(rt: &Runtime, site: usize, name: &HostName) -> String {
+    use crate::acme::on_demand::Standing;
+    let wait = rt.config.sites[site]
+        .on_demand
+        .as_ref()
+        .map_or(0, |od| od.wait.as_millis());
+    let site_name = &rt.config.sites[site].name;
+    let state = match rt.on_demand.standing(name) {
+        Standing::Unknown => "the permission endpoint would be asked, and if it allows the name a certificate ordered on demand".to_string(),
+        Standing::Asking => "the permission endpoint is being asked now".to_string(),
+        Standing::Refused => "the permission endpoint refused it (cached): no order, refused with alert unrecognized_name (112)".to_string(),
+        Standing::Allowed => "the permission endpoint allowed it (cached); a certificate would be ordered on demand".to_string(),
+        Standing::Queued => "allowed; its order is queued (max_orders, orders_per_hour)".to_string(),
+        Standing::Ordering => "allowed; its certificate is being ordered now (pending)".to_string(),
+        Standing::BackingOff(s) => format!("allowed, but its last order failed: backing off, the next order in {s}s at the earliest"),
+    };
+    format!("no certificate in the pool yet; site {site_name:?} orders on demand: {state}. A handshake waits up to {wait}ms for it, then is refused with alert unrecognized_name (112), the order going on")
 }
 
 mod render;

@@ -40,7 +40,7 @@ fn wait_port(port: u16, what: &str) {
 }
 
 /// Waits until `child` listens on `port` (true) or exits (false), for at most 30 s.
-fn listens(child: &mut Running, port: u16) -> bool {
+pub(crate) fn listens(child: &mut Running, port: u16) -> bool {
     let start = Instant::now();
     loop {
         if child.0.try_wait().expect("wait for portico").is_some() {
@@ -104,7 +104,7 @@ fn pebble(dir: &Path, http_port: u16, tls_port: u16) -> Pebble {
 }
 
 /// Pebble with `extra` fields in its configuration (certificate lifetime, EAB keys).
-fn pebble_with(dir: &Path, http_port: u16, tls_port: u16, extra: &str) -> Pebble {
+pub(crate) fn pebble_with(dir: &Path, http_port: u16, tls_port: u16, extra: &str) -> Pebble {
     pebble_resolving(dir, http_port, tls_port, extra, "127.0.0.1")
 }
 
@@ -172,7 +172,7 @@ pub(crate) fn pebble_resolving(
 }
 
 /// A Portico process serving `dir/portico.toml`, its log in `dir/portico.log`.
-fn portico(dir: &Path, log: &str) -> Running {
+pub(crate) fn portico(dir: &Path, log: &str) -> Running {
     let child = Command::new(BIN)
         .args(["serve", "-c"])
         .arg(dir.join("portico.toml"))
@@ -190,7 +190,7 @@ fn write_config(dir: &Path, pebble: &Pebble, challenges: &str, ports: (u16, u16)
 }
 
 /// The configuration, with `acme_extra` lines in the `[acme]` table.
-fn write_config_with(
+pub(crate) fn write_config_with(
     dir: &Path,
     pebble: &Pebble,
     challenges: &str,
