@@ -80,6 +80,7 @@ pub fn cert_json(cert: &Cert, now: i64) -> Json {
         ("sha256", Json::str(cert.fingerprint())),
         ("cert_file", Json::str(cert.cert_file.display().to_string())),
         ("key_file", Json::str(cert.key_file.display().to_string())),
+        ("in_memory", Json::Bool(cert.held().is_held())),
     ])
 }
 

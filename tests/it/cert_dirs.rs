@@ -176,6 +176,39 @@ fn an_evicted_certificate_is_read_again_and_a_corrupt_one_is_refused() {
             );
         }
     }
+    // With a cache of two, the last two names used hold their chain and key, the others
+    // not: `explain --live` says which.
+    let live = |extra: &[&str], name: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["explain", name, "--live"])
+            .args(extra)
+            .arg("-c")
+            .arg(&config)
+            .output()
+            .expect("explain runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for (i, held) in [(0, false), (5, true)] {
+        let name = &names[i];
+        let out = live(&["--json"], name);
+        assert!(
+            out.contains(&format!("\"in_memory\": {held}")),
+            "{name}: in_memory {held}:\n{out}"
+        );
+        // The line after the certificate's own file says so when it is not held (the
+        // wildcard candidate, never used, is not held either).
+        let text = live(&[], name);
+        let mut lines = text
+            .lines()
+            .skip_while(|l| !l.ends_with(&format!("/n{i}.pem")));
+        assert!(lines.next().is_some(), "{name}: its file:\n{text}");
+        let next = lines.next().unwrap_or_default();
+        assert_eq!(
+            !held,
+            next.contains("not in memory: its files are read at its next handshake"),
+            "{name}:\n{text}"
+        );
+    }
     // n1 was evicted by the names used after it. Its key turns to garbage in place: the
     // watcher cannot load the pair and keeps the listed certificate (a refused change), and
     // the next handshake for n1, reading the evicted pair again, is refused and logged.

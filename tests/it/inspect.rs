@@ -746,6 +746,7 @@ const CERT_KEYS: &[&str] = &[
     "sha256",
     "cert_file",
     "key_file",
+    "in_memory",
 ];
 
 #[test]

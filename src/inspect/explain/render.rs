@@ -100,6 +100,13 @@ pub fn human(ex: &Explanation<'_>, opts: &Options, now: i64) -> String {
                 let _ = writeln!(o, "{line}");
             }
             let _ = writeln!(o, "            file: {}", c.cert.cert_file.display());
+            // What the runtime asked holds: with --live, the server's certificate cache.
+            if !c.cert.held().is_held() {
+                let _ = writeln!(
+                    o,
+                    "            not in memory: its files are read at its next handshake"
+                );
+            }
         }
         if !ex.internal_pending {
             let mark = |this: bool| if this { "  <- this client" } else { "" };
