@@ -91,7 +91,12 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(certs: Vec<Arc<Cert>>) -> Pool {
-        let mut by_name: std::collections::HashMap<HostName, Vec<Arc<Cert>>, Hasher> =
+        // Most names have one certificate: no Vec for those.
+        enum Found {
+            One(Arc<Cert>),
+            More(Vec<Arc<Cert>>),
+        }
+        let mut by_name: std::collections::HashMap<HostName, Found, Hasher> =
             std::collections::HashMap::with_capacity_and_hasher(certs.len(), Hasher::default());
         let mut all = Map::default();
         for cert in certs {
@@ -100,13 +105,36 @@ impl Pool {
                 continue;
             }
             for name in &cert.names {
-                by_name.entry(name.clone()).or_default().push(cert.clone());
+                match by_name.entry(name.clone()) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(Found::One(cert.clone()));
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        let found = o.get_mut();
+                        match found {
+                            Found::One(first) => {
+                                *found = Found::More(vec![first.clone(), cert.clone()]);
+                            }
+                            Found::More(list) => list.push(cert.clone()),
+                        }
+                    }
+                }
             }
             all.insert(files, cert);
         }
+        let by_name = by_name
+            .into_iter()
+            .map(|(n, found)| {
+                let certs: Arc<[Arc<Cert>]> = match found {
+                    Found::One(c) => Arc::new([c]),
+                    Found::More(list) => list.into(),
+                };
+                (n, certs)
+            })
+            .collect();
         Pool {
             certs: all,
-            by_name: by_name.into_iter().map(|(n, c)| (n, c.into())).collect(),
+            by_name,
         }
     }
 

@@ -793,7 +793,12 @@ async fn serve(
             }
             (checked, changed) = verified(&mut verify) => {
                 verify = None;
-                if !changed.is_empty() {
+                if changed.len() > crate::tls::dir::MAX_CHANGED {
+                    // A restore that touched everything: one build, as when inotify lost events.
+                    tracing::info!(pairs = changed.len(), "certificate files changed while Portico was stopped; listing the directories again");
+                    let config = server.runtime().config.clone();
+                    install(&mut server, &shared.metrics, &history, build_off(config, &shared).await, "certificate files changed while stopped");
+                } else if !changed.is_empty() {
                     tracing::info!(pairs = changed.len(), "certificate files changed while Portico was stopped");
                     apply_dir_pairs(&server, &shared, &history, changed).await;
                 }
