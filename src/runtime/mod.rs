@@ -266,7 +266,7 @@ impl Shared {
             if lines > 0 {
                 // Lines that later ones replaced count as appended: they are what a
                 // rewrite would save.
-                self.journal().appended = Some(lines - loaded.0.len());
+                self.journal().appended = Some(lines.saturating_sub(loaded.0.len()));
             }
         });
     }
