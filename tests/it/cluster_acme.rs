@@ -76,6 +76,17 @@ impl Fleet {
 
     /// Writes node `name`'s configuration: listeners on `ip`, the one ACME site, the fleet.
     pub(crate) fn configure(&self, name: &str, ip: &str) {
+        self.configure_sites(
+            name,
+            ip,
+            &format!(
+                "[[site]]\nname = \"shop\"\nhosts = [\"{HOST}\"]\ntls = \"acme\"\nrespond = {{ body = \"shop\" }}\n"
+            ),
+        );
+    }
+
+    /// [`Fleet::configure`] with `sites` (TOML) in place of the one ACME site.
+    pub(crate) fn configure_sites(&self, name: &str, ip: &str, sites: &str) {
         let dir = self.node_dir(name);
         std::fs::create_dir_all(&dir).expect("node dir");
         std::fs::write(
@@ -84,8 +95,7 @@ impl Fleet {
                 "state_dir = \"state\"\n\
                  [acme]\ndirectory = \"{}\"\nemail = \"ops@example.test\"\nca = \"{}\"\nchallenges = {}\n\
                  [[listener]]\naddress = \"{ip}:{}\"\nkind = \"http\"\n\
-                 [[listener]]\naddress = \"{ip}:{}\"\n\
-                 [[site]]\nname = \"shop\"\nhosts = [\"{HOST}\"]\ntls = \"acme\"\nrespond = {{ body = \"shop\" }}\n\
+                 [[listener]]\naddress = \"{ip}:{}\"\n{sites}\
                  [cluster]\netcd = {}\nprefix = \"{PREFIX}\"\nnode = \"{name}\"\nkey_file = \"{}\"\n",
                 self.pebble.directory,
                 self.pebble.ca.display(),
@@ -101,6 +111,11 @@ impl Fleet {
 
     pub(crate) fn start(&self, name: &str, ip: &str) -> Logged {
         self.configure(name, ip);
+        self.serve(name, ip)
+    }
+
+    /// Starts node `name` from the configuration written for it, once it listens on `ip`.
+    pub(crate) fn serve(&self, name: &str, ip: &str) -> Logged {
         let node = Logged::serve(&self.node_dir(name).join("portico.toml"));
         wait_listening(ip, self.ports.1);
         node

@@ -463,35 +463,14 @@ async fn garbage_or_silence_from_the_endpoint_is_a_no_and_other_names_go_on() {
 /// the other node, which serves it without asking the endpoint or ordering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_fleet_one_node_orders_and_every_node_serves_it() {
-    use crate::cluster_acme::{log, logs, wait_listening, Fleet, PREFIX};
+    use crate::cluster_acme::{log, logs, Fleet};
     const NAME: &str = "fleet.customer.test";
     let endpoint = Endpoint::start(|_| Reply::Status(200)).await;
     // Pebble resolves every name to node a; node b is asked, so b orders.
     let fleet = Fleet::new(r#"["tls-alpn-01"]"#, "127.0.0.2");
     let start = |name: &str, ip: &str| {
-        let dir = fleet.node_dir(name);
-        std::fs::create_dir_all(&dir).expect("node dir");
-        std::fs::write(
-            dir.join("portico.toml"),
-            format!(
-                "state_dir = \"state\"\n\
-                 [acme]\ndirectory = \"{}\"\nemail = \"ops@example.test\"\nca = \"{}\"\nchallenges = [\"tls-alpn-01\"]\n\
-                 [[listener]]\naddress = \"{ip}:{}\"\nkind = \"http\"\n\
-                 [[listener]]\naddress = \"{ip}:{}\"\n{}\
-                 [cluster]\netcd = {}\nprefix = \"{PREFIX}\"\nnode = \"{name}\"\nkey_file = \"{}\"\n",
-                fleet.pebble.directory,
-                fleet.pebble.ca.display(),
-                fleet.ports.0,
-                fleet.ports.1,
-                catch_all(&endpoint.url(), "10s", ""),
-                fleet.etcd.toml_list(),
-                fleet.key.display()
-            ),
-        )
-        .expect("config");
-        let node = Logged::serve(&dir.join("portico.toml"));
-        wait_listening(ip, fleet.ports.1);
-        node
+        fleet.configure_sites(name, ip, &catch_all(&endpoint.url(), "10s", ""));
+        fleet.serve(name, ip)
     };
     let a = start("a", "127.0.0.2");
     let b = start("b", "127.0.0.3");
