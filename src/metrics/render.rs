@@ -66,19 +66,20 @@ impl Scrape {
         for c in pool.certs() {
             add(c, if rt.is_stored(c) { "admin" } else { "file" });
         }
-        for (site, cert) in rt.config.sites.iter().zip(&rt.site_certs) {
-            if let Some(c) = cert.as_ref().filter(|c| !pool.contains(c)) {
-                let source = match site.tls {
-                    TlsMode::Internal => "internal",
-                    TlsMode::Acme => "acme",
-                    TlsMode::Pinned(_) | TlsMode::Pool => "file",
-                };
-                add(c, source);
-            }
+        for (si, c) in rt.site_only_certs(&pool) {
+            let source = match rt.config.sites[si].tls {
+                TlsMode::Internal => "internal",
+                TlsMode::Acme => "acme",
+                TlsMode::Pinned(_) | TlsMode::Pool => "file",
+            };
+            add(c, source);
         }
+        // Two pool files holding one certificate would be one series twice: once each.
+        let mut shown = std::collections::HashSet::new();
         let certs = soonest
             .into_sorted_vec()
             .into_iter()
+            .filter(|(_, Entry(source, c))| shown.insert((c.sha256, *source)))
             .map(|(not_after, Entry(source, c))| {
                 (c.fingerprint(), c.subject.clone(), source, not_after)
             })

@@ -509,6 +509,33 @@ impl Runtime {
         self.pool.load_full()
     }
 
+    /// The sites' own certificates (local CA, ACME, pinned) that `pool` does not hold, each
+    /// with its site's index: with the pool's, every certificate in use, each once (by
+    /// fingerprint: a pinned file that is also a pool certificate, or one certificate two
+    /// sites pin, counts once). The pool is looked through only when sites hold
+    /// certificates of their own, so a pool of a million behind a catch-all costs nothing.
+    pub fn site_only_certs<'a>(&'a self, pool: &Pool) -> Vec<(usize, &'a Arc<Cert>)> {
+        let own: Vec<(usize, &Arc<Cert>)> = self
+            .site_certs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i, c.as_ref()?)))
+            .collect();
+        if own.is_empty() {
+            return own;
+        }
+        let wanted: std::collections::HashSet<[u8; 32]> =
+            own.iter().map(|(_, c)| c.sha256).collect();
+        let mut seen: std::collections::HashSet<[u8; 32]> = pool
+            .certs()
+            .map(|c| c.sha256)
+            .filter(|sha| wanted.contains(sha))
+            .collect();
+        own.into_iter()
+            .filter(|(_, c)| seen.insert(c.sha256))
+            .collect()
+    }
+
     /// The certificate for a resolved binding and a client's signature schemes: the
     /// site's own, or the pool's best for the host now.
     pub fn certificate_for(

@@ -143,11 +143,6 @@ impl Pool {
         self.certs.values()
     }
 
-    /// Whether `cert`'s files are in the pool.
-    pub fn contains(&self, cert: &Cert) -> bool {
-        self.certs.contains_key(&cert.files())
-    }
-
     pub fn len(&self) -> usize {
         self.certs.len()
     }

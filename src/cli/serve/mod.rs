@@ -164,8 +164,8 @@ fn summary(rt: &Runtime) {
     }
     let pool = rt.pool();
     // Counted without listing them: a pool of a million certificates is one line.
-    let site_only = rt.site_certs.iter().flatten().filter(|c| !pool.contains(c));
-    let certificates = pool.len() + site_only.clone().count();
+    let site_only = rt.site_only_certs(&pool);
+    let certificates = pool.len() + site_only.len();
     let at_info = rt.sites.len() <= SITE_LINES_AT_INFO && certificates <= SITE_LINES_AT_INFO;
     if !at_info {
         tracing::info!(
@@ -189,7 +189,7 @@ fn summary(rt: &Runtime) {
             let hosts: Vec<&str> = cfg.hosts.iter().map(|h| h.as_str()).collect();
             each!(site = %s.name, hosts = %hosts.join(","), tls = ?cfg.tls, "site");
         }
-        for c in pool.certs().chain(site_only) {
+        for c in pool.certs().chain(site_only.into_iter().map(|(_, c)| c)) {
             each!(subject = %c.subject, names = c.names.len(), key = %c.key_type, not_after = %format_time(c.not_after), file = %c.cert_file.display(), "certificate");
         }
     }
