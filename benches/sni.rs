@@ -12,7 +12,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use portico::config::UnknownSni;
 use portico::names::HostName;
-use portico::route::{Binding, Table};
+use portico::route::{Binding, CertFrom, Table};
 
 const EXACT: usize = 900_000;
 const WILDCARDS: usize = 100_000;
@@ -31,8 +31,7 @@ fn binding(name: HostName, site: usize) -> (HostName, Binding) {
     let b = Binding {
         host: name.clone(),
         site,
-        certs: None,
-        pool: false,
+        certs: CertFrom::Nothing,
         https_port: None,
     };
     (name, b)

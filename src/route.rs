@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use crate::config::UnknownSni;
 use crate::names::HostName;
 use crate::tls::load::Cert;
-use crate::tls::pool::Choice;
 
 /// (listener, host) -> site. On https listeners it carries the certificates for the host.
 #[derive(Debug)]
@@ -18,14 +17,25 @@ pub struct Binding {
     pub host: HostName,
     /// Index into `Runtime::sites`.
     pub site: usize,
-    /// The host's certificates when fixed by its site (pinned, internal, ACME); None for a
-    /// pool host (see `pool`) and while an ACME order is pending.
-    pub certs: Option<Choice>,
-    /// The host takes the pool's best certificate at each handshake (`tls = "pool"`), so
-    /// a change of the pool reaches it without a new runtime (`Runtime::certificate_for`).
-    pub pool: bool,
+    /// Where the host's certificate comes from at each handshake
+    /// (`Runtime::certificate_for`).
+    pub certs: CertFrom,
     /// On an http listener: the port of the https listener the host redirects to.
     pub https_port: Option<u16>,
+}
+
+/// Where a binding's certificate comes from. Both sources are read at each handshake, so
+/// a change of either reaches the host without a new runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertFrom {
+    /// Nothing to present: an http listener's host, or a passthrough site's (its
+    /// certificate lives on its backend).
+    Nothing,
+    /// The site's own certificate (pinned, local CA, ACME): `Runtime::site_cert`. None
+    /// while an ACME order is pending.
+    Site,
+    /// The pool's best certificate for the host (`tls = "pool"`).
+    Pool,
 }
 
 /// How a name found its binding.
@@ -317,8 +327,7 @@ mod tests {
                 Binding {
                     host,
                     site: i,
-                    certs: None,
-                    pool: false,
+                    certs: CertFrom::Nothing,
                     https_port: None,
                 },
             );

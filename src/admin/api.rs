@@ -165,8 +165,9 @@ fn status_json(rt: &Runtime, started: i64, last: Option<&Outcome>) -> Json {
     let pool = rt.pool();
     let certificates = pool
         .certs()
-        .chain(rt.site_certs.iter().flatten())
-        .filter(|c| seen.insert(c.sha256))
+        .map(|c| c.sha256)
+        .chain(rt.site_certs().map(|(_, c)| c.sha256))
+        .filter(|sha| seen.insert(*sha))
         .count();
     Json::Obj(vec![
         ("version", Json::str(env!("CARGO_PKG_VERSION"))),

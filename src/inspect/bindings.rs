@@ -207,7 +207,7 @@ pub fn acme_progress(status: Option<&Status>) -> String {
 /// certificate. The one wording of "pending" for `bindings`, `explain` and `certs`.
 pub fn acme_pending(rt: &Runtime, si: usize) -> Option<String> {
     let site = rt.config.sites.get(si)?;
-    let waiting = site.tls == TlsMode::Acme && rt.site_certs.get(si).is_some_and(Option::is_none);
+    let waiting = site.tls == TlsMode::Acme && rt.site_cert(si).is_none();
     waiting.then(|| {
         let status = crate::acme::home(&rt.config)
             .and_then(|home| crate::acme::status::read(&home, &site.name));

@@ -118,7 +118,7 @@ pub fn collect(rt: &Runtime) -> Vec<Entry> {
     }
     let state_dir = &rt.config.state_dir;
     for (si, site) in rt.config.sites.iter().enumerate() {
-        let loaded = rt.site_certs.get(si).cloned().flatten();
+        let loaded = rt.site_cert(si);
         let hosts: Vec<String> = site.hosts.iter().map(|h| h.to_string()).collect();
         let entry = match &site.tls {
             TlsMode::Pool => continue,

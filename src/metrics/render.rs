@@ -72,7 +72,7 @@ impl Scrape {
                 TlsMode::Acme => "acme",
                 TlsMode::Pinned(_) | TlsMode::Pool => "file",
             };
-            add(c, source);
+            add(&c, source);
         }
         // Two pool files holding one certificate would be one series twice: once each.
         let mut shown = std::collections::HashSet::new();

@@ -2,15 +2,16 @@
 //! pass — certificates loaded, route tables and TLS configurations made.
 //!
 //! Startup, reload and `portico check` all go through [`build`], so a configuration that
-//! `check` accepts is exactly one that serves. A runtime is immutable; a reload builds a new
-//! one and swaps it in. The checks that need certificate files live here and report into the
+//! `check` accepts is exactly one that serves. A reload builds a new runtime and swaps it
+//! in; only the certificates are changed in place (the pool, and each site's own: see
+//! patch.rs), since at 100,000 sites a renewal must not cost a build. The checks that need certificate files live here and report into the
 //! same [`Report`] as the file checks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::ServerConfig;
 use tokio::sync::Semaphore;
 
@@ -22,7 +23,7 @@ use crate::names::HostName;
 pub mod names_cache;
 mod patch;
 mod shared;
-use crate::route::{Binding, Match, Refusal, Resolved, Table};
+use crate::route::{Binding, CertFrom, Match, Refusal, Resolved, Table};
 use crate::tls::cache::KeyCache;
 use crate::tls::client_auth::{self, Policy};
 use crate::tls::dir;
@@ -30,7 +31,7 @@ use crate::tls::internal_ca::{self, LocalCa};
 use crate::tls::load::{self, Cert};
 use crate::tls::pool::{Choice, How, Pool};
 use crate::tls::resolver::Resolver;
-pub use patch::{patch_pool, Patched};
+pub use patch::{patch_pool, patch_site_certs, Patched};
 pub use shared::{stamp, stamps_now, FileStamp, Shared};
 
 /// Certificates expiring sooner than this get a warning.
@@ -117,8 +118,10 @@ pub struct Runtime {
     /// The hosts that take their certificate from the pool, with their site and their
     /// index in its hosts: a change of the pool that would leave one uncovered is refused.
     pool_hosts: HashMap<HostName, (usize, usize)>,
-    /// Certificates issued by the local CA or pinned by sites, by site index.
-    pub site_certs: Vec<Option<Arc<Cert>>>,
+    /// Each site's own certificate (pinned, local CA, ACME), by site index; swapped in
+    /// place when ACME or the local CA issues one (`patch_site_certs`). Hosts bound with
+    /// `CertFrom::Site` read it at each handshake.
+    site_certs: Box<[ArcSwapOption<Cert>]>,
     /// The distinct client-auth policies (`SiteRt::client_auth` indexes them).
     pub client_auth: Vec<Arc<Policy>>,
     /// ACME challenge answers (shared by every runtime of one process).
@@ -150,13 +153,8 @@ impl Runtime {
     /// fingerprint: a pinned file that is also a pool certificate, or one certificate two
     /// sites pin, counts once). The pool is looked through only when sites hold
     /// certificates of their own, so a pool of a million behind a catch-all costs nothing.
-    pub fn site_only_certs<'a>(&'a self, pool: &Pool) -> Vec<(usize, &'a Arc<Cert>)> {
-        let own: Vec<(usize, &Arc<Cert>)> = self
-            .site_certs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| Some((i, c.as_ref()?)))
-            .collect();
+    pub fn site_only_certs(&self, pool: &Pool) -> Vec<(usize, Arc<Cert>)> {
+        let own: Vec<(usize, Arc<Cert>)> = self.site_certs().collect();
         if own.is_empty() {
             return own;
         }
@@ -172,6 +170,25 @@ impl Runtime {
             .collect()
     }
 
+    /// Site `si`'s own certificate now (pinned, local CA, ACME); None for a pool site, a
+    /// site not on an https listener, and an ACME site whose first order is pending.
+    pub fn site_cert(&self, si: usize) -> Option<Arc<Cert>> {
+        self.site_certs.get(si)?.load_full()
+    }
+
+    /// Every site's own certificate now, with its site's index.
+    pub fn site_certs(&self) -> impl Iterator<Item = (usize, Arc<Cert>)> + '_ {
+        (0..self.site_certs.len()).filter_map(|si| Some((si, self.site_cert(si)?)))
+    }
+
+    /// Makes `cert` site `si`'s own certificate, for the handshakes from now on (connections
+    /// made with the old one go on). `patch_site_certs` checked it as a build would.
+    pub fn install_site_cert(&self, si: usize, cert: Arc<Cert>) {
+        if let Some(cell) = self.site_certs.get(si) {
+            cell.store(Some(cert));
+        }
+    }
+
     /// The certificate for a resolved binding and a client's signature schemes: the
     /// site's own, or the pool's best for the host now.
     pub fn certificate_for(
@@ -180,23 +197,34 @@ impl Runtime {
         schemes: &[rustls::SignatureScheme],
     ) -> Option<Arc<Cert>> {
         let b = resolved.binding;
-        if b.pool {
-            return self
+        match b.certs {
+            CertFrom::Nothing => None,
+            CertFrom::Site => self.site_cert(b.site),
+            CertFrom::Pool => self
                 .pool
                 .load()
                 .choose(resolved.cert_name(), schemes, unix_now())
-                .cloned();
+                .cloned(),
         }
-        b.certs.as_ref()?.for_client(schemes).cloned()
     }
 
     /// The certificates a binding may be served with now: the site's own, or the pool's
     /// best for the host.
     pub fn certs_of(&self, b: &Binding) -> Option<Choice> {
-        if b.pool {
-            return self.pool.load().best(&b.host, unix_now());
+        match b.certs {
+            CertFrom::Nothing => None,
+            CertFrom::Site => {
+                let how = match self.config.sites[b.site].tls {
+                    TlsMode::Pinned(_) => How::Pinned,
+                    TlsMode::Internal => How::Internal,
+                    TlsMode::Acme => How::Acme,
+                    // Pool sites' hosts are bound with CertFrom::Pool.
+                    TlsMode::Pool => return None,
+                };
+                Some(Choice::single(self.site_cert(b.site)?, how))
+            }
+            CertFrom::Pool => self.pool.load().best(&b.host, unix_now()),
         }
-        b.certs.clone()
     }
 
     /// Checks `next` as the pool for this runtime's pool hosts among `touched` names (all
@@ -300,8 +328,8 @@ impl Runtime {
                 },
                 // Refused here, with the alert that says the name is not served (yet),
                 // rather than by rustls finding no certificate.
-                _ if r.binding.certs.is_none()
-                    && self.config.sites[r.binding.site].tls == TlsMode::Acme =>
+                _ if self.config.sites[r.binding.site].tls == TlsMode::Acme
+                    && self.site_certs[r.binding.site].load().is_none() =>
                 {
                     Decision::Refuse(Refusal::NoCertificate(r.binding.host.to_string()))
                 }
@@ -674,14 +702,8 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                 .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
         });
 
-        // A passthrough site's certificate lives on its backend.
-        let on_https = site
-            .listeners
-            .iter()
-            .any(|&l| config.listeners[l].kind == ListenerKind::Https)
-            && !matches!(site.action, Action::Passthrough(_));
         let mut site_cert = None;
-        if on_https {
+        if terminates_tls(&config, site) {
             match &site.tls {
                 TlsMode::Pinned(files) => match shared.load(files) {
                     Ok(cert) => {
@@ -752,14 +774,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                         let files = crate::acme::cert_files(home, &site.name);
                         // Until the first order succeeds there is nothing to load: the site's
                         // names are refused at the handshake, and that is not an error.
-                        let usable = if files.cert.exists() && files.key.exists() {
-                            shared.load(&files).ok().filter(|c| {
-                                c.is_valid_at(now) && site.hosts.iter().all(|h| c.covers(h))
-                            })
-                        } else {
-                            None
-                        };
-                        match usable {
+                        match acme_cert(&files, site, shared, now) {
                             Some(cert) => {
                                 for host in &site.hosts {
                                     choices
@@ -824,8 +839,11 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                 && !matches!(site.action, Action::Passthrough(_));
             for host in &site.hosts {
                 let certs = match l.kind {
-                    ListenerKind::Https if !pooled => choices.get(&(si, host)).cloned(),
-                    _ => None,
+                    ListenerKind::Https if pooled => CertFrom::Pool,
+                    ListenerKind::Https if !matches!(site.action, Action::Passthrough(_)) => {
+                        CertFrom::Site
+                    }
+                    _ => CertFrom::Nothing,
                 };
                 let https_port = match l.kind {
                     ListenerKind::Http => https_port_for(&config, si, l),
@@ -836,7 +854,6 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
                     host: host.clone(),
                     site: si,
                     certs,
-                    pool: pooled,
                     https_port,
                 });
             }
@@ -911,7 +928,7 @@ pub fn build(config: Config, mode: Mode, shared: &Shared) -> (Option<Runtime>, R
             sites,
             pool: ArcSwap::from_pointee(pool),
             pool_hosts,
-            site_certs,
+            site_certs: site_certs.into_iter().map(ArcSwapOption::new).collect(),
             client_auth: policies,
             challenges: shared.challenges.clone(),
             keys: shared.keys.clone(),
@@ -990,6 +1007,32 @@ fn proxy_action(
             }
         }
     }
+}
+
+/// The ACME certificate stored in `files` for `site`, when it may serve: it loads, is
+/// valid now and covers every host of the site. None until the first order succeeds.
+fn acme_cert(
+    files: &CertFiles,
+    site: &crate::config::Site,
+    shared: &Shared,
+    now: i64,
+) -> Option<Arc<Cert>> {
+    if !(files.cert.exists() && files.key.exists()) {
+        return None;
+    }
+    shared
+        .load(files)
+        .ok()
+        .filter(|c| c.is_valid_at(now) && site.hosts.iter().all(|h| c.covers(h)))
+}
+
+/// Whether `site` presents a certificate of its own: it is on an https listener and does
+/// not pass TLS through (a passthrough site's certificate lives on its backend).
+fn terminates_tls(config: &Config, site: &crate::config::Site) -> bool {
+    site.listeners
+        .iter()
+        .any(|&l| config.listeners[l].kind == ListenerKind::Https)
+        && !matches!(site.action, Action::Passthrough(_))
 }
 
 fn names_list(cert: &Cert) -> String {

@@ -1,6 +1,7 @@
 //! Certificate changes the serve loop applies: the admin API's PUT and DELETE (stored in
-//! etcd first in a fleet) and the fleet's batches and local CA, each checked, staged, built
-//! and installed, or undone.
+//! etcd first in a fleet) and the fleet's batches and local CA, each checked, staged and
+//! installed, or undone; and the sites' own certificates ACME or the local CA issued. None
+//! of them builds a runtime.
 
 use super::*;
 
@@ -276,9 +277,53 @@ pub(super) async fn apply_fleet_certificates(
     }
 }
 
+/// Installs what ACME or the local CA holds now for `sites` (indexes into the serving
+/// runtime's sites) as their own certificates, in place (`runtime::patch_site_certs`): a
+/// renewal at 100,000 sites costs what one site's costs. Recorded in the history like a
+/// reload; a site whose certificate cannot be taken keeps its own, and the log says why.
+pub(super) async fn apply_site_certs(
+    server: &Server,
+    shared: &Shared,
+    history: &History,
+    sites: Vec<usize>,
+    why: &str,
+) {
+    let rt = server.runtime();
+    let (changed, report) = {
+        let (rt, shared) = (rt.clone(), shared.clone());
+        off_loop(move || runtime::patch_site_certs(&rt, &shared, &sites)).await
+    };
+    for d in report.errors() {
+        tracing::error!(reason = why, "certificate change not applied: {d}");
+    }
+    if changed.is_empty() && !report.has_errors() {
+        return;
+    }
+    let ok = !changed.is_empty();
+    for (si, cert) in &changed {
+        tracing::info!(reason = why, site = %rt.sites[*si].name, subject = %cert.subject, not_after = %format_time(cert.not_after), "site certificate installed");
+        rt.install_site_cert(*si, cert.clone());
+    }
+    shared.metrics.reload(if ok {
+        crate::metrics::Outcome::Ok
+    } else {
+        crate::metrics::Outcome::Failed
+    });
+    let summary = format!("site certificates: {} installed", changed.len());
+    record(history, ok, report, summary, why);
+}
+
+/// The indexes of the sites of `rt` whose certificate the local CA issues.
+pub(super) fn internal_sites(rt: &Runtime) -> Vec<usize> {
+    (rt.config.sites.iter().enumerate())
+        .filter(|(_, s)| s.tls == TlsMode::Internal)
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// Makes the fleet's CA this node's, and issues the internal leaves again from it.
 pub(super) async fn apply_fleet_ca(
-    server: &mut Server,
+    server: &Server,
     shared: &Shared,
     history: &History,
     cert: Vec<u8>,
@@ -291,16 +336,8 @@ pub(super) async fn apply_fleet_ca(
         Ok(false) => {}
         Ok(true) => {
             tracing::info!("cluster: the fleet's local CA installed");
-            let config = server.runtime().config.clone();
-            if config.sites.iter().any(|s| s.tls == TlsMode::Internal) {
-                install(
-                    server,
-                    &shared.metrics,
-                    history,
-                    build_off(config, shared).await,
-                    "the fleet's local CA",
-                );
-            }
+            let sites = internal_sites(&server.runtime());
+            apply_site_certs(server, shared, history, sites, "the fleet's local CA").await;
         }
         Err(e) => {
             tracing::error!(error = %e, "cluster: the fleet's local CA cannot be written; this node keeps its own")

@@ -23,8 +23,8 @@ mod watch;
 
 use acme::AcmeTasks;
 use certificates::{
-    apply_dir_pairs, apply_fleet_ca, apply_fleet_certificates, change_certificates,
-    next_fleet_change, Asker, CertChange,
+    apply_dir_pairs, apply_fleet_ca, apply_fleet_certificates, apply_site_certs,
+    change_certificates, internal_sites, next_fleet_change, Asker, CertChange,
 };
 use fleet::{next_push, start_from_fleet};
 use watch::{cert_dirs, cert_files, loaded_cert_files, watch_period, DirChanges, DirReady};
@@ -189,7 +189,7 @@ fn summary(rt: &Runtime) {
             let hosts: Vec<&str> = cfg.hosts.iter().map(|h| h.as_str()).collect();
             each!(site = %s.name, hosts = %hosts.join(","), tls = ?cfg.tls, "site");
         }
-        for c in pool.certs().chain(site_only.into_iter().map(|(_, c)| c)) {
+        for c in pool.certs().chain(site_only.iter().map(|(_, c)| c)) {
             each!(subject = %c.subject, names = c.names.len(), key = %c.key_type, not_after = %format_time(c.not_after), file = %c.cert_file.display(), "certificate");
         }
     }
@@ -673,14 +673,15 @@ async fn serve(
                     apply_fleet_certificates(&mut server, &shared, &history, changes).await;
                 }
                 crate::cluster::FleetChange::Ca { cert, key } => {
-                    apply_fleet_ca(&mut server, &shared, &history, cert, key).await;
+                    apply_fleet_ca(&server, &shared, &history, cert, key).await;
                 }
             },
             Some(site) = issued.recv() => {
-                // The configuration in memory: a new certificate must not apply edits
-                // nobody asked to load yet.
-                let config = server.runtime().config.clone();
-                install(&mut server, &shared.metrics, &history, build_off(config, &shared).await, &format!("ACME certificate for site {site}"));
+                // Into the runtime serving, in place: no edit of the file is applied.
+                let found = server.runtime().config.sites.iter().position(|s| s.name == site);
+                if let Some(si) = found {
+                    apply_site_certs(&server, &shared, &history, vec![si], &format!("ACME certificate for site {site}")).await;
+                }
             }
             Some(issued) = on_demand_issued.recv() => {
                 let issued: crate::acme::on_demand::Issued = issued;
@@ -818,11 +819,10 @@ async fn serve(
                 }
             },
             _ = renew.tick() => {
-                // The configuration in memory, not the file: renewal must not apply edits
-                // nobody asked to load yet.
-                let config = server.runtime().config.clone();
-                if config.sites.iter().any(|s| s.tls == TlsMode::Internal) {
-                    install(&mut server, &shared.metrics, &history, build_off(config, &shared).await, "internal certificate renewal");
+                // Leaves due for renewal are issued again and swapped in; the others stay.
+                let sites = internal_sites(&server.runtime());
+                if !sites.is_empty() {
+                    apply_site_certs(&server, &shared, &history, sites, "internal certificate renewal").await;
                 }
             }
             _ = term.recv() => break,

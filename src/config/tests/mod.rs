@@ -737,7 +737,7 @@ fn san_and_pinned_certificates() {
         .table
         .lookup(&host("x.b.test"))
         .expect("x.b.test is bound on the http listener");
-    assert!(http.binding.certs.is_none());
+    assert_eq!(http.binding.certs, crate::route::CertFrom::Nothing);
 }
 
 #[test]
@@ -745,4 +745,85 @@ fn check_writes_nothing() {
     // `tls = "internal"` is issued at start; check must not create the local CA.
     let (dir, _rt) = valid_runtime();
     assert!(!dir.path().join("state").exists());
+}
+
+/// Writes `pem` to `path` as a new file (a new inode), as the ACME task stores its files.
+fn replace_file(path: &Path, pem: &str) {
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("make the directory");
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, pem).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+#[test]
+fn acme_and_internal_certificates_change_in_place() {
+    let toml = [
+        "state_dir = \"state\"\n[acme]\ndirectory = \"https://acme.test/dir\"\n".to_string(),
+        base(),
+        site("shop", &["shop.test"], &[r#"tls = "acme""#, RESPOND]),
+        site("dev", &["dev.test"], &[r#"tls = "internal""#, RESPOND]),
+        site("a", &["a.test"], &[RESPOND]),
+    ]
+    .concat();
+    let (_dir, file) = write_dir(&toml);
+    let shared = crate::runtime::Shared::new();
+    let (rt, _) = crate::cli::serve::load(&file, super::Origin::Given, &shared)
+        .unwrap_or_else(|r| panic!("serves:\n{r}"));
+    let sha = |c: Option<std::sync::Arc<crate::tls::load::Cert>>| c.map(|c| c.sha256);
+    // Before its first order the ACME site's names are refused; the local CA issued dev's.
+    assert!(rt.site_cert(0).is_none());
+    assert!(matches!(
+        rt.decide(0, Some("shop.test")),
+        crate::runtime::Decision::Refuse(crate::route::Refusal::NoCertificate(_))
+    ));
+    let dev = sha(rt.site_cert(1)).expect("dev has its leaf");
+    // Nothing due: nothing changes.
+    let (changed, report) = crate::runtime::patch_site_certs(&rt, &shared, &[0, 1, 2]);
+    assert!(changed.is_empty() && report.items.is_empty(), "{report}");
+
+    // The ACME task stored a certificate: it is served, from this runtime.
+    let home = crate::acme::home(&rt.config).expect("an ACME home");
+    let files = crate::acme::cert_files(&home, "shop");
+    let key = ec_key();
+    let (cert, pem_key) = self_signed(&params("shop", &["shop.test"], -1, 90), &key);
+    replace_file(&files.key, &pem_key);
+    replace_file(&files.cert, &cert);
+    let (changed, report) = crate::runtime::patch_site_certs(&rt, &shared, &[0, 1, 2]);
+    assert!(report.items.is_empty(), "{report}");
+    assert_eq!(changed.iter().map(|(si, _)| *si).collect::<Vec<_>>(), [0]);
+    let issued = changed[0].1.sha256;
+    for (si, cert) in changed {
+        rt.install_site_cert(si, cert);
+    }
+    let crate::runtime::Decision::Terminate(resolved) = rt.decide(0, Some("shop.test")) else {
+        panic!("shop.test is served once its certificate is there");
+    };
+    assert_eq!(sha(rt.certificate_for(&resolved, &[])), Some(issued));
+    assert_eq!(
+        rt.certs_of(resolved.binding).map(|c| c.how),
+        Some(How::Acme)
+    );
+
+    // A certificate that does not cover the site's host is not taken: the site keeps its
+    // own, and the report says why.
+    let (other, other_key) = self_signed(&params("other", &["other.test"], -1, 90), &key);
+    replace_file(&files.key, &other_key);
+    replace_file(&files.cert, &other);
+    let (changed, report) = crate::runtime::patch_site_certs(&rt, &shared, &[0]);
+    assert!(changed.is_empty());
+    let errors: Vec<String> = report.errors().map(|d| d.to_string()).collect();
+    assert!(
+        errors.len() == 1 && errors[0].contains("keeps serving the certificate it has"),
+        "{errors:?}"
+    );
+    assert_eq!(sha(rt.site_cert(0)), Some(issued));
+
+    // The local CA's leaf gone (or due): a new one is issued and swapped in.
+    let (leaf, leaf_key) = crate::tls::internal_ca::leaf_paths(&rt.config.state_dir, "dev");
+    std::fs::remove_file(leaf).expect("remove the leaf");
+    std::fs::remove_file(leaf_key).expect("remove its key");
+    let (changed, report) = crate::runtime::patch_site_certs(&rt, &shared, &[1]);
+    assert!(report.items.is_empty(), "{report}");
+    assert_eq!(changed.len(), 1);
+    assert_ne!(changed[0].1.sha256, dev);
 }

@@ -19,7 +19,7 @@ use super::bindings::{
 };
 use crate::config::{Action, ListenerKind, TlsMode};
 use crate::names::{host_from_authority, HostName};
-use crate::route::{Match, Refusal, Resolved, Sni};
+use crate::route::{CertFrom, Match, Refusal, Resolved, Sni};
 use crate::runtime::Runtime;
 use crate::runtime::{Decision, SiteAction};
 use crate::tls::load::Cert;
@@ -328,9 +328,14 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
         return;
     };
     let site_name = site_label(rt, b.site);
-    ex.how = b.certs.as_ref().map(|c| c.how);
+    // The site's own certificate now (None for a pool host: the pool's step below).
+    let own = match b.certs {
+        CertFrom::Site => rt.certs_of(b),
+        CertFrom::Nothing | CertFrom::Pool => None,
+    };
+    ex.how = own.as_ref().map(|c| c.how);
     match &site.tls {
-        TlsMode::Internal if b.certs.is_none() => {
+        TlsMode::Internal if own.is_none() => {
             ex.internal_pending = true;
             ex.how = Some(How::Internal);
             let hosts: Vec<&str> = site.hosts.iter().map(|h| h.as_str()).collect();
@@ -340,7 +345,7 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
                 hosts.join(", ")
             );
         }
-        TlsMode::Acme if b.certs.is_none() => {
+        TlsMode::Acme if own.is_none() => {
             ex.certs_why = format!(
                 "{site_name}: {}",
                 acme_pending(rt, b.site).unwrap_or_default()
@@ -352,8 +357,7 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
             } else if site.tls == TlsMode::Acme {
                 format!("ACME: issued for {site_name}'s hosts and stored in state_dir/acme/")
             } else {
-                let stored = b
-                    .certs
+                let stored = own
                     .as_ref()
                     .and_then(|c| c.variants.first())
                     .map_or(String::new(), |c| {
@@ -361,7 +365,7 @@ fn step_certificates<'a>(rt: &'a Runtime, r: &Resolved<'a>, now: i64, ex: &mut E
                     });
                 format!("internal CA: issued by the local CA for {site_name}'s hosts{stored}; serving reuses it until it is due for renewal")
             };
-            for cert in b.certs.iter().flat_map(|c| c.variants.iter()) {
+            for cert in own.iter().flat_map(|c| c.variants.iter()) {
                 ex.candidates.push(Candidate {
                     cert: cert.clone(),
                     matched: How::Exact,

@@ -116,6 +116,9 @@ async fn renewal_swaps_the_certificate_without_a_failed_request() {
     assert!(served > 20, "{served}");
     let log = std::fs::read_to_string(dir.path().join("portico.log")).expect("log");
     assert!(log.contains("rule=OneThird"), "{log}");
+    // Issuance and renewal swap the site's certificate in place: no runtime is built.
+    assert!(log.contains("site certificate installed"), "{log}");
+    assert!(!log.contains("reloaded"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
