@@ -62,6 +62,7 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => {
             let _ = builder
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .event_format(TextLines::default())
                 .try_init();
         }
         LogFormat::Json => {
@@ -261,6 +262,143 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Output {
     }
 }
 
+/// Text lines: tracing-subscriber's own format, with the access log's lines written by a
+/// lean formatter in exactly the same layout (`2026-12-02T18:13:48.123456Z  INFO access:
+/// request listener=https site="a" ...`). The default formatter styles every field name
+/// through nu-ansi-term and runs `fmt::write` several times per field: about 20,000
+/// instructions for an access line, as much as the rest of a keep-alive HTTP/1.1 request.
+/// Lines for a terminal (with colours) and every other event keep the default formatter.
+#[derive(Default)]
+pub struct TextLines {
+    full: format::Format,
+}
+
+impl<S, N> FormatEvent<S, N> for TextLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: format::Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        // Portico opens no spans; with one, the default formatter would print it.
+        if meta.target() != "access" || w.has_ansi_escapes() || ctx.event_scope().is_some() {
+            return self.full.format_event(ctx, w, event);
+        }
+        write_ts(&mut w, time::OffsetDateTime::now_utc())?;
+        w.write_char(' ')?;
+        w.write_str(match *meta.level() {
+            Level::ERROR => "ERROR",
+            Level::WARN => " WARN",
+            Level::INFO => " INFO",
+            Level::DEBUG => "DEBUG",
+            Level::TRACE => "TRACE",
+        })?;
+        w.write_char(' ')?;
+        w.write_str(meta.target())?;
+        w.write_str(": ")?;
+        let mut fields = TextFields {
+            w: &mut w,
+            first: true,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        w.write_char('\n')
+    }
+}
+
+/// Writes fields as tracing-subscriber's default text visitor does: the message as it is,
+/// then `name=value`, space separated, a string value quoted and escaped as Rust's `Debug`
+/// does, everything else in its `Debug` form (a `%value` field's `Debug` is its
+/// `Display`).
+struct TextFields<'a, W: fmt::Write> {
+    w: &'a mut W,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl<W: fmt::Write> TextFields<'_, W> {
+    fn put(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
+        if self.result.is_err() {
+            return;
+        }
+        let name = field.name();
+        self.result = (|| {
+            if !std::mem::take(&mut self.first) {
+                self.w.write_char(' ')?;
+            }
+            if name != "message" {
+                self.w.write_str(name.strip_prefix("r#").unwrap_or(name))?;
+                self.w.write_char('=')?;
+            }
+            value(self.w)
+        })();
+    }
+}
+
+impl<W: fmt::Write> Visit for TextFields<'_, W> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, |w| write!(w, "{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let message = field.name() == "message";
+        self.put(field, |w| {
+            // Printable ASCII without a quote or backslash is its own escape.
+            let plain = value
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+            match (message, plain) {
+                (true, _) => w.write_str(value),
+                (false, true) => {
+                    w.write_char('"')?;
+                    w.write_str(value)?;
+                    w.write_char('"')
+                }
+                (false, false) => write!(w, "{value:?}"),
+            }
+        });
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, |w| decimal(w, value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, |w| {
+            if value < 0 {
+                w.write_char('-')?;
+            }
+            decimal(w, value.unsigned_abs())
+        });
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, |w| w.write_str(if value { "true" } else { "false" }));
+    }
+}
+
+/// Writes `n` in decimal, without the formatting machinery.
+fn decimal(w: &mut impl fmt::Write, mut n: u64) -> fmt::Result {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    w.write_str(std::str::from_utf8(&digits[at..]).unwrap_or("?"))
+}
+
 /// Writes an event as one JSON object and a newline.
 pub struct JsonLines;
 
@@ -302,19 +440,25 @@ fn level(l: Level) -> &'static str {
     }
 }
 
-/// `2026-12-01T23:30:31.123456Z`.
+/// `2026-12-01T23:30:31.123456Z`, as tracing-subscriber writes its timestamps (for the
+/// years 0 to 9999), with the digits put in place rather than formatted.
 fn write_ts(w: &mut impl fmt::Write, t: time::OffsetDateTime) -> fmt::Result {
-    write!(
-        w,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
+    let mut b = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut n: u32| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, u32::try_from(t.year()).unwrap_or(0).min(9999));
+    put(5, 2, u32::from(u8::from(t.month())));
+    put(8, 2, u32::from(t.day()));
+    put(11, 2, u32::from(t.hour()));
+    put(14, 2, u32::from(t.minute()));
+    put(17, 2, u32::from(t.second()));
+    put(20, 6, t.microsecond());
+    // Only ASCII was written.
+    w.write_str(std::str::from_utf8(&b).unwrap_or("?"))
 }
 
 /// Writes `s` as a JSON string, quotes included.
@@ -491,6 +635,97 @@ mod tests {
         assert_eq!(v["f"], 0.000_001_5);
         assert!(v["inf"].is_null());
         assert!(v.get("none").is_none(), "an absent Option is left out: {v}");
+    }
+
+    /// What a subscriber made by `make` (writing into the buffer it is given) writes for
+    /// the events `emit` sends.
+    fn text(make: impl FnOnce(Buf) -> tracing::Dispatch, emit: fn()) -> String {
+        let buf = Buf::default();
+        let dispatch = make(buf.clone());
+        tracing::dispatcher::with_default(&dispatch, emit);
+        let text = String::from_utf8(buf.0.lock().expect("buf").clone()).expect("utf-8");
+        text
+    }
+
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("buf").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn access_lines_are_written_as_the_default_text_format_writes_them() {
+        fn emit() {
+            tracing::info!(
+                target: "access",
+                listener = %"https",
+                site = "a \"b\"\\ \u{e9} \n\u{7f}",
+                plain = "TLSv1.3",
+                empty = "",
+                peer = %std::net::SocketAddr::from(([127, 0, 0, 1], 5)),
+                method = %http::Method::GET,
+                version = ?http::Version::HTTP_11,
+                status = 200u64,
+                zero = 0u64,
+                big = u64::MAX,
+                neg = -12i64,
+                min = i64::MIN,
+                complete = true,
+                no = false,
+                f = 1.5f64,
+                none = Option::<&str>::None,
+                r#type = "x",
+                "request"
+            );
+            tracing::warn!(target: "access", n = 1u64, "passthrough {}", 2);
+            tracing::error!(target: "access", "alone");
+        }
+        let ours = text(
+            |b| {
+                tracing::Dispatch::new(
+                    tracing_subscriber::fmt()
+                        .with_writer(move || b.clone())
+                        .with_ansi(false)
+                        .event_format(TextLines::default())
+                        .finish(),
+                )
+            },
+            emit,
+        );
+        let theirs = text(
+            |b| {
+                tracing::Dispatch::new(
+                    tracing_subscriber::fmt()
+                        .with_writer(move || b.clone())
+                        .with_ansi(false)
+                        .finish(),
+                )
+            },
+            emit,
+        );
+        let strip = |t: &str| -> Vec<String> {
+            t.lines()
+                .map(|l| {
+                    let (ts, rest) = l.split_at(27);
+                    time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+                        .unwrap_or_else(|e| panic!("{ts}: {e}"));
+                    rest.to_string()
+                })
+                .collect()
+        };
+        assert_eq!(strip(&ours).len(), 3, "{ours}");
+        assert_eq!(
+            strip(&ours),
+            strip(&theirs),
+            "ours:\n{ours}\ntheirs:\n{theirs}"
+        );
     }
 
     #[test]
