@@ -3,9 +3,11 @@
 //!
 //! The protocol is one command line in (`reload` or `upgrade`), then text lines out: every
 //! diagnostic, then a last line starting with `OK` or `FAILED`. The commands' `--live`
-//! questions (`inspect FORMAT bindings`, `inspect FORMAT certs`, `inspect FORMAT explain
-//! LOCAL NO_SNI RSA_ONLY HOST`) are answered the other way round: a first line `OK`, then the
-//! document, or one line `FAILED` and why. A new process taking over in
+//! questions (`inspect FORMAT bindings LIMIT [AFTER]`, `inspect FORMAT certs LIMIT [AFTER]`,
+//! `inspect FORMAT explain LOCAL NO_SNI RSA_ONLY HOST`) are answered the other way round: a
+//! first line `OK`, then the document, or one line `FAILED` and why (a cursor that names
+//! no row, for one). `inspect FORMAT bindings` and `certs` without a limit, as clients
+//! from before pages send them, ask for every row, which is what those clients print. A new process taking over in
 //! a binary upgrade sends `handover`, receives the listening sockets, answers `ready` once it
 //! serves, and gets `bye` once the old process let go of this socket. The socket only hands
 //! commands to the serve loop, which runs them one at a time; it never changes state itself.
@@ -25,7 +27,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Report;
-use crate::inspect::{explain, Format, Query};
+use crate::inspect::{explain, Format, NoSuchRow, Page, Query};
 
 /// The socket's path for a state directory.
 pub fn socket_path(state_dir: &Path) -> PathBuf {
@@ -68,8 +70,9 @@ pub enum Command {
 /// The serve loop's answer.
 pub enum Reply {
     Text(String),
-    /// The answer to [`Command::Inspect`]: the document only (the socket adds the `OK`).
-    Answer(String),
+    /// The answer to [`Command::Inspect`]: the document only (the socket adds the `OK`), or
+    /// the page's cursor named no row.
+    Answer(Result<String, NoSuchRow>),
     /// The answer to [`Command::Reload`].
     Reload(Outcome),
     /// The answer to a certificate change: what it came to, and the reload's outcome (None
@@ -226,18 +229,24 @@ async fn session(mut stream: UnixStream, requests: mpsc::Sender<Request>) -> io:
     // A command is one short line; anything slower or longer is not a client of ours. It is
     // read a byte at a time so nothing after it is consumed (the hand-over goes on on the
     // same stream).
-    let line = tokio::time::timeout(Duration::from_secs(10), async {
+    let (line, whole) = tokio::time::timeout(Duration::from_secs(10), async {
         let mut line = Vec::new();
         while line.len() < MAX_LINE {
             match stream.read_u8().await? {
-                b'\n' => break,
+                b'\n' => return Ok::<_, io::Error>((line, true)),
                 b => line.push(b),
             }
         }
-        Ok::<_, io::Error>(line)
+        Ok((line, false))
     })
     .await
     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no command"))??;
+    if !whole {
+        // Cut short, a cursor would name another row; say so rather than answer for it.
+        let why = format!("FAILED the command is longer than {MAX_LINE} bytes\n");
+        stream.write_all(why.as_bytes()).await?;
+        return Ok(());
+    }
     let line = String::from_utf8_lossy(&line).into_owned();
     let command = match line.trim() {
         "handover" => return handover(stream, requests).await,
@@ -253,7 +262,8 @@ async fn session(mut stream: UnixStream, requests: mpsc::Sender<Request>) -> io:
     };
     let text = match ask(&requests, command).await {
         Some(Reply::Text(text)) => text,
-        Some(Reply::Answer(document)) => format!("OK\n{document}"),
+        Some(Reply::Answer(Ok(document))) => format!("OK\n{document}"),
+        Some(Reply::Answer(Err(e))) => format!("FAILED {e}\n"),
         Some(Reply::Reload(outcome)) => outcome.text(),
         _ => "FAILED the server is shutting down\n".to_string(),
     };
@@ -396,8 +406,9 @@ pub fn confirm(stream: std::os::unix::net::UnixStream) -> io::Result<()> {
 }
 
 /// The longest command line a session reads: `explain` carries a host name (up to 253
-/// bytes, more when a client sends an odd one) and an address.
-const MAX_LINE: usize = 1024;
+/// bytes, more when a client sends an odd one) and an address, a page of `certs` a cursor
+/// of up to [`crate::inspect::page::MAX_KEY`] bytes (a certificate file's path).
+const MAX_LINE: usize = 8192;
 
 /// The line a client sends for `command`, newline included; None for the hand-over's own
 /// messages, which are not commands a client sends.
@@ -410,8 +421,12 @@ fn line(command: &Command) -> Option<String> {
     Some(match command {
         Command::Reload => "reload\n".to_string(),
         Command::Upgrade => "upgrade\n".to_string(),
-        Command::Inspect(Query::Bindings, f) => format!("inspect {} bindings\n", format(f)),
-        Command::Inspect(Query::Certs, f) => format!("inspect {} certs\n", format(f)),
+        Command::Inspect(Query::Bindings(page), f) => {
+            format!("inspect {} bindings{}\n", format(f), page_words(page))
+        }
+        Command::Inspect(Query::Certs(page), f) => {
+            format!("inspect {} certs{}\n", format(f), page_words(page))
+        }
         Command::Inspect(Query::Explain { host, options }, f) => format!(
             "inspect {} explain {} {} {} {host}\n",
             format(f),
@@ -425,6 +440,38 @@ fn line(command: &Command) -> Option<String> {
         | Command::HandedOver { .. }
         | Command::PutCertificate { .. }
         | Command::DeleteCertificate { .. } => return None,
+    })
+}
+
+/// A page's words on an `inspect` line: ` LIMIT`, then ` AFTER` when there is a cursor (the
+/// rest of the line, spaces and all: a listener's name or a file's path may hold them).
+fn page_words(page: &Page) -> String {
+    match &page.after {
+        None => format!(" {}", page.limit),
+        Some(after) => format!(" {} {after}", page.limit),
+    }
+}
+
+/// The page the words after `bindings` or `certs` ask for: none, as older clients send,
+/// is every row; else a limit in plain digits and optionally the cursor, which must be one
+/// a client could have sent.
+fn parse_page(rest: Option<&str>) -> Option<Page> {
+    let Some(rest) = rest else {
+        return Some(Page::all());
+    };
+    let (limit, after) = match rest.split_once(' ') {
+        Some((limit, after)) => (limit, Some(after)),
+        None => (rest, None),
+    };
+    if limit.is_empty() || !limit.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if let Some(after) = after {
+        crate::inspect::page::check_key(after).ok()?;
+    }
+    Some(Page {
+        limit: limit.parse().ok()?,
+        after: after.map(str::to_string),
     })
 }
 
@@ -442,10 +489,24 @@ fn parse(line: &str) -> Result<Command, String> {
                 Some("json") => Format::Json,
                 _ => return Err(unknown()),
             };
-            let query = match (words.next(), words.next()) {
-                (Some("bindings"), None) => Query::Bindings,
-                (Some("certs"), None) => Query::Certs,
-                (Some("explain"), Some(local)) => {
+            let query = match words.next() {
+                Some(list @ ("bindings" | "certs")) => {
+                    // The page is the rest of the line after the list's name.
+                    let rest = rest.splitn(3, ' ').nth(2);
+                    let page = parse_page(rest).ok_or_else(unknown)?;
+                    return Ok(Command::Inspect(
+                        if list == "bindings" {
+                            Query::Bindings(page)
+                        } else {
+                            Query::Certs(page)
+                        },
+                        format,
+                    ));
+                }
+                Some("explain") => {
+                    let Some(local) = words.next() else {
+                        return Err(unknown());
+                    };
                     let flag = |w: Option<&str>| match w {
                         Some("0") => Ok(false),
                         Some("1") => Ok(true),
@@ -525,8 +586,22 @@ mod tests {
         for command in [
             Command::Reload,
             Command::Upgrade,
-            Command::Inspect(Query::Bindings, Format::Text),
-            Command::Inspect(Query::Certs, Format::Json),
+            Command::Inspect(Query::Bindings(Page::all()), Format::Text),
+            Command::Inspect(Query::Certs(Page::default()), Format::Json),
+            Command::Inspect(
+                Query::Bindings(Page {
+                    limit: 10,
+                    after: Some("my listener/*.a.test".to_string()),
+                }),
+                Format::Json,
+            ),
+            Command::Inspect(
+                Query::Certs(Page {
+                    limit: 0,
+                    after: Some("pool:/etc/certs/a b.pem".to_string()),
+                }),
+                Format::Text,
+            ),
             explain("a.test", None, false, false),
             explain("a.test", Some("[::1]:8443"), true, true),
             // An odd name goes over as given, spaces and all: explain words it.
@@ -540,6 +615,25 @@ mod tests {
     }
 
     #[test]
+    fn a_line_without_a_page_asks_for_every_row() {
+        // What clients from before pages send, and print in full.
+        assert_eq!(
+            parse("inspect text bindings"),
+            Ok(Command::Inspect(Query::Bindings(Page::all()), Format::Text))
+        );
+        assert_eq!(
+            parse("inspect json certs 5 site:a"),
+            Ok(Command::Inspect(
+                Query::Certs(Page {
+                    limit: 5,
+                    after: Some("site:a".to_string())
+                }),
+                Format::Json
+            ))
+        );
+    }
+
+    #[test]
     fn a_bad_line_is_named_in_the_answer() {
         for bad in [
             "",
@@ -548,6 +642,12 @@ mod tests {
             "inspect",
             "inspect xml certs",
             "inspect json certs extra",
+            "inspect json certs +5",
+            "inspect json certs -1",
+            "inspect json certs 5 ",
+            "inspect json certs  5",
+            "inspect json bindings 99999999999999999999999",
+            "inspect json bindingsx 5",
             "inspect text explain",
             "inspect text explain - 0 0",
             "inspect text explain nowhere 0 0 a.test",

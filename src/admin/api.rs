@@ -1,7 +1,8 @@
 //! The endpoints: `GET /metrics`, `GET /api/v1/status`, `GET /api/v1/bindings`,
 //! `GET /api/v1/certs`, `GET /api/v1/explain`, `POST /api/v1/reload`. Schemas in
 //! docs/admin.md; `bindings`, `certs` and `explain` are the documents the commands print
-//! with `--json` (docs/cli.md), computed by `inspect/` over the runtime now serving.
+//! with `--json` (docs/cli.md), computed by `inspect/` over the runtime now serving, and
+//! paged the same way (`limit`, `after`).
 //!
 //! Work that grows with the number of sites or certificates runs on the blocking pool, so
 //! a scrape or a status request never holds up the threads that run connections.
@@ -11,7 +12,8 @@ use http::StatusCode;
 use super::{problem, response, Body, Context, JSON};
 use crate::config::{Diagnostic, ListenerKind, Severity};
 use crate::control::{self, Command, Outcome, Reply};
-use crate::inspect::{self, json::Json, Query};
+use crate::inspect::page::DEFAULT_LIMIT;
+use crate::inspect::{self, json::Json, Page, Query};
 use crate::runtime::{format_time, unix_now, Runtime};
 
 /// The Prometheus text exposition format.
@@ -42,16 +44,46 @@ pub(super) async fn status(ctx: &Context) -> http::Response<Body> {
     .await
 }
 
-/// `GET /api/v1/bindings`: what `portico bindings --json` prints, for the running
-/// configuration. The build's warnings are not kept with the runtime; the last reload's are
-/// in `status`.
-pub(super) async fn bindings(ctx: &Context) -> http::Response<Body> {
-    document(ctx, "/api/v1/bindings", Query::Bindings).await
+/// `GET /api/v1/bindings?limit=N&after=KEY`: what `portico bindings --json` prints, for
+/// the running configuration, a page at a time. The build's warnings are not kept with the
+/// runtime; the last reload's are in `status`.
+pub(super) async fn bindings(ctx: &Context, query: &str) -> http::Response<Body> {
+    const PATH: &str = "/api/v1/bindings";
+    match page(query) {
+        Ok(page) => document(ctx, PATH, Query::Bindings(page)).await,
+        Err(message) => problem(PATH, StatusCode::BAD_REQUEST, &message),
+    }
 }
 
-/// `GET /api/v1/certs`: what `portico certs --json` prints, for the running configuration.
-pub(super) async fn certs(ctx: &Context) -> http::Response<Body> {
-    document(ctx, "/api/v1/certs", Query::Certs).await
+/// `GET /api/v1/certs?limit=N&after=KEY`: what `portico certs --json` prints, for the
+/// running configuration, a page at a time.
+pub(super) async fn certs(ctx: &Context, query: &str) -> http::Response<Body> {
+    const PATH: &str = "/api/v1/certs";
+    match page(query) {
+        Ok(page) => document(ctx, PATH, Query::Certs(page)).await,
+        Err(message) => problem(PATH, StatusCode::BAD_REQUEST, &message),
+    }
+}
+
+/// The page `limit` and `after` ask for, as `--limit` and `--after` would (the same
+/// default); a message for the 400 answer when one is wrong.
+fn page(query: &str) -> Result<Page, String> {
+    let value = |key| super::auth::query_value(query, key);
+    let limit = match value("limit") {
+        None => DEFAULT_LIMIT,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|_| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| {
+                format!("limit must be a whole number of rows, 0 for all (got {v:?})")
+            })?,
+    };
+    let after = value("after")
+        .map(|key| inspect::page::check_key(&key).map(|()| key))
+        .transpose()
+        .map_err(|why| format!("after: {why}"))?;
+    Ok(Page { limit, after })
 }
 
 /// `GET /api/v1/explain?host=NAME&local=IP:PORT&no_sni=1&rsa_only=1`: what `portico explain
@@ -87,14 +119,26 @@ pub(super) async fn explain(ctx: &Context, query: &str) -> http::Response<Body> 
 }
 
 /// The answer to `query` about the runtime serving now, as the command prints it with
-/// `--json`.
+/// `--json`; 400 when the page's cursor names no row.
 async fn document(ctx: &Context, path: &'static str, query: Query) -> http::Response<Body> {
     let rt = ctx.runtime.load_full();
-    json_off_loop(path, move || {
+    let computed = tokio::task::spawn_blocking(move || {
         let report = crate::config::Report::default();
         inspect::document(&rt, &report, &query, unix_now())
     })
-    .await
+    .await;
+    match computed {
+        Ok(Ok(json)) => response(StatusCode::OK, JSON, json.pretty()),
+        Ok(Err(no_such_row)) => problem(path, StatusCode::BAD_REQUEST, &no_such_row.to_string()),
+        Err(e) => {
+            tracing::error!(error = %e, path, "an admin endpoint failed");
+            problem(
+                path,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the answer could not be computed (see the server's log)",
+            )
+        }
+    }
 }
 
 /// Computes a JSON document on the blocking pool and answers it.

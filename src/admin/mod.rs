@@ -484,8 +484,8 @@ async fn route(
         "/" if get => dashboard::page(),
         "/metrics" if get => api::metrics(ctx).await,
         "/api/v1/status" if get => api::status(ctx).await,
-        "/api/v1/bindings" if get => api::bindings(ctx).await,
-        "/api/v1/certs" if get => api::certs(ctx).await,
+        "/api/v1/bindings" if get => api::bindings(ctx, query.unwrap_or("")).await,
+        "/api/v1/certs" if get => api::certs(ctx, query.unwrap_or("")).await,
         "/api/v1/explain" if get => api::explain(ctx, query.unwrap_or("")).await,
         "/api/v1/reload" if *method == Method::POST => api::reload(ctx).await,
         "/" | "/metrics" | "/api/v1/status" | "/api/v1/bindings" | "/api/v1/certs"

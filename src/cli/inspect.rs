@@ -34,7 +34,7 @@ pub(super) fn run(
             return Ok(ExitCode::from(1));
         }
     };
-    let answer = inspect::answer(&rt, &report, &query, format, unix_now());
+    let answer = inspect::answer(&rt, &report, &query, format, unix_now())?;
     print!("{answer}");
     Ok(ExitCode::SUCCESS)
 }

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Origin;
-use crate::inspect::{explain, Format, Query};
+use crate::inspect::{explain, Format, Page, Query};
 
 /// `-c FILE`, the configuration file; `./portico.toml` when not given. Whether it was given
 /// decides the fix when the file cannot be read.
@@ -56,6 +56,30 @@ pub struct Output {
     /// instead of reading the file.
     #[arg(long)]
     live: bool,
+}
+
+/// Which rows `bindings` and `certs` print (docs/cli.md, "Pages").
+#[derive(Debug, Clone, Args)]
+pub struct Paging {
+    /// Print at most N rows; 0 prints them all.
+    #[arg(long, value_name = "N", default_value_t = crate::inspect::page::DEFAULT_LIMIT)]
+    limit: usize,
+    /// Start after the row with this key: the one printed after "next:" (JSON: "next").
+    #[arg(long, value_name = "KEY", value_parser = cursor)]
+    after: Option<String>,
+}
+
+impl Paging {
+    fn page(self) -> Page {
+        Page {
+            limit: self.limit,
+            after: self.after,
+        }
+    }
+}
+
+fn cursor(key: &str) -> Result<String, String> {
+    crate::inspect::page::check_key(key).map(|()| key.to_string())
 }
 
 impl Output {
@@ -103,20 +127,25 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Show every listener x host name -> site and certificate, and how each was chosen.
+    /// Show every listener x host name -> site and certificate, and how each was chosen, a
+    /// page of rows at a time.
     Bindings {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
         output: Output,
+        #[command(flatten)]
+        paging: Paging,
     },
     /// Show every certificate: its source (file, internal, acme), names, expiry, next
-    /// renewal and, for ACME, the last error.
+    /// renewal and, for ACME, the last error; a page of rows at a time.
     Certs {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
         output: Output,
+        #[command(flatten)]
+        paging: Paging,
     },
     /// Explain, step by step, how a connection for HOST is resolved, with the server's code.
     Explain {
@@ -192,11 +221,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { config } => Ok(check::run(&config)),
         Command::Reload { config } => reload::run(&config, crate::control::Command::Reload),
         Command::Upgrade { config } => reload::run(&config, crate::control::Command::Upgrade),
-        Command::Bindings { config, output } => {
-            inspect::run(&config, Query::Bindings, output.format(), output.live)
+        Command::Bindings {
+            config,
+            output,
+            paging,
+        } => {
+            let query = Query::Bindings(paging.page());
+            inspect::run(&config, query, output.format(), output.live)
         }
-        Command::Certs { config, output } => {
-            inspect::run(&config, Query::Certs, output.format(), output.live)
+        Command::Certs {
+            config,
+            output,
+            paging,
+        } => {
+            let query = Query::Certs(paging.page());
+            inspect::run(&config, query, output.format(), output.live)
         }
         Command::Explain {
             config,

@@ -17,6 +17,8 @@ use crate::runtime::{format_time, Runtime};
 use crate::tls::load::Cert;
 use crate::tls::pool::How;
 
+use super::page::{NoSuchRow, Page, Shown};
+
 pub use super::json::Json;
 
 /// Output width the human table is wrapped to.
@@ -334,16 +336,11 @@ pub fn collect_where<'a>(
     keep: impl Fn(&Binding) -> bool,
 ) -> (Vec<ListenerView<'a>>, Vec<&'a Diagnostic>) {
     let warnings: Vec<&Diagnostic> = report.warnings().collect();
-    let all: Vec<String> = rt
-        .listeners
-        .iter()
-        .map(|l| l.config.address.to_string())
-        .collect();
+    let all = addresses(rt);
     let mut views = Vec::with_capacity(rt.listeners.len());
     for (l, address) in rt.listeners.iter().zip(&all) {
-        let kind = l.config.kind;
         let on = On {
-            kind,
+            kind: l.config.kind,
             address,
             all: &all,
         };
@@ -354,37 +351,7 @@ pub fn collect_where<'a>(
             .map(|b| row(rt, &on, b, &warnings))
             .collect();
         rows.sort_by(|a, b| a.host.cmp(&b.host));
-        let no_sni = (kind == ListenerKind::Https).then(|| match l.table.resolve_sni(None) {
-            // The binding's own row shows its warnings.
-            Ok(r) => Row {
-                host: None,
-                warnings: Vec::new(),
-                ..row(rt, &on, r.binding, &[])
-            },
-            Err(refusal) => Row {
-                host: None,
-                binding: None,
-                site: None,
-                how: None,
-                certs: Vec::new(),
-                internal_pending: false,
-                acme_pending: None,
-                refused: Some(refusal),
-                https_port: None,
-                client_auth: None,
-                warnings: Vec::new(),
-            },
-        });
-        views.push(ListenerView {
-            name: &l.config.name,
-            address: address.clone(),
-            kind,
-            unknown_sni: l.table.unknown_sni(),
-            default_passthrough: l.config.default_passthrough.as_ref().map(|b| b.to_string()),
-            no_sni_host: l.table.no_sni().map(|h| h.as_str()),
-            no_sni,
-            rows,
-        });
+        views.push(view(rt, l, &on, rows));
     }
     let attached = |d: &&Diagnostic| {
         views.iter().any(|v| {
@@ -396,6 +363,193 @@ pub fn collect_where<'a>(
     };
     let rest = warnings.iter().copied().filter(|d| !attached(d)).collect();
     (views, rest)
+}
+
+/// The form of a bindings cursor, in words.
+pub const KEY_FORM: &str = "LISTENER/HOST";
+
+/// A bindings row's key: its listener's name and its host. A host name holds no `/`, so the
+/// last `/` splits it again whatever the listener is called.
+pub fn row_key(listener: &str, host: &str) -> String {
+    format!("{listener}/{host}")
+}
+
+/// One page of the bindings.
+#[derive(Debug)]
+pub struct Paged<'a> {
+    /// The listeners this page shows, each with only this page's rows (a listener with no
+    /// bindings at all is shown on the page its place in the order falls on).
+    pub views: Vec<ListenerView<'a>>,
+    /// The warnings that concern no row of any page.
+    pub rest: Vec<&'a Diagnostic>,
+    pub shown: Shown,
+}
+
+/// The rows of `page`, in the order [`collect`] gives them (listeners in file order, hosts
+/// sorted within each): only these rows are built, so a page of 1,000 costs 1,000 rows
+/// and one sort of references, whatever the number of sites. An `after` that names no
+/// binding is an error, not an empty page: the asker then knows to start again.
+pub fn collect_page<'a>(
+    rt: &'a Runtime,
+    report: &'a Report,
+    page: &Page,
+) -> Result<Paged<'a>, NoSuchRow> {
+    let sorted: Vec<Vec<&Binding>> = rt
+        .listeners
+        .iter()
+        .map(|l| {
+            let mut bs: Vec<&Binding> = l.table.bindings().collect();
+            // A listener binds a host once, so this order is total.
+            bs.sort_unstable_by(|a, b| a.host.as_str().cmp(b.host.as_str()));
+            bs
+        })
+        .collect();
+    let total: usize = sorted.iter().map(Vec::len).sum();
+    let after = match &page.after {
+        None => None,
+        Some(key) => Some(position(rt, &sorted, key).ok_or_else(|| NoSuchRow {
+            what: "bindings",
+            key: key.clone(),
+            form: KEY_FORM,
+        })?),
+    };
+    let window = page.window(after, total);
+    let warnings: Vec<&Diagnostic> = report.warnings().collect();
+    let all = addresses(rt);
+    let mut views = Vec::new();
+    let mut next = None;
+    let mut offset = 0;
+    for ((l, bs), address) in rt.listeners.iter().zip(&sorted).zip(&all) {
+        let on = On {
+            kind: l.config.kind,
+            address,
+            all: &all,
+        };
+        let here = offset..offset + bs.len();
+        offset = here.end;
+        let from = window.start.max(here.start);
+        let to = window.end.min(here.end);
+        if from < to {
+            let mine = &bs[from - here.start..to - here.start];
+            let rows = mine.iter().map(|b| row(rt, &on, b, &warnings)).collect();
+            if to == window.end && window.end < total {
+                next = mine
+                    .last()
+                    .map(|b| row_key(&l.config.name, b.host.as_str()));
+            }
+            views.push(view(rt, l, &on, rows));
+        } else if bs.is_empty() && shows_empty(&window, here.start, total) {
+            views.push(view(rt, l, &on, Vec::new()));
+        }
+    }
+    let rest = unattached(rt, &sorted, &all, &warnings);
+    Ok(Paged {
+        views,
+        rest,
+        shown: Shown {
+            rows: window.len(),
+            total,
+            next,
+        },
+    })
+}
+
+/// Whether a page shows a listener without bindings whose place in the order is `at` (the
+/// position its first row would have): the page holding the row after it, or the last page
+/// when none follows (an empty page asked for after the last row shows nothing).
+fn shows_empty(window: &std::ops::Range<usize>, at: usize, total: usize) -> bool {
+    window.contains(&at)
+        || (at == total && window.end == total && (!window.is_empty() || total == 0))
+}
+
+/// The position, in the order of [`collect_page`], of the row whose key is `key`.
+fn position(rt: &Runtime, sorted: &[Vec<&Binding>], key: &str) -> Option<usize> {
+    let (name, host) = key.rsplit_once('/')?;
+    let li = rt.listeners.iter().position(|l| l.config.name == name)?;
+    let before: usize = sorted.get(..li)?.iter().map(Vec::len).sum();
+    let at = sorted
+        .get(li)?
+        .binary_search_by(|b| b.host.as_str().cmp(host))
+        .ok()?;
+    Some(before + at)
+}
+
+/// The warnings no row would show, whichever page it is on: one pass over every binding's
+/// diagnostic path, skipped when there are no warnings (always, for a running server).
+fn unattached<'a>(
+    rt: &Runtime,
+    sorted: &[Vec<&Binding>],
+    all: &[String],
+    warnings: &[&'a Diagnostic],
+) -> Vec<&'a Diagnostic> {
+    let mut attached = vec![false; warnings.len()];
+    if !warnings.is_empty() {
+        for (bs, address) in sorted.iter().zip(all) {
+            for b in bs {
+                let Some(path) = binding_path(rt, b) else {
+                    continue;
+                };
+                for (seen, d) in attached.iter_mut().zip(warnings) {
+                    *seen = *seen || (d.path == path && concerns(d, address, all));
+                }
+            }
+        }
+    }
+    warnings
+        .iter()
+        .zip(attached)
+        .filter(|(_, seen)| !seen)
+        .map(|(d, _)| *d)
+        .collect()
+}
+
+/// Every listener's address as text, in listener order.
+fn addresses(rt: &Runtime) -> Vec<String> {
+    rt.listeners
+        .iter()
+        .map(|l| l.config.address.to_string())
+        .collect()
+}
+
+/// A listener with `rows`, and its answer to clients without SNI.
+fn view<'a>(
+    rt: &'a Runtime,
+    l: &'a crate::runtime::ListenerRt,
+    on: &On<'_>,
+    rows: Vec<Row<'a>>,
+) -> ListenerView<'a> {
+    let kind = on.kind;
+    let no_sni = (kind == ListenerKind::Https).then(|| match l.table.resolve_sni(None) {
+        // The binding's own row shows its warnings.
+        Ok(r) => Row {
+            host: None,
+            warnings: Vec::new(),
+            ..row(rt, on, r.binding, &[])
+        },
+        Err(refusal) => Row {
+            host: None,
+            binding: None,
+            site: None,
+            how: None,
+            certs: Vec::new(),
+            internal_pending: false,
+            acme_pending: None,
+            refused: Some(refusal),
+            https_port: None,
+            client_auth: None,
+            warnings: Vec::new(),
+        },
+    });
+    ListenerView {
+        name: &l.config.name,
+        address: on.address.to_string(),
+        kind,
+        unknown_sni: l.table.unknown_sni(),
+        default_passthrough: l.config.default_passthrough.as_ref().map(|b| b.to_string()),
+        no_sni_host: l.table.no_sni().map(|h| h.as_str()),
+        no_sni,
+        rows,
+    }
 }
 
 /// The `unknown_sni` value as written in the configuration file.

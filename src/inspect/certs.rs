@@ -15,6 +15,9 @@ use crate::config::TlsMode;
 use crate::runtime::{format_time, Runtime};
 use crate::tls::internal_ca;
 use crate::tls::load::Cert;
+use crate::tls::pool::Pool;
+
+use super::page::{NoSuchRow, Page, Shown};
 
 /// Where a certificate comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,100 +83,221 @@ fn rule_key(rule: Rule) -> &'static str {
 /// Every certificate of `rt`: pool certificates in file order, then each site's own
 /// (pinned, internal, ACME) in site order.
 pub fn collect(rt: &Runtime) -> Vec<Entry> {
-    let names = |c: &Cert| c.names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-    let mut out = Vec::new();
     let pool = rt.pool();
+    let items = items(rt, &pool);
+    entries(rt, &items)
+}
+
+/// The form of a certs cursor, in words.
+pub const KEY_FORM: &str =
+    "pool:FILE for a pool certificate (its certificate file) or site:NAME for a site's own";
+
+/// One row of `certs` before it is built: a pool certificate, or a site (by index into the
+/// configuration's sites) with a certificate of its own or waiting for one.
+#[derive(Debug, Clone, Copy)]
+enum Item<'p> {
+    Pool(&'p Arc<Cert>),
+    Site(usize),
+}
+
+/// Every row in the order shown: the pool by certificate file then key file (its own
+/// identity, so the order is total), then the sites that are not `tls = "pool"`. Only
+/// references: at a million pool certificates this is one sort of pointers.
+fn items<'p>(rt: &Runtime, pool: &'p Pool) -> Vec<Item<'p>> {
     let mut pooled: Vec<&Arc<Cert>> = pool.certs().collect();
-    pooled.sort_by(|a, b| a.cert_file.cmp(&b.cert_file));
-    // The sites each certificate serves now, from one pass over the bindings.
-    let mut serving: std::collections::HashMap<*const Cert, Vec<String>> =
-        std::collections::HashMap::new();
-    for b in rt.listeners.iter().flat_map(|l| l.table.bindings()) {
-        let (Some(choice), Some(site)) = (rt.certs_of(b), rt.sites.get(b.site)) else {
-            continue;
-        };
-        for v in choice.variants.iter() {
-            let sites = serving.entry(Arc::as_ptr(v)).or_default();
-            if !sites.contains(&site.name) {
-                sites.push(site.name.clone());
+    pooled.sort_unstable_by(|a, b| (&a.cert_file, &a.key_file).cmp(&(&b.cert_file, &b.key_file)));
+    let sites = rt
+        .config
+        .sites
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.tls != TlsMode::Pool)
+        .map(|(si, _)| Item::Site(si));
+    pooled.into_iter().map(Item::Pool).chain(sites).collect()
+}
+
+/// A row's cursor.
+fn key(rt: &Runtime, item: Item<'_>) -> String {
+    match item {
+        Item::Pool(cert) => format!("pool:{}", cert.cert_file.display()),
+        Item::Site(si) => format!(
+            "site:{}",
+            rt.config.sites.get(si).map_or("", |s| s.name.as_str())
+        ),
+    }
+}
+
+/// Whether two rows are one pool certificate file (with two key files: two rows).
+fn same_file(a: Item<'_>, b: Item<'_>) -> bool {
+    matches!((a, b), (Item::Pool(a), Item::Pool(b)) if a.cert_file == b.cert_file)
+}
+
+/// The position of the row whose key is `key`; for a pool file that pairs with two key
+/// files, the last of its rows (pages never split them, see [`collect_page`]). Compares
+/// paths and names as they are, formatting nothing.
+fn position(rt: &Runtime, items: &[Item<'_>], key: &str) -> Option<usize> {
+    if let Some(file) = key.strip_prefix("pool:") {
+        let file = Path::new(file);
+        items
+            .iter()
+            .rposition(|i| matches!(i, Item::Pool(c) if *c.cert_file == *file))
+    } else if let Some(name) = key.strip_prefix("site:") {
+        let si = rt.config.sites.iter().position(|s| s.name == name)?;
+        items
+            .iter()
+            .position(|i| matches!(i, Item::Site(s) if *s == si))
+    } else {
+        None
+    }
+}
+
+/// The entries of `page`, in the order of [`collect`], with what the page came to. Only
+/// the page's entries are built (names, sites, status files read). An `after` that names
+/// no row is an error.
+pub fn collect_page(rt: &Runtime, page: &Page) -> Result<(Vec<Entry>, Shown), NoSuchRow> {
+    let pool = rt.pool();
+    let items = items(rt, &pool);
+    let after = match &page.after {
+        None => None,
+        Some(k) => Some(position(rt, &items, k).ok_or_else(|| NoSuchRow {
+            what: "certs",
+            key: k.clone(),
+            form: KEY_FORM,
+        })?),
+    };
+    let mut window = page.window(after, items.len());
+    // A cursor names a certificate file, so the rows of one file (a chain paired with two
+    // key files) stay on one page, however the limit falls.
+    while window.end < items.len() && window.end > window.start {
+        match (items.get(window.end - 1), items.get(window.end)) {
+            (Some(&a), Some(&b)) if same_file(a, b) => window.end += 1,
+            _ => break,
+        }
+    }
+    let next =
+        (window.end < items.len() && !window.is_empty()).then(|| key(rt, items[window.end - 1]));
+    let shown = items.get(window).unwrap_or_default();
+    let shown_count = shown.len();
+    Ok((
+        entries(rt, shown),
+        Shown {
+            rows: shown_count,
+            total: items.len(),
+            next,
+        },
+    ))
+}
+
+/// The entries of `items`.
+fn entries(rt: &Runtime, items: &[Item<'_>]) -> Vec<Entry> {
+    let names = |c: &Cert| c.names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    // The sites each pool certificate shown serves now, from one pass over the bindings.
+    let mut serving: std::collections::HashMap<*const Cert, Vec<String>> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Pool(c) => Some((Arc::as_ptr(c), Vec::new())),
+            Item::Site(_) => None,
+        })
+        .collect();
+    if !serving.is_empty() {
+        for b in rt.listeners.iter().flat_map(|l| l.table.bindings()) {
+            let (Some(choice), Some(site)) = (rt.certs_of(b), rt.sites.get(b.site)) else {
+                continue;
+            };
+            for v in choice.variants.iter() {
+                let Some(sites) = serving.get_mut(&Arc::as_ptr(v)) else {
+                    continue;
+                };
+                if !sites.contains(&site.name) {
+                    sites.push(site.name.clone());
+                }
             }
         }
     }
-    for cert in pooled {
-        let sites = serving.remove(&Arc::as_ptr(cert)).unwrap_or_default();
-        out.push(Entry {
-            source: if rt.is_stored(cert) {
-                Source::Admin
-            } else {
-                Source::File
-            },
-            sites,
-            names: names(cert),
-            cert: Some(cert.clone()),
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        match *item {
+            Item::Pool(cert) => {
+                let sites = serving.remove(&Arc::as_ptr(cert)).unwrap_or_default();
+                out.push(Entry {
+                    source: if rt.is_stored(cert) {
+                        Source::Admin
+                    } else {
+                        Source::File
+                    },
+                    sites,
+                    names: names(cert),
+                    cert: Some(cert.clone()),
+                    pending: None,
+                    next_renewal: None,
+                    renewal_rule: None,
+                    acme: None,
+                });
+            }
+            Item::Site(si) => out.extend(site_entry(rt, si)),
+        }
+    }
+    out
+}
+
+/// The entry of a site with a certificate of its own (None for a pool site).
+fn site_entry(rt: &Runtime, si: usize) -> Option<Entry> {
+    let names = |c: &Cert| c.names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let state_dir = &rt.config.state_dir;
+    let site = rt.config.sites.get(si)?;
+    let loaded = rt.site_cert(si);
+    let hosts: Vec<String> = site.hosts.iter().map(|h| h.to_string()).collect();
+    Some(match &site.tls {
+        TlsMode::Pool => return None,
+        TlsMode::Pinned(_) => Entry {
+            source: Source::File,
+            sites: vec![site.name.clone()],
+            names: loaded.as_deref().map_or(hosts, names),
+            cert: loaded,
             pending: None,
             next_renewal: None,
             renewal_rule: None,
             acme: None,
-        });
-    }
-    let state_dir = &rt.config.state_dir;
-    for (si, site) in rt.config.sites.iter().enumerate() {
-        let loaded = rt.site_cert(si);
-        let hosts: Vec<String> = site.hosts.iter().map(|h| h.to_string()).collect();
-        let entry = match &site.tls {
-            TlsMode::Pool => continue,
-            TlsMode::Pinned(_) => Entry {
-                source: Source::File,
+        },
+        TlsMode::Internal => {
+            // Check mode does not open the local CA: read the leaf it stored, if any.
+            let (cert_file, key_file) = internal_ca::leaf_paths(state_dir, &site.name);
+            let cert = loaded.or_else(|| {
+                crate::tls::load::load(&cert_file, &key_file)
+                    .ok()
+                    .map(Arc::new)
+            });
+            let renew = internal_ca::RENEW_BEFORE.whole_seconds();
+            Entry {
+                source: Source::Internal,
+                sites: vec![site.name.clone()],
+                names: cert.as_deref().map_or(hosts, names),
+                pending: cert
+                    .is_none()
+                    .then(|| "the local CA issues it when the server starts".to_string()),
+                next_renewal: cert.as_ref().map(|c| c.not_after - renew),
+                renewal_rule: Some(format!(
+                    "{} days before expiry (the local CA's rule)",
+                    renew / 86_400
+                )),
+                cert,
+                acme: None,
+            }
+        }
+        TlsMode::Acme => {
+            let st = crate::acme::home(&rt.config).and_then(|h| status::read(&h, &site.name));
+            Entry {
+                source: Source::Acme,
                 sites: vec![site.name.clone()],
                 names: loaded.as_deref().map_or(hosts, names),
+                pending: acme_pending(rt, si),
+                next_renewal: st.as_ref().and_then(|s| s.next_renewal),
+                renewal_rule: st.as_ref().map(|s| rule_text(s.rule).to_string()),
                 cert: loaded,
-                pending: None,
-                next_renewal: None,
-                renewal_rule: None,
-                acme: None,
-            },
-            TlsMode::Internal => {
-                // Check mode does not open the local CA: read the leaf it stored, if any.
-                let (cert_file, key_file) = internal_ca::leaf_paths(state_dir, &site.name);
-                let cert = loaded.or_else(|| {
-                    crate::tls::load::load(&cert_file, &key_file)
-                        .ok()
-                        .map(Arc::new)
-                });
-                let renew = internal_ca::RENEW_BEFORE.whole_seconds();
-                Entry {
-                    source: Source::Internal,
-                    sites: vec![site.name.clone()],
-                    names: cert.as_deref().map_or(hosts, names),
-                    pending: cert
-                        .is_none()
-                        .then(|| "the local CA issues it when the server starts".to_string()),
-                    next_renewal: cert.as_ref().map(|c| c.not_after - renew),
-                    renewal_rule: Some(format!(
-                        "{} days before expiry (the local CA's rule)",
-                        renew / 86_400
-                    )),
-                    cert,
-                    acme: None,
-                }
+                acme: st,
             }
-            TlsMode::Acme => {
-                let st = crate::acme::home(&rt.config).and_then(|h| status::read(&h, &site.name));
-                Entry {
-                    source: Source::Acme,
-                    sites: vec![site.name.clone()],
-                    names: loaded.as_deref().map_or(hosts, names),
-                    pending: acme_pending(rt, si),
-                    next_renewal: st.as_ref().and_then(|s| s.next_renewal),
-                    renewal_rule: st.as_ref().map(|s| rule_text(s.rule).to_string()),
-                    cert: loaded,
-                    acme: st,
-                }
-            }
-        };
-        out.push(entry);
-    }
-    out
+        }
+    })
 }
 
 /// The text report.

@@ -757,8 +757,19 @@ fn json_shapes_are_the_documented_ones() {
     let doc = parse_json(&out);
     assert_eq!(
         doc.keys(),
-        ["version", "config", "now", "listeners", "warnings"]
+        [
+            "version",
+            "config",
+            "now",
+            "listeners",
+            "warnings",
+            "total",
+            "next"
+        ]
     );
+    // Every row fits the default page.
+    assert_eq!(doc.get("total"), &J::Num(9.0));
+    assert_eq!(doc.get("next"), &J::Null);
     assert_eq!(doc.get("version"), &J::Num(1.0));
     let listeners = doc.get("listeners").arr();
     assert_eq!(listeners.len(), 3);
