@@ -596,3 +596,121 @@ fn timeless(doc: &mut serde_json::Value) {
         _ => {}
     }
 }
+
+/// `GET /api/v1/bindings` and `/api/v1/certs` page as `--limit` and `--after` do: `limit`
+/// rows after the row `after` names, with `total` and `next`; a page is what `--live
+/// --json` prints with the same flags; an `after` that names no row, or a `limit` that is
+/// not a number, is a 400 saying so.
+#[tokio::test]
+async fn the_api_pages_bindings_and_certs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = dir.path().join("portico.toml");
+    let mut toml = format!("[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:{port}\"\n");
+    for i in 1..=3 {
+        toml += &format!("[[site]]\nname = \"s{i}\"\nhosts = [\"h{i}.test\"]\ntls = \"internal\"\nrespond = {{ body = \"{i}\" }}\n");
+    }
+    std::fs::write(&config, toml).expect("write config");
+    let _server = Running::serve(&config);
+    let socket = dir.path().join("state/admin.sock");
+    eventually("the admin socket", || socket.exists().then_some(()));
+    let to = To::Unix(socket);
+    up(&to).await;
+    let get = |target: String| {
+        let to = &to;
+        async move {
+            let answer = request(to, "GET", &target, &[]).await;
+            (answer.status, answer.json())
+        }
+    };
+    let hosts = |doc: &serde_json::Value| -> Vec<String> {
+        doc["listeners"][0]["bindings"]
+            .as_array()
+            .expect("bindings")
+            .iter()
+            .map(|b| b["host"].as_str().expect("host").to_string())
+            .collect()
+    };
+
+    // Without parameters: the default page, which holds all three.
+    let (status, all) = get("/api/v1/bindings".to_string()).await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(hosts(&all), ["h1.test", "h2.test", "h3.test"]);
+    assert_eq!(
+        (&all["total"], &all["next"]),
+        (&3.into(), &serde_json::Value::Null)
+    );
+
+    let (status, first) = get("/api/v1/bindings?limit=2".to_string()).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(hosts(&first), ["h1.test", "h2.test"]);
+    assert_eq!(
+        (&first["total"], &first["next"]),
+        (&3.into(), &"l/h2.test".into())
+    );
+    let (status, second) = get("/api/v1/bindings?limit=2&after=l%2Fh2.test".to_string()).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(hosts(&second), ["h3.test"]);
+    assert_eq!(second["next"], serde_json::Value::Null);
+
+    // The command with --live and the same flags prints the same page.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "bindings",
+            "--live",
+            "--json",
+            "--limit",
+            "2",
+            "--after",
+            "l/h2.test",
+            "-c",
+        ])
+        .arg(&config)
+        .output()
+        .expect("bindings runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cli: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut api = second.clone();
+    timeless(&mut cli);
+    timeless(&mut api);
+    assert_eq!(cli, api);
+
+    // The certs of internal sites are the sites' own rows: site:NAME.
+    let (status, certs) = get("/api/v1/certs?limit=1&after=site%3As1".to_string()).await;
+    assert_eq!(status, 200, "{certs}");
+    assert_eq!(certs["certificates"][0]["sites"], serde_json::json!(["s2"]));
+    assert_eq!(
+        (&certs["total"], &certs["next"]),
+        (&3.into(), &"site:s2".into())
+    );
+    let (status, rest) = get("/api/v1/certs?limit=0&after=site%3As2".to_string()).await;
+    assert_eq!(status, 200, "{rest}");
+    assert_eq!(rest["certificates"][0]["sites"], serde_json::json!(["s3"]));
+    assert_eq!(rest["next"], serde_json::Value::Null);
+
+    for (target, says) in [
+        (
+            "/api/v1/bindings?after=l%2Fnope.test",
+            "no bindings row has the key \"l/nope.test\"",
+        ),
+        (
+            "/api/v1/certs?after=pool%3A%2Fnope.pem",
+            "no certs row has the key \"pool:/nope.pem\"",
+        ),
+        ("/api/v1/bindings?limit=ten", "limit must be a whole number"),
+        ("/api/v1/certs?limit=-1", "limit must be a whole number"),
+        ("/api/v1/bindings?after=", "after: the cursor is empty"),
+    ] {
+        let answer = request(&to, "GET", target, &[]).await;
+        assert_eq!(answer.status, 400, "{target}: {}", answer.body);
+        let error = answer.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(error.contains(says), "{target}: {error}");
+    }
+}

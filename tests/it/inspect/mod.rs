@@ -6,6 +6,8 @@
 //! fingerprints masked), the JSON to its documented shape, and exit codes come from the real
 //! binary.
 
+mod pages;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
