@@ -289,10 +289,15 @@ pub(super) async fn stored(
 /// no runtime yet to change): each pair that differs from the node's and loads, valid now,
 /// checked on every core; synced to disk once. How many were written. A pair that does not
 /// load is left out here (the first build would refuse it, and with it the start), and
-/// [`follow`] logs it. When the node holds no pair the fleet lacks, its `state_dir` is in
+/// [`follow`] logs it. Each pair written is handed to `shared` as checked (parsed once, not
+/// again by the build). When the node holds no pair the fleet lacks, its `state_dir` is in
 /// sync with the fleet from now on ([`SYNCED`]): a pair the fleet removes before [`follow`]
 /// reads the folder again is then removed here too, not offered back.
-pub(super) fn write_before_start(state_dir: &std::path::Path, stored: Stored) -> usize {
+pub(super) fn write_before_start(
+    state_dir: &std::path::Path,
+    stored: Stored,
+    shared: &crate::runtime::Shared,
+) -> usize {
     let store = dir::admin_store(state_dir);
     let local = dir::list(&store);
     if local.pairs.iter().all(|(n, _)| stored.names.contains(n)) {
@@ -315,24 +320,26 @@ pub(super) fn write_before_start(state_dir: &std::path::Path, stored: Stored) ->
                 std::fs::read(path).is_ok_and(|b| b == bytes)
             };
             if same(&f.cert, chain) && same(&f.key, key) {
-                return false;
+                return None;
             }
             let mut report = crate::config::Report::default();
-            crate::runtime::check_new_pair(chain, key, &mut report);
-            !report.has_errors()
+            crate::runtime::checked_pair(chain, key, &f, &mut report).map(|c| (f, c))
         }
-        Item::Delete { .. } => false,
+        Item::Delete { .. } => None,
     });
     let mut written = 0;
     for (item, usable) in items.iter().zip(usable) {
         let Item::Put { name, chain, key } = item else {
             continue;
         };
-        if !usable {
+        let Some((files, cert)) = usable else {
             continue;
-        }
+        };
         match dir::Staged::put_unsynced(&store, name, chain, key).and_then(dir::Staged::keep) {
-            Ok(()) => written += 1,
+            Ok(()) => {
+                shared.adopt(&files, cert);
+                written += 1;
+            }
             Err(e) => {
                 tracing::warn!(certificate = %name, error = %e, "cluster: cannot write the fleet's certificate before the start")
             }

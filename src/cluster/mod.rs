@@ -231,7 +231,7 @@ const PREPARE_DEADLINE: Duration = Duration::from_secs(3);
 /// it answers. Once etcd has answered, the reading goes on to the end (each request with
 /// the store's own deadline): at 100,000 pairs it takes longer than the first answer, and
 /// a node that gave up halfway could not serve the hosts only they cover.
-pub async fn prepare(cluster: &Cluster, state_dir: &Path) {
+pub async fn prepare(cluster: &Cluster, state_dir: &Path, shared: &crate::runtime::Shared) {
     // An unreadable key is the build's error to report.
     let Ok(key) = ClusterKey::load(&cluster.key_file) else {
         return;
@@ -273,7 +273,7 @@ pub async fn prepare(cluster: &Cluster, state_dir: &Path) {
             return;
         }
     };
-    let dir = state_dir.to_path_buf();
+    let (dir, shared) = (state_dir.to_path_buf(), shared.clone());
     let written = tokio::task::spawn_blocking(move || {
         if let Some((cert, key)) = ca {
             match crate::tls::internal_ca::install_ca(&dir, &cert, &key) {
@@ -282,7 +282,7 @@ pub async fn prepare(cluster: &Cluster, state_dir: &Path) {
                 Err(e) => tracing::error!(error = %e, "cluster: the fleet's local CA cannot be written; this node keeps its own"),
             }
         }
-        certificates::write_before_start(&dir, certs)
+        certificates::write_before_start(&dir, certs, &shared)
     })
     .await;
     if let Ok(n) = written {

@@ -391,10 +391,25 @@ fn load_all(files: &[CertFiles], shared: &Shared) -> Vec<Result<Arc<Cert>, load:
 /// its key can sign.
 pub fn check_new_pair(chain: &[u8], key: &[u8], report: &mut Report) {
     let body = std::path::Path::new("the request body").to_path_buf();
-    let files = CertFiles::new(body.clone(), body);
-    match load::from_pem(chain, key, &files) {
-        Err(e) => report.error("body", e.to_string(), Some(e.fix().to_string())),
+    checked_pair(chain, key, &CertFiles::new(body.clone(), body), report);
+}
+
+/// [`check_new_pair`], which also returns the certificate when it passes, loaded as from
+/// `files` (where it is about to be written): `Shared::adopt` then spares the build that
+/// follows a second parse.
+pub fn checked_pair(
+    chain: &[u8],
+    key: &[u8],
+    files: &CertFiles,
+    report: &mut Report,
+) -> Option<Arc<Cert>> {
+    match load::from_pem(chain, key, files) {
+        Err(e) => {
+            report.error("body", e.to_string(), Some(e.fix().to_string()));
+            None
+        }
         Ok(cert) => {
+            let errors = report.errors().count();
             let now = unix_now();
             if now > cert.not_after {
                 report.error(
@@ -412,9 +427,11 @@ pub fn check_new_pair(chain: &[u8], key: &[u8], report: &mut Report) {
                     Some("check the system clock, or send it once it is valid".to_string()),
                 );
             }
-            if !Arc::new(cert).key_usable(&KeyCache::default()) {
+            let cert = Arc::new(cert);
+            if !cert.key_usable(&KeyCache::default()) {
                 report.error("body", "the private key cannot sign: its public key matches the certificate, but the key itself is not valid".to_string(), Some("send the key the certificate was issued for".to_string()));
             }
+            (report.errors().count() == errors).then_some(cert)
         }
     }
 }

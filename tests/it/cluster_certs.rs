@@ -278,6 +278,10 @@ async fn one_ca_and_the_admin_certificates_are_the_fleets() {
     assert_eq!(served(&d, "only.y.test").await, Some(only));
     d.logged
         .line_containing("the fleet's certificates written before the first build");
+    // Checked once, as they were written: its first build parses only the pool's wildcard,
+    // not the three fleet pairs again.
+    let loaded = d.logged.line_containing("pool certificates loaded");
+    assert!(loaded.ends_with("certificates=4 parsed=1"), "{loaded}");
     let since = Instant::now();
     all_serve(&[&d], "old.x.test", &old_serial, since).await;
     all_serve(&[&d], "app.x.test", &api, since).await;

@@ -66,14 +66,17 @@ pub(super) fn stage_and_patch(
                 return None;
             }
             let mut checked = Report::default();
-            runtime::check_new_pair(chain, key, &mut checked);
-            Some(checked)
+            let files = crate::tls::dir::files(&store, name);
+            let cert = runtime::checked_pair(chain, key, &files, &mut checked);
+            Some((checked, cert.map(|c| (files, c))))
         }
-        CertChange::Delete { .. } => Some(Report::default()),
+        CertChange::Delete { .. } => Some((Report::default(), None)),
     });
     let mut applied = Vec::new();
     for (i, (change, checked)) in changes.iter().zip(checks).enumerate() {
-        let Some(checked) = checked else { continue };
+        let Some((checked, cert)) = checked else {
+            continue;
+        };
         let step = match change {
             CertChange::Put { name, chain, key } => {
                 if checked.has_errors() {
@@ -96,6 +99,10 @@ pub(super) fn stage_and_patch(
         };
         match step {
             Ok(Some(s)) => {
+                // Checked from these very bytes: the patch below need not parse them again.
+                if let Some((files, cert)) = cert {
+                    shared.adopt(&files, cert);
+                }
                 staged.push(s);
                 applied.push(i);
             }

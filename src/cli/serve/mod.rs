@@ -467,7 +467,7 @@ async fn serve(
             .and_then(|c| Some((c.cluster?, c.state_dir))),
     };
     if let Some((cluster, state_dir)) = joining {
-        crate::cluster::prepare(&cluster, &state_dir).await;
+        crate::cluster::prepare(&cluster, &state_dir, &shared).await;
     }
     let mut latest: Option<Arc<Pushed>> = None;
     let mut config_state = State::default();
