@@ -417,3 +417,40 @@ async fn shutdown_drains_http3_connections_and_closes_them() {
         "no QUIC handshake after the drain"
     );
 }
+
+#[tokio::test]
+async fn a_client_auth_sites_name_is_refused_on_quic_and_served_on_tcp() {
+    let s = setup(|pki| {
+        let (cert, key) = pki.leaf("mtls", &["mtls.example.test"], Key::Ecdsa, Validity::Current);
+        format!(
+            "[[site]]\nname = \"mtls\"\nhosts = [\"mtls.example.test\"]\ntls = {{ cert = \"{}\", key = \"{}\" }}\nclient_auth = {{ ca = \"{}\", required = false }}\nrespond = {{ body = \"mtls\" }}\n",
+            p(&cert),
+            p(&key),
+            p(&pki.root_file())
+        )
+    })
+    .await;
+    assert!(
+        connect(addr(s.port), "mtls.example.test", &s.pki)
+            .await
+            .is_err(),
+        "a client_auth site is not terminated over QUIC"
+    );
+    let mut opts = Opts::sni("mtls.example.test");
+    opts.root = Some(s.pki.root_der());
+    let (_, reply) = get(addr(s.port), &opts, "mtls.example.test", "/").await;
+    assert_eq!(reply.text(), "mtls");
+    // Nor reached through another site's QUIC connection by :authority.
+    let mut h3 = connect(addr(s.port), "site1.example.test", &s.pki)
+        .await
+        .expect("QUIC handshake");
+    assert_eq!(h3.get("mtls.example.test", "/", &[]).await.status, 421);
+    let rt = s.server.server.as_ref().expect("running").runtime();
+    let ex = portico::inspect::explain::explain(
+        &rt,
+        "mtls.example.test",
+        &portico::inspect::explain::Options::default(),
+        portico::runtime::unix_now(),
+    );
+    assert!(ex.http3_why.contains("client_auth"), "{}", ex.http3_why);
+}
