@@ -34,6 +34,7 @@ pub mod names;
 pub mod notify;
 pub mod passthrough;
 pub mod proxy_protocol;
+pub mod quic;
 pub mod route;
 pub mod runtime;
 pub mod state;

@@ -66,12 +66,15 @@ const HELLO_LIMIT: usize = 64 * 1024;
 /// The sockets to open for a set of listener addresses: one dual-stack socket on `[::]:port`
 /// when some listener wants `*:port`, else one per specific address.
 pub fn socket_addrs(rt: &Runtime) -> Vec<SocketAddr> {
+    addrs_for(rt.listeners.iter().map(|l| l.config.address))
+}
+
+/// [`socket_addrs`]' rule over some listener addresses (`quic::socket_addrs` gives it the
+/// `http3` listeners').
+pub fn addrs_for(addrs: impl Iterator<Item = crate::config::ListenAddr>) -> Vec<SocketAddr> {
     let mut by_port: BTreeMap<u16, BTreeSet<Option<IpAddr>>> = BTreeMap::new();
-    for l in &rt.listeners {
-        by_port
-            .entry(l.config.address.port)
-            .or_default()
-            .insert(l.config.address.ip);
+    for a in addrs {
+        by_port.entry(a.port).or_default().insert(a.ip);
     }
     let mut out = Vec::new();
     for (port, ips) in by_port {
@@ -130,6 +133,8 @@ pub struct Server {
     /// Per socket address asked for: the address bound (port 0 resolved), its accept loop,
     /// and a second descriptor of the listening socket, for a binary upgrade to hand over.
     sockets: BTreeMap<SocketAddr, Socket>,
+    /// The UDP sockets of the `http3` listeners and their QUIC endpoints.
+    quic: crate::quic::Endpoints,
 }
 
 struct Socket {
@@ -154,12 +159,14 @@ impl Server {
         let (shutdown, _) = watch::channel(false);
         let (drain, drained) = mpsc::channel(1);
         let addrs = socket_addrs(&rt);
+        let udp = crate::quic::socket_addrs(&rt);
         let mut server = Server {
             runtime: Arc::new(ArcSwap::from_pointee(rt)),
             shutdown,
             drain: Some(drain),
             drained,
             sockets: BTreeMap::new(),
+            quic: crate::quic::Endpoints::new().map_err(io::Error::other)?,
         };
         let mut inherited: BTreeMap<SocketAddr, std::net::TcpListener> =
             inherited.into_iter().collect();
@@ -172,7 +179,12 @@ impl Server {
             }
         }
         bound.extend(bind_all(&to_bind)?);
+        // UDP sockets are bound here, not inherited: a binary upgrade does not hand them
+        // over yet (issue 17), so an upgrade of an http3 server fails to bind and changes
+        // nothing.
+        let udp = crate::quic::Endpoints::bind_all(&udp)?;
         server.accept_on(bound)?;
+        server.serve_quic(udp)?;
         Ok(server)
     }
 
@@ -212,9 +224,25 @@ impl Server {
         Ok(())
     }
 
+    fn serve_quic(&mut self, bound: Vec<(SocketAddr, std::net::UdpSocket)>) -> io::Result<()> {
+        let (runtime, shutdown, drain) = (&self.runtime, &self.shutdown, &self.drain);
+        self.quic.serve(bound, || {
+            Some(crate::quic::Context {
+                runtime: runtime.clone(),
+                shutdown: shutdown.subscribe(),
+                drain: drain.clone()?,
+            })
+        })
+    }
+
     /// The addresses actually bound.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.sockets.values().map(|s| s.bound).collect()
+    }
+
+    /// The UDP addresses bound for HTTP/3.
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.quic.local_addrs()
     }
 
     pub fn runtime(&self) -> Arc<Runtime> {
@@ -240,9 +268,18 @@ impl Server {
             .copied()
             .collect();
         let bound = bind_all(&new)?;
+        let udp_wanted = crate::quic::socket_addrs(&rt);
+        let udp_new: Vec<SocketAddr> = udp_wanted
+            .iter()
+            .filter(|a| !self.quic.has(a))
+            .copied()
+            .collect();
+        let udp = crate::quic::Endpoints::bind_all(&udp_new)?;
         let old = self.runtime.swap(Arc::new(rt));
         old.retire();
         self.accept_on(bound)?;
+        self.serve_quic(udp)?;
+        self.quic.keep_only(&udp_wanted);
         let gone: Vec<SocketAddr> = self
             .sockets
             .keys()
@@ -264,15 +301,20 @@ impl Server {
         for socket in self.sockets.values() {
             socket.task.abort();
         }
+        self.quic.stop_accepting().await;
         let _ = self.shutdown.send(true);
         self.drain = None;
         for (_, socket) in std::mem::take(&mut self.sockets) {
             let _ = socket.task.await;
         }
         // Every connection holds a drain sender; recv() returns None once all are gone.
-        tokio::time::timeout(deadline, self.drained.recv())
+        let drained = tokio::time::timeout(deadline, self.drained.recv())
             .await
-            .is_ok()
+            .is_ok();
+        // HTTP/3 connections closed themselves once their requests were done; any still
+        // open past the deadline get CONNECTION_CLOSE now.
+        self.quic.close().await;
+        drained
     }
 }
 

@@ -308,6 +308,12 @@ pub struct Listener {
     /// Connections from these sources must start with a PROXY protocol header, which gives
     /// the real client address.
     pub proxy_protocol_from: Vec<Cidr>,
+    /// `http3 = true` (https listeners only): HTTP/3 over QUIC on a UDP socket of the same
+    /// address and port, advertised on this listener's TCP responses by `alt_svc`.
+    pub http3: bool,
+    /// `h3=":PORT"; ma=86400`, made once here: the header every TCP response of an `http3`
+    /// listener carries.
+    pub alt_svc: Option<http::HeaderValue>,
 }
 
 /// Where a site's certificate comes from.
@@ -424,6 +430,9 @@ pub struct Limits {
     /// How many certificates keep their chain and private key in memory; the others are
     /// read again from their files at their next handshake (tls/cache.rs).
     pub certificate_cache: usize,
+    /// Requests one HTTP/2 or HTTP/3 connection may have open at once (streams); more wait
+    /// (HTTP/3: QUIC stream credit) or are refused (HTTP/2: REFUSED_STREAM).
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -437,6 +446,7 @@ impl Default for Limits {
             max_headers: 100,
             max_connections: 10_000,
             certificate_cache: DEFAULT_CERTIFICATE_CACHE,
+            max_concurrent_streams: 250,
         }
     }
 }

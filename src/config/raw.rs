@@ -98,6 +98,7 @@ pub(crate) struct RawListener {
     pub(crate) max_connections: Option<i64>,
     pub(crate) default_passthrough: Option<RawPassthrough>,
     pub(crate) proxy_protocol_from: Option<Vec<String>>,
+    pub(crate) http3: Option<bool>,
     #[serde(flatten)]
     pub(crate) unknown: Unknown,
 }
@@ -247,6 +248,7 @@ pub(crate) struct RawLimits {
     pub(crate) max_headers: Option<i64>,
     pub(crate) max_connections: Option<i64>,
     pub(crate) certificate_cache: Option<i64>,
+    pub(crate) max_concurrent_streams: Option<i64>,
     #[serde(flatten)]
     pub(crate) unknown: Unknown,
 }

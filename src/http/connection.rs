@@ -289,6 +289,7 @@ macro_rules! counted_service {
             // Dropped with the future if the client cancels before the response is ready.
             let in_flight = InFlight::start(&activity);
             $wrap(async move {
+                let req = req.map(super::RequestBody::Hyper);
                 let resp = service::handle(conn, req).await?;
                 Ok::<_, std::convert::Infallible>(resp.map(|body| Tracked {
                     body,
@@ -353,7 +354,7 @@ where
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(250);
+        .max_concurrent_streams(limits.max_concurrent_streams);
     let watch = Arc::new(Watch::default());
     let io = TokioIo::new(H2Guard::new(io, watch.clone()));
     drive(

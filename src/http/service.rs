@@ -10,17 +10,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-
-use super::{access, static_files, text, Body};
+use super::{access, static_files, text, Body, RequestBody};
 use crate::config::Limits;
 use crate::metrics::Protocol;
 use crate::names::{authority_host, host_from_authority, is_normal_name, same_authority, HostName};
 use crate::runtime::{Runtime, SiteAction};
 use crate::tls::client_auth::ClientIdentity;
 use crate::tls::load::Cert;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 
 /// What a request needs to know about its connection.
 pub struct Conn {
@@ -118,19 +116,24 @@ fn normal_host_len(authority: &str) -> Option<usize> {
         .map(str::len)
 }
 
-pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    conn: Arc<Conn>,
+    req: Request<RequestBody>,
+) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let version = req.version();
     // With the access log filtered out (RUST_LOG=warn and the like), nothing is gathered
     // for it and the body is not wrapped: one allocation and one copy fewer per request.
     if !tracing::enabled!(target: "access", tracing::Level::INFO) {
-        let (resp, _, site) = respond(&conn, req).await;
+        let (mut resp, _, site) = respond(&conn, req).await;
+        advertise(&conn, version, &mut resp);
         answered(&conn, site, version, resp.status(), start);
         return Ok(resp);
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let (resp, host, site) = respond(&conn, req).await;
+    let (mut resp, host, site) = respond(&conn, req).await;
+    advertise(&conn, version, &mut resp);
     answered(&conn, site, version, resp.status(), start);
     let (parts, body) = resp.into_parts();
     let line = access::Line {
@@ -148,6 +151,18 @@ pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<
         parts,
         BodyExt::boxed(access::Logged::new(body, line)),
     ))
+}
+
+/// On a listener with `http3`, every TCP response, whatever answered it (a site's action,
+/// a 421, a 400, an upstream, which may have sent its own), says where HTTP/3 is:
+/// `Alt-Svc: h3=":PORT"`. The value was made once, by the configuration check.
+fn advertise(conn: &Conn, version: http::Version, resp: &mut Response<Body>) {
+    if version == http::Version::HTTP_3 {
+        return;
+    }
+    if let Some(alt_svc) = &conn.runtime.listeners[conn.listener].config.alt_svc {
+        resp.headers_mut().insert(header::ALT_SVC, alt_svc.clone());
+    }
 }
 
 /// What follows every answer: the metrics count it (its site's status class and latency to
@@ -185,8 +200,8 @@ fn answered(
 /// HTTP/1.1) never gets here.
 fn malformed<B>(req: &Request<B>, limits: &Limits, https: bool) -> Option<Response<Body>> {
     let headers = req.headers();
-    if req.version() == http::Version::HTTP_2 {
-        // One limit for both protocols. A `cookie` split into crumbs (RFC 9113 8.2.3) is one
+    if matches!(req.version(), http::Version::HTTP_2 | http::Version::HTTP_3) {
+        // One limit for every protocol. A `cookie` split into crumbs (RFC 9113 8.2.3) is one
         // field, as it is one line on HTTP/1.1.
         let cookies = headers.get_all(header::COOKIE).iter().count();
         if headers.len() - cookies.saturating_sub(1) > limits.max_headers {
@@ -198,7 +213,8 @@ fn malformed<B>(req: &Request<B>, limits: &Limits, https: bool) -> Option<Respon
                 ),
             ));
         }
-        // RFC 9113 8.2.1; HTTP/1.1's parser trims this white space, h2 keeps it.
+        // RFC 9113 8.2.1 (and RFC 9114 4.2); HTTP/1.1's parser trims this white space, h2
+        // and h3 keep it.
         let padded = |v: &HeaderValue| {
             let b = v.as_bytes();
             matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t'))
@@ -236,7 +252,7 @@ fn malformed<B>(req: &Request<B>, limits: &Limits, https: bool) -> Option<Respon
 
 async fn respond(
     conn: &Conn,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> (Response<Body>, Option<RequestHost>, Option<usize>) {
     if let Some(resp) = malformed(&req, &conn.runtime.config.limits, conn.cert.is_some()) {
         return (resp, None, None);

@@ -81,16 +81,19 @@ pub enum Carried {
     Http1,
     H2,
     Passthrough,
+    /// HTTP/3 over QUIC.
+    H3,
     /// Nothing: the connection ended before a protocol (refused, failed handshake).
     Nothing,
 }
 
 impl Carried {
-    const ALL: [Carried; 4] = [
+    const ALL: [Carried; 5] = [
         Carried::Http1,
         Carried::H2,
         Carried::Passthrough,
         Carried::Nothing,
+        Carried::H3,
     ];
 
     fn label(self) -> &'static str {
@@ -99,6 +102,7 @@ impl Carried {
             Carried::H2 => "h2",
             Carried::Passthrough => "passthrough",
             Carried::Nothing => "none",
+            Carried::H3 => "h3",
         }
     }
 }
@@ -208,16 +212,17 @@ impl Drop for OpenGuard {
 pub enum Protocol {
     Http1,
     H2,
+    H3,
 }
 
 impl Protocol {
-    const ALL: [Protocol; 2] = [Protocol::Http1, Protocol::H2];
+    const ALL: [Protocol; 3] = [Protocol::Http1, Protocol::H2, Protocol::H3];
 
     pub fn of(version: http::Version) -> Protocol {
-        if version == http::Version::HTTP_2 {
-            Protocol::H2
-        } else {
-            Protocol::Http1
+        match version {
+            http::Version::HTTP_2 => Protocol::H2,
+            http::Version::HTTP_3 => Protocol::H3,
+            _ => Protocol::Http1,
         }
     }
 
@@ -225,6 +230,7 @@ impl Protocol {
         match self {
             Protocol::Http1 => "http/1.1",
             Protocol::H2 => "h2",
+            Protocol::H3 => "h3",
         }
     }
 }

@@ -22,6 +22,7 @@ mod config_file;
 mod dashboard;
 mod hardening;
 mod http;
+mod http3;
 mod import;
 mod inspect;
 mod lifecycle;

@@ -114,7 +114,7 @@ where
 }
 
 /// A plain HTTP backend named `name`.
-async fn backend(name: &'static str) -> SocketAddr {
+pub(crate) async fn backend(name: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");
@@ -128,7 +128,7 @@ async fn backend(name: &'static str) -> SocketAddr {
 }
 
 /// A TLS backend named `name` whose certificate (from `pki`) covers `cert_name`.
-async fn tls_backend(pki: &Pki, name: &'static str, cert_name: &str) -> SocketAddr {
+pub(crate) async fn tls_backend(pki: &Pki, name: &'static str, cert_name: &str) -> SocketAddr {
     let acceptor = pki.backend_acceptor(&format!("backend-{name}"), &[cert_name], &[]);
     let listener = TcpListener::bind("127.0.0.1:0")
         .await

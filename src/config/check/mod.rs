@@ -100,6 +100,8 @@ pub const MAX_CONNECTIONS: usize = 10_000_000;
 /// The largest `limits.max_headers`: hyper keeps room for that many header lines per
 /// HTTP/1.1 request it parses.
 pub(crate) const MAX_HEADERS: usize = 1000;
+/// The largest `limits.max_concurrent_streams`.
+const MAX_STREAMS: u32 = 10_000;
 
 impl Checker<'_> {
     fn path(&self, p: &str) -> PathBuf {
@@ -228,6 +230,7 @@ impl Checker<'_> {
                 "max_headers",
                 "max_connections",
                 "certificate_cache",
+                "max_concurrent_streams",
             ],
         );
         for (key, value, slot) in [
@@ -304,6 +307,16 @@ impl Checker<'_> {
                 ),
             }
         }
+        if let Some(n) = raw.max_concurrent_streams {
+            match u32::try_from(n) {
+                Ok(n) if (1..=MAX_STREAMS).contains(&n) => limits.max_concurrent_streams = n,
+                _ => self.report.error(
+                    "limits.max_concurrent_streams",
+                    format!("{n} is not between 1 and {MAX_STREAMS}"),
+                    Some("use a number of requests per connection such as 250".to_string()),
+                ),
+            }
+        }
         limits
     }
 
@@ -334,6 +347,7 @@ impl Checker<'_> {
                     "max_connections",
                     "default_passthrough",
                     "proxy_protocol_from",
+                    "http3",
                 ],
             );
             let address = match l.address.as_deref().map(ListenAddr::parse) {
@@ -514,6 +528,23 @@ impl Checker<'_> {
                     }
                 },
             };
+            let http3 = l.http3.unwrap_or(false);
+            if http3 && kind == ListenerKind::Http {
+                self.report.error(
+                    format!("{at}.http3"),
+                    "http3 needs TLS: an http listener cannot serve HTTP/3",
+                    Some(
+                        "put http3 = true on the https listener of this port's sites, or remove it"
+                            .to_string(),
+                    ),
+                );
+            }
+            let alt_svc = match (http3 && kind == ListenerKind::Https, address) {
+                (true, Some(a)) => {
+                    http::HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", a.port)).ok()
+                }
+                _ => None,
+            };
             // Keep the index aligned with the file even when the address is bad, so later
             // paths stay right; a config with errors never serves anyway.
             out.push(Listener {
@@ -526,6 +557,8 @@ impl Checker<'_> {
                 max_connections,
                 default_passthrough,
                 proxy_protocol_from,
+                http3: alt_svc.is_some(),
+                alt_svc,
             });
         }
         out

@@ -335,6 +335,34 @@ pub(super) fn cases() -> Vec<Case> {
             )],
         ),
         case(
+            "http3 on an http listener is refused, with the fix",
+            [
+                base(),
+                "[[listener]]\naddress = \"*:8080\"\nkind = \"http\"\nhttp3 = true\n"
+                    .to_string(),
+                site("a", &["a.test"], &[RESPOND]),
+            ]
+            .concat(),
+            vec![error_fix(
+                "listener[1].http3",
+                "http3 needs TLS: an http listener cannot serve HTTP/3",
+                "put http3 = true on the https listener of this port's sites, or remove it",
+            )],
+        ),
+        case(
+            "limits.max_concurrent_streams out of range",
+            [
+                "[limits]\nmax_concurrent_streams = 0\n".to_string(),
+                base(),
+                site("a", &["a.test"], &[RESPOND]),
+            ]
+            .concat(),
+            vec![error(
+                "limits.max_concurrent_streams",
+                "0 is not between 1 and 10000",
+            )],
+        ),
+        case(
             "TLS settings on an http listener (warning)",
             [
                 base(),

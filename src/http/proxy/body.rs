@@ -11,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::balance::InFlight;
+use crate::http::{BodyError, RequestBody};
 
 /// Why the request body stopped, as seen from the proxy: decides 413 and 400 over 502.
 #[derive(Debug, Clone, Default)]
@@ -49,19 +50,19 @@ pub(super) enum ReqBodyError {
     #[error("the request body is larger than {0} bytes")]
     TooLarge(u64),
     #[error("reading the request body from the client failed: {0}")]
-    Client(#[source] hyper::Error),
+    Client(#[source] BodyError),
 }
 
 /// The client's request body on its way upstream.
 pub(super) struct ReqBody {
-    inner: Option<Incoming>,
+    inner: Option<RequestBody>,
     limit: Option<u64>,
     seen: u64,
     state: BodyState,
 }
 
 impl ReqBody {
-    pub(super) fn new(inner: Incoming, limit: Option<u64>, state: BodyState) -> ReqBody {
+    pub(super) fn new(inner: RequestBody, limit: Option<u64>, state: BodyState) -> ReqBody {
         ReqBody {
             inner: Some(inner),
             limit,

@@ -259,7 +259,7 @@ impl Upstreams {
         &self,
         client: SocketAddr,
         cert: headers::ClientCert<'_>,
-        req: Request<Incoming>,
+        req: Request<crate::http::RequestBody>,
         runtime: Arc<Runtime>,
     ) -> Response<Body> {
         match self.try_forward(client, cert, req, runtime).await {
@@ -283,7 +283,7 @@ impl Upstreams {
         &self,
         client: SocketAddr,
         cert: headers::ClientCert<'_>,
-        mut req: Request<Incoming>,
+        mut req: Request<crate::http::RequestBody>,
         runtime: Arc<Runtime>,
     ) -> Result<Response<Body>, ProxyError> {
         // A reverse proxy opens no tunnels to arbitrary authorities (nginx answers 405 too);

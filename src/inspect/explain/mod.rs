@@ -123,6 +123,9 @@ pub struct Explanation<'a> {
     pub outcome: Outcome,
     pub status: Option<u16>,
     pub outcome_why: String,
+    /// On a listener with `http3`: what a QUIC connection naming the same SNI gets, in
+    /// words (`quic::tls::admit`, the QUIC handshake's own rule); empty otherwise.
+    pub http3_why: String,
 }
 
 fn listener_label(rt: &Runtime, li: usize) -> String {
@@ -615,6 +618,7 @@ pub fn explain<'a>(rt: &'a Runtime, host: &str, opts: &Options, now: i64) -> Exp
         outcome: Outcome::NoListener,
         status: None,
         outcome_why: "no request: nothing accepts the connection".to_string(),
+        http3_why: String::new(),
     };
     let Some(li) = listener else {
         return ex;
@@ -624,6 +628,15 @@ pub fn explain<'a>(rt: &'a Runtime, host: &str, opts: &Options, now: i64) -> Exp
             "an http listener: no TLS and no SNI; requests are routed by Host only".to_string();
         step_request(rt, li, &mut ex);
         return ex;
+    }
+    if rt.listeners[li].config.http3 {
+        ex.http3_why = match crate::quic::tls::admit(rt, li, ex.sni.as_deref()) {
+            Ok(_) => {
+                "HTTP/3 (QUIC, the same port over UDP): the same certificate and site as over TCP"
+                    .to_string()
+            }
+            Err(why) => format!("HTTP/3 (QUIC, the same port over UDP): {}", why.words(rt)),
+        };
     }
     if let Decision::Passthrough { backend, resolved } = rt.decide(li, ex.sni.as_deref()) {
         ex.binding_why = match &resolved {

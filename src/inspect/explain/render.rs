@@ -141,6 +141,9 @@ pub fn human(ex: &Explanation<'_>, opts: &Options, now: i64) -> String {
     });
     let request = format!("{status}{}", ex.outcome_why);
     let _ = writeln!(o, "\n5. Request with Host: {}\n{}", ex.host, para(&request));
+    if !ex.http3_why.is_empty() {
+        let _ = writeln!(o, "{}", para(&ex.http3_why));
+    }
     o
 }
 
@@ -283,6 +286,13 @@ pub fn json(rt: &Runtime, ex: &Explanation<'_>, opts: &Options, config: &Path, n
                 ("site", Json::opt_str(site)),
                 ("why", Json::str(&ex.outcome_why)),
             ]),
+        ),
+        (
+            "http3",
+            match ex.http3_why.is_empty() {
+                true => Json::Null,
+                false => Json::str(&ex.http3_why),
+            },
         ),
     ])
 }

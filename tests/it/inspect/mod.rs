@@ -848,9 +848,12 @@ fn json_shapes_are_the_documented_ones() {
             "binding",
             "certificates",
             "presented",
-            "request"
+            "request",
+            "http3"
         ]
     );
+    // No listener here has http3.
+    assert_eq!(doc.get("http3"), &J::Null);
     assert_eq!(doc.get("name").get("normalized").str(), "dual.test");
     assert_eq!(doc.get("binding").get("result").str(), "exact");
     let certs = doc.get("certificates");
