@@ -207,7 +207,10 @@ fn certs_json_shape() {
     let keys = |v: &serde_json::Value| -> Vec<String> {
         v.as_object().expect("object").keys().cloned().collect()
     };
-    assert_eq!(keys(&doc), ["certificates", "config", "now", "version"]);
+    assert_eq!(
+        keys(&doc),
+        ["certificates", "config", "next", "now", "total", "version"]
+    );
     let certs = doc["certificates"].as_array().expect("certificates");
     let sources: Vec<&str> = certs
         .iter()
