@@ -105,8 +105,17 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
         socket.listen(1024)?;
         TcpListener::from_std(socket.into())
     };
+    open_or_ipv4(addr, open)
+}
+
+/// `open(addr)`; when `addr` is `[::]:port` and the host has no IPv6, `open(0.0.0.0:port)`,
+/// so `*:port` is still served on IPv4 (not when the port is taken or forbidden: those are
+/// the operator's to see). TCP and UDP (HTTP/3) sockets are opened by this one rule.
+pub(crate) fn open_or_ipv4<T>(
+    addr: SocketAddr,
+    open: impl Fn(SocketAddr) -> io::Result<T>,
+) -> io::Result<T> {
     match open(addr) {
-        // A host without IPv6 still serves `*:port` on IPv4.
         Err(e)
             if addr.is_ipv6()
                 && addr.ip().is_unspecified()

@@ -130,15 +130,18 @@ async fn document(ctx: &Context, path: &'static str, query: Query) -> http::Resp
     match computed {
         Ok(Ok(json)) => response(StatusCode::OK, JSON, json.pretty()),
         Ok(Err(no_such_row)) => problem(path, StatusCode::BAD_REQUEST, &no_such_row.to_string()),
-        Err(e) => {
-            tracing::error!(error = %e, path, "an admin endpoint failed");
-            problem(
-                path,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the answer could not be computed (see the server's log)",
-            )
-        }
+        Err(e) => not_computed(path, &e),
     }
+}
+
+/// The answer when the blocking task computing a document failed.
+fn not_computed(path: &'static str, e: &tokio::task::JoinError) -> http::Response<Body> {
+    tracing::error!(error = %e, path, "an admin endpoint failed");
+    problem(
+        path,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the answer could not be computed (see the server's log)",
+    )
 }
 
 /// Computes a JSON document on the blocking pool and answers it.
@@ -148,14 +151,7 @@ pub(super) async fn json_off_loop(
 ) -> http::Response<Body> {
     match tokio::task::spawn_blocking(compute).await {
         Ok(json) => response(StatusCode::OK, JSON, json.pretty()),
-        Err(e) => {
-            tracing::error!(error = %e, path, "an admin endpoint failed");
-            problem(
-                path,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the answer could not be computed (see the server's log)",
-            )
-        }
+        Err(e) => not_computed(path, &e),
     }
 }
 

@@ -29,8 +29,9 @@ use super::linger::Linger;
 use super::service::{self, Conn};
 use super::Body;
 
-/// Requests in flight and the time of the last one's end, for the idle timeout.
-struct Activity {
+/// Requests in flight and the time of the last one's end, for the idle timeout: on every
+/// HTTP connection, HTTP/3's too (`quic/h3.rs`).
+pub(crate) struct Activity {
     start: Instant,
     in_flight: AtomicUsize,
     last_ms: AtomicU64,
@@ -38,7 +39,7 @@ struct Activity {
 }
 
 impl Activity {
-    fn new() -> Activity {
+    pub(crate) fn new() -> Activity {
         Activity {
             start: Instant::now(),
             in_flight: AtomicUsize::new(0),
@@ -84,7 +85,7 @@ impl Activity {
     }
 
     /// Resolves once nothing has been in flight for `quiet` in a row.
-    async fn quiet_for(&self, quiet: Duration) {
+    pub(crate) async fn quiet_for(&self, quiet: Duration) {
         let mut since = Instant::now();
         loop {
             if self.in_flight.load(Ordering::Relaxed) > 0 {
@@ -97,7 +98,7 @@ impl Activity {
     }
 
     /// Resolves once the connection has had no request in flight for `idle`.
-    async fn idle_for(&self, idle: Duration) {
+    pub(crate) async fn idle_for(&self, idle: Duration) {
         loop {
             let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
             let due = last + idle;
@@ -122,10 +123,10 @@ pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const HYPER_MAX_HEADERS: usize = 100;
 
 /// A request in flight: from its head until its response body has been sent or dropped.
-struct InFlight(Arc<Activity>);
+pub(crate) struct InFlight(Arc<Activity>);
 
 impl InFlight {
-    fn start(activity: &Arc<Activity>) -> InFlight {
+    pub(crate) fn start(activity: &Arc<Activity>) -> InFlight {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(activity.clone())
     }

@@ -9,10 +9,8 @@
 //! nothing here panics on what a client sends.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http_body::{Frame, SizeHint};
@@ -20,7 +18,7 @@ use http_body_util::BodyExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::http::connection::CLOSE_GRACE;
+use crate::http::connection::{Activity, InFlight, CLOSE_GRACE};
 use crate::http::service::{self, Conn};
 use crate::http::{BodyError, RequestBody};
 
@@ -31,60 +29,15 @@ type RecvHalf = h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
 /// H3_NO_ERROR (RFC 9114 8.1): the code of a connection closed on purpose.
 const H3_NO_ERROR: u32 = 0x100;
 
-/// Requests in flight on one connection, and when the last one ended.
-struct Activity {
-    in_flight: AtomicUsize,
-    start: Instant,
-    last_ms: std::sync::atomic::AtomicU64,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// Resolves once no request has been in flight for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let due = last + idle;
-            if self.in_flight.load(Ordering::Relaxed) == 0 && Instant::now() >= due {
-                return;
-            }
-            tokio::time::sleep_until(due.max(Instant::now() + Duration::from_millis(100))).await;
-        }
-    }
-
-    /// Resolves once nothing has been in flight for `quiet` in a row.
-    async fn quiet_for(&self, quiet: Duration) {
-        let mut since = Instant::now();
-        loop {
-            if self.in_flight.load(Ordering::Relaxed) > 0 {
-                since = Instant::now();
-            } else if since.elapsed() >= quiet {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-/// One request in flight, from its stream's acceptance to the end of its response.
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn start(activity: &Arc<Activity>) -> InFlight {
-        activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(activity.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
+/// Serves one request stream in a task of its own, counted in flight until it is done.
+fn spawn_request(conn: &Arc<Conn>, resolver: Resolver, activity: &Arc<Activity>) {
+    let in_flight = InFlight::start(activity);
+    let conn = conn.clone();
+    // Boxed, as on HTTP/2: the service's future is large and tokio moves it.
+    tokio::spawn(Box::pin(async move {
+        request(conn, resolver).await;
+        drop(in_flight);
+    }));
 }
 
 /// Serves HTTP/3 on `quic` until the client closes it or Portico stops it.
@@ -115,23 +68,11 @@ pub(super) async fn serve(
             return;
         }
     };
-    let activity = Arc::new(Activity {
-        in_flight: AtomicUsize::new(0),
-        start: Instant::now(),
-        last_ms: Default::default(),
-    });
+    let activity = Arc::new(Activity::new());
     let stopped = loop {
         tokio::select! {
             accepted = h3.accept() => match accepted {
-                Ok(Some(resolver)) => {
-                    let in_flight = InFlight::start(&activity);
-                    let conn = conn.clone();
-                    // Boxed, as on HTTP/2: the service's future is large and tokio moves it.
-                    tokio::spawn(Box::pin(async move {
-                        request(conn, resolver).await;
-                        drop(in_flight);
-                    }));
-                }
+                Ok(Some(resolver)) => spawn_request(&conn, resolver, &activity),
                 // The client sent GOAWAY and its requests are done, or it closed.
                 Ok(None) => break false,
                 Err(e) => {
@@ -152,14 +93,7 @@ pub(super) async fn serve(
         loop {
             tokio::select! {
                 accepted = h3.accept() => match accepted {
-                    Ok(Some(resolver)) => {
-                        let in_flight = InFlight::start(&activity);
-                        let conn = conn.clone();
-                        tokio::spawn(Box::pin(async move {
-                            request(conn, resolver).await;
-                            drop(in_flight);
-                        }));
-                    }
+                    Ok(Some(resolver)) => spawn_request(&conn, resolver, &activity),
                     _ => break,
                 },
                 _ = activity.quiet_for(CLOSE_GRACE) => break,

@@ -14,7 +14,7 @@ pub mod tls;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,23 +61,7 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
         socket.bind(&addr.into())?;
         Ok(socket.into())
     };
-    match open(addr) {
-        // A host without IPv6 still serves `*:port` on IPv4, as on TCP.
-        Err(e)
-            if addr.is_ipv6()
-                && addr.ip().is_unspecified()
-                && !matches!(
-                    e.kind(),
-                    io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied
-                ) =>
-        {
-            open(SocketAddr::new(
-                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-                addr.port(),
-            ))
-        }
-        other => other,
-    }
+    crate::listener::open_or_ipv4(addr, open)
 }
 
 /// Why the QUIC side cannot start.

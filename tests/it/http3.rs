@@ -8,9 +8,9 @@ use bytes::{Buf, Bytes};
 use http::{HeaderMap, Request, StatusCode};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::support::client::{client_config, get, Opts};
+use crate::support::client::{client_config, dns_sans, get, Opts};
 use crate::support::pki::{Key, Pki, Validity};
 use crate::support::{free_port, serve, site_root, TestServer};
 
@@ -77,21 +77,7 @@ async fn connect(addr: SocketAddr, sni: &str, root: &Pki) -> Result<H3, String> 
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or("no peer certificates")?;
     let (_, leaf) = X509Certificate::from_der(&chain[0]).map_err(|e| e.to_string())?;
-    let sans = leaf
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|s| {
-            s.value
-                .general_names
-                .iter()
-                .filter_map(|g| match g {
-                    GeneralName::DNSName(d) => Some(d.to_string()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let sans = dns_sans(&leaf);
     let sha256 = sha256_hex(chain[0].as_ref());
     let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn))
         .await

@@ -177,24 +177,7 @@ pub async fn connect_with(
             .peer_certificates()
             .expect("server presented certificates");
         let (_, leaf) = X509Certificate::from_der(&chain[0]).expect("parse leaf");
-        let sans = leaf
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .map(|s| {
-                s.value
-                    .general_names
-                    .iter()
-                    .filter_map(|g| {
-                        if let GeneralName::DNSName(d) = g {
-                            Some(d.to_string())
-                        } else {
-                            None
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let sans = dns_sans(&leaf);
         Presented {
             sans,
             serial: leaf.raw_serial_as_string(),
@@ -215,6 +198,24 @@ pub async fn connect_with(
 }
 
 /// The alert the server sent, if the handshake failed with one.
+/// The DNS names among a certificate's SAN entries.
+pub fn dns_sans(leaf: &X509Certificate<'_>) -> Vec<String> {
+    leaf.subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|s| {
+            s.value
+                .general_names
+                .iter()
+                .filter_map(|g| match g {
+                    GeneralName::DNSName(d) => Some(d.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn alert(e: &io::Error) -> Option<AlertDescription> {
     match e.get_ref()?.downcast_ref::<rustls::Error>()? {
         rustls::Error::AlertReceived(a) => Some(*a),
