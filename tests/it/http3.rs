@@ -522,3 +522,71 @@ async fn a_client_auth_sites_name_is_refused_on_quic_and_served_on_tcp() {
     );
     assert!(ex.http3_why.contains("client_auth"), "{}", ex.http3_why);
 }
+
+#[tokio::test]
+async fn probe_http3_reports_the_chain_h3_and_the_status_like_the_tcp_probe() {
+    use portico::cli::probe::{quic, Sni, Target, Trust, Verdict, TIMEOUT};
+    let s = setup(|_| String::new()).await;
+    let target: Target = addr(s.port).to_string().parse().expect("target");
+    let trust = Trust::load(Some(&s.pki.root_file())).expect("test root");
+    let site2 = portico::names::HostName::parse("site2.example.test").expect("name");
+    let r = quic::probe(&target, &Sni::Name(site2), &trust, TIMEOUT).await;
+    assert_eq!(r.verdict(), Verdict::Ok, "{r:?}");
+    assert!(r.over_quic);
+    assert_eq!(r.http3_status, Some(200));
+    let tls = r.tls.as_ref().expect("negotiated");
+    assert_eq!(tls.alpn.as_deref(), Some("h3"));
+    assert_eq!(r.chain[0].dns_names, vec!["site2.example.test".to_string()]);
+    let colons = |hex: &str| {
+        hex.as_bytes()
+            .chunks(2)
+            .map(|c| String::from_utf8_lossy(c).to_uppercase())
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    assert_eq!(r.chain[0].sha256, colons(&leaf_sha256(&s.certs[1])));
+    // A name the server refuses over QUIC: the alert, as over TCP.
+    let nobody = portico::names::HostName::parse("nobody.example.test").expect("name");
+    let r = quic::probe(&target, &Sni::Name(nobody), &trust, TIMEOUT).await;
+    assert!(matches!(r.verdict(), Verdict::Refused(_)), "{r:?}");
+    // Nothing answers QUIC on a port without an http3 listener: a clear error, within
+    // the probe's deadline.
+    let silent: Target = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("target");
+    let r = quic::probe(
+        &silent,
+        &Sni::FromHost,
+        &trust,
+        std::time::Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(r.verdict(), Verdict::Error);
+    let error = r.error.as_deref().unwrap_or_default();
+    assert!(error.contains("no QUIC answer"), "{error}");
+}
+
+#[tokio::test]
+async fn portico_probe_http3_prints_h3_and_the_status() {
+    let s = setup(|_| String::new()).await;
+    let root = s.pki.root_file();
+    let target = addr(s.port).to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["probe", "--http3", &target, "--sni", "site1.example.test"])
+            .arg("--ca")
+            .arg(root)
+            .output()
+            .expect("portico probe runs")
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("TLS 1.3 over QUIC, ALPN h3"), "{text}");
+    assert!(text.contains("HEAD / answered 200"), "{text}");
+    assert!(
+        text.contains("site1.example.test is covered by the leaf"),
+        "{text}"
+    );
+}
