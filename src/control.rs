@@ -7,8 +7,9 @@
 //! `inspect FORMAT explain LOCAL NO_SNI RSA_ONLY HOST`) are answered the other way round: a
 //! first line `OK`, then the document, or one line `FAILED` and why (a cursor that names
 //! no row, for one). `inspect FORMAT bindings` and `certs` without a limit, as clients
-//! from before pages send them, ask for every row, which is what those clients print. A new process taking over in
-//! a binary upgrade sends `handover`, receives the listening sockets, answers `ready` once it
+//! from before pages send them, ask for every row, which is what those clients print. A new
+//! process taking over in a binary upgrade sends `handover`, receives the listening sockets
+//! (TCP, and UDP for `http3` listeners), answers `ready` once it
 //! serves, and gets `bye` once the old process let go of this socket. The socket only hands
 //! commands to the serve loop, which runs them one at a time; it never changes state itself.
 //! The admin API sends its reloads and certificate changes through the same channel
@@ -78,7 +79,14 @@ pub enum Reply {
     /// The answer to a certificate change: what it came to, and the reload's outcome (None
     /// when nothing was tried: no such certificate to delete).
     Certificate(Changed, Option<Outcome>),
-    Sockets(Vec<(std::net::SocketAddr, std::os::fd::OwnedFd)>),
+    /// The answer to [`Command::Handover`]: the listening sockets, TCP and UDP.
+    Sockets(
+        Vec<(
+            crate::upgrade::Kind,
+            std::net::SocketAddr,
+            std::os::fd::OwnedFd,
+        )>,
+    ),
 }
 
 /// What a certificate change came to.
@@ -307,7 +315,10 @@ async fn handover(stream: UnixStream, requests: mpsc::Sender<Request>) -> io::Re
     let sent = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
         use std::os::fd::AsFd;
-        let borrowed: Vec<_> = sockets.iter().map(|(a, fd)| (*a, fd.as_fd())).collect();
+        let borrowed: Vec<_> = sockets
+            .iter()
+            .map(|(k, a, fd)| (*k, *a, fd.as_fd()))
+            .collect();
         crate::upgrade::send_sockets(&stream, &borrowed)?;
         let mut line = String::new();
         std::io::BufReader::new(&stream).read_line(&mut line)?;
@@ -375,7 +386,8 @@ impl Drop for Guard {
 }
 
 /// The new process's side of a hand-over: ask the old process at `socket` for its listening
-/// sockets. Returns them with the stream to answer `ready` on.
+/// sockets (TCP, and the UDP sockets of `http3` listeners). Returns them with the stream
+/// to answer `ready` on.
 pub fn take_over(socket: &Path) -> io::Result<(std::os::unix::net::UnixStream, Handed)> {
     use std::io::Write;
     let stream = std::os::unix::net::UnixStream::connect(socket)?;
@@ -386,7 +398,7 @@ pub fn take_over(socket: &Path) -> io::Result<(std::os::unix::net::UnixStream, H
 }
 
 /// Listening sockets handed over, by the address they serve.
-pub type Handed = Vec<(std::net::SocketAddr, std::net::TcpListener)>;
+pub type Handed = crate::upgrade::Sockets;
 
 /// Tells the old process this one serves, and waits until it has let go of the control
 /// socket.

@@ -155,16 +155,13 @@ struct Socket {
 impl Server {
     /// Binds every listener's socket and starts accepting.
     pub async fn start(rt: Runtime) -> io::Result<Server> {
-        Server::start_with(rt, Vec::new()).await
+        Server::start_with(rt, crate::upgrade::Sockets::default()).await
     }
 
-    /// Like [`Server::start`], but takes the sockets in `inherited` (from a binary upgrade)
-    /// instead of binding their addresses; inherited sockets the runtime does not need are
-    /// closed.
-    pub async fn start_with(
-        rt: Runtime,
-        inherited: Vec<(SocketAddr, std::net::TcpListener)>,
-    ) -> io::Result<Server> {
+    /// Like [`Server::start`], but takes the sockets in `inherited` (from a binary upgrade
+    /// or the service manager), TCP and UDP, instead of binding their addresses; inherited
+    /// sockets the runtime does not need are closed.
+    pub async fn start_with(rt: Runtime, inherited: crate::upgrade::Sockets) -> io::Result<Server> {
         let (shutdown, _) = watch::channel(false);
         let (drain, drained) = mpsc::channel(1);
         let addrs = socket_addrs(&rt);
@@ -177,32 +174,54 @@ impl Server {
             sockets: BTreeMap::new(),
             quic: crate::quic::Endpoints::new().map_err(io::Error::other)?,
         };
-        let mut inherited: BTreeMap<SocketAddr, std::net::TcpListener> =
-            inherited.into_iter().collect();
+        let mut inherited_tcp: BTreeMap<SocketAddr, std::net::TcpListener> =
+            inherited.tcp.into_iter().collect();
         let mut bound = Vec::with_capacity(addrs.len());
         let mut to_bind = Vec::new();
         for addr in addrs {
-            match inherited.remove(&addr) {
+            match inherited_tcp.remove(&addr) {
                 Some(l) => bound.push((addr, TcpListener::from_std(l)?)),
                 None => to_bind.push(addr),
             }
         }
         bound.extend(bind_all(&to_bind)?);
-        // UDP sockets are bound here, not inherited: a binary upgrade does not hand them
-        // over yet (issue 17), so an upgrade of an http3 server fails to bind and changes
-        // nothing.
-        let udp = crate::quic::Endpoints::bind_all(&udp)?;
+        let mut inherited_udp: BTreeMap<SocketAddr, std::net::UdpSocket> =
+            inherited.udp.into_iter().collect();
+        let mut udp_bound = Vec::with_capacity(udp.len());
+        let mut udp_to_bind = Vec::new();
+        for addr in udp {
+            match inherited_udp.remove(&addr) {
+                Some(s) => udp_bound.push((addr, s)),
+                None => udp_to_bind.push(addr),
+            }
+        }
+        udp_bound.extend(crate::quic::Endpoints::bind_all(&udp_to_bind)?);
+        let udp = udp_bound;
         server.accept_on(bound)?;
         server.serve_quic(udp)?;
         Ok(server)
     }
 
-    /// The listening sockets, by the address they were bound for, for a binary upgrade.
-    pub fn listening(&self) -> Vec<(SocketAddr, std::os::fd::BorrowedFd<'_>)> {
+    /// The listening sockets, TCP and UDP, by the address they were bound for, for a
+    /// binary upgrade.
+    pub fn listening(
+        &self,
+    ) -> Vec<(
+        crate::upgrade::Kind,
+        SocketAddr,
+        std::os::fd::BorrowedFd<'_>,
+    )> {
+        use crate::upgrade::Kind;
         use std::os::fd::AsFd;
         self.sockets
             .iter()
-            .map(|(a, s)| (*a, s.fd.as_fd()))
+            .map(|(a, s)| (Kind::Tcp, *a, s.fd.as_fd()))
+            .chain(
+                self.quic
+                    .listening()
+                    .into_iter()
+                    .map(|(a, fd)| (Kind::Udp, a, fd)),
+            )
             .collect()
     }
 
@@ -317,12 +336,13 @@ impl Server {
             let _ = socket.task.await;
         }
         // Every connection holds a drain sender; recv() returns None once all are gone.
-        let drained = tokio::time::timeout(deadline, self.drained.recv())
-            .await
-            .is_ok();
-        // HTTP/3 connections closed themselves once their requests were done; any still
-        // open past the deadline get CONNECTION_CLOSE now.
-        self.quic.close().await;
+        let until = Instant::now() + deadline;
+        let (drained, quic) = (&mut self.drained, &mut self.quic);
+        let all = async { tokio::time::timeout_at(until, drained.recv()).await.is_ok() };
+        // HTTP/3 connections close themselves once their requests are done; each endpoint
+        // lets go of its socket as soon as its own are, not when TCP is done too, and any
+        // still open past the deadline get CONNECTION_CLOSE then.
+        let (drained, ()) = tokio::join!(all, quic.close_when_idle(until));
         drained
     }
 }

@@ -3,8 +3,11 @@
 //!
 //! The sockets never close during the hand-over: both processes hold them until the old one
 //! has stopped accepting, and connections waiting in the kernel's queue are accepted by
-//! whichever process accepts next. This module only moves file descriptors; the sequence
-//! (spawn, hand over, ready, drain) lives in `cli/serve.rs`.
+//! whichever process accepts next. The UDP sockets of `http3` listeners go the same way;
+//! they are one socket in both processes, so until the old process has closed its QUIC
+//! connections each datagram goes to whichever process reads first (docs/config.md says
+//! what that costs). This module only moves file descriptors; the sequence (spawn, hand
+//! over, ready, drain) lives in `cli/serve.rs`.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -14,7 +17,7 @@ use std::os::unix::net::UnixStream;
 
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
+    SendAncillaryMessage, SendFlags, SocketType,
 };
 
 /// The environment variable that tells a new `portico serve` to take its sockets from the
@@ -24,10 +27,44 @@ pub const FROM_ENV: &str = "PORTICO_UPGRADE_FROM";
 /// The most sockets one hand-over carries (the kernel's limit per message is 253).
 const MAX_SOCKETS: usize = 250;
 
-/// Sends the listening sockets, with the addresses they were bound for, in one message.
+/// What a handed-over socket is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A listening TCP socket.
+    Tcp,
+    /// The UDP socket of `http3` listeners (QUIC).
+    Udp,
+}
+
+/// On the hand-over line a UDP socket's address has this prefix; a TCP socket's has none,
+/// as before UDP sockets were handed over, so that a binary from then still reads a
+/// message without UDP sockets (and refuses one with them, which ends that upgrade with
+/// nothing changed).
+const UDP_PREFIX: &str = "udp/";
+
+/// Sockets taken over (from a binary upgrade or the service manager), by the socket
+/// address they serve.
+#[derive(Debug, Default)]
+pub struct Sockets {
+    pub tcp: Vec<(SocketAddr, std::net::TcpListener)>,
+    pub udp: Vec<(SocketAddr, std::net::UdpSocket)>,
+}
+
+impl Sockets {
+    pub fn is_empty(&self) -> bool {
+        self.tcp.is_empty() && self.udp.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tcp.len() + self.udp.len()
+    }
+}
+
+/// Sends the sockets, with their kinds and the addresses they were bound for, in one
+/// message.
 pub fn send_sockets(
     stream: &UnixStream,
-    sockets: &[(SocketAddr, BorrowedFd<'_>)],
+    sockets: &[(Kind, SocketAddr, BorrowedFd<'_>)],
 ) -> io::Result<()> {
     if sockets.len() > MAX_SOCKETS {
         return Err(io::Error::new(
@@ -37,13 +74,16 @@ pub fn send_sockets(
     }
     let line = sockets
         .iter()
-        .fold(String::from("sockets"), |mut s, (a, _)| {
+        .fold(String::from("sockets"), |mut s, (kind, a, _)| {
             s.push(' ');
+            if *kind == Kind::Udp {
+                s.push_str(UDP_PREFIX);
+            }
             s.push_str(&a.to_string());
             s
         })
         + "\n";
-    let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|(_, fd)| *fd).collect();
+    let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|(_, _, fd)| *fd).collect();
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
@@ -64,8 +104,10 @@ pub fn send_sockets(
     Ok(())
 }
 
-/// Receives what [`send_sockets`] sent: listening sockets by the address they serve.
-pub fn recv_sockets(stream: &UnixStream) -> io::Result<Vec<(SocketAddr, std::net::TcpListener)>> {
+/// Receives what [`send_sockets`] sent: sockets by the address they serve. Each
+/// descriptor must be of the kind the line says (the kernel's SO_TYPE), or nothing is
+/// taken.
+pub fn recv_sockets(stream: &UnixStream) -> io::Result<Sockets> {
     let mut buf = vec![0u8; 16 * 1024];
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_SOCKETS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -90,21 +132,44 @@ pub fn recv_sockets(stream: &UnixStream) -> io::Result<Vec<(SocketAddr, std::net
     if words.next() != Some("sockets") {
         return Err(bad("not a hand-over message"));
     }
-    let addrs: Vec<SocketAddr> = words
-        .map(|w| w.parse().map_err(|_| bad("bad address in hand-over")))
+    let addrs: Vec<(Kind, SocketAddr)> = words
+        .map(|w| {
+            let (kind, addr) = match w.strip_prefix(UDP_PREFIX) {
+                Some(addr) => (Kind::Udp, addr),
+                None => (Kind::Tcp, w),
+            };
+            let addr = addr.parse().map_err(|_| bad("bad address in hand-over"))?;
+            Ok((kind, addr))
+        })
         .collect::<io::Result<_>>()?;
     if addrs.len() != fds.len() {
         return Err(bad("hand-over addresses and sockets do not match"));
     }
-    addrs
-        .into_iter()
-        .zip(fds)
-        .map(|(a, fd)| {
-            let listener = std::net::TcpListener::from(fd);
-            listener.set_nonblocking(true)?;
-            Ok((a, listener))
-        })
-        .collect()
+    let mut sockets = Sockets::default();
+    for ((kind, addr), fd) in addrs.into_iter().zip(fds) {
+        let expected = match kind {
+            Kind::Tcp => SocketType::STREAM,
+            Kind::Udp => SocketType::DGRAM,
+        };
+        if rustix::net::sockopt::socket_type(&fd)? != expected {
+            return Err(bad(
+                "a handed-over socket is not of the kind its address says",
+            ));
+        }
+        match kind {
+            Kind::Tcp => {
+                let listener = std::net::TcpListener::from(fd);
+                listener.set_nonblocking(true)?;
+                sockets.tcp.push((addr, listener));
+            }
+            Kind::Udp => {
+                let socket = std::net::UdpSocket::from(fd);
+                socket.set_nonblocking(true)?;
+                sockets.udp.push((addr, socket));
+            }
+        }
+    }
+    Ok(sockets)
 }
 
 fn bad(what: &'static str) -> io::Error {
@@ -124,12 +189,33 @@ mod tests {
             l1.local_addr().expect("addr"),
             l2.local_addr().expect("addr"),
         );
-        send_sockets(&a, &[(a1, l1.as_fd()), (a2, l2.as_fd())]).expect("send");
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let ua = u.local_addr().expect("addr");
+        send_sockets(
+            &a,
+            &[
+                (Kind::Tcp, a1, l1.as_fd()),
+                (Kind::Udp, ua, u.as_fd()),
+                (Kind::Tcp, a2, l2.as_fd()),
+            ],
+        )
+        .expect("send");
         let got = recv_sockets(&b).expect("recv");
         assert_eq!(
-            got.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+            got.tcp.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
             vec![a1, a2]
         );
+        assert_eq!(got.udp.len(), 1);
+        assert_eq!(got.udp[0].0, ua);
+        // The received UDP socket is the same socket: a datagram sent to it is read
+        // through the received descriptor.
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sender");
+        sender.send_to(b"ping", ua).expect("send datagram");
+        got.udp[0].1.set_nonblocking(false).expect("blocking");
+        let mut buf = [0u8; 8];
+        let (n, _) = got.udp[0].1.recv_from(&mut buf).expect("recv datagram");
+        assert_eq!(&buf[..n], b"ping");
+        let got = got.tcp;
         // The received socket is the same listening socket: a connection to it is accepted
         // through the received descriptor after the original is closed.
         drop(l1);
@@ -140,6 +226,15 @@ mod tests {
             .accept()
             .expect("accept through the received socket");
         assert!(peer.ip().is_loopback());
+    }
+
+    #[test]
+    fn a_socket_of_another_kind_than_its_address_says_is_refused() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let ua = u.local_addr().expect("addr");
+        send_sockets(&a, &[(Kind::Tcp, ua, u.as_fd())]).expect("send");
+        assert!(recv_sockets(&b).is_err());
     }
 
     #[test]

@@ -48,6 +48,42 @@ pub fn socket_addrs(rt: &Runtime) -> Vec<SocketAddr> {
     )
 }
 
+/// Reads into memory the chains and keys of the certificates not in memory (blocking; for
+/// the blocking pool), until `until` or until the certificate cache is full, for a runtime
+/// with `http3` listeners; returns how many it read. A QUIC handshake cannot wait for a
+/// certificate's files (`tls::Choose` refuses a cold one), and a start from the names cache
+/// has every certificate cold until its first handshake: without this, the first QUIC
+/// client of each name after a start or a binary upgrade is refused.
+pub fn warm_certificates(rt: &Runtime, until: std::time::Instant) -> usize {
+    if socket_addrs(rt).is_empty() {
+        return 0;
+    }
+    let pool = rt.pool();
+    let room = rt.config.limits.certificate_cache;
+    let mut read = 0;
+    let certs = pool
+        .certs()
+        .cloned()
+        .chain(rt.site_certs().map(|(_, c)| c))
+        .take(room);
+    for cert in certs {
+        if std::time::Instant::now() >= until {
+            break;
+        }
+        if cert.in_memory().is_some() {
+            continue;
+        }
+        match cert.certified(&rt.keys) {
+            Ok(_) => read += 1,
+            // Its next handshake says why, on TCP and QUIC; the log says it now too.
+            Err(e) => {
+                tracing::warn!(file = %cert.cert_file.display(), error = %e, "cannot read a certificate for QUIC")
+            }
+        }
+    }
+    read
+}
+
 fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let open = |addr: SocketAddr| -> io::Result<std::net::UdpSocket> {
@@ -104,6 +140,8 @@ struct Endpoint {
     bound: SocketAddr,
     endpoint: quinn::Endpoint,
     task: JoinHandle<()>,
+    /// A second descriptor of the UDP socket, for a binary upgrade to hand over.
+    fd: std::os::fd::OwnedFd,
 }
 
 /// What an endpoint's accept loop needs from the server.
@@ -147,9 +185,11 @@ impl Endpoints {
         bound: Vec<(SocketAddr, std::net::UdpSocket)>,
         ctx: impl Fn() -> Option<Context>,
     ) -> io::Result<()> {
+        use std::os::fd::AsFd;
         for (wanted, socket) in bound {
             let Some(ctx) = ctx() else { break };
             let actual = socket.local_addr()?;
+            let fd = socket.as_fd().try_clone_to_owned()?;
             let endpoint = quinn::Endpoint::new(
                 quinn::EndpointConfig::default(),
                 Some(self.base.server.clone()),
@@ -169,10 +209,20 @@ impl Endpoints {
                     bound: actual,
                     endpoint,
                     task,
+                    fd,
                 },
             );
         }
         Ok(())
+    }
+
+    /// The UDP sockets, by the address they were bound for, for a binary upgrade.
+    pub fn listening(&self) -> Vec<(SocketAddr, std::os::fd::BorrowedFd<'_>)> {
+        use std::os::fd::AsFd;
+        self.sockets
+            .iter()
+            .map(|(a, e)| (*a, e.fd.as_fd()))
+            .collect()
     }
 
     /// The UDP addresses actually bound.
@@ -207,16 +257,33 @@ impl Endpoints {
         }
     }
 
-    /// The drain's last step, once the connections had their time: whatever is still open
-    /// gets CONNECTION_CLOSE, and the endpoints get a moment to send it.
-    pub async fn close(&mut self) {
+    /// The drain's QUIC side, once accepting has stopped and GOAWAY is on its way: each
+    /// endpoint waits until its connections have closed, for at most `until`; whatever is
+    /// still open then gets CONNECTION_CLOSE, and the endpoint a moment to send it. Then
+    /// the socket is closed in this process, whatever TCP is still draining: after a binary
+    /// upgrade the new process holds the same socket, and every datagram this process
+    /// still reads is one the new process's connections lose.
+    pub async fn close_when_idle(&mut self, until: Instant) {
         let sockets = std::mem::take(&mut self.sockets);
-        for e in sockets.values() {
-            e.endpoint
-                .close(quinn::VarInt::from_u32(0x100), b"server shutting down");
-        }
-        for e in sockets.values() {
-            let _ = tokio::time::timeout(CLOSE_WAIT, e.endpoint.wait_idle()).await;
+        let closing: Vec<JoinHandle<()>> = sockets
+            .into_values()
+            .map(|e| {
+                tokio::spawn(async move {
+                    let idle = tokio::time::timeout_at(until, e.endpoint.wait_idle())
+                        .await
+                        .is_ok();
+                    if !idle {
+                        tracing::debug!(addr = %e.bound, "QUIC connections still open at the drain deadline; closing them");
+                    }
+                    e.endpoint
+                        .close(quinn::VarInt::from_u32(0x100), b"server shutting down");
+                    let _ = tokio::time::timeout(CLOSE_WAIT, e.endpoint.wait_idle()).await;
+                    tracing::debug!(addr = %e.bound, "stopped reading the UDP socket");
+                })
+            })
+            .collect();
+        for task in closing {
+            let _ = task.await;
         }
     }
 }

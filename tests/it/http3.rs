@@ -19,21 +19,40 @@ fn p(path: &std::path::Path) -> String {
 }
 
 /// What the server presented on a QUIC connection, and the h3 request sender over it.
-struct H3 {
+pub(crate) struct H3 {
     send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
     sans: Vec<String>,
     sha256: String,
+    /// How the connection ended, once it has: the h3 driver's last word.
+    pub(crate) closed: tokio::sync::watch::Receiver<Option<String>>,
     _endpoint: quinn::Endpoint,
 }
 
-struct Reply {
-    status: StatusCode,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
     headers: HeaderMap,
     body: Vec<u8>,
 }
 
+/// Why a request got no whole response: `retry` when the server had not taken it (GOAWAY
+/// seen, the connection closed with H3_NO_ERROR, or the stream rejected with
+/// H3_REQUEST_REJECTED before a response head), which RFC 9114 lets a client send again
+/// on a new connection; anything else is a failed request.
+#[derive(Debug)]
+pub(crate) struct NoReply {
+    pub(crate) retry: bool,
+    pub(crate) why: String,
+}
+
+fn not_taken(e: &h3::error::StreamError) -> bool {
+    use h3::error::{Code, StreamError};
+    e.is_h3_no_error()
+        || matches!(e, StreamError::RemoteClosing { .. })
+        || matches!(e, StreamError::RemoteTerminate { code, .. } if *code == Code::H3_REQUEST_REJECTED)
+}
+
 impl Reply {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
@@ -57,10 +76,19 @@ fn leaf_sha256(pem: &std::path::Path) -> String {
 }
 
 /// Connects over QUIC with ALPN h3, verifying against `root` for `sni`.
-async fn connect(addr: SocketAddr, sni: &str, root: &Pki) -> Result<H3, String> {
+pub(crate) async fn connect(addr: SocketAddr, sni: &str, root: &Pki) -> Result<H3, String> {
+    connect_trusting(addr, sni, root.root_der()).await
+}
+
+/// [`connect`] with the root certificate itself.
+pub(crate) async fn connect_trusting(
+    addr: SocketAddr,
+    sni: &str,
+    root: CertificateDer<'static>,
+) -> Result<H3, String> {
     let mut opts = Opts::sni(sni);
     opts.alpn = vec![b"h3".to_vec()];
-    opts.root = Some(root.root_der());
+    opts.root = Some(root);
     let tls = client_config(&opts);
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
@@ -82,13 +110,21 @@ async fn connect(addr: SocketAddr, sni: &str, root: &Pki) -> Result<H3, String> 
     let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn))
         .await
         .map_err(|e| e.to_string())?;
+    let (ended, closed) = tokio::sync::watch::channel(None);
     tokio::spawn(async move {
-        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        let e = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        let words = if e.is_h3_no_error() {
+            "H3_NO_ERROR".to_string()
+        } else {
+            format!("{e:?}")
+        };
+        let _ = ended.send(Some(words));
     });
     Ok(H3 {
         send,
         sans,
         sha256,
+        closed,
         _endpoint: endpoint,
     })
 }
@@ -104,6 +140,25 @@ impl H3 {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Reply {
+        self.try_request(method, authority, path, headers, body)
+            .await
+            .expect("a response")
+    }
+
+    /// [`H3::request`], saying why there was no whole response instead of panicking.
+    pub(crate) async fn try_request(
+        &mut self,
+        method: &str,
+        authority: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Reply, NoReply> {
+        // Before the response head, an error the server had not taken the request for.
+        let before = |stage: &str, e: h3::error::StreamError| NoReply {
+            retry: not_taken(&e),
+            why: format!("{stage}: {e:?}"),
+        };
         let mut req = Request::builder()
             .method(method)
             .uri(format!("https://{authority}{path}"));
@@ -114,17 +169,26 @@ impl H3 {
             .send
             .send_request(req.body(()).expect("request"))
             .await
-            .expect("send request");
+            .map_err(|e| before("send request", e))?;
         for chunk in body.chunks(64 * 1024) {
             stream
                 .send_data(Bytes::copy_from_slice(chunk))
                 .await
-                .expect("send body");
+                .map_err(|e| before("send body", e))?;
         }
-        stream.finish().await.expect("finish request");
-        let resp = stream.recv_response().await.expect("response head");
+        stream
+            .finish()
+            .await
+            .map_err(|e| before("finish request", e))?;
+        let resp = stream
+            .recv_response()
+            .await
+            .map_err(|e| before("response head", e))?;
         let mut out = Vec::new();
-        while let Some(mut chunk) = stream.recv_data().await.expect("response body") {
+        while let Some(mut chunk) = stream.recv_data().await.map_err(|e| NoReply {
+            retry: false,
+            why: format!("response body: {e:?}"),
+        })? {
             while chunk.has_remaining() {
                 let part = chunk.chunk();
                 out.extend_from_slice(part);
@@ -132,11 +196,15 @@ impl H3 {
                 chunk.advance(n);
             }
         }
-        Reply {
+        Ok(Reply {
             status: resp.status(),
             headers: resp.headers().clone(),
             body: out,
-        }
+        })
+    }
+
+    pub(crate) async fn try_get(&mut self, authority: &str, path: &str) -> Result<Reply, NoReply> {
+        self.try_request("GET", authority, path, &[], b"").await
     }
 
     async fn get(&mut self, authority: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
@@ -439,4 +507,72 @@ async fn a_client_auth_sites_name_is_refused_on_quic_and_served_on_tcp() {
         portico::runtime::unix_now(),
     );
     assert!(ex.http3_why.contains("client_auth"), "{}", ex.http3_why);
+}
+
+#[tokio::test]
+async fn probe_http3_reports_the_chain_h3_and_the_status_like_the_tcp_probe() {
+    use portico::cli::probe::{quic, Sni, Target, Trust, Verdict, TIMEOUT};
+    let s = setup(|_| String::new()).await;
+    let target: Target = addr(s.port).to_string().parse().expect("target");
+    let trust = Trust::load(Some(&s.pki.root_file())).expect("test root");
+    let site2 = portico::names::HostName::parse("site2.example.test").expect("name");
+    let r = quic::probe(&target, &Sni::Name(site2), &trust, TIMEOUT).await;
+    assert_eq!(r.verdict(), Verdict::Ok, "{r:?}");
+    assert!(r.over_quic);
+    assert_eq!(r.http3_status, Some(200));
+    let tls = r.tls.as_ref().expect("negotiated");
+    assert_eq!(tls.alpn.as_deref(), Some("h3"));
+    assert_eq!(r.chain[0].dns_names, vec!["site2.example.test".to_string()]);
+    let colons = |hex: &str| {
+        hex.as_bytes()
+            .chunks(2)
+            .map(|c| String::from_utf8_lossy(c).to_uppercase())
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    assert_eq!(r.chain[0].sha256, colons(&leaf_sha256(&s.certs[1])));
+    // A name the server refuses over QUIC: the alert, as over TCP.
+    let nobody = portico::names::HostName::parse("nobody.example.test").expect("name");
+    let r = quic::probe(&target, &Sni::Name(nobody), &trust, TIMEOUT).await;
+    assert!(matches!(r.verdict(), Verdict::Refused(_)), "{r:?}");
+    // Nothing answers QUIC on a port without an http3 listener: a clear error, within
+    // the probe's deadline.
+    let silent: Target = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("target");
+    let r = quic::probe(
+        &silent,
+        &Sni::FromHost,
+        &trust,
+        std::time::Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(r.verdict(), Verdict::Error);
+    let error = r.error.as_deref().unwrap_or_default();
+    assert!(error.contains("no QUIC answer"), "{error}");
+}
+
+#[tokio::test]
+async fn portico_probe_http3_prints_h3_and_the_status() {
+    let s = setup(|_| String::new()).await;
+    let root = s.pki.root_file();
+    let target = addr(s.port).to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["probe", "--http3", &target, "--sni", "site1.example.test"])
+            .arg("--ca")
+            .arg(root)
+            .output()
+            .expect("portico probe runs")
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("TLS 1.3 over QUIC, ALPN h3"), "{text}");
+    assert!(text.contains("HEAD / answered 200"), "{text}");
+    assert!(
+        text.contains("site1.example.test is covered by the leaf"),
+        "{text}"
+    );
 }

@@ -23,6 +23,7 @@ mod dashboard;
 mod hardening;
 mod http;
 mod http3;
+mod http3_upgrade;
 mod import;
 mod inspect;
 mod lifecycle;

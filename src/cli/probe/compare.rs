@@ -165,6 +165,8 @@ mod tests {
             covers: leaf.map(|(_, c)| c),
             verification: None,
             client_auth: None,
+            over_quic: false,
+            http3_status: None,
             alert: leaf.is_none().then(|| Alert {
                 name: "unrecognized_name".to_string(),
                 code: 112,

@@ -3,12 +3,13 @@
 //! and whether the chain verifies to the given roots, or which alert refused the handshake.
 //!
 //! A probe must show the chain even when verification fails: the verifier (`verify.rs`)
-//! records webpki's verdict and lets the handshake finish, so a probe never sends application
-//! data. Name coverage is judged by [`HostName::covers`], the server's own rule; this module
+//! records webpki's verdict and lets the handshake finish, so a probe over TCP never sends
+//! application data (`--http3`, `quic.rs`, sends one `HEAD /` to show that HTTP/3 answers). Name coverage is judged by [`HostName::covers`], the server's own rule; this module
 //! must never grow a second implementation of it.
 
 mod client_cert;
 pub mod compare;
+pub mod quic;
 mod render;
 mod report;
 mod verify;
@@ -83,6 +84,10 @@ pub struct Args {
     /// Print the documented JSON report (docs/probe.md) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Connect over QUIC (UDP) with ALPN h3 instead of TCP, and send one HEAD / over
+    /// HTTP/3 to report its status.
+    #[arg(long, conflicts_with_all = ["compare", "cert", "alpn"])]
+    pub http3: bool,
 }
 
 /// A name a client may ask for: a host name that is not a wildcard.
@@ -289,28 +294,8 @@ pub async fn probe_with(
     client: Option<&ClientCert>,
     timeout: Duration,
 ) -> Report {
-    let sni = match (sni, &target.host) {
-        (Sni::Name(n), _) => Some(n.clone()),
-        (Sni::FromHost, Host::Name(n)) => Some(n.clone()),
-        (Sni::FromHost, Host::Ip(_)) | (Sni::Off, _) => None,
-    };
-    let name = match (&sni, &target.host) {
-        (Some(n), _) | (None, Host::Name(n)) => Some(n.clone()),
-        (None, Host::Ip(_)) => None,
-    };
-    let mut report = Report {
-        target: target.to_string(),
-        address: None,
-        sni: sni.as_ref().map(|n| n.as_str().to_string()),
-        name: name.as_ref().map(|n| n.as_str().to_string()),
-        tls: None,
-        chain: Vec::new(),
-        covers: None,
-        verification: None,
-        alert: None,
-        error: None,
-        client_auth: None,
-    };
+    let (sni, name) = names(sni, target);
+    let mut report = Report::new(target, &sni, &name);
     // The name rustls hands the verifier; webpki's verdict on it is not used (see `verify`).
     let server_name: ServerName<'static> = match (&sni, &target.host) {
         (Some(n), _) | (None, Host::Name(n)) => {
@@ -410,6 +395,21 @@ pub async fn probe_with(
     report
 }
 
+/// The SNI a probe sends, and the name the leaf must cover: the SNI, else HOST when it
+/// is a name.
+fn names(sni: &Sni, target: &Target) -> (Option<HostName>, Option<HostName>) {
+    let sni = match (sni, &target.host) {
+        (Sni::Name(n), _) => Some(n.clone()),
+        (Sni::FromHost, Host::Name(n)) => Some(n.clone()),
+        (Sni::FromHost, Host::Ip(_)) | (Sni::Off, _) => None,
+    };
+    let name = match (&sni, &target.host) {
+        (Some(n), _) | (None, Host::Name(n)) => Some(n.clone()),
+        (None, Host::Ip(_)) => None,
+    };
+    (sni, name)
+}
+
 async fn resolve(target: &Target) -> std::io::Result<SocketAddr> {
     match &target.host {
         Host::Ip(ip) => Ok(SocketAddr::new(*ip, target.port)),
@@ -464,14 +464,23 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, true) => Sni::Off,
         (None, false) => Sni::FromHost,
     };
+    let one = |sni: Sni| {
+        let (target, trust, alpn) = (&target, &trust, &args.alpn);
+        async move {
+            if args.http3 {
+                quic::probe(target, &sni, trust, TIMEOUT).await
+            } else {
+                probe_with(target, &sni, trust, alpn, client, TIMEOUT).await
+            }
+        }
+    };
     let reports = tokio.block_on(async {
         if args.names.is_empty() {
-            vec![probe_with(&target, &sni, &trust, &args.alpn, client, TIMEOUT).await]
+            vec![one(sni).await]
         } else {
             let mut out = Vec::with_capacity(args.names.len());
             for n in &args.names {
-                let sni = Sni::Name(n.clone());
-                out.push(probe_with(&target, &sni, &trust, &args.alpn, client, TIMEOUT).await);
+                out.push(one(Sni::Name(n.clone())).await);
             }
             out
         }

@@ -51,10 +51,16 @@ pub fn render_human(r: &Report, trust: &Trust, now: i64) -> String {
     line("sni", r.sni.as_deref().unwrap_or("(none sent)"));
     if let Some(t) = &r.tls {
         let alpn = t.alpn.as_deref().unwrap_or("none");
-        line(
-            "tls",
-            &format!("{}, {}, ALPN {alpn}", t.version, t.cipher_suite),
-        );
+        // Over QUIC the suite is not known (quinn does not say).
+        let suite = if t.cipher_suite.is_empty() {
+            String::new()
+        } else {
+            format!("{}, ", t.cipher_suite)
+        };
+        line("tls", &format!("{}, {suite}ALPN {alpn}", t.version));
+    }
+    if let Some(status) = r.http3_status {
+        line("http/3", &format!("HEAD / answered {status}"));
     }
     if let Some(c) = &r.client_auth {
         let cas = if c.acceptable.is_empty() {
@@ -285,6 +291,15 @@ fn report_json(r: &Report) -> Json {
                     ("alpn", Json::opt_str(t.alpn.clone())),
                 ])
             }),
+        ),
+        (
+            "transport",
+            Json::str(if r.over_quic { "quic" } else { "tcp" }),
+        ),
+        (
+            "http3_status",
+            r.http3_status
+                .map_or(Json::Null, |s| Json::Int(i64::from(s))),
         ),
         ("chain", Json::Arr(r.chain.iter().map(cert_json).collect())),
         ("covers", r.covers.map_or(Json::Null, Json::Bool)),

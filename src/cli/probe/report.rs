@@ -184,6 +184,10 @@ pub struct Report {
     pub error: Option<String>,
     /// Set when the server asked for a client certificate.
     pub client_auth: Option<ClientAuthSeen>,
+    /// Probed over QUIC (`--http3`) rather than TCP.
+    pub over_quic: bool,
+    /// Over QUIC, the status HTTP/3 answered `HEAD /` with.
+    pub http3_status: Option<u16>,
 }
 
 /// What a server that asked for a client certificate was told.
@@ -219,6 +223,25 @@ impl Verdict {
 }
 
 impl Report {
+    /// A report of nothing found yet, for `target` with this SNI and name to check.
+    pub fn new(target: &super::Target, sni: &Option<HostName>, name: &Option<HostName>) -> Report {
+        Report {
+            target: target.to_string(),
+            address: None,
+            sni: sni.as_ref().map(|n| n.as_str().to_string()),
+            name: name.as_ref().map(|n| n.as_str().to_string()),
+            tls: None,
+            chain: Vec::new(),
+            covers: None,
+            verification: None,
+            alert: None,
+            error: None,
+            client_auth: None,
+            over_quic: false,
+            http3_status: None,
+        }
+    }
+
     /// Refusal, then other errors, then a name mismatch, then a verification failure.
     pub fn verdict(&self) -> Verdict {
         if let Some(a) = &self.alert {

@@ -29,6 +29,9 @@ use certificates::{
 use fleet::{next_push, start_from_fleet};
 use watch::{cert_dirs, cert_files, loaded_cert_files, watch_period, DirChanges, DirReady};
 
+/// How long a binary upgrade's new process reads cold certificates for QUIC
+/// (`quic::warm_certificates`) before it tells the old process it serves.
+const WARM_BEFORE_READY: Duration = Duration::from_secs(10);
 /// How often internal certificates are looked at for renewal.
 const RENEWAL_CHECK: Duration = Duration::from_secs(6 * 3600);
 /// How often certificate and key files are looked at for changes (more rarely for many
@@ -522,8 +525,12 @@ async fn serve(
             // Socket activation: the manager's sockets, matched to listeners by address,
             // take the path an upgrade's do; listeners without one are bound.
             let count = activated.len();
-            let handed = crate::activation::assign(activated, &crate::listener::socket_addrs(&rt))
-                .map_err(|e| anyhow::anyhow!("{e}\n  fix: {}", e.fix()))?;
+            let handed = crate::activation::assign(
+                activated,
+                &crate::listener::socket_addrs(&rt),
+                &crate::quic::socket_addrs(&rt),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}\n  fix: {}", e.fix()))?;
             tracing::info!(
                 sockets = count,
                 "took the listening sockets from the service manager"
@@ -538,11 +545,28 @@ async fn serve(
                 tokio::task::spawn_blocking(move || crate::control::take_over(&socket))
                     .await?
                     .context("cannot take the sockets over from the running process")?;
-            tracing::info!(sockets = handed.len(), "took the listening sockets over");
+            tracing::info!(
+                sockets = handed.tcp.len(),
+                udp = handed.udp.len(),
+                "took the listening sockets over"
+            );
             (Server::start_with(rt, handed).await?, Some(stream))
         }
     };
+    // The certificates a start from the names cache left cold are read for QUIC, whose
+    // handshake cannot wait for them: in an upgrade before this process says it serves
+    // (for at most WARM_BEFORE_READY; the old process serves meanwhile), else in the
+    // background.
+    let warming = {
+        let rt = server.runtime();
+        let until = std::time::Instant::now() + WARM_BEFORE_READY;
+        tokio::task::spawn_blocking(move || crate::quic::warm_certificates(&rt, until))
+    };
     if let Some(stream) = takeover {
+        let read = warming.await.unwrap_or(0);
+        if read > 0 {
+            tracing::info!(certificates = read, "read the certificates for QUIC");
+        }
         tokio::task::spawn_blocking(move || crate::control::confirm(stream))
             .await?
             .context("the running process did not let go")?;
@@ -728,7 +752,7 @@ async fn serve(
                     let sockets = server
                         .listening()
                         .into_iter()
-                        .filter_map(|(a, fd)| Some((a, fd.try_clone_to_owned().ok()?)))
+                        .filter_map(|(k, a, fd)| Some((k, a, fd.try_clone_to_owned().ok()?)))
                         .collect();
                     let _ = request.reply.send(Reply::Sockets(sockets));
                 }
